@@ -1,0 +1,176 @@
+//! The middleware: [`NouvelAuthLayer`], [`NouvelAuth`], [`ResponseFuture`], [`ResponseBody`],
+//! and the request's path through the checks ([`Checks::admit`]).
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+use std::{future::Future, sync::Arc, task::Poll, time::Duration};
+
+use http::{request::Parts, HeaderName, HeaderValue};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::NouvelAuthLayer;
+pub use service::NouvelAuth;
+
+use crate::{
+    clock::SharedClock,
+    credentials::presented_key,
+    limit::Decision,
+    reject::ProblemStyle,
+    routes::Access,
+    usage::{Outcome, UsageRecorder},
+    BackendError, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
+};
+
+/// The header on successful responses whose key expires within [`EXPIRY_WARNING`]:
+/// the key's expiration as an RFC 3339 timestamp.
+pub const KEY_EXPIRES_HEADER: HeaderName = HeaderName::from_static("nouvel-key-expires-at");
+
+/// How close an expiration must be for [`KEY_EXPIRES_HEADER`] to appear.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The layer's settings, copied into each service.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) routes: RouteTable,
+    pub(crate) clock: SharedClock,
+    pub(crate) default_limit: RateLimit,
+    pub(crate) lookup_timeout: Duration,
+    pub(crate) limiter_timeout: Duration,
+    pub(crate) problems: ProblemStyle,
+    pub(crate) keep_authorization: bool,
+}
+
+/// Everything a request is checked against: store, limiter, usage and settings.
+pub(crate) struct Checks<K, L> {
+    pub(crate) store: Arc<K>,
+    pub(crate) limiter: Arc<L>,
+    pub(crate) usage: Arc<UsageRecorder>,
+    pub(crate) config: Config,
+}
+
+/// A request that passed every check.
+pub(crate) struct Admission {
+    pub(crate) record: KeyRecord,
+    pub(crate) headers: SuccessHeaders,
+}
+
+/// What the headers of a successful response say.
+pub(crate) struct SuccessHeaders {
+    decision: Decision,
+    expires_soon: Option<OffsetDateTime>,
+}
+
+impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
+    /// The request's path, in the contract's order: credentials (401), plan (402), route
+    /// permission (403), rate limit (429). `Ok(None)` for a public path.
+    pub(crate) async fn admit(&self, request: &Parts) -> Result<Option<Admission>, Rejection> {
+        let access = self.config.routes.access(&request.method, request.uri.path());
+        if access == Access::Public {
+            return Ok(None);
+        }
+        let now = self.config.clock.now();
+        let record = self.authenticate(request, now).await.inspect_err(|rejection| {
+            tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
+        })?;
+        let decision = self.authorize(&record, access, now).await;
+        let outcome = match &decision {
+            Ok(_) => Some(Outcome::Admitted),
+            Err(rejection) => rejection.outcome(),
+        };
+        if let Some(outcome) = outcome {
+            self.usage.record(&record.id, outcome, now);
+        }
+        let decision = decision.inspect_err(|rejection| {
+            tracing::info!(key_id = %record.id, code = rejection.code(), "nouvel-auth rejected a request");
+        })?;
+        let expires_soon = record.expires_at.filter(|&at| at - now <= EXPIRY_WARNING);
+        Ok(Some(Admission {
+            record,
+            headers: SuccessHeaders {
+                decision,
+                expires_soon,
+            },
+        }))
+    }
+
+    /// 401: the presented key, its digest, the store's record, its expiry.
+    async fn authenticate(
+        &self,
+        request: &Parts,
+        now: OffsetDateTime,
+    ) -> Result<KeyRecord, Rejection> {
+        // The key lives only for this statement; from here on there is just its digest.
+        let digest = self.store.digest(&presented_key(&request.headers)?);
+        let record = within(self.config.lookup_timeout, self.store.lookup(&digest))
+            .await
+            .map_err(|error| unavailable("key store", &error))?
+            .ok_or(Rejection::UnknownApiKey)?;
+        if record.is_expired(now) {
+            return Err(Rejection::ExpiredApiKey);
+        }
+        Ok(record)
+    }
+
+    /// 402, 403, 429: plan, route permission, rate limit.
+    async fn authorize(
+        &self,
+        record: &KeyRecord,
+        access: Access,
+        now: OffsetDateTime,
+    ) -> Result<Decision, Rejection> {
+        if !record.plan.allows_api_keys() {
+            return Err(Rejection::PlanRequired(record.plan));
+        }
+        access.authorize(record.permissions)?;
+        let limit = record.rate_limit.unwrap_or(self.config.default_limit);
+        let decision = within(
+            self.config.limiter_timeout,
+            self.limiter.check(&record.id, limit, now),
+        )
+        .await
+        .map_err(|error| unavailable("rate limiter", &error))?;
+        if decision.allowed {
+            Ok(decision)
+        } else {
+            Err(Rejection::RateLimited(decision))
+        }
+    }
+}
+
+impl SuccessHeaders {
+    /// The rate-limit headers, and the expiry warning.
+    pub(crate) fn write(&self, headers: &mut http::HeaderMap) {
+        self.decision.write_headers(headers);
+        if let Some(at) = self.expires_soon.and_then(|at| at.format(&Rfc3339).ok()) {
+            if let Ok(value) = HeaderValue::try_from(at) {
+                headers.insert(KEY_EXPIRES_HEADER, value);
+            }
+        }
+    }
+}
+
+fn unavailable(what: &str, error: &BackendError) -> Rejection {
+    tracing::warn!(%error, "nouvel-auth: the {what} is unavailable; answering 503");
+    Rejection::Unavailable
+}
+
+/// Runs `future` with a timeout, but arms no timer when it is ready at once, as a
+/// memory store or a warm cache is.
+async fn within<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => output,
+        Poll::Pending => tokio::time::timeout(limit, future)
+            .await
+            .map_err(|_| BackendError::Timeout(limit))?,
+    }
+}

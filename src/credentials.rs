@@ -1,0 +1,78 @@
+//! Step 1 of the request's path: the presented key, read from `Authorization` with no I/O.
+
+use http::{header::AUTHORIZATION, HeaderMap};
+
+use crate::{ApiKey, Rejection};
+
+/// The key in `Authorization: Bearer nvl_…`.
+///
+/// The scheme is matched case-insensitively (RFC 6750 via RFC 9110); exactly one space
+/// and one token follow it. The key's format and checksum are checked here, so a made-up
+/// string costs no hashing and no store lookup.
+pub(crate) fn presented_key(headers: &HeaderMap) -> Result<ApiKey, Rejection> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(Rejection::MissingApiKey)?;
+    if values.next().is_some() {
+        return Err(Rejection::InvalidAuthorization);
+    }
+    let value = value.as_bytes();
+    let (scheme, token) = value
+        .split_at_checked(b"Bearer ".len())
+        .ok_or(Rejection::InvalidAuthorization)?;
+    let visible = |b: &u8| b.is_ascii_graphic();
+    if !scheme.eq_ignore_ascii_case(b"Bearer ") || token.is_empty() || !token.iter().all(visible) {
+        return Err(Rejection::InvalidAuthorization);
+    }
+    let token = std::str::from_utf8(token).map_err(|_| Rejection::InvalidAuthorization)?;
+    ApiKey::parse(token).map_err(Rejection::MalformedApiKey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyFormatError;
+    use http::HeaderValue;
+
+    fn parse(values: &[&[u8]]) -> Result<ApiKey, Rejection> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        presented_key(&headers)
+    }
+
+    #[test]
+    fn reads_one_bearer_key() {
+        let key = ApiKey::generate();
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let header = format!("{scheme} {}", key.expose_secret());
+            assert_eq!(parse(&[header.as_bytes()]).unwrap().digest(), key.digest());
+        }
+    }
+
+    #[test]
+    fn names_each_failure() {
+        let key = ApiKey::generate();
+        let good = format!("Bearer {}", key.expose_secret());
+        assert_eq!(parse(&[]).unwrap_err(), Rejection::MissingApiKey);
+        for bad in [
+            "Basic dXNlcjpwYXNz".as_bytes(),
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer  nvl_x",
+            b"Bearernvl_abc",
+            "Bearer nvl_\u{e9}".as_bytes(),
+            format!("Bearer {} extra", key.expose_secret()).as_bytes(),
+        ] {
+            assert_eq!(parse(&[bad]).unwrap_err(), Rejection::InvalidAuthorization, "{bad:?}");
+        }
+        assert_eq!(
+            parse(&[good.as_bytes(), good.as_bytes()]).unwrap_err(),
+            Rejection::InvalidAuthorization
+        );
+        assert_eq!(
+            parse(&[b"Bearer nvl_short"]).unwrap_err(),
+            Rejection::MalformedApiKey(KeyFormatError::Length)
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! API keys: the secret [`ApiKey`], its [`KeyDigest`], and the ids of keys and accounts.
+//!
+//! A key is `nvl_`, then 22 base62 characters from the OS CSPRNG (131 bits), then a
+//! 6-character base62 CRC32 of everything before it: 32 ASCII characters in all.
+//! The checksum lets the layer turn away a typo or a made-up string before it hashes
+//! anything or asks the store.
+//!
+//! ```
+//! use nouvel_auth::ApiKey;
+//!
+//! let key = ApiKey::generate();
+//! assert!(key.expose_secret().starts_with("nvl_"));
+//! assert_eq!(key.expose_secret().len(), ApiKey::LEN);
+//!
+//! // Parsing checks prefix, charset, length and checksum.
+//! let again = ApiKey::parse(key.expose_secret()).unwrap();
+//! assert_eq!(again.digest(), key.digest());
+//!
+//! // `Debug` never shows the secret.
+//! let shown = format!("{key:?}");
+//! assert!(!shown.contains(key.expose_secret()));
+//! ```
+
+use std::{fmt, hash::Hash, sync::Arc};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+const PREFIX: &[u8] = b"nvl_";
+const RANDOM_LEN: usize = 22;
+const CHECKSUM_LEN: usize = 6;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A plaintext API key (`nvl_…`): a secret.
+///
+/// It has no `Display`; its `Debug` shows only the [display prefix](Self::display_prefix).
+/// The plaintext is reachable only through [`expose_secret`](Self::expose_secret), which the
+/// crate calls in exactly one place: when a new key is shown to its owner.
+#[derive(Clone)]
+pub struct ApiKey([u8; ApiKey::LEN]);
+
+/// Why a string is not a well-formed API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFormatError {
+    /// The string is not [`ApiKey::LEN`] bytes long.
+    #[error("an API key is {} characters long", ApiKey::LEN)]
+    Length,
+    /// The string does not start with `nvl_`.
+    #[error("an API key starts with `nvl_`")]
+    Prefix,
+    /// A character after the prefix is not in `[0-9A-Za-z]`.
+    #[error("an API key holds only the characters 0-9, A-Z and a-z after `nvl_`")]
+    Charset,
+    /// The last six characters are not the checksum of the rest.
+    #[error("the API key's checksum does not match; check for a typo")]
+    Checksum,
+}
+
+impl ApiKey {
+    /// Length of every key in bytes: `nvl_` (4) + 22 random + 6 checksum characters.
+    pub const LEN: usize = PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+
+    /// Makes a new key from the operating system's CSPRNG.
+    ///
+    /// # Panics
+    ///
+    /// Panics only if the operating system cannot provide randomness, in which
+    /// case no key could be made safely.
+    pub fn generate() -> Self {
+        let mut key = [0u8; Self::LEN];
+        key[..PREFIX.len()].copy_from_slice(PREFIX);
+        fill_base62(&mut key[PREFIX.len()..PREFIX.len() + RANDOM_LEN]);
+        let crc = crc32fast::hash(&key[..PREFIX.len() + RANDOM_LEN]);
+        encode_checksum(crc, &mut key[PREFIX.len() + RANDOM_LEN..]);
+        Self(key)
+    }
+
+    /// Parses a presented key, checking length, prefix, charset and checksum.
+    ///
+    /// This does no I/O and no hashing.
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        let bytes: [u8; Self::LEN] = s.as_bytes().try_into().map_err(|_| KeyFormatError::Length)?;
+        if &bytes[..PREFIX.len()] != PREFIX {
+            return Err(KeyFormatError::Prefix);
+        }
+        if !bytes[PREFIX.len()..].iter().all(u8::is_ascii_alphanumeric) {
+            return Err(KeyFormatError::Charset);
+        }
+        let (body, checksum) = bytes.split_at(PREFIX.len() + RANDOM_LEN);
+        let mut expected = [0u8; CHECKSUM_LEN];
+        encode_checksum(crc32fast::hash(body), &mut expected);
+        if checksum != expected {
+            return Err(KeyFormatError::Checksum);
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The plaintext. Show it to the key's owner once, at creation; never log it.
+    pub fn expose_secret(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("keys are ASCII by construction")
+    }
+
+    /// `nvl_` and the next four characters (`nvl_AbCd`): enough for a person to tell
+    /// keys apart, far too little to guess one.
+    pub fn display_prefix(&self) -> &str {
+        &self.expose_secret()[..PREFIX.len() + 4]
+    }
+
+    /// The SHA-256 digest of the key, as stores keep it (see [`KeyHasher`] for a peppered one).
+    pub fn digest(&self) -> KeyDigest {
+        KeyHasher::Sha256.digest(self)
+    }
+}
+
+impl Drop for ApiKey {
+    fn drop(&mut self) {
+        // Leave no copy of the secret in freed memory.
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}…)", self.display_prefix())
+    }
+}
+
+/// Fills `out` with uniformly random base62 characters (rejection sampling, so no bias).
+fn fill_base62(out: &mut [u8]) {
+    let mut filled = 0;
+    let mut pool = [0u8; 64];
+    while filled < out.len() {
+        getrandom::fill(&mut pool).expect("the OS CSPRNG is available");
+        // 248 = 4 × 62: bytes at or above it would favour the first characters.
+        for byte in pool.iter().filter(|&&b| b < 248) {
+            if filled == out.len() {
+                break;
+            }
+            out[filled] = BASE62[usize::from(byte % 62)];
+            filled += 1;
+        }
+    }
+}
+
+/// Writes `crc` as fixed-width base62, most significant digit first (62^6 > 2^32).
+fn encode_checksum(mut crc: u32, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(crc % 62) as usize];
+        crc /= 62;
+    }
+}
+
+/// Makes an opaque id such as `key_…` or `acc_…`: a prefix and 16 random base62 characters.
+pub(crate) fn random_id(prefix: &str) -> Arc<str> {
+    let mut random = [0u8; 16];
+    fill_base62(&mut random);
+    let mut id = String::with_capacity(prefix.len() + random.len());
+    id.push_str(prefix);
+    id.extend(random.iter().map(|&b| char::from(b)));
+    id.into()
+}
+
+/// The digest of an API key: what stores keep and look up instead of the key.
+///
+/// Equality is constant-time, so comparing a presented digest with a stored one
+/// tells an observer nothing about how many bytes matched.
+#[derive(Clone, Copy)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// Wraps 32 digest bytes read back from a store.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The digest's bytes, to write into a store.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl PartialEq for KeyDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for KeyDigest {}
+
+impl Hash for KeyDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A digest is not the key, but an unsalted one still identifies it: show little.
+        write!(f, "KeyDigest({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+/// How keys are turned into [`KeyDigest`]s.
+///
+/// Plain SHA-256 is the default. With a server-side pepper (HMAC-SHA-256), a leaked
+/// table of digests cannot even be checked against a guessed key without the pepper.
+/// The layer asks the store for digests ([`KeyStore::digest`](crate::KeyStore::digest)),
+/// so stores and layer always agree.
+///
+/// ```
+/// use nouvel_auth::{ApiKey, KeyHasher};
+///
+/// let key = ApiKey::generate();
+/// let peppered = KeyHasher::hmac_sha256(b"server-side pepper");
+/// assert_ne!(peppered.digest(&key), KeyHasher::Sha256.digest(&key));
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum KeyHasher {
+    /// SHA-256 of the key.
+    #[default]
+    Sha256,
+    /// HMAC-SHA-256 of the key under a secret pepper.
+    HmacSha256(Hmac<Sha256>),
+}
+
+impl KeyHasher {
+    /// An HMAC-SHA-256 hasher keyed with `pepper`.
+    pub fn hmac_sha256(pepper: &[u8]) -> Self {
+        Self::HmacSha256(Hmac::new_from_slice(pepper).expect("HMAC accepts keys of any length"))
+    }
+
+    /// The digest of `key`.
+    pub fn digest(&self, key: &ApiKey) -> KeyDigest {
+        match self {
+            Self::Sha256 => KeyDigest(Sha256::digest(key.0).into()),
+            Self::HmacSha256(mac) => {
+                let mut mac = mac.clone();
+                mac.update(&key.0);
+                KeyDigest(mac.finalize().into_bytes().into())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sha256 => "Sha256",
+            Self::HmacSha256(_) => "HmacSha256(<pepper>)",
+        })
+    }
+}
+
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Cloning is cheap (a shared string).
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// The id as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(id.into())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(id.into())
+            }
+        }
+
+        impl From<Arc<str>> for $name {
+            fn from(id: Arc<str>) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+opaque_id! {
+    /// The id of an API key: not secret, safe to log, stable across rotations of nothing
+    /// (a rotation makes a key with a new id).
+    KeyId
+}
+
+opaque_id! {
+    /// The id of an account, which owns keys and has a [`Plan`](crate::Plan).
+    AccountId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_differ() {
+        let a = ApiKey::generate();
+        let b = ApiKey::generate();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert!(ApiKey::parse(a.expose_secret()).is_ok());
+    }
+
+    #[test]
+    fn every_malformation_is_named() {
+        let good = ApiKey::generate();
+        let good = good.expose_secret();
+        assert_eq!(ApiKey::parse("").unwrap_err(), KeyFormatError::Length);
+        assert_eq!(ApiKey::parse(&good[1..]).unwrap_err(), KeyFormatError::Length);
+        assert_eq!(
+            ApiKey::parse(&good.replacen("nvl_", "nvk_", 1)).unwrap_err(),
+            KeyFormatError::Prefix
+        );
+        let mut bad_char = good.to_owned();
+        bad_char.replace_range(10..11, "-");
+        assert_eq!(ApiKey::parse(&bad_char).unwrap_err(), KeyFormatError::Charset);
+        // One changed character of the random part breaks the checksum.
+        let mut typo = good.as_bytes().to_vec();
+        typo[8] = if typo[8] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        assert_eq!(ApiKey::parse(&typo).unwrap_err(), KeyFormatError::Checksum);
+    }
+
+    #[test]
+    fn debug_shows_only_the_prefix() {
+        let key = ApiKey::generate();
+        let shown = format!("{key:?}");
+        assert!(shown.contains(key.display_prefix()));
+        assert!(!shown.contains(&key.expose_secret()[8..]));
+        assert_eq!(key.display_prefix().len(), 8);
+    }
+
+    #[test]
+    fn base62_alphabet_is_uniformly_used() {
+        let mut seen = [false; 62];
+        for _ in 0..200 {
+            for &b in &ApiKey::generate().0[4..26] {
+                seen[BASE62.iter().position(|&c| c == b).unwrap()] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+}

@@ -1,0 +1,89 @@
+//! Tower middleware that puts the Nouvel API's key rules in front of any axum or hyper
+//! service: `Authorization: Bearer nvl_…` keys checked against a pluggable [`KeyStore`],
+//! per-route [permissions](Permission), [plan](Plan) gating, expiry, and an exact
+//! per-key sliding-window [rate limit](RateLimit).
+//!
+//! # Quick start
+//!
+//! ```
+//! use axum::{body::Body, routing::post, Extension, Router};
+//! use http::{Request, StatusCode};
+//! use nouvel_auth::{KeyManager, KeyRecord, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = MemoryKeyStore::new();
+//! let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+//! let created = store
+//!     .create_key(&account.id, KeySpec::new("Production Server", [Permission::Generate]))
+//!     .await
+//!     .unwrap();
+//!
+//! let app = Router::new()
+//!     .route("/api/v1/generate", post(|Extension(key): Extension<KeyRecord>| async move {
+//!         format!("generating for {}", key.id)
+//!     }))
+//!     .layer(NouvelAuthLayer::new(store));
+//!
+//! let request = |auth: &str| {
+//!     Request::post("/api/v1/generate").header("authorization", auth).body(Body::empty()).unwrap()
+//! };
+//! let bearer = format!("Bearer {}", created.key.expose_secret());
+//! let ok = app.clone().oneshot(request(&bearer)).await.unwrap();
+//! assert_eq!(ok.status(), StatusCode::OK);
+//! assert_eq!(ok.headers()["x-ratelimit-remaining"], "59");
+//!
+//! let refused = app.oneshot(request("Bearer nvl_madeup")).await.unwrap();
+//! assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(refused.headers()["content-type"], "application/problem+json");
+//! # }
+//! ```
+//!
+//! # The request's path
+//!
+//! Each step has its own module, so the answer to "why did I get 403" is in one place:
+//!
+//! 1. [`routes`]: which permission the route needs (public paths stop here, unchecked);
+//! 2. `credentials`: the `Bearer` key, its format and checksum (401, no I/O);
+//! 3. [`store`]: digest, lookup (401 unknown, 503 outage), expiry (401 expired);
+//! 4. [`plan`]: the account's plan (402);
+//! 5. [`routes`]: [`Access::authorize`](routes::Access::authorize) (403);
+//! 6. [`limit`]: the rate limit (429);
+//! 7. the inner service, with the [`KeyRecord`] in the request's extensions.
+//!
+//! Every refusal is a [`Rejection`], rendered by [`reject`] as `application/problem+json`.
+
+mod auth;
+mod clock;
+mod credentials;
+mod error;
+mod expiration;
+mod key;
+pub mod limit;
+mod manage;
+mod permission;
+pub mod plan;
+pub mod reject;
+pub mod routes;
+pub mod store;
+mod usage;
+
+pub use auth::{
+    NouvelAuth, NouvelAuthLayer, ResponseBody, ResponseFuture, EXPIRY_WARNING, KEY_EXPIRES_HEADER,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{BackendError, BoxError};
+pub use expiration::{Expiration, ExpirationError};
+pub use key::{AccountId, ApiKey, KeyDigest, KeyFormatError, KeyHasher, KeyId};
+pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter};
+pub use manage::{
+    validate_name, Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus, ManageError,
+    NewKey, ValidKeySpec,
+};
+pub use permission::{Permission, Permissions, UnknownPermission};
+pub use plan::Plan;
+pub use reject::Rejection;
+pub use routes::RouteTable;
+pub use store::{KeyRecord, KeyStore, MemoryKeyStore};
+pub use usage::{Outcome, RejectionCounts, Usage, UsageReport};

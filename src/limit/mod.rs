@@ -1,0 +1,135 @@
+//! The per-key rate limit: the [`RateLimiter`] trait, its [`Decision`]s, and the
+//! rate-limit headers written from them.
+//!
+//! The rule is an exact sliding window (a sliding log): for any key, in any interval of
+//! length W at most N requests are admitted, and a request is refused only when N were
+//! admitted in the W before it. Refused requests are not recorded, so a client that backs
+//! off gets through as soon as its oldest request leaves the window.
+
+mod memory;
+
+use std::{future::Future, time::Duration};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use time::OffsetDateTime;
+
+pub use memory::MemoryRateLimiter;
+
+use crate::{BackendError, KeyId};
+
+/// N requests per window W.
+///
+/// ```
+/// use std::time::Duration;
+/// use nouvel_auth::RateLimit;
+///
+/// assert_eq!(RateLimit::default(), RateLimit::new(60, Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    requests: u32,
+    window: Duration,
+}
+
+impl RateLimit {
+    /// `requests` per `window`. A window is kept to the millisecond and to at most
+    /// 24 days; a zero window counts as one millisecond.
+    pub const fn new(requests: u32, window: Duration) -> Self {
+        Self { requests, window }
+    }
+
+    /// N: how many requests a window admits.
+    pub const fn requests(self) -> u32 {
+        self.requests
+    }
+
+    /// W: the window's length.
+    pub const fn window(self) -> Duration {
+        self.window
+    }
+
+    /// The window in milliseconds, as the limiters count it.
+    pub(crate) fn window_millis(self) -> u32 {
+        // 2^31 ms is 24.8 days: beyond any sensible window, and it keeps offsets in u32.
+        u32::try_from(self.window.as_millis()).unwrap_or(u32::MAX).clamp(1, 1 << 31)
+    }
+}
+
+impl Default for RateLimit {
+    /// The Nouvel API's limit: 60 requests per minute.
+    fn default() -> Self {
+        Self::new(60, Duration::from_secs(60))
+    }
+}
+
+/// A limiter's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request is admitted (and so recorded).
+    pub allowed: bool,
+    /// The limit that applied.
+    pub limit: RateLimit,
+    /// How many more requests the window admits now, this one counted as used.
+    pub remaining: u32,
+    /// Time until the oldest admitted request leaves the window: when `remaining` grows.
+    pub reset: Duration,
+}
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+impl Decision {
+    /// Whole seconds until a slot frees, rounded up.
+    pub fn reset_seconds(&self) -> u64 {
+        let millis = u64::try_from(self.reset.as_millis()).unwrap_or(u64::MAX);
+        millis.div_ceil(1000)
+    }
+
+    /// The `Retry-After` of a refusal: [`reset_seconds`](Self::reset_seconds), at least 1.
+    pub fn retry_after(&self) -> u64 {
+        self.reset_seconds().max(1)
+    }
+
+    /// Writes `RateLimit-Policy`, `RateLimit` (draft-ietf-httpapi-ratelimit-headers) and
+    /// the `X-RateLimit-*` triple.
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
+        let limit = self.limit.requests;
+        let window = self.limit.window.as_secs();
+        let (remaining, reset) = (self.remaining, self.reset_seconds());
+        headers.insert(
+            RATELIMIT_POLICY.clone(),
+            header_value(format_args!("\"per-key\";q={limit};w={window}")),
+        );
+        headers.insert(
+            RATELIMIT.clone(),
+            header_value(format_args!("\"per-key\";r={remaining};t={reset}")),
+        );
+        headers.insert(X_RATELIMIT_LIMIT.clone(), limit.into());
+        headers.insert(X_RATELIMIT_REMAINING.clone(), remaining.into());
+        headers.insert(X_RATELIMIT_RESET.clone(), reset.into());
+    }
+}
+
+/// A header value from ASCII text made by this crate.
+pub(crate) fn header_value(text: std::fmt::Arguments<'_>) -> HeaderValue {
+    HeaderValue::try_from(text.to_string()).expect("the crate writes visible ASCII")
+}
+
+/// Decides whether a key may make one more request.
+///
+/// Keyed by [`KeyId`] only: a limiter never sees the key, nor anything an unauthenticated
+/// client controls, since only requests that passed authentication, plan and permission
+/// reach it.
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Admits (and records) or refuses one request of `key` under `limit`. `now` is the
+    /// layer's clock; a limiter shared by several instances may use its own clock instead.
+    fn check(
+        &self,
+        key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Decision, BackendError>> + Send;
+}

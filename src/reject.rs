@@ -1,0 +1,223 @@
+//! Every way the layer refuses a request, and the response it gets.
+//!
+//! Each [`Rejection`] becomes an `application/problem+json` body (RFC 9457) with a stable
+//! `code`, plus `WWW-Authenticate` on 401 and 403 and the rate-limit headers on 429. The
+//! rejection itself rides in the response's extensions, for logging or for a
+//! `map_response` that wants to answer differently.
+//!
+//! | status | `code` | cause |
+//! |---|---|---|
+//! | 401 | `missing_api_key` | no `Authorization` header |
+//! | 401 | `invalid_authorization` | not `Bearer <token>` |
+//! | 401 | `invalid_api_key` | malformed, unknown, deleted or revoked key |
+//! | 401 | `expired_api_key` | past its expiration (or its rotation grace) |
+//! | 402 | `plan_required` | the account is on `starter` or `growth` |
+//! | 403 | `missing_permission` | the key lacks the route's permission |
+//! | 403 | `route_not_allowed` | the route is in no table entry |
+//! | 429 | `rate_limited` | over the key's limit |
+//! | 503 | `auth_unavailable` | key store or limiter failed or timed out |
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::{limit::header_value, limit::Decision, usage::Outcome, KeyFormatError, Permission, Plan};
+
+/// Why the layer refused a request. Found in the response's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// 401: no `Authorization` header.
+    MissingApiKey,
+    /// 401: the header is not `Bearer <token>` (another scheme, no token, bytes that are
+    /// not visible ASCII, or several `Authorization` headers).
+    InvalidAuthorization,
+    /// 401: the token is not a well-formed key.
+    MalformedApiKey(KeyFormatError),
+    /// 401: no live key has this digest (unknown, deleted and revoked look the same).
+    UnknownApiKey,
+    /// 401: the key has expired.
+    ExpiredApiKey,
+    /// 402: the key's account is on a plan without API keys.
+    PlanRequired(Plan),
+    /// 403: the key lacks the route's permission.
+    MissingPermission(Permission),
+    /// 403: the route is in no table entry and unlisted routes are denied.
+    RouteNotAllowed,
+    /// 429: the key is over its limit.
+    RateLimited(Decision),
+    /// 503: the key store or the limiter failed or timed out.
+    Unavailable,
+}
+
+/// How problem bodies and challenges are written: the `type` base URI and the realm.
+#[derive(Debug, Clone)]
+pub(crate) struct ProblemStyle {
+    pub(crate) type_base: Option<String>,
+    pub(crate) realm: String,
+}
+
+impl Default for ProblemStyle {
+    fn default() -> Self {
+        Self {
+            type_base: None,
+            realm: "nouvel".to_owned(),
+        }
+    }
+}
+
+impl Rejection {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingApiKey
+            | Self::InvalidAuthorization
+            | Self::MalformedApiKey(_)
+            | Self::UnknownApiKey
+            | Self::ExpiredApiKey => StatusCode::UNAUTHORIZED,
+            Self::PlanRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::MissingPermission(_) | Self::RouteNotAllowed => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable, machine-readable `code` of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidAuthorization => "invalid_authorization",
+            Self::MalformedApiKey(_) | Self::UnknownApiKey => "invalid_api_key",
+            Self::ExpiredApiKey => "expired_api_key",
+            Self::PlanRequired(_) => "plan_required",
+            Self::MissingPermission(_) => "missing_permission",
+            Self::RouteNotAllowed => "route_not_allowed",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable => "auth_unavailable",
+        }
+    }
+
+    /// A sentence that helps the caller fix the request. Never echoes the key.
+    pub fn detail(&self) -> Cow<'static, str> {
+        match self {
+            Self::MissingApiKey => "Send your API key as `Authorization: Bearer nvl_…`.".into(),
+            Self::InvalidAuthorization => {
+                "The Authorization header must be exactly one `Bearer <key>`.".into()
+            }
+            Self::MalformedApiKey(why) => format!("The API key is malformed: {why}.").into(),
+            Self::UnknownApiKey => {
+                "The API key is not valid: it may have been deleted or revoked. Create a new one in Settings → API Keys.".into()
+            }
+            Self::ExpiredApiKey => {
+                "The API key has expired. Create a new one in Settings → API Keys.".into()
+            }
+            Self::PlanRequired(plan) => format!(
+                "API keys need the Scale or Business plan; this account is on the {} plan.",
+                plan.as_str()
+            )
+            .into(),
+            Self::MissingPermission(permission) => format!(
+                "This key lacks the `{permission}` permission that this route needs."
+            )
+            .into(),
+            Self::RouteNotAllowed => "No API key may use this route.".into(),
+            Self::RateLimited(decision) => format!(
+                "Over the limit of {} requests per {} seconds; retry in {} seconds.",
+                decision.limit.requests(),
+                decision.limit.window().as_secs(),
+                decision.retry_after()
+            )
+            .into(),
+            Self::Unavailable => {
+                "Authentication is unavailable right now; retry shortly.".into()
+            }
+        }
+    }
+
+    /// How the rejection counts in the key's [`Usage`](crate::Usage); `None` when no key
+    /// authenticated, or the failure was ours (503).
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Self::PlanRequired(_) => Some(Outcome::PlanRequired),
+            Self::MissingPermission(_) => Some(Outcome::MissingPermission),
+            Self::RouteNotAllowed => Some(Outcome::RouteNotAllowed),
+            Self::RateLimited(_) => Some(Outcome::RateLimited),
+            _ => None,
+        }
+    }
+
+    /// The members beyond `type`, `title`, `status`, `detail` and `code`.
+    fn extra_members(&self, body: &mut Map<String, Value>) {
+        match self {
+            Self::PlanRequired(plan) => {
+                body.insert("plan".into(), json!(plan));
+                body.insert("required_plans".into(), json!(Plan::WITH_API_KEYS));
+            }
+            Self::MissingPermission(permission) => {
+                body.insert("required_permission".into(), json!(permission));
+            }
+            Self::RateLimited(decision) => {
+                body.insert("limit".into(), json!(decision.limit.requests()));
+                body.insert("window_seconds".into(), json!(decision.limit.window().as_secs()));
+                body.insert("retry_after".into(), json!(decision.retry_after()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750), on 401 and 403 only.
+    fn challenge(&self, realm: &str) -> Option<HeaderValue> {
+        let error = match self {
+            Self::MissingApiKey | Self::InvalidAuthorization => "",
+            Self::MalformedApiKey(_) | Self::UnknownApiKey => {
+                r#", error="invalid_token", error_description="The API key is invalid""#
+            }
+            Self::ExpiredApiKey => {
+                r#", error="invalid_token", error_description="The API key has expired""#
+            }
+            Self::MissingPermission(permission) => {
+                return Some(header_value(format_args!(
+                    r#"Bearer realm="{realm}", error="insufficient_scope", scope="{permission}""#
+                )));
+            }
+            Self::RouteNotAllowed => r#", error="insufficient_scope""#,
+            _ => return None,
+        };
+        Some(header_value(format_args!(r#"Bearer realm="{realm}"{error}"#)))
+    }
+
+    /// The problem+json response for this rejection.
+    pub(crate) fn to_response(&self, style: &ProblemStyle) -> Response<Bytes> {
+        let status = self.status();
+        let mut body = Map::new();
+        let problem_type = match &style.type_base {
+            Some(base) => format!("{base}{}", self.code()),
+            None => "about:blank".to_owned(),
+        };
+        body.insert("type".into(), problem_type.into());
+        body.insert("title".into(), status.canonical_reason().unwrap_or_default().into());
+        body.insert("status".into(), status.as_u16().into());
+        body.insert("detail".into(), self.detail().into());
+        body.insert("code".into(), self.code().into());
+        self.extra_members(&mut body);
+
+        let mut response = Response::new(Bytes::from(Value::Object(body).to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(challenge) = self.challenge(&style.realm) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Self::RateLimited(decision) = self {
+            decision.write_headers(headers);
+            headers.insert(header::RETRY_AFTER, decision.retry_after().into());
+        }
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+}

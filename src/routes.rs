@@ -1,0 +1,174 @@
+//! Which permission each route needs: the [`RouteTable`].
+//!
+//! ```
+//! use http::Method;
+//! use nouvel_auth::{Permission, RouteTable, routes::Access};
+//!
+//! let table = RouteTable::nouvel();
+//! assert_eq!(
+//!     table.access(&Method::GET, "/api/v1/jobs/job_123"),
+//!     Access::Requires(Permission::ProjectsRead),
+//! );
+//! // HEAD is treated as GET.
+//! assert_eq!(
+//!     table.access(&Method::HEAD, "/api/v1/projects"),
+//!     Access::Requires(Permission::ProjectsRead),
+//! );
+//! // Routes in no entry are denied by default.
+//! assert_eq!(table.access(&Method::DELETE, "/api/v1/projects"), Access::Denied);
+//!
+//! let custom = RouteTable::new()
+//!     .route(Method::GET, "/v2/reports/{id}", Permission::AnalyticsRead).unwrap()
+//!     .public("/healthz").unwrap()
+//!     .authenticate_unlisted();
+//! assert_eq!(custom.access(&Method::GET, "/healthz"), Access::Public);
+//! assert_eq!(custom.access(&Method::POST, "/other"), Access::Authenticated);
+//! ```
+
+use http::Method;
+
+use crate::{Permission, Permissions, Rejection};
+
+/// What a request needs, according to the [`RouteTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A public path: no authentication at all.
+    Public,
+    /// A valid key holding this permission.
+    Requires(Permission),
+    /// A route in no entry, under the "authenticate only" policy: any valid key.
+    Authenticated,
+    /// A route in no entry, under the default policy: refused with 403 `route_not_allowed`.
+    Denied,
+}
+
+impl Access {
+    /// Step 3 of the request's path: whether a key holding `permissions` may pass.
+    /// Every 403 comes from here.
+    pub fn authorize(self, permissions: Permissions) -> Result<(), Rejection> {
+        match self {
+            Self::Public | Self::Authenticated => Ok(()),
+            Self::Requires(needed) if permissions.contains(needed) => Ok(()),
+            Self::Requires(needed) => Err(Rejection::MissingPermission(needed)),
+            Self::Denied => Err(Rejection::RouteNotAllowed),
+        }
+    }
+}
+
+/// The methods of one path template and what each needs.
+#[derive(Debug, Clone, Default)]
+struct PathEntry {
+    public: bool,
+    methods: Vec<(Method, Permission)>,
+}
+
+/// A route table: `(method, path template) → permission`, plus public paths and the
+/// policy for requests that match no entry.
+///
+/// Templates use `{param}` segments (as axum 0.8 does), matched by `matchit`.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    paths: matchit::Router<usize>,
+    entries: Vec<PathEntry>,
+    templates: Vec<String>,
+    unlisted: Access,
+}
+
+/// A route template that cannot be added to the table.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid route template '{template}': {source}")]
+pub struct RouteError {
+    template: String,
+    #[source]
+    source: matchit::InsertError,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RouteTable {
+    /// An empty table that denies every route.
+    pub fn new() -> Self {
+        Self {
+            paths: matchit::Router::new(),
+            entries: Vec::new(),
+            templates: Vec::new(),
+            unlisted: Access::Denied,
+        }
+    }
+
+    /// The seven routes of the Nouvel API.
+    pub fn nouvel() -> Self {
+        use Permission::*;
+        [
+            (Method::POST, "/api/v1/generate", Generate),
+            (Method::GET, "/api/v1/jobs/{jobId}", ProjectsRead),
+            (Method::GET, "/api/v1/projects", ProjectsRead),
+            (Method::POST, "/api/v1/publish", Publish),
+            (Method::GET, "/api/v1/publish/{id}", Publish),
+            (Method::GET, "/api/v1/analytics", AnalyticsRead),
+            (Method::POST, "/api/v1/copilot/chat", CopilotChat),
+        ]
+        .into_iter()
+        .try_fold(Self::new(), |table, (method, path, permission)| {
+            table.route(method, path, permission)
+        })
+        .expect("the seed's templates are valid")
+    }
+
+    /// Adds `method template` needing `permission`. A `GET` entry also serves `HEAD`.
+    pub fn route(mut self, method: Method, template: &str, permission: Permission) -> Result<Self, RouteError> {
+        self.entry(template)?.methods.push((method, permission));
+        Ok(self)
+    }
+
+    /// Makes `template` public: every method on it skips authentication (health checks).
+    pub fn public(mut self, template: &str) -> Result<Self, RouteError> {
+        self.entry(template)?.public = true;
+        Ok(self)
+    }
+
+    /// Lets any valid key through on routes in no entry, instead of answering 403.
+    #[must_use]
+    pub fn authenticate_unlisted(mut self) -> Self {
+        self.unlisted = Access::Authenticated;
+        self
+    }
+
+    fn entry(&mut self, template: &str) -> Result<&mut PathEntry, RouteError> {
+        let index = match self.templates.iter().position(|t| t == template) {
+            Some(index) => index,
+            None => {
+                let index = self.entries.len();
+                self.paths.insert(template, index).map_err(|source| RouteError {
+                    template: template.to_owned(),
+                    source,
+                })?;
+                self.entries.push(PathEntry::default());
+                self.templates.push(template.to_owned());
+                index
+            }
+        };
+        Ok(&mut self.entries[index])
+    }
+
+    /// What a request with `method` on `path` needs.
+    pub fn access(&self, method: &Method, path: &str) -> Access {
+        let Ok(found) = self.paths.at(path) else {
+            return self.unlisted;
+        };
+        let entry = &self.entries[*found.value];
+        if entry.public {
+            return Access::Public;
+        }
+        let method = if method == Method::HEAD { &Method::GET } else { method };
+        entry
+            .methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map_or(self.unlisted, |&(_, permission)| Access::Requires(permission))
+    }
+}

@@ -1,0 +1,126 @@
+//! Where keys live: the [`KeyStore`] trait the layer reads through, and [`KeyRecord`].
+//!
+//! A store keeps only [`KeyDigest`]s, never keys. The layer asks it for the digest of a
+//! presented key ([`KeyStore::digest`]), looks the digest up, and reports usage in batches.
+//!
+//! The layer uses the store generically (`NouvelAuthLayer<K: KeyStore>`), not as a trait
+//! object: a lookup costs no allocation and no virtual call, and a custom store is just a
+//! type with two `async fn`s. See `examples/custom_store.rs`.
+
+mod memory;
+
+use std::future::Future;
+
+use time::OffsetDateTime;
+
+pub use memory::MemoryKeyStore;
+
+use crate::{
+    limit::RateLimit, usage::UsageReport, AccountId, ApiKey, BackendError, KeyDigest, KeyId,
+    Permissions, Plan,
+};
+
+/// What the layer needs to know about a live key. Handlers find it in the request's
+/// extensions (`Extension<KeyRecord>` in axum) once the layer has admitted the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyRecord {
+    /// The key's id.
+    pub id: KeyId,
+    /// The account that owns the key.
+    pub account_id: AccountId,
+    /// The key's name, as its owner gave it.
+    pub name: std::sync::Arc<str>,
+    /// The account's plan, now.
+    pub plan: Plan,
+    /// What the key may do.
+    pub permissions: Permissions,
+    /// When the key stops working; `None` for never.
+    pub expires_at: Option<OffsetDateTime>,
+    /// A limit for this key instead of the layer's default.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl KeyRecord {
+    /// A record that never expires and uses the layer's default limit.
+    pub fn new(
+        id: impl Into<KeyId>,
+        account_id: impl Into<AccountId>,
+        name: impl Into<std::sync::Arc<str>>,
+        plan: Plan,
+        permissions: Permissions,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            account_id: account_id.into(),
+            name: name.into(),
+            plan,
+            permissions,
+            expires_at: None,
+            rate_limit: None,
+        }
+    }
+
+    /// Sets when the key expires.
+    #[must_use]
+    pub fn expires_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.expires_at = at;
+        self
+    }
+
+    /// Overrides the layer's default limit for this key.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Whether the key has expired at `now` (an expiration instant is already expired).
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// The read path of a key store: look a digest up, take usage reports.
+///
+/// Implement it to back keys with your own database. Return only live keys from
+/// [`lookup`](Self::lookup): unknown, deleted and revoked keys are all `Ok(None)`, so they
+/// get one and the same 401. Expiry is checked by the layer, so an expired key may be
+/// returned (and gets 401 `expired_api_key`). Return `Err` when the backend fails; the
+/// layer answers 503, never 401, so an outage never looks like a bad key.
+///
+/// ```
+/// use nouvel_auth::{BackendError, KeyDigest, KeyRecord, KeyStore, UsageReport};
+///
+/// struct NoKeys;
+///
+/// impl KeyStore for NoKeys {
+///     async fn lookup(&self, _digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+///         Ok(None)
+///     }
+///
+///     async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait KeyStore: Send + Sync + 'static {
+    /// The digest under which this store keeps `key`. Plain SHA-256 unless the store
+    /// uses a pepper ([`KeyHasher`](crate::KeyHasher)).
+    fn digest(&self, key: &ApiKey) -> KeyDigest {
+        key.digest()
+    }
+
+    /// The live key with this digest, if any.
+    fn lookup(
+        &self,
+        digest: &KeyDigest,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, BackendError>> + Send;
+
+    /// Adds a batch of usage (admitted and rejected requests, last-used times) to the
+    /// keys' totals. The layer calls it once per flush interval, not once per request.
+    fn record_usage(
+        &self,
+        reports: &[UsageReport],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}

@@ -1,0 +1,157 @@
+//! The app the integration tests drive: the seed's seven routes behind the layer, a
+//! memory store and a manual clock.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Method, Request, Response, StatusCode},
+    routing::{get, post},
+    Extension, Json, Router,
+};
+use http_body_util::BodyExt;
+use nouvel_auth::{
+    AccountId, Expiration, KeyHasher, KeyManager, KeyRecord, KeySpec, ManualClock, MemoryKeyStore,
+    NewKey, NouvelAuthLayer, Permission, Plan,
+};
+use serde_json::{json, Value};
+use time::{macros::datetime, OffsetDateTime};
+use tower::ServiceExt;
+
+pub const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+/// The seven Nouvel routes as `(method, concrete path, permission)`.
+pub const ROUTES: [(&str, &str, Permission); 7] = [
+    ("POST", "/api/v1/generate", Permission::Generate),
+    ("GET", "/api/v1/jobs/job_42", Permission::ProjectsRead),
+    ("GET", "/api/v1/projects", Permission::ProjectsRead),
+    ("POST", "/api/v1/publish", Permission::Publish),
+    ("GET", "/api/v1/publish/pub_7", Permission::Publish),
+    ("GET", "/api/v1/analytics", Permission::AnalyticsRead),
+    ("POST", "/api/v1/copilot/chat", Permission::CopilotChat),
+];
+
+async fn echo(Extension(key): Extension<KeyRecord>, request: Request<Body>) -> Json<Value> {
+    Json(json!({
+        "key_id": key.id,
+        "route": request.uri().path(),
+        "authorization_seen": request.headers().contains_key("authorization"),
+    }))
+}
+
+/// The seed's routes with a handler that echoes the key id and route, plus `/healthz`
+/// and an unlisted `/api/v1/other`.
+pub fn routes() -> Router {
+    Router::new()
+        .route("/api/v1/generate", post(echo))
+        .route("/api/v1/jobs/{jobId}", get(echo))
+        .route("/api/v1/projects", get(echo))
+        .route("/api/v1/publish", post(echo))
+        .route("/api/v1/publish/{id}", get(echo))
+        .route("/api/v1/analytics", get(echo))
+        .route("/api/v1/copilot/chat", post(echo))
+        .route("/api/v1/other", get(echo))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+pub struct Harness {
+    pub clock: ManualClock,
+    pub store: MemoryKeyStore,
+    pub account: AccountId,
+    pub layer: NouvelAuthLayer<MemoryKeyStore>,
+    pub app: Router,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_layer(|layer| layer).await
+    }
+
+    pub async fn with_layer(
+        configure: impl FnOnce(NouvelAuthLayer<MemoryKeyStore>) -> NouvelAuthLayer<MemoryKeyStore>,
+    ) -> Self {
+        let clock = ManualClock::new(T0);
+        let store = MemoryKeyStore::with(KeyHasher::default(), clock.clone());
+        let account = store.create_account("Acme", Plan::Scale).await.unwrap().id;
+        let layer = configure(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
+        let app = routes().layer(layer.clone());
+        Self { clock, store, account, layer, app }
+    }
+
+    pub async fn key(&self, permissions: impl IntoIterator<Item = Permission>) -> NewKey {
+        self.key_with(KeySpec::new("test key", permissions)).await
+    }
+
+    pub async fn key_with(&self, spec: KeySpec) -> NewKey {
+        self.store.create_key(&self.account, spec).await.unwrap()
+    }
+
+    pub async fn all_permissions_key(&self) -> NewKey {
+        self.key_with(KeySpec::new("all", Permission::ALL).expiration(Expiration::Never)).await
+    }
+
+    pub async fn send(&self, method: &str, path: &str, auth: Option<&str>) -> Reply {
+        send(&self.app, method, path, auth).await
+    }
+
+    pub async fn send_key(&self, method: &str, path: &str, key: &NewKey) -> Reply {
+        let bearer = format!("Bearer {}", key.key.expose_secret());
+        self.send(method, path, Some(&bearer)).await
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+pub async fn send(app: &Router, method: &str, path: &str, auth: Option<&str>) -> Reply {
+    let mut request = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(path);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    Reply::read(app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap()).await
+}
+
+/// A response with its body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn read(response: Response<Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts a problem+json rejection with `status` and `code`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(self.code(), code, "{}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        assert_eq!(self.body["status"], status);
+        assert_eq!(self.body["type"], "about:blank");
+        assert_eq!(self.body["title"], self.status.canonical_reason().unwrap());
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+}

@@ -1,0 +1,358 @@
+//! The response contract of `../shared/design.md`: every rejection's status, code and
+//! headers, and the order of the checks.
+
+mod common;
+
+use std::{future::Future, time::Duration};
+
+use common::{Harness, Reply};
+use nouvel_auth::{
+    BackendError, Expiration, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore,
+    MemoryKeyStore, NouvelAuthLayer, Permission, Permissions, Plan, RateLimit, RouteTable,
+    UsageReport,
+};
+
+const INVALID_TOKEN: &str =
+    r#"Bearer realm="nouvel", error="invalid_token", error_description="The API key is invalid""#;
+
+#[tokio::test]
+async fn a_valid_key_reaches_the_service_with_its_record() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    let reply = h.send_key("POST", "/api/v1/generate", &key).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["key_id"], key.info.id.as_str());
+    assert_eq!(reply.body["route"], "/api/v1/generate");
+    // The key never reaches the handler.
+    assert_eq!(reply.body["authorization_seen"], false);
+    assert_eq!(reply.header("www-authenticate"), None);
+}
+
+#[tokio::test]
+async fn the_authorization_header_can_be_kept() {
+    let h = Harness::with_layer(|l| l.keep_authorization_header()).await;
+    let key = h.key([Permission::Generate]).await;
+    let reply = h.send_key("POST", "/api/v1/generate", &key).await;
+    assert_eq!(reply.body["authorization_seen"], true);
+}
+
+#[tokio::test]
+async fn missing_header_is_missing_api_key() {
+    let h = Harness::new().await;
+    let reply = h.send("POST", "/api/v1/generate", None).await;
+    reply.assert_problem(401, "missing_api_key");
+    assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="nouvel""#));
+    assert_eq!(reply.header("ratelimit"), None);
+}
+
+#[tokio::test]
+async fn a_header_that_is_not_one_bearer_token_is_invalid_authorization() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    let secret = key.key.expose_secret();
+    for auth in [
+        format!("Basic {secret}"),
+        format!("Token {secret}"),
+        "Bearer".to_owned(),
+        "Bearer ".to_owned(),
+        format!("Bearer  {secret}"),
+        format!("Bearer {secret} {secret}"),
+        secret.to_owned(),
+    ] {
+        let reply = h.send("POST", "/api/v1/generate", Some(&auth)).await;
+        reply.assert_problem(401, "invalid_authorization");
+        assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="nouvel""#));
+        assert!(!reply.text.contains(secret));
+    }
+}
+
+#[tokio::test]
+async fn several_authorization_headers_are_invalid_authorization() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    let bearer = format!("Bearer {}", key.key.expose_secret());
+    let request = axum::http::Request::post("/api/v1/generate")
+        .header("authorization", &bearer)
+        .header("authorization", &bearer)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let reply = Reply::read(tower::ServiceExt::oneshot(h.app.clone(), request).await.unwrap()).await;
+    reply.assert_problem(401, "invalid_authorization");
+}
+
+#[tokio::test]
+async fn the_scheme_is_case_insensitive() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let auth = format!("{scheme} {}", key.key.expose_secret());
+        assert_eq!(h.send("POST", "/api/v1/generate", Some(&auth)).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn malformed_keys_are_invalid_api_key() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    let good = key.key.expose_secret();
+    let mut typo = good.as_bytes().to_vec();
+    typo[10] = if typo[10] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    for (token, says) in [
+        ("nvl_short".to_owned(), "characters long"),
+        (good.replacen("nvl_", "sk_x", 1), "starts with `nvl_`"),
+        (format!("{}-{}", &good[..10], &good[11..]), "0-9, A-Z and a-z"),
+        (typo, "checksum"),
+    ] {
+        let reply = h.send("POST", "/api/v1/generate", Some(&format!("Bearer {token}"))).await;
+        reply.assert_problem(401, "invalid_api_key");
+        assert_eq!(reply.header("www-authenticate"), Some(INVALID_TOKEN));
+        assert!(reply.body["detail"].as_str().unwrap().contains(says), "{}", reply.text);
+        assert!(!reply.text.contains(&token));
+    }
+}
+
+#[tokio::test]
+async fn unknown_deleted_and_revoked_keys_get_one_answer() {
+    let h = Harness::new().await;
+    let unknown = nouvel_auth::ApiKey::generate();
+    let deleted = h.key([Permission::Generate]).await;
+    h.store.delete_key(&h.account, &deleted.info.id).await.unwrap();
+    let rotated_now = h.key([Permission::Generate]).await;
+
+    let unknown_reply = h
+        .send("POST", "/api/v1/generate", Some(&format!("Bearer {}", unknown.expose_secret())))
+        .await;
+    let deleted_reply = h.send_key("POST", "/api/v1/generate", &deleted).await;
+    unknown_reply.assert_problem(401, "invalid_api_key");
+    assert_eq!(unknown_reply.header("www-authenticate"), Some(INVALID_TOKEN));
+    assert_eq!(unknown_reply.text, deleted_reply.text);
+    assert_eq!(unknown_reply.headers, deleted_reply.headers);
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &rotated_now).await.status, 200);
+}
+
+#[tokio::test]
+async fn expired_keys_are_expired_api_key() {
+    let h = Harness::new().await;
+    let key = h.key_with(KeySpec::new("week", [Permission::Generate]).expiration(Expiration::Days7)).await;
+    h.advance(Duration::from_secs(7 * 86_400 - 1));
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    h.advance(Duration::from_secs(1));
+    let reply = h.send_key("POST", "/api/v1/generate", &key).await;
+    reply.assert_problem(401, "expired_api_key");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="nouvel", error="invalid_token", error_description="The API key has expired""#)
+    );
+}
+
+#[tokio::test]
+async fn keys_expiring_within_7_days_carry_a_warning_header() {
+    let h = Harness::new().await;
+    let key = h.key_with(KeySpec::new("month", [Permission::Generate]).expiration(Expiration::Days30)).await;
+    let never = h.all_permissions_key().await;
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.header("nouvel-key-expires-at"), None);
+    h.advance(Duration::from_secs(23 * 86_400));
+    let reply = h.send_key("POST", "/api/v1/generate", &key).await;
+    assert_eq!(reply.header("nouvel-key-expires-at"), Some("2026-07-01T12:00:00Z"));
+    let reply = h.send_key("POST", "/api/v1/generate", &never).await;
+    assert_eq!(reply.header("nouvel-key-expires-at"), None);
+}
+
+#[tokio::test]
+async fn starter_and_growth_accounts_get_plan_required() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    for plan in [Plan::Starter, Plan::Growth] {
+        h.store.set_plan(&h.account, plan).await.unwrap();
+        let reply = h.send_key("POST", "/api/v1/generate", &key).await;
+        reply.assert_problem(402, "plan_required");
+        assert_eq!(reply.body["plan"], plan.as_str());
+        assert_eq!(reply.body["required_plans"], serde_json::json!(["scale", "business"]));
+        assert_eq!(reply.header("www-authenticate"), None);
+        assert_eq!(reply.header("ratelimit"), None);
+    }
+    h.store.set_plan(&h.account, Plan::Business).await.unwrap();
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_missing_permission_is_named() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::ProjectsRead]).await;
+    let reply = h.send_key("POST", "/api/v1/publish", &key).await;
+    reply.assert_problem(403, "missing_permission");
+    assert_eq!(reply.body["required_permission"], "publish");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="nouvel", error="insufficient_scope", scope="publish""#)
+    );
+    assert_eq!(reply.header("ratelimit"), None);
+}
+
+#[tokio::test]
+async fn unlisted_routes_are_denied_by_default() {
+    let h = Harness::new().await;
+    let key = h.all_permissions_key().await;
+    for (method, path) in [("GET", "/api/v1/other"), ("DELETE", "/api/v1/projects"), ("GET", "/api/v1/generate")] {
+        let reply = h.send_key(method, path, &key).await;
+        reply.assert_problem(403, "route_not_allowed");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Bearer realm="nouvel", error="insufficient_scope""#)
+        );
+    }
+    // Without a key, an unlisted route still asks for one first.
+    h.send("GET", "/api/v1/other", None).await.assert_problem(401, "missing_api_key");
+}
+
+#[tokio::test]
+async fn unlisted_routes_can_need_only_a_valid_key_and_public_paths_none() {
+    let routes = RouteTable::nouvel().public("/healthz").unwrap().authenticate_unlisted();
+    let h = Harness::with_layer(|l| l.routes(routes)).await;
+    let key = h.key([Permission::Generate]).await;
+    assert_eq!(h.send_key("GET", "/api/v1/other", &key).await.status, 200);
+    h.send("GET", "/api/v1/other", None).await.assert_problem(401, "missing_api_key");
+    // Listed routes still need their permission.
+    h.send_key("GET", "/api/v1/projects", &key).await.assert_problem(403, "missing_permission");
+    let health = h.send("GET", "/healthz", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.text, "ok");
+    assert_eq!(health.header("ratelimit"), None);
+}
+
+#[tokio::test]
+async fn the_checks_run_in_the_contracts_order() {
+    let h = Harness::with_layer(|l| l.default_limit(RateLimit::new(1, Duration::from_secs(60)))).await;
+    let key = h.key([Permission::Generate]).await;
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    // Over the limit, but on a route it may not use: 403 first.
+    h.send_key("POST", "/api/v1/publish", &key).await.assert_problem(403, "missing_permission");
+    h.send_key("GET", "/api/v1/other", &key).await.assert_problem(403, "route_not_allowed");
+    h.send_key("POST", "/api/v1/generate", &key).await.assert_problem(429, "rate_limited");
+    // A starter key on an unknown route: 402 first.
+    h.store.set_plan(&h.account, Plan::Starter).await.unwrap();
+    h.send_key("GET", "/api/v1/other", &key).await.assert_problem(402, "plan_required");
+    // An expired key on a starter account: 401 first.
+    h.advance(Duration::from_secs(91 * 86_400));
+    h.send_key("GET", "/api/v1/other", &key).await.assert_problem(401, "expired_api_key");
+}
+
+#[tokio::test]
+async fn rejections_are_typed_in_the_response_extensions() {
+    use tower::ServiceExt;
+    let h = Harness::new().await;
+    let response = h
+        .app
+        .clone()
+        .oneshot(axum::http::Request::get("/api/v1/projects").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<nouvel_auth::Rejection>(),
+        Some(&nouvel_auth::Rejection::MissingApiKey)
+    );
+}
+
+#[tokio::test]
+async fn realm_and_problem_type_are_configurable() {
+    let h = Harness::with_layer(|l| l.realm("acme \"api\"").problem_type_base("https://docs.example.com/errors/")).await;
+    let reply = h.send("GET", "/api/v1/projects", None).await;
+    assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="acme api""#));
+    assert_eq!(reply.body["type"], "https://docs.example.com/errors/missing_api_key");
+}
+
+/// A store whose backend is down, or hangs.
+struct BrokenStore {
+    hang: bool,
+}
+
+impl KeyStore for BrokenStore {
+    async fn lookup(&self, _digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(BackendError::failed("connection refused to db.internal:5432"))
+    }
+
+    async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+        Err(BackendError::failed("down"))
+    }
+}
+
+async fn broken_reply(hang: bool) -> Reply {
+    let layer = NouvelAuthLayer::new(BrokenStore { hang }).lookup_timeout(Duration::from_millis(50));
+    let app = common::routes().layer(layer);
+    let key = nouvel_auth::ApiKey::generate();
+    common::send(&app, "POST", "/api/v1/generate", Some(&format!("Bearer {}", key.expose_secret()))).await
+}
+
+#[tokio::test]
+async fn a_store_outage_answers_503_without_leaking_the_cause() {
+    let reply = broken_reply(false).await;
+    reply.assert_problem(503, "auth_unavailable");
+    assert!(!reply.text.contains("db.internal"));
+    assert_eq!(reply.header("www-authenticate"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_hangs_times_out_with_503() {
+    let started = tokio::time::Instant::now();
+    broken_reply(true).await.assert_problem(503, "auth_unavailable");
+    // Paused time: the timeout fired at its deadline, not earlier and not much later.
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+}
+
+/// A limiter whose backend is down.
+struct BrokenLimiter;
+
+impl nouvel_auth::RateLimiter for BrokenLimiter {
+    fn check(
+        &self,
+        _key: &nouvel_auth::KeyId,
+        _limit: RateLimit,
+        _now: time::OffsetDateTime,
+    ) -> impl Future<Output = Result<nouvel_auth::Decision, BackendError>> + Send {
+        async { Err(BackendError::failed("redis down")) }
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_outage_answers_503() {
+    let store = MemoryKeyStore::new();
+    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = store.create_key(&account.id, KeySpec::new("k", [Permission::Generate])).await.unwrap();
+    let app = common::routes().layer(NouvelAuthLayer::new(store).limiter(BrokenLimiter));
+    let reply = common::send(&app, "POST", "/api/v1/generate", Some(&format!("Bearer {}", key.key.expose_secret()))).await;
+    reply.assert_problem(503, "auth_unavailable");
+    assert!(!reply.text.contains("redis"));
+}
+
+#[tokio::test]
+async fn a_custom_store_record_drives_the_checks() {
+    // A store built from records alone: what a user's own database would return.
+    struct OneKey(KeyDigest, KeyRecord);
+    impl KeyStore for OneKey {
+        async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+            Ok((*digest == self.0).then(|| self.1.clone()))
+        }
+        async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+    let key = nouvel_auth::ApiKey::generate();
+    let record = KeyRecord::new("key_1", "acc_1", "custom", Plan::Scale, Permissions::from(Permission::Publish))
+        .expires_at(Some(time::macros::datetime!(2100-01-01 00:00 UTC)))
+        .rate_limit(Some(RateLimit::new(1, Duration::from_secs(10))));
+    let app = common::routes().layer(NouvelAuthLayer::new(OneKey(key.digest(), record)));
+    let auth = format!("Bearer {}", key.expose_secret());
+    let first = common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body["key_id"], "key_1");
+    // The record's own limit applies: 1 per 10 s.
+    assert_eq!(first.header("x-ratelimit-limit"), Some("1"));
+    let second = common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await;
+    second.assert_problem(429, "rate_limited");
+    assert_eq!(second.header("retry-after"), Some("10"));
+    common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.assert_problem(403, "missing_permission");
+}
