@@ -133,3 +133,15 @@ pub trait RateLimiter: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send;
 }
+
+/// A shared limiter: several layers (or a test) can hold one.
+impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
+    fn check(
+        &self,
+        key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Decision, BackendError>> + Send {
+        (**self).check(key, limit, now)
+    }
+}

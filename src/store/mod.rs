@@ -124,3 +124,24 @@ pub trait KeyStore: Send + Sync + 'static {
         reports: &[UsageReport],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
+
+/// A shared store: several layers (or the admin API) can hold one.
+impl<K: KeyStore> KeyStore for std::sync::Arc<K> {
+    fn digest(&self, key: &ApiKey) -> KeyDigest {
+        (**self).digest(key)
+    }
+
+    fn lookup(
+        &self,
+        digest: &KeyDigest,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, BackendError>> + Send {
+        (**self).lookup(digest)
+    }
+
+    fn record_usage(
+        &self,
+        reports: &[UsageReport],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        (**self).record_usage(reports)
+    }
+}

@@ -1,0 +1,216 @@
+//! The exact sliding window: property tests of both directions of the rule, a race of
+//! many tasks on one key, and the rate-limit headers.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{Harness, T0};
+use nouvel_auth::{KeyId, MemoryRateLimiter, Permission, RateLimit, RateLimiter};
+use proptest::prelude::*;
+
+/// Feeds `arrivals` (milliseconds after T0, sorted) to a limiter and checks the rule:
+/// (1) no interval of length W holds more than N admitted requests;
+/// (2) every refused request had N admitted in the W before it.
+fn check_exactness(limit: RateLimit, arrivals: &[u64]) -> Result<(), TestCaseError> {
+    let limiter = MemoryRateLimiter::new();
+    let key = KeyId::from("key");
+    let w = limit.window().as_millis() as u64;
+    let n = limit.requests() as usize;
+    let mut admitted: Vec<u64> = Vec::new();
+    for &t in arrivals {
+        let decision = limiter.decide(&key, limit, T0 + Duration::from_millis(t));
+        let in_window = admitted.iter().filter(|&&a| a + w > t).count();
+        if decision.allowed {
+            prop_assert!(in_window < n, "admitted at {t} with {in_window} in the window");
+            admitted.push(t);
+        } else {
+            prop_assert_eq!(in_window, n, "refused at {} with only {} in the window", t, in_window);
+        }
+        prop_assert_eq!(decision.remaining as usize, n - admitted.iter().filter(|&&a| a + w > t).count());
+    }
+    for (i, &start) in admitted.iter().enumerate() {
+        let inside = admitted[i..].iter().take_while(|&&a| a < start + w).count();
+        prop_assert!(inside <= n, "{inside} admitted in [{start}, {start}+W)");
+    }
+    Ok(())
+}
+
+fn arrivals(max_gap: u64) -> impl Strategy<Value = Vec<u64>> {
+    prop::collection::vec(0..max_gap, 1..400).prop_map(|gaps| {
+        gaps.iter()
+            .scan(0u64, |t, gap| {
+                *t += gap;
+                Some(*t)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_window_is_exact_at_the_default_limit(arrivals in arrivals(3_000)) {
+        check_exactness(RateLimit::default(), &arrivals)?;
+    }
+
+    #[test]
+    fn the_window_is_exact_for_any_limit(
+        n in 1u32..20,
+        w in 1u64..5_000,
+        arrivals in arrivals(400),
+    ) {
+        check_exactness(RateLimit::new(n, Duration::from_millis(w)), &arrivals)?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_tasks_on_one_key_get_exactly_n() {
+    let limiter = Arc::new(MemoryRateLimiter::new());
+    let key = KeyId::from("key");
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let (limiter, key) = (limiter.clone(), key.clone());
+            tokio::spawn(async move { limiter.check(&key, RateLimit::default(), T0).await.unwrap().allowed })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(admitted, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_requests_through_the_layer_get_exactly_n() {
+    let h = Harness::new().await;
+    let key = Arc::new(h.key([Permission::Generate]).await);
+    let app = Arc::new(h.app.clone());
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (app, key) = (app.clone(), key.clone());
+            tokio::spawn(async move {
+                let auth = format!("Bearer {}", key.key.expose_secret());
+                common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut limited = 0;
+    for task in tasks {
+        match task.await.unwrap().as_u16() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (60, 140));
+}
+
+#[tokio::test]
+async fn headers_count_down_and_429_says_when_to_retry() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    for i in 1..=60u32 {
+        let reply = h.send_key("POST", "/api/v1/generate", &key).await;
+        assert_eq!(reply.status, 200);
+        let remaining = (60 - i).to_string();
+        // The first request, sent (i - 1) × 0.5 s ago, leaves the window 60 s after it.
+        let reset = (120 - (i - 1)).div_ceil(2).to_string();
+        assert_eq!(reply.header("ratelimit-policy"), Some(r#""per-key";q=60;w=60"#));
+        assert_eq!(
+            reply.header("ratelimit"),
+            Some(format!(r#""per-key";r={remaining};t={reset}"#).as_str())
+        );
+        assert_eq!(reply.header("x-ratelimit-limit"), Some("60"));
+        assert_eq!(reply.header("x-ratelimit-remaining"), Some(remaining.as_str()));
+        assert_eq!(reply.header("x-ratelimit-reset"), Some(reset.as_str()));
+        h.advance(Duration::from_millis(500));
+    }
+    // 30 s after the first request: it leaves the window in 30 s.
+    let refused = h.send_key("POST", "/api/v1/generate", &key).await;
+    refused.assert_problem(429, "rate_limited");
+    assert_eq!(refused.header("retry-after"), Some("30"));
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(refused.header("x-ratelimit-reset"), Some("30"));
+    assert_eq!(refused.header("ratelimit"), Some(r#""per-key";r=0;t=30"#));
+    assert_eq!(refused.body["limit"], 60);
+    assert_eq!(refused.body["window_seconds"], 60);
+    assert_eq!(refused.body["retry_after"], 30);
+    assert_eq!(refused.header("www-authenticate"), None);
+}
+
+#[tokio::test]
+async fn retry_after_rounds_up_and_is_never_zero() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    for _ in 0..60 {
+        assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    }
+    // 200 ms before the oldest leaves: the wait rounds up to 1 s, not down to 0.
+    h.advance(Duration::from_millis(59_800));
+    let refused = h.send_key("POST", "/api/v1/generate", &key).await;
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.body["retry_after"], 1);
+    // 1.5 s before: 2.
+    let h2 = Harness::new().await;
+    let key2 = h2.key([Permission::Generate]).await;
+    for _ in 0..60 {
+        h2.send_key("POST", "/api/v1/generate", &key2).await;
+    }
+    h2.advance(Duration::from_millis(58_500));
+    assert_eq!(h2.send_key("POST", "/api/v1/generate", &key2).await.header("retry-after"), Some("2"));
+}
+
+#[tokio::test]
+async fn refusals_are_not_recorded_so_backing_off_works() {
+    let h = Harness::new().await;
+    let key = h.key([Permission::Generate]).await;
+    for _ in 0..60 {
+        h.send_key("POST", "/api/v1/generate", &key).await;
+    }
+    // Hammering while over the limit does not push the reset back.
+    for _ in 0..100 {
+        h.advance(Duration::from_millis(100));
+        assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 429);
+    }
+    h.advance(Duration::from_millis(50_000));
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+}
+
+#[tokio::test]
+async fn limits_are_per_key() {
+    let h = Harness::with_layer(|l| l.default_limit(RateLimit::new(2, Duration::from_secs(60)))).await;
+    let a = h.key([Permission::Generate]).await;
+    let b = h.key([Permission::Generate]).await;
+    for _ in 0..2 {
+        assert_eq!(h.send_key("POST", "/api/v1/generate", &a).await.status, 200);
+    }
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &a).await.status, 429);
+    assert_eq!(h.send_key("POST", "/api/v1/generate", &b).await.status, 200);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &b).await.header("ratelimit-policy"),
+        Some(r#""per-key";q=2;w=60"#)
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_traffic_leaves_no_limiter_state() {
+    let h = Harness::new().await;
+    let limiter = Arc::new(MemoryRateLimiter::new());
+    let layer = nouvel_auth::NouvelAuthLayer::new(h.store.clone())
+        .clock(h.clock.clone())
+        .limiter(limiter.clone());
+    let app = common::routes().layer(layer);
+    for _ in 0..1_000 {
+        let fake = nouvel_auth::ApiKey::generate();
+        let auth = format!("Bearer {}", fake.expose_secret());
+        assert_eq!(common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.status, 401);
+    }
+    assert_eq!(limiter.tracked_keys(), 0);
+    let key = h.key([Permission::Generate]).await;
+    let auth = format!("Bearer {}", key.key.expose_secret());
+    assert_eq!(common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.status, 200);
+    assert_eq!(limiter.tracked_keys(), 1);
+}
