@@ -64,7 +64,11 @@ mod tests {
             "Bearer nvl_\u{e9}".as_bytes(),
             format!("Bearer {} extra", key.expose_secret()).as_bytes(),
         ] {
-            assert_eq!(parse(&[bad]).unwrap_err(), Rejection::InvalidAuthorization, "{bad:?}");
+            assert_eq!(
+                parse(&[bad]).unwrap_err(),
+                Rejection::InvalidAuthorization,
+                "{bad:?}"
+            );
         }
         assert_eq!(
             parse(&[good.as_bytes(), good.as_bytes()]).unwrap_err(),

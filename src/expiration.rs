@@ -51,7 +51,10 @@ pub enum ExpirationError {
 
 impl Expiration {
     /// When a key made at `now` with this option expires; `None` for never.
-    pub fn expires_at(self, now: OffsetDateTime) -> Result<Option<OffsetDateTime>, ExpirationError> {
+    pub fn expires_at(
+        self,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, ExpirationError> {
         let days = match self {
             Self::Days7 => 7,
             Self::Days30 => 30,
@@ -123,9 +126,19 @@ mod tests {
         for (s, days) in [("7d", 7), ("30d", 30), ("90d", 90), ("1y", 365)] {
             let exp: Expiration = s.parse().unwrap();
             assert_eq!(exp.to_string(), s);
-            assert_eq!(exp.expires_at(now).unwrap(), Some(now + Duration::days(days)));
+            assert_eq!(
+                exp.expires_at(now).unwrap(),
+                Some(now + Duration::days(days))
+            );
         }
-        assert_eq!("never".parse::<Expiration>().unwrap().expires_at(now).unwrap(), None);
+        assert_eq!(
+            "never"
+                .parse::<Expiration>()
+                .unwrap()
+                .expires_at(now)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -135,8 +148,14 @@ mod tests {
             ExpirationError::Unknown("2w".into())
         );
         let now = datetime!(2026-03-01 12:00 UTC);
-        assert_eq!(Expiration::At(now).expires_at(now), Err(ExpirationError::InPast));
+        assert_eq!(
+            Expiration::At(now).expires_at(now),
+            Err(ExpirationError::InPast)
+        );
         let custom: Expiration = "2026-03-02T00:00:00+02:00".parse().unwrap();
-        assert_eq!(custom.expires_at(now).unwrap(), Some(datetime!(2026-03-01 22:00 UTC)));
+        assert_eq!(
+            custom.expires_at(now).unwrap(),
+            Some(datetime!(2026-03-01 22:00 UTC))
+        );
     }
 }

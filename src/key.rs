@@ -81,7 +81,10 @@ impl ApiKey {
     ///
     /// This does no I/O and no hashing.
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
-        let bytes: [u8; Self::LEN] = s.as_bytes().try_into().map_err(|_| KeyFormatError::Length)?;
+        let bytes: [u8; Self::LEN] = s
+            .as_bytes()
+            .try_into()
+            .map_err(|_| KeyFormatError::Length)?;
         if &bytes[..PREFIX.len()] != PREFIX {
             return Err(KeyFormatError::Prefix);
         }
@@ -330,14 +333,20 @@ mod tests {
         let good = ApiKey::generate();
         let good = good.expose_secret();
         assert_eq!(ApiKey::parse("").unwrap_err(), KeyFormatError::Length);
-        assert_eq!(ApiKey::parse(&good[1..]).unwrap_err(), KeyFormatError::Length);
+        assert_eq!(
+            ApiKey::parse(&good[1..]).unwrap_err(),
+            KeyFormatError::Length
+        );
         assert_eq!(
             ApiKey::parse(&good.replacen("nvl_", "nvk_", 1)).unwrap_err(),
             KeyFormatError::Prefix
         );
         let mut bad_char = good.to_owned();
         bad_char.replace_range(10..11, "-");
-        assert_eq!(ApiKey::parse(&bad_char).unwrap_err(), KeyFormatError::Charset);
+        assert_eq!(
+            ApiKey::parse(&bad_char).unwrap_err(),
+            KeyFormatError::Charset
+        );
         // One changed character of the random part breaks the checksum.
         let mut typo = good.as_bytes().to_vec();
         typo[8] = if typo[8] == b'a' { b'b' } else { b'a' };

@@ -151,7 +151,10 @@ impl KeySpec {
         let mut errors = Vec::new();
         let name = validate_name(&self.name).map_err(|e| errors.push(e)).ok();
         if self.permissions.is_empty() {
-            errors.push(FieldError::new("permissions", "at least one permission is required"));
+            errors.push(FieldError::new(
+                "permissions",
+                "at least one permission is required",
+            ));
         }
         let expires_at = self
             .expiration
@@ -159,10 +162,9 @@ impl KeySpec {
             .map_err(|e| errors.push(FieldError::new("expiration", e.to_string())))
             .ok();
         match (name, expires_at) {
-            (Some(name), Some(expires_at)) if errors.is_empty() => Ok(ValidKeySpec {
-                name,
-                expires_at,
-            }),
+            (Some(name), Some(expires_at)) if errors.is_empty() => {
+                Ok(ValidKeySpec { name, expires_at })
+            }
             _ => Err(ManageError::Invalid(errors)),
         }
     }

@@ -21,9 +21,11 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
-use crate::{limit::header_value, limit::Decision, usage::Outcome, KeyFormatError, Permission, Plan};
+use crate::{
+    limit::header_value, limit::Decision, usage::Outcome, KeyFormatError, Permission, Plan,
+};
 
 /// Why the layer refused a request. Found in the response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,37 @@ impl Default for ProblemStyle {
             realm: "nouvel".to_owned(),
         }
     }
+}
+
+/// An RFC 9457 problem, members in the RFC's order.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    problem_type: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Extra {
+    None {},
+    Plan {
+        plan: Plan,
+        required_plans: [Plan; 2],
+    },
+    Permission {
+        required_permission: Permission,
+    },
+    RateLimit {
+        limit: u32,
+        window_seconds: u64,
+        retry_after: u64,
+    },
 }
 
 impl Rejection {
@@ -149,21 +182,21 @@ impl Rejection {
     }
 
     /// The members beyond `type`, `title`, `status`, `detail` and `code`.
-    fn extra_members(&self, body: &mut Map<String, Value>) {
-        match self {
-            Self::PlanRequired(plan) => {
-                body.insert("plan".into(), json!(plan));
-                body.insert("required_plans".into(), json!(Plan::WITH_API_KEYS));
-            }
-            Self::MissingPermission(permission) => {
-                body.insert("required_permission".into(), json!(permission));
-            }
-            Self::RateLimited(decision) => {
-                body.insert("limit".into(), json!(decision.limit.requests()));
-                body.insert("window_seconds".into(), json!(decision.limit.window().as_secs()));
-                body.insert("retry_after".into(), json!(decision.retry_after()));
-            }
-            _ => {}
+    fn extra_members(&self) -> Extra {
+        match *self {
+            Self::PlanRequired(plan) => Extra::Plan {
+                plan,
+                required_plans: Plan::WITH_API_KEYS,
+            },
+            Self::MissingPermission(required_permission) => Extra::Permission {
+                required_permission,
+            },
+            Self::RateLimited(decision) => Extra::RateLimit {
+                limit: decision.limit.requests(),
+                window_seconds: decision.limit.window().as_secs(),
+                retry_after: decision.retry_after(),
+            },
+            _ => Extra::None {},
         }
     }
 
@@ -185,25 +218,29 @@ impl Rejection {
             Self::RouteNotAllowed => r#", error="insufficient_scope""#,
             _ => return None,
         };
-        Some(header_value(format_args!(r#"Bearer realm="{realm}"{error}"#)))
+        Some(header_value(format_args!(
+            r#"Bearer realm="{realm}"{error}"#
+        )))
     }
 
     /// The problem+json response for this rejection.
     pub(crate) fn to_response(&self, style: &ProblemStyle) -> Response<Bytes> {
         let status = self.status();
-        let mut body = Map::new();
         let problem_type = match &style.type_base {
-            Some(base) => format!("{base}{}", self.code()),
-            None => "about:blank".to_owned(),
+            Some(base) => Cow::Owned(format!("{base}{}", self.code())),
+            None => Cow::Borrowed("about:blank"),
         };
-        body.insert("type".into(), problem_type.into());
-        body.insert("title".into(), status.canonical_reason().unwrap_or_default().into());
-        body.insert("status".into(), status.as_u16().into());
-        body.insert("detail".into(), self.detail().into());
-        body.insert("code".into(), self.code().into());
-        self.extra_members(&mut body);
+        let body = serde_json::to_vec(&Problem {
+            problem_type: &problem_type,
+            title: status.canonical_reason().unwrap_or_default(),
+            status: status.as_u16(),
+            detail: &self.detail(),
+            code: self.code(),
+            extra: self.extra_members(),
+        })
+        .expect("a problem serializes");
 
-        let mut response = Response::new(Bytes::from(Value::Object(body).to_string()));
+        let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(

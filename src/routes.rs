@@ -120,7 +120,12 @@ impl RouteTable {
     }
 
     /// Adds `method template` needing `permission`. A `GET` entry also serves `HEAD`.
-    pub fn route(mut self, method: Method, template: &str, permission: Permission) -> Result<Self, RouteError> {
+    pub fn route(
+        mut self,
+        method: Method,
+        template: &str,
+        permission: Permission,
+    ) -> Result<Self, RouteError> {
         self.entry(template)?.methods.push((method, permission));
         Ok(self)
     }
@@ -143,10 +148,12 @@ impl RouteTable {
             Some(index) => index,
             None => {
                 let index = self.entries.len();
-                self.paths.insert(template, index).map_err(|source| RouteError {
-                    template: template.to_owned(),
-                    source,
-                })?;
+                self.paths
+                    .insert(template, index)
+                    .map_err(|source| RouteError {
+                        template: template.to_owned(),
+                        source,
+                    })?;
                 self.entries.push(PathEntry::default());
                 self.templates.push(template.to_owned());
                 index
@@ -164,11 +171,17 @@ impl RouteTable {
         if entry.public {
             return Access::Public;
         }
-        let method = if method == Method::HEAD { &Method::GET } else { method };
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         entry
             .methods
             .iter()
             .find(|(m, _)| m == method)
-            .map_or(self.unlisted, |&(_, permission)| Access::Requires(permission))
+            .map_or(self.unlisted, |&(_, permission)| {
+                Access::Requires(permission)
+            })
     }
 }

@@ -131,11 +131,16 @@ impl UsageRecorder {
         if let Some(mut report) = self.pending.get_mut(key_id) {
             return count(&mut report);
         }
-        count(&mut self.pending.entry(key_id.clone()).or_insert_with(|| UsageReport {
-            key_id: key_id.clone(),
-            usage: Usage::default(),
-            last_used_at: None,
-        }));
+        count(
+            &mut self
+                .pending
+                .entry(key_id.clone())
+                .or_insert_with(|| UsageReport {
+                    key_id: key_id.clone(),
+                    usage: Usage::default(),
+                    last_used_at: None,
+                }),
+        );
     }
 
     fn restore(&self, reports: Vec<UsageReport>) {
@@ -149,9 +154,16 @@ impl UsageRecorder {
 
     /// Hands the pending reports to `store`; on failure keeps them for the next flush.
     pub(crate) async fn flush<K: KeyStore>(&self, store: &K) -> Result<(), crate::BackendError> {
-        let keys: Vec<KeyId> = self.pending.iter().map(|entry| entry.key().clone()).collect();
-        let reports: Vec<UsageReport> =
-            keys.iter().filter_map(|key| self.pending.remove(key)).map(|(_, report)| report).collect();
+        let keys: Vec<KeyId> = self
+            .pending
+            .iter()
+            .map(|entry| entry.key().clone())
+            .collect();
+        let reports: Vec<UsageReport> = keys
+            .iter()
+            .filter_map(|key| self.pending.remove(key))
+            .map(|(_, report)| report)
+            .collect();
         if reports.is_empty() {
             return Ok(());
         }

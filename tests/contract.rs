@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
-    BackendError, Expiration, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore,
-    MemoryKeyStore, NouvelAuthLayer, Permission, Permissions, Plan, RateLimit, RouteTable,
-    UsageReport,
+    BackendError, Expiration, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore, MemoryKeyStore,
+    NouvelAuthLayer, Permission, Permissions, Plan, RateLimit, RouteTable, UsageReport,
 };
 
 const INVALID_TOKEN: &str =
@@ -41,7 +40,10 @@ async fn missing_header_is_missing_api_key() {
     let h = Harness::new().await;
     let reply = h.send("POST", "/api/v1/generate", None).await;
     reply.assert_problem(401, "missing_api_key");
-    assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="nouvel""#));
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="nouvel""#)
+    );
     assert_eq!(reply.header("ratelimit"), None);
 }
 
@@ -61,7 +63,10 @@ async fn a_header_that_is_not_one_bearer_token_is_invalid_authorization() {
     ] {
         let reply = h.send("POST", "/api/v1/generate", Some(&auth)).await;
         reply.assert_problem(401, "invalid_authorization");
-        assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="nouvel""#));
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Bearer realm="nouvel""#)
+        );
         assert!(!reply.text.contains(secret));
     }
 }
@@ -76,7 +81,12 @@ async fn several_authorization_headers_are_invalid_authorization() {
         .header("authorization", &bearer)
         .body(axum::body::Body::empty())
         .unwrap();
-    let reply = Reply::read(tower::ServiceExt::oneshot(h.app.clone(), request).await.unwrap()).await;
+    let reply = Reply::read(
+        tower::ServiceExt::oneshot(h.app.clone(), request)
+            .await
+            .unwrap(),
+    )
+    .await;
     reply.assert_problem(401, "invalid_authorization");
 }
 
@@ -86,7 +96,10 @@ async fn the_scheme_is_case_insensitive() {
     let key = h.key([Permission::Generate]).await;
     for scheme in ["bearer", "BEARER", "bEaReR"] {
         let auth = format!("{scheme} {}", key.key.expose_secret());
-        assert_eq!(h.send("POST", "/api/v1/generate", Some(&auth)).await.status, 200);
+        assert_eq!(
+            h.send("POST", "/api/v1/generate", Some(&auth)).await.status,
+            200
+        );
     }
 }
 
@@ -101,13 +114,22 @@ async fn malformed_keys_are_invalid_api_key() {
     for (token, says) in [
         ("nvl_short".to_owned(), "characters long"),
         (good.replacen("nvl_", "sk_x", 1), "starts with `nvl_`"),
-        (format!("{}-{}", &good[..10], &good[11..]), "0-9, A-Z and a-z"),
+        (
+            format!("{}-{}", &good[..10], &good[11..]),
+            "0-9, A-Z and a-z",
+        ),
         (typo, "checksum"),
     ] {
-        let reply = h.send("POST", "/api/v1/generate", Some(&format!("Bearer {token}"))).await;
+        let reply = h
+            .send("POST", "/api/v1/generate", Some(&format!("Bearer {token}")))
+            .await;
         reply.assert_problem(401, "invalid_api_key");
         assert_eq!(reply.header("www-authenticate"), Some(INVALID_TOKEN));
-        assert!(reply.body["detail"].as_str().unwrap().contains(says), "{}", reply.text);
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains(says),
+            "{}",
+            reply.text
+        );
         assert!(!reply.text.contains(&token));
     }
 }
@@ -117,44 +139,76 @@ async fn unknown_deleted_and_revoked_keys_get_one_answer() {
     let h = Harness::new().await;
     let unknown = nouvel_auth::ApiKey::generate();
     let deleted = h.key([Permission::Generate]).await;
-    h.store.delete_key(&h.account, &deleted.info.id).await.unwrap();
+    h.store
+        .delete_key(&h.account, &deleted.info.id)
+        .await
+        .unwrap();
     let rotated_now = h.key([Permission::Generate]).await;
 
     let unknown_reply = h
-        .send("POST", "/api/v1/generate", Some(&format!("Bearer {}", unknown.expose_secret())))
+        .send(
+            "POST",
+            "/api/v1/generate",
+            Some(&format!("Bearer {}", unknown.expose_secret())),
+        )
         .await;
     let deleted_reply = h.send_key("POST", "/api/v1/generate", &deleted).await;
     unknown_reply.assert_problem(401, "invalid_api_key");
-    assert_eq!(unknown_reply.header("www-authenticate"), Some(INVALID_TOKEN));
+    assert_eq!(
+        unknown_reply.header("www-authenticate"),
+        Some(INVALID_TOKEN)
+    );
     assert_eq!(unknown_reply.text, deleted_reply.text);
     assert_eq!(unknown_reply.headers, deleted_reply.headers);
-    assert_eq!(h.send_key("POST", "/api/v1/generate", &rotated_now).await.status, 200);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &rotated_now)
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn expired_keys_are_expired_api_key() {
     let h = Harness::new().await;
-    let key = h.key_with(KeySpec::new("week", [Permission::Generate]).expiration(Expiration::Days7)).await;
+    let key = h
+        .key_with(KeySpec::new("week", [Permission::Generate]).expiration(Expiration::Days7))
+        .await;
     h.advance(Duration::from_secs(7 * 86_400 - 1));
-    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
     h.advance(Duration::from_secs(1));
     let reply = h.send_key("POST", "/api/v1/generate", &key).await;
     reply.assert_problem(401, "expired_api_key");
     assert_eq!(
         reply.header("www-authenticate"),
-        Some(r#"Bearer realm="nouvel", error="invalid_token", error_description="The API key has expired""#)
+        Some(
+            r#"Bearer realm="nouvel", error="invalid_token", error_description="The API key has expired""#
+        )
     );
 }
 
 #[tokio::test]
 async fn keys_expiring_within_7_days_carry_a_warning_header() {
     let h = Harness::new().await;
-    let key = h.key_with(KeySpec::new("month", [Permission::Generate]).expiration(Expiration::Days30)).await;
+    let key = h
+        .key_with(KeySpec::new("month", [Permission::Generate]).expiration(Expiration::Days30))
+        .await;
     let never = h.all_permissions_key().await;
-    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.header("nouvel-key-expires-at"), None);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &key)
+            .await
+            .header("nouvel-key-expires-at"),
+        None
+    );
     h.advance(Duration::from_secs(23 * 86_400));
     let reply = h.send_key("POST", "/api/v1/generate", &key).await;
-    assert_eq!(reply.header("nouvel-key-expires-at"), Some("2026-07-01T12:00:00Z"));
+    assert_eq!(
+        reply.header("nouvel-key-expires-at"),
+        Some("2026-07-01T12:00:00Z")
+    );
     let reply = h.send_key("POST", "/api/v1/generate", &never).await;
     assert_eq!(reply.header("nouvel-key-expires-at"), None);
 }
@@ -168,12 +222,18 @@ async fn starter_and_growth_accounts_get_plan_required() {
         let reply = h.send_key("POST", "/api/v1/generate", &key).await;
         reply.assert_problem(402, "plan_required");
         assert_eq!(reply.body["plan"], plan.as_str());
-        assert_eq!(reply.body["required_plans"], serde_json::json!(["scale", "business"]));
+        assert_eq!(
+            reply.body["required_plans"],
+            serde_json::json!(["scale", "business"])
+        );
         assert_eq!(reply.header("www-authenticate"), None);
         assert_eq!(reply.header("ratelimit"), None);
     }
     h.store.set_plan(&h.account, Plan::Business).await.unwrap();
-    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -194,7 +254,11 @@ async fn a_missing_permission_is_named() {
 async fn unlisted_routes_are_denied_by_default() {
     let h = Harness::new().await;
     let key = h.all_permissions_key().await;
-    for (method, path) in [("GET", "/api/v1/other"), ("DELETE", "/api/v1/projects"), ("GET", "/api/v1/generate")] {
+    for (method, path) in [
+        ("GET", "/api/v1/other"),
+        ("DELETE", "/api/v1/projects"),
+        ("GET", "/api/v1/generate"),
+    ] {
         let reply = h.send_key(method, path, &key).await;
         reply.assert_problem(403, "route_not_allowed");
         assert_eq!(
@@ -203,18 +267,27 @@ async fn unlisted_routes_are_denied_by_default() {
         );
     }
     // Without a key, an unlisted route still asks for one first.
-    h.send("GET", "/api/v1/other", None).await.assert_problem(401, "missing_api_key");
+    h.send("GET", "/api/v1/other", None)
+        .await
+        .assert_problem(401, "missing_api_key");
 }
 
 #[tokio::test]
 async fn unlisted_routes_can_need_only_a_valid_key_and_public_paths_none() {
-    let routes = RouteTable::nouvel().public("/healthz").unwrap().authenticate_unlisted();
+    let routes = RouteTable::nouvel()
+        .public("/healthz")
+        .unwrap()
+        .authenticate_unlisted();
     let h = Harness::with_layer(|l| l.routes(routes)).await;
     let key = h.key([Permission::Generate]).await;
     assert_eq!(h.send_key("GET", "/api/v1/other", &key).await.status, 200);
-    h.send("GET", "/api/v1/other", None).await.assert_problem(401, "missing_api_key");
+    h.send("GET", "/api/v1/other", None)
+        .await
+        .assert_problem(401, "missing_api_key");
     // Listed routes still need their permission.
-    h.send_key("GET", "/api/v1/projects", &key).await.assert_problem(403, "missing_permission");
+    h.send_key("GET", "/api/v1/projects", &key)
+        .await
+        .assert_problem(403, "missing_permission");
     let health = h.send("GET", "/healthz", None).await;
     assert_eq!(health.status, 200);
     assert_eq!(health.text, "ok");
@@ -223,19 +296,33 @@ async fn unlisted_routes_can_need_only_a_valid_key_and_public_paths_none() {
 
 #[tokio::test]
 async fn the_checks_run_in_the_contracts_order() {
-    let h = Harness::with_layer(|l| l.default_limit(RateLimit::new(1, Duration::from_secs(60)))).await;
+    let h =
+        Harness::with_layer(|l| l.default_limit(RateLimit::new(1, Duration::from_secs(60)))).await;
     let key = h.key([Permission::Generate]).await;
-    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
     // Over the limit, but on a route it may not use: 403 first.
-    h.send_key("POST", "/api/v1/publish", &key).await.assert_problem(403, "missing_permission");
-    h.send_key("GET", "/api/v1/other", &key).await.assert_problem(403, "route_not_allowed");
-    h.send_key("POST", "/api/v1/generate", &key).await.assert_problem(429, "rate_limited");
+    h.send_key("POST", "/api/v1/publish", &key)
+        .await
+        .assert_problem(403, "missing_permission");
+    h.send_key("GET", "/api/v1/other", &key)
+        .await
+        .assert_problem(403, "route_not_allowed");
+    h.send_key("POST", "/api/v1/generate", &key)
+        .await
+        .assert_problem(429, "rate_limited");
     // A starter key on an unknown route: 402 first.
     h.store.set_plan(&h.account, Plan::Starter).await.unwrap();
-    h.send_key("GET", "/api/v1/other", &key).await.assert_problem(402, "plan_required");
+    h.send_key("GET", "/api/v1/other", &key)
+        .await
+        .assert_problem(402, "plan_required");
     // An expired key on a starter account: 401 first.
     h.advance(Duration::from_secs(91 * 86_400));
-    h.send_key("GET", "/api/v1/other", &key).await.assert_problem(401, "expired_api_key");
+    h.send_key("GET", "/api/v1/other", &key)
+        .await
+        .assert_problem(401, "expired_api_key");
 }
 
 #[tokio::test]
@@ -245,7 +332,11 @@ async fn rejections_are_typed_in_the_response_extensions() {
     let response = h
         .app
         .clone()
-        .oneshot(axum::http::Request::get("/api/v1/projects").body(axum::body::Body::empty()).unwrap())
+        .oneshot(
+            axum::http::Request::get("/api/v1/projects")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -256,10 +347,20 @@ async fn rejections_are_typed_in_the_response_extensions() {
 
 #[tokio::test]
 async fn realm_and_problem_type_are_configurable() {
-    let h = Harness::with_layer(|l| l.realm("acme \"api\"").problem_type_base("https://docs.example.com/errors/")).await;
+    let h = Harness::with_layer(|l| {
+        l.realm("acme \"api\"")
+            .problem_type_base("https://docs.example.com/errors/")
+    })
+    .await;
     let reply = h.send("GET", "/api/v1/projects", None).await;
-    assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="acme api""#));
-    assert_eq!(reply.body["type"], "https://docs.example.com/errors/missing_api_key");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="acme api""#)
+    );
+    assert_eq!(
+        reply.body["type"],
+        "https://docs.example.com/errors/missing_api_key"
+    );
 }
 
 /// A store whose backend is down, or hangs.
@@ -272,7 +373,9 @@ impl KeyStore for BrokenStore {
         if self.hang {
             std::future::pending::<()>().await;
         }
-        Err(BackendError::failed("connection refused to db.internal:5432"))
+        Err(BackendError::failed(
+            "connection refused to db.internal:5432",
+        ))
     }
 
     async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -281,10 +384,17 @@ impl KeyStore for BrokenStore {
 }
 
 async fn broken_reply(hang: bool) -> Reply {
-    let layer = NouvelAuthLayer::new(BrokenStore { hang }).lookup_timeout(Duration::from_millis(50));
+    let layer =
+        NouvelAuthLayer::new(BrokenStore { hang }).lookup_timeout(Duration::from_millis(50));
     let app = common::routes().layer(layer);
     let key = nouvel_auth::ApiKey::generate();
-    common::send(&app, "POST", "/api/v1/generate", Some(&format!("Bearer {}", key.expose_secret()))).await
+    common::send(
+        &app,
+        "POST",
+        "/api/v1/generate",
+        Some(&format!("Bearer {}", key.expose_secret())),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -298,7 +408,9 @@ async fn a_store_outage_answers_503_without_leaking_the_cause() {
 #[tokio::test(start_paused = true)]
 async fn a_store_that_hangs_times_out_with_503() {
     let started = tokio::time::Instant::now();
-    broken_reply(true).await.assert_problem(503, "auth_unavailable");
+    broken_reply(true)
+        .await
+        .assert_problem(503, "auth_unavailable");
     // Paused time: the timeout fired at its deadline, not earlier and not much later.
     assert_eq!(started.elapsed(), Duration::from_millis(50));
 }
@@ -307,13 +419,13 @@ async fn a_store_that_hangs_times_out_with_503() {
 struct BrokenLimiter;
 
 impl nouvel_auth::RateLimiter for BrokenLimiter {
-    fn check(
+    async fn check(
         &self,
         _key: &nouvel_auth::KeyId,
         _limit: RateLimit,
         _now: time::OffsetDateTime,
-    ) -> impl Future<Output = Result<nouvel_auth::Decision, BackendError>> + Send {
-        async { Err(BackendError::failed("redis down")) }
+    ) -> Result<nouvel_auth::Decision, BackendError> {
+        Err(BackendError::failed("redis down"))
     }
 }
 
@@ -321,9 +433,18 @@ impl nouvel_auth::RateLimiter for BrokenLimiter {
 async fn a_limiter_outage_answers_503() {
     let store = MemoryKeyStore::new();
     let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = store.create_key(&account.id, KeySpec::new("k", [Permission::Generate])).await.unwrap();
+    let key = store
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
     let app = common::routes().layer(NouvelAuthLayer::new(store).limiter(BrokenLimiter));
-    let reply = common::send(&app, "POST", "/api/v1/generate", Some(&format!("Bearer {}", key.key.expose_secret()))).await;
+    let reply = common::send(
+        &app,
+        "POST",
+        "/api/v1/generate",
+        Some(&format!("Bearer {}", key.key.expose_secret())),
+    )
+    .await;
     reply.assert_problem(503, "auth_unavailable");
     assert!(!reply.text.contains("redis"));
 }
@@ -341,9 +462,15 @@ async fn a_custom_store_record_drives_the_checks() {
         }
     }
     let key = nouvel_auth::ApiKey::generate();
-    let record = KeyRecord::new("key_1", "acc_1", "custom", Plan::Scale, Permissions::from(Permission::Publish))
-        .expires_at(Some(time::macros::datetime!(2100-01-01 00:00 UTC)))
-        .rate_limit(Some(RateLimit::new(1, Duration::from_secs(10))));
+    let record = KeyRecord::new(
+        "key_1",
+        "acc_1",
+        "custom",
+        Plan::Scale,
+        Permissions::from(Permission::Publish),
+    )
+    .expires_at(Some(time::macros::datetime!(2100-01-01 00:00 UTC)))
+    .rate_limit(Some(RateLimit::new(1, Duration::from_secs(10))));
     let app = common::routes().layer(NouvelAuthLayer::new(OneKey(key.digest(), record)));
     let auth = format!("Bearer {}", key.expose_secret());
     let first = common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await;
@@ -354,5 +481,7 @@ async fn a_custom_store_record_drives_the_checks() {
     let second = common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await;
     second.assert_problem(429, "rate_limited");
     assert_eq!(second.header("retry-after"), Some("10"));
-    common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.assert_problem(403, "missing_permission");
+    common::send(&app, "POST", "/api/v1/generate", Some(&auth))
+        .await
+        .assert_problem(403, "missing_permission");
 }

@@ -22,12 +22,24 @@ fn check_exactness(limit: RateLimit, arrivals: &[u64]) -> Result<(), TestCaseErr
         let decision = limiter.decide(&key, limit, T0 + Duration::from_millis(t));
         let in_window = admitted.iter().filter(|&&a| a + w > t).count();
         if decision.allowed {
-            prop_assert!(in_window < n, "admitted at {t} with {in_window} in the window");
+            prop_assert!(
+                in_window < n,
+                "admitted at {t} with {in_window} in the window"
+            );
             admitted.push(t);
         } else {
-            prop_assert_eq!(in_window, n, "refused at {} with only {} in the window", t, in_window);
+            prop_assert_eq!(
+                in_window,
+                n,
+                "refused at {} with only {} in the window",
+                t,
+                in_window
+            );
         }
-        prop_assert_eq!(decision.remaining as usize, n - admitted.iter().filter(|&&a| a + w > t).count());
+        prop_assert_eq!(
+            decision.remaining as usize,
+            n - admitted.iter().filter(|&&a| a + w > t).count()
+        );
     }
     for (i, &start) in admitted.iter().enumerate() {
         let inside = admitted[i..].iter().take_while(|&&a| a < start + w).count();
@@ -72,7 +84,13 @@ async fn racing_tasks_on_one_key_get_exactly_n() {
     let tasks: Vec<_> = (0..500)
         .map(|_| {
             let (limiter, key) = (limiter.clone(), key.clone());
-            tokio::spawn(async move { limiter.check(&key, RateLimit::default(), T0).await.unwrap().allowed })
+            tokio::spawn(async move {
+                limiter
+                    .check(&key, RateLimit::default(), T0)
+                    .await
+                    .unwrap()
+                    .allowed
+            })
         })
         .collect();
     let mut admitted = 0;
@@ -92,7 +110,9 @@ async fn racing_requests_through_the_layer_get_exactly_n() {
             let (app, key) = (app.clone(), key.clone());
             tokio::spawn(async move {
                 let auth = format!("Bearer {}", key.key.expose_secret());
-                common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.status
+                common::send(&app, "POST", "/api/v1/generate", Some(&auth))
+                    .await
+                    .status
             })
         })
         .collect();
@@ -118,13 +138,19 @@ async fn headers_count_down_and_429_says_when_to_retry() {
         let remaining = (60 - i).to_string();
         // The first request, sent (i - 1) × 0.5 s ago, leaves the window 60 s after it.
         let reset = (120 - (i - 1)).div_ceil(2).to_string();
-        assert_eq!(reply.header("ratelimit-policy"), Some(r#""per-key";q=60;w=60"#));
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some(r#""per-key";q=60;w=60"#)
+        );
         assert_eq!(
             reply.header("ratelimit"),
             Some(format!(r#""per-key";r={remaining};t={reset}"#).as_str())
         );
         assert_eq!(reply.header("x-ratelimit-limit"), Some("60"));
-        assert_eq!(reply.header("x-ratelimit-remaining"), Some(remaining.as_str()));
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some(remaining.as_str())
+        );
         assert_eq!(reply.header("x-ratelimit-reset"), Some(reset.as_str()));
         h.advance(Duration::from_millis(500));
     }
@@ -146,7 +172,10 @@ async fn retry_after_rounds_up_and_is_never_zero() {
     let h = Harness::new().await;
     let key = h.key([Permission::Generate]).await;
     for _ in 0..60 {
-        assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+        assert_eq!(
+            h.send_key("POST", "/api/v1/generate", &key).await.status,
+            200
+        );
     }
     // 200 ms before the oldest leaves: the wait rounds up to 1 s, not down to 0.
     h.advance(Duration::from_millis(59_800));
@@ -160,7 +189,12 @@ async fn retry_after_rounds_up_and_is_never_zero() {
         h2.send_key("POST", "/api/v1/generate", &key2).await;
     }
     h2.advance(Duration::from_millis(58_500));
-    assert_eq!(h2.send_key("POST", "/api/v1/generate", &key2).await.header("retry-after"), Some("2"));
+    assert_eq!(
+        h2.send_key("POST", "/api/v1/generate", &key2)
+            .await
+            .header("retry-after"),
+        Some("2")
+    );
 }
 
 #[tokio::test]
@@ -173,15 +207,22 @@ async fn refusals_are_not_recorded_so_backing_off_works() {
     // Hammering while over the limit does not push the reset back.
     for _ in 0..100 {
         h.advance(Duration::from_millis(100));
-        assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 429);
+        assert_eq!(
+            h.send_key("POST", "/api/v1/generate", &key).await.status,
+            429
+        );
     }
     h.advance(Duration::from_millis(50_000));
-    assert_eq!(h.send_key("POST", "/api/v1/generate", &key).await.status, 200);
+    assert_eq!(
+        h.send_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn limits_are_per_key() {
-    let h = Harness::with_layer(|l| l.default_limit(RateLimit::new(2, Duration::from_secs(60)))).await;
+    let h =
+        Harness::with_layer(|l| l.default_limit(RateLimit::new(2, Duration::from_secs(60)))).await;
     let a = h.key([Permission::Generate]).await;
     let b = h.key([Permission::Generate]).await;
     for _ in 0..2 {
@@ -190,7 +231,9 @@ async fn limits_are_per_key() {
     assert_eq!(h.send_key("POST", "/api/v1/generate", &a).await.status, 429);
     assert_eq!(h.send_key("POST", "/api/v1/generate", &b).await.status, 200);
     assert_eq!(
-        h.send_key("POST", "/api/v1/generate", &b).await.header("ratelimit-policy"),
+        h.send_key("POST", "/api/v1/generate", &b)
+            .await
+            .header("ratelimit-policy"),
         Some(r#""per-key";q=2;w=60"#)
     );
 }
@@ -206,11 +249,21 @@ async fn unauthenticated_traffic_leaves_no_limiter_state() {
     for _ in 0..1_000 {
         let fake = nouvel_auth::ApiKey::generate();
         let auth = format!("Bearer {}", fake.expose_secret());
-        assert_eq!(common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.status, 401);
+        assert_eq!(
+            common::send(&app, "POST", "/api/v1/generate", Some(&auth))
+                .await
+                .status,
+            401
+        );
     }
     assert_eq!(limiter.tracked_keys(), 0);
     let key = h.key([Permission::Generate]).await;
     let auth = format!("Bearer {}", key.key.expose_secret());
-    assert_eq!(common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await.status, 200);
+    assert_eq!(
+        common::send(&app, "POST", "/api/v1/generate", Some(&auth))
+            .await
+            .status,
+        200
+    );
     assert_eq!(limiter.tracked_keys(), 1);
 }

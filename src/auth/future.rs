@@ -18,9 +18,7 @@ pub struct ResponseFuture<B, E> {
 type Output<B, E> = Result<Response<ResponseBody<B>>, E>;
 
 impl<B, E> ResponseFuture<B, E> {
-    pub(crate) fn new(
-        future: impl Future<Output = Output<B, E>> + Send + 'static,
-    ) -> Self {
+    pub(crate) fn new(future: impl Future<Output = Output<B, E>> + Send + 'static) -> Self {
         Self {
             inner: Box::pin(future),
         }

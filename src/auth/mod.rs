@@ -69,14 +69,20 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
     /// The request's path, in the contract's order: credentials (401), plan (402), route
     /// permission (403), rate limit (429). `Ok(None)` for a public path.
     pub(crate) async fn admit(&self, request: &Parts) -> Result<Option<Admission>, Rejection> {
-        let access = self.config.routes.access(&request.method, request.uri.path());
+        let access = self
+            .config
+            .routes
+            .access(&request.method, request.uri.path());
         if access == Access::Public {
             return Ok(None);
         }
         let now = self.config.clock.now();
-        let record = self.authenticate(request, now).await.inspect_err(|rejection| {
-            tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
-        })?;
+        let record = self
+            .authenticate(request, now)
+            .await
+            .inspect_err(|rejection| {
+                tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
+            })?;
         let decision = self.authorize(&record, access, now).await;
         let outcome = match &decision {
             Ok(_) => Some(Outcome::Admitted),

@@ -84,14 +84,20 @@ impl Window {
             offset -= shift;
         }
         let offset = offset as u32;
-        self.admitted.back().map_or(offset, |&newest| offset.max(newest))
+        self.admitted
+            .back()
+            .map_or(offset, |&newest| offset.max(newest))
     }
 
     fn admit(&mut self, now: u64, limit: RateLimit) -> Decision {
         self.window = limit.window_millis();
         let now = self.offset(now);
         // A request admitted at t counts during [t, t + W).
-        while self.admitted.front().is_some_and(|&t| now - t >= self.window) {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|&t| now - t >= self.window)
+        {
             self.admitted.pop_front();
         }
         let allowed = self.admitted.len() < limit.requests() as usize;
@@ -111,7 +117,10 @@ impl Window {
     }
 
     fn is_idle(&self, now: u64) -> bool {
-        let newest = self.admitted.back().map_or(0, |&t| self.base + u64::from(t));
+        let newest = self
+            .admitted
+            .back()
+            .map_or(0, |&t| self.base + u64::from(t));
         now >= newest + u64::from(self.window)
     }
 }
@@ -214,6 +223,10 @@ mod tests {
         let limit = RateLimit::new(1, Duration::from_secs(60));
         let key = KeyId::from("k");
         assert!(limiter.decide(&key, limit, T0).allowed);
-        assert!(!limiter.decide(&key, limit, T0 - Duration::from_secs(3600)).allowed);
+        assert!(
+            !limiter
+                .decide(&key, limit, T0 - Duration::from_secs(3600))
+                .allowed
+        );
     }
 }

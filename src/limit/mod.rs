@@ -51,7 +51,9 @@ impl RateLimit {
     /// The window in milliseconds, as the limiters count it.
     pub(crate) fn window_millis(self) -> u32 {
         // 2^31 ms is 24.8 days: beyond any sensible window, and it keeps offsets in u32.
-        u32::try_from(self.window.as_millis()).unwrap_or(u32::MAX).clamp(1, 1 << 31)
+        u32::try_from(self.window.as_millis())
+            .unwrap_or(u32::MAX)
+            .clamp(1, 1 << 31)
     }
 }
 

@@ -73,7 +73,9 @@ struct KeyState {
 
 /// Locks `mutex`, going on after a panic elsewhere: every update here leaves valid state.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Default for MemoryKeyStore {
@@ -102,7 +104,11 @@ impl MemoryKeyStore {
     }
 
     fn account_entry(&self, id: &AccountId) -> Result<Arc<AccountEntry>, ManageError> {
-        self.inner.accounts.get(id).map(|a| a.clone()).ok_or(ManageError::NotFound)
+        self.inner
+            .accounts
+            .get(id)
+            .map(|a| a.clone())
+            .ok_or(ManageError::NotFound)
     }
 
     fn key_entry(&self, account: &AccountId, key: &KeyId) -> Result<Arc<KeyEntry>, ManageError> {
@@ -258,7 +264,11 @@ impl KeyManager for MemoryKeyStore {
             .filter(|entry| Arc::ptr_eq(&entry.account, &account))
             .map(|entry| entry.info(now))
             .collect();
-        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        keys.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         Ok(keys)
     }
 

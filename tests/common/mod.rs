@@ -76,7 +76,13 @@ impl Harness {
         let account = store.create_account("Acme", Plan::Scale).await.unwrap().id;
         let layer = configure(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
         let app = routes().layer(layer.clone());
-        Self { clock, store, account, layer, app }
+        Self {
+            clock,
+            store,
+            account,
+            layer,
+            app,
+        }
     }
 
     pub async fn key(&self, permissions: impl IntoIterator<Item = Permission>) -> NewKey {
@@ -88,7 +94,8 @@ impl Harness {
     }
 
     pub async fn all_permissions_key(&self) -> NewKey {
-        self.key_with(KeySpec::new("all", Permission::ALL).expiration(Expiration::Never)).await
+        self.key_with(KeySpec::new("all", Permission::ALL).expiration(Expiration::Never))
+            .await
     }
 
     pub async fn send(&self, method: &str, path: &str, auth: Option<&str>) -> Reply {
@@ -106,11 +113,19 @@ impl Harness {
 }
 
 pub async fn send(app: &Router, method: &str, path: &str, auth: Option<&str>) -> Reply {
-    let mut request = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(path);
+    let mut request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(path);
     if let Some(auth) = auth {
         request = request.header("authorization", auth);
     }
-    Reply::read(app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap()).await
+    Reply::read(
+        app.clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
 }
 
 /// A response with its body read.
@@ -148,7 +163,10 @@ impl Reply {
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "{}", self.text);
         assert_eq!(self.code(), code, "{}", self.text);
-        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
         assert_eq!(self.body["status"], status);
         assert_eq!(self.body["type"], "about:blank");
         assert_eq!(self.body["title"], self.status.canonical_reason().unwrap());
