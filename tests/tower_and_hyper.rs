@@ -1,0 +1,101 @@
+//! The layer is plain tower: any request and response body, any inner service, and a
+//! service that a hyper server can run.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use nouvel_auth::{
+    KeyManager, KeySpec, MemoryKeyStore, NouvelAuth, NouvelAuthLayer, Permission, Plan,
+};
+use tower::{service_fn, Layer, ServiceExt};
+
+fn assert_fits_axum<T: Clone + Send + Sync + 'static>(_: &T) {}
+
+#[tokio::test]
+async fn wraps_a_service_fn_with_its_own_body_types() {
+    let store = MemoryKeyStore::new();
+    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = store
+        .create_key(&account.id, KeySpec::new("k", [Permission::Publish]))
+        .await
+        .unwrap();
+
+    let inner = service_fn(|request: Request<Full<Bytes>>| async move {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, Infallible>(Response::new(Full::new(body)))
+    });
+    let service: NouvelAuth<_, _, _> = NouvelAuthLayer::new(store).layer(inner);
+    assert_fits_axum(&service);
+
+    let request = Request::post("/api/v1/publish")
+        .header(
+            "authorization",
+            format!("Bearer {}", key.key.expose_secret()),
+        )
+        .body(Full::new(Bytes::from_static(b"echo me")))
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "echo me"
+    );
+
+    let request = Request::post("/api/v1/publish")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(br#"{"type":"about:blank","title":"Unauthorized","status":401"#));
+}
+
+#[tokio::test]
+async fn serves_over_a_real_hyper_connection() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let store = MemoryKeyStore::new();
+    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = store
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
+    let inner = service_fn(|_request: Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"generated"))))
+    });
+    let service = NouvelAuthLayer::new(store).layer(inner);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let hyper_service = hyper_util::service::TowerToHyperService::new(service);
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), hyper_service)
+            .await
+            .unwrap();
+    });
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post("/api/v1/generate")
+        .header("host", addr.to_string())
+        .header(
+            "authorization",
+            format!("Bearer {}", key.key.expose_secret()),
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "59");
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "generated"
+    );
+}
