@@ -5,8 +5,10 @@
 //! ```
 //!
 //! At start it makes a `scale` account and one key holding all five permissions, and
-//! prints the key with a `curl` line that uses it. `NOUVEL_ADDR` sets the address
-//! (default `127.0.0.1:8080`). Ctrl-C stops it cleanly.
+//! prints the key with a `curl` line that uses it. The admin API ("Settings → API Keys")
+//! is mounted at `/admin`, guarded by `NOUVEL_ADMIN_TOKEN` (generated and printed when
+//! unset). `NOUVEL_ADDR` sets the address (default `127.0.0.1:8080`). Ctrl-C stops it
+//! cleanly, flushing usage first.
 #![allow(clippy::print_stdout)] // printing the demo key is this example's job
 
 use std::net::SocketAddr;
@@ -17,7 +19,9 @@ use axum::{
     Extension, Json, Router,
 };
 use nouvel_auth::{
-    Expiration, KeyManager, KeyRecord, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan,
+    admin::{self, AdminToken},
+    ApiKey, Expiration, KeyManager, KeyRecord, KeySpec, MemoryKeyStore, NouvelAuthLayer,
+    Permission, Plan,
 };
 use serde_json::{json, Value};
 
@@ -52,8 +56,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
 
+    let admin_token = std::env::var("NOUVEL_ADMIN_TOKEN").ok();
+    let generated_token = admin_token.is_none();
+    // A fresh key's random text makes a fine throwaway admin token; it is not an API key
+    // anywhere, since no store holds its digest.
+    let admin_token = admin_token
+        .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));
+
     let auth = NouvelAuthLayer::new(store.clone());
-    let app = Router::new()
+    let api = Router::new()
         .route("/api/v1/generate", post(stub))
         .route("/api/v1/jobs/{jobId}", get(stub))
         .route("/api/v1/projects", get(stub))
@@ -62,6 +73,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/v1/analytics", get(stub))
         .route("/api/v1/copilot/chat", post(stub))
         .layer(auth.clone());
+    let app = api.nest(
+        "/admin",
+        admin::router(store.clone(), AdminToken::new(&admin_token)),
+    );
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -72,6 +87,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  curl -i -H 'Authorization: Bearer {}' http://{addr}/api/v1/projects",
         demo.key.expose_secret()
+    );
+    if generated_token {
+        println!("Admin token (set NOUVEL_ADMIN_TOKEN to choose one): {admin_token}");
+    }
+    println!(
+        "Admin API: http://{addr}/admin (demo account id: {})",
+        account.id
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer <admin token>' http://{addr}/admin/accounts/{}/keys",
+        account.id
     );
 
     axum::serve(listener, app)

@@ -10,6 +10,11 @@ use crate::{ApiKey, Rejection};
 /// and one token follow it. The key's format and checksum are checked here, so a made-up
 /// string costs no hashing and no store lookup.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Result<ApiKey, Rejection> {
+    ApiKey::parse(bearer_token(headers)?).map_err(Rejection::MalformedApiKey)
+}
+
+/// The token of the one `Authorization: Bearer <token>` header: visible ASCII, no spaces.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(Rejection::MissingApiKey)?;
     if values.next().is_some() {
@@ -23,8 +28,7 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<ApiKey, Rejection> {
     if !scheme.eq_ignore_ascii_case(b"Bearer ") || token.is_empty() || !token.iter().all(visible) {
         return Err(Rejection::InvalidAuthorization);
     }
-    let token = std::str::from_utf8(token).map_err(|_| Rejection::InvalidAuthorization)?;
-    ApiKey::parse(token).map_err(Rejection::MalformedApiKey)
+    std::str::from_utf8(token).map_err(|_| Rejection::InvalidAuthorization)
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@
 //!
 //! Every refusal is a [`Rejection`], rendered by [`reject`] as `application/problem+json`.
 
+#[cfg(feature = "admin")]
+pub mod admin;
 mod auth;
 mod clock;
 mod credentials;
@@ -78,8 +80,8 @@ pub use expiration::{Expiration, ExpirationError};
 pub use key::{AccountId, ApiKey, KeyDigest, KeyFormatError, KeyHasher, KeyId};
 pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter};
 pub use manage::{
-    validate_name, Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus, ManageError,
-    NewKey, ValidKeySpec,
+    validate_grace, validate_name, Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus,
+    ManageError, NewKey, ValidKeySpec, MAX_GRACE,
 };
 pub use permission::{Permission, Permissions, UnknownPermission};
 pub use plan::Plan;

@@ -190,6 +190,20 @@ pub fn validate_name(name: &str) -> Result<String, FieldError> {
     }
 }
 
+/// The longest rotation grace: a year.
+pub const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Checks a rotation grace: at most [`MAX_GRACE`].
+pub fn validate_grace(grace: Duration) -> Result<(), ManageError> {
+    if grace > MAX_GRACE {
+        return Err(ManageError::Invalid(vec![FieldError::new(
+            "grace_seconds",
+            format!("must be at most {} (one year)", MAX_GRACE.as_secs()),
+        )]));
+    }
+    Ok(())
+}
+
 /// One field of a request that cannot be accepted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -277,7 +291,9 @@ pub trait KeyManager: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ManageError>> + Send;
 
     /// Replaces a key: a new key with the same name, permissions and expiration option;
-    /// the old one keeps working for `grace` (zero: it stops now), then answers 401.
+    /// the old one keeps working for `grace` (zero: it stops now; at most
+    /// [`MAX_GRACE`]), then answers 401 `expired_api_key`. Its expiration becomes the end
+    /// of the grace, unless it expires sooner anyway.
     fn rotate_key(
         &self,
         account: &AccountId,

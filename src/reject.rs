@@ -72,7 +72,7 @@ impl Default for ProblemStyle {
 
 /// An RFC 9457 problem, members in the RFC's order.
 #[derive(Serialize)]
-struct Problem<'a> {
+struct Problem<'a, E> {
     #[serde(rename = "type")]
     problem_type: &'a str,
     title: &'a str,
@@ -80,7 +80,7 @@ struct Problem<'a> {
     detail: &'a str,
     code: &'a str,
     #[serde(flatten)]
-    extra: Extra,
+    extra: E,
 }
 
 #[derive(Serialize)]
@@ -225,28 +225,14 @@ impl Rejection {
 
     /// The problem+json response for this rejection.
     pub(crate) fn to_response(&self, style: &ProblemStyle) -> Response<Bytes> {
-        let status = self.status();
-        let problem_type = match &style.type_base {
-            Some(base) => Cow::Owned(format!("{base}{}", self.code())),
-            None => Cow::Borrowed("about:blank"),
-        };
-        let body = serde_json::to_vec(&Problem {
-            problem_type: &problem_type,
-            title: status.canonical_reason().unwrap_or_default(),
-            status: status.as_u16(),
-            detail: &self.detail(),
-            code: self.code(),
-            extra: self.extra_members(),
-        })
-        .expect("a problem serializes");
-
-        let mut response = Response::new(Bytes::from(body));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+        let mut response = problem_response(
+            self.status(),
+            self.code(),
+            &self.detail(),
+            self.extra_members(),
+            style,
         );
+        let headers = response.headers_mut();
         if let Some(challenge) = self.challenge(&style.realm) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
@@ -257,4 +243,35 @@ impl Rejection {
         response.extensions_mut().insert(self.clone());
         response
     }
+}
+
+/// An `application/problem+json` response: the RFC 9457 members, `code`, and `extra`
+/// flattened after them. The layer's rejections and the admin API's errors both use it.
+pub(crate) fn problem_response(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    extra: impl Serialize,
+    style: &ProblemStyle,
+) -> Response<Bytes> {
+    let problem_type = match &style.type_base {
+        Some(base) => Cow::Owned(format!("{base}{code}")),
+        None => Cow::Borrowed("about:blank"),
+    };
+    let body = serde_json::to_vec(&Problem {
+        problem_type: &problem_type,
+        title: status.canonical_reason().unwrap_or_default(),
+        status: status.as_u16(),
+        detail,
+        code,
+        extra,
+    })
+    .expect("a problem serializes");
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }

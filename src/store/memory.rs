@@ -11,7 +11,9 @@ use super::{KeyRecord, KeyStore};
 use crate::{
     clock::SharedClock,
     key::random_id,
-    manage::{validate_name, Account, KeyInfo, KeyManager, KeySpec, ManageError, NewKey},
+    manage::{
+        validate_grace, validate_name, Account, KeyInfo, KeyManager, KeySpec, ManageError, NewKey,
+    },
     AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyHasher, KeyId, Plan, SystemClock, Usage,
     UsageReport,
 };
@@ -291,6 +293,7 @@ impl KeyManager for MemoryKeyStore {
         grace: Duration,
     ) -> Result<NewKey, ManageError> {
         let old = self.key_entry(account, key)?;
+        validate_grace(grace)?;
         let new = self.create_validated(&old.account, old.spec.clone())?;
         let grace_ends = self.inner.clock.now() + grace;
         let mut state = lock(&old.state);

@@ -1,0 +1,403 @@
+//! The "Settings → API Keys" admin API: an axum [`Router`] over any [`KeyManager`].
+//!
+//! Mount it under any prefix (the example server uses `/admin`). Every route needs
+//! `Authorization: Bearer <admin token>`; `nvl_` keys never open it.
+//!
+//! | method and path | success |
+//! |---|---|
+//! | `POST /accounts` | 201 Account |
+//! | `GET /accounts/{account_id}` | 200 Account |
+//! | `PATCH /accounts/{account_id}` | 200 Account |
+//! | `POST /accounts/{account_id}/keys` | 201 NewKey (the only time the key is shown) |
+//! | `GET /accounts/{account_id}/keys` | 200 `{"keys": [Key, …]}`, newest first |
+//! | `GET /accounts/{account_id}/keys/{key_id}` | 200 Key |
+//! | `DELETE /accounts/{account_id}/keys/{key_id}` | 204 |
+//! | `POST /accounts/{account_id}/keys/{key_id}/rotate` | 201 NewKey |
+//!
+//! Errors are problem+json, checked in this order: 401 `admin_unauthorized`, 404
+//! `not_found`, 400 `malformed_json` / 422 `invalid_request` (with `errors: [{field,
+//! reason}]`), 402 `plan_required`; 503 `auth_unavailable` when the store fails.
+//!
+//! ```
+//! use axum::Router;
+//! use nouvel_auth::{admin::{self, AdminToken}, MemoryKeyStore};
+//!
+//! let store = MemoryKeyStore::new();
+//! let app: Router = Router::new().nest("/admin", admin::router(store, AdminToken::new("s3cret-admin-token")));
+//! ```
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, Request, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    credentials::bearer_token,
+    reject::{problem_response, ProblemStyle},
+    AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, ManageError,
+    Permission, Permissions, Plan,
+};
+
+/// The admin API's bearer token: a secret, compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// A token from a configured secret (for example `NOUVEL_ADMIN_TOKEN`).
+    pub fn new(secret: &str) -> Self {
+        Self(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Whether `presented` is the token. Compares digests, so neither the time nor the
+    /// length of the comparison depends on the secret.
+    fn matches(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0.ct_eq(&presented).into()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// The admin router over `manager`, guarded by `token`.
+pub fn router<M: KeyManager>(manager: M, token: AdminToken) -> Router {
+    let manager = Arc::new(manager);
+    Router::new()
+        .route("/accounts", post(create_account::<M>))
+        .route(
+            "/accounts/{account_id}",
+            get(account::<M>).patch(set_plan::<M>),
+        )
+        .route(
+            "/accounts/{account_id}/keys",
+            post(create_key::<M>).get(keys::<M>),
+        )
+        .route(
+            "/accounts/{account_id}/keys/{key_id}",
+            get(key::<M>).delete(delete_key::<M>),
+        )
+        .route(
+            "/accounts/{account_id}/keys/{key_id}/rotate",
+            post(rotate_key::<M>),
+        )
+        .with_state(manager)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+}
+
+/// Why an admin request failed.
+#[derive(Debug)]
+enum AdminError {
+    Unauthorized,
+    MalformedJson(String),
+    Manage(ManageError),
+}
+
+impl From<ManageError> for AdminError {
+    fn from(error: ManageError) -> Self {
+        Self::Manage(error)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Extra<'a> {
+    None {},
+    Invalid {
+        errors: &'a [FieldError],
+    },
+    Plan {
+        plan: Plan,
+        required_plans: [Plan; 2],
+    },
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code, detail, extra) = match &self {
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "admin_unauthorized",
+                "Send the admin token as `Authorization: Bearer <token>`.".to_owned(),
+                Extra::None {},
+            ),
+            Self::MalformedJson(why) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("The body is not valid JSON: {why}."),
+                Extra::None {},
+            ),
+            Self::Manage(ManageError::NotFound) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such account, or no such key in this account.".to_owned(),
+                Extra::None {},
+            ),
+            Self::Manage(ManageError::Invalid(errors)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "Some fields cannot be accepted; see `errors`.".to_owned(),
+                Extra::Invalid { errors },
+            ),
+            Self::Manage(ManageError::PlanRequired(plan)) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "plan_required",
+                format!(
+                    "API keys need the Scale or Business plan; this account is on the {plan} plan."
+                ),
+                Extra::Plan {
+                    plan: *plan,
+                    required_plans: Plan::WITH_API_KEYS,
+                },
+            ),
+            Self::Manage(error) => {
+                tracing::warn!(%error, "nouvel-auth admin: the store is unavailable; answering 503");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "The key store is unavailable right now; retry shortly.".to_owned(),
+                    Extra::None {},
+                )
+            }
+        };
+        let style = ProblemStyle {
+            realm: "nouvel-admin".to_owned(),
+            ..ProblemStyle::default()
+        };
+        let mut response = problem_response(status, code, &detail, extra, &style).map(Body::from);
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="nouvel-admin""#),
+            );
+        }
+        response
+    }
+}
+
+async fn require_token(
+    State(token): State<Arc<AdminToken>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer_token(request.headers()) {
+        Ok(presented) if token.matches(presented) => next.run(request).await,
+        _ => AdminError::Unauthorized.into_response(),
+    }
+}
+
+/// A JSON object body, read field by field so every error names its field.
+struct Fields {
+    object: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Parses `body`; an empty body is an empty object (for optional bodies).
+    fn parse(body: &[u8]) -> Result<Self, AdminError> {
+        let object = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            match serde_json::from_slice(body)
+                .map_err(|e| AdminError::MalformedJson(e.to_string()))?
+            {
+                Value::Object(object) => object,
+                _ => {
+                    return Err(ManageError::Invalid(vec![FieldError::new(
+                        "body",
+                        "must be a JSON object",
+                    )])
+                    .into())
+                }
+            }
+        };
+        Ok(Self {
+            object,
+            errors: Vec::new(),
+        })
+    }
+
+    fn reject(&mut self, field: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError::new(field, reason));
+    }
+
+    /// A string field; `None` (and an error if `required`) when absent or not a string.
+    fn string(&mut self, field: &str, required: bool) -> Option<String> {
+        match self.object.remove(field) {
+            Some(Value::String(s)) => Some(s),
+            None | Some(Value::Null) if !required => None,
+            None | Some(Value::Null) => {
+                self.reject(field, "is required");
+                None
+            }
+            Some(_) => {
+                self.reject(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A string field parsed with `FromStr`, whose error names the problem.
+    fn parsed<T: std::str::FromStr>(&mut self, field: &str, required: bool) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let text = self.string(field, required)?;
+        text.parse()
+            .map_err(|e: T::Err| self.reject(field, e.to_string()))
+            .ok()
+    }
+
+    fn permissions(&mut self) -> Option<Permissions> {
+        let Some(Value::Array(items)) = self.object.remove("permissions") else {
+            self.reject("permissions", "must be an array of permissions");
+            return None;
+        };
+        let mut permissions = Permissions::NONE;
+        for item in items {
+            match item.as_str().map(str::parse::<Permission>) {
+                Some(Ok(permission)) => permissions = permissions.with(permission),
+                Some(Err(unknown)) => self.reject("permissions", unknown.to_string()),
+                None => self.reject("permissions", "each permission must be a string"),
+            }
+        }
+        Some(permissions)
+    }
+
+    fn grace(&mut self) -> Duration {
+        const DEFAULT: Duration = Duration::from_secs(86_400);
+        match self.object.remove("grace_seconds") {
+            None | Some(Value::Null) => DEFAULT,
+            Some(value) => value.as_u64().map(Duration::from_secs).unwrap_or_else(|| {
+                self.reject(
+                    "grace_seconds",
+                    "must be a whole number of seconds, 0 or more",
+                );
+                DEFAULT
+            }),
+        }
+    }
+
+    /// `value` if no field failed, else every field error.
+    fn finish<T>(self, value: Option<T>) -> Result<T, AdminError> {
+        match value {
+            Some(value) if self.errors.is_empty() => Ok(value),
+            _ => Err(ManageError::Invalid(self.errors).into()),
+        }
+    }
+}
+
+type Manager<M> = State<Arc<M>>;
+
+async fn create_account<M: KeyManager>(
+    State(m): Manager<M>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AdminError> {
+    let mut fields = Fields::parse(&body)?;
+    let name = fields.string("name", true);
+    let plan = fields.parsed::<Plan>("plan", true);
+    let (name, plan) = fields.finish(name.zip(plan))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(m.create_account(&name, plan).await?),
+    ))
+}
+
+async fn account<M: KeyManager>(
+    State(m): Manager<M>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(m.account(&AccountId::from(id)).await?))
+}
+
+async fn set_plan<M: KeyManager>(
+    State(m): Manager<M>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AdminError> {
+    let id = AccountId::from(id);
+    m.account(&id).await?;
+    let mut fields = Fields::parse(&body)?;
+    let plan = fields.parsed::<Plan>("plan", true);
+    let plan = fields.finish(plan)?;
+    Ok(Json(m.set_plan(&id, plan).await?))
+}
+
+async fn create_key<M: KeyManager>(
+    State(m): Manager<M>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AdminError> {
+    let id = AccountId::from(id);
+    m.account(&id).await?;
+    let mut fields = Fields::parse(&body)?;
+    let name = fields.string("name", true);
+    let permissions = fields.permissions();
+    let expiration = fields
+        .parsed::<Expiration>("expiration", false)
+        .unwrap_or_default();
+    let (name, permissions) = fields.finish(name.zip(permissions))?;
+    let spec = KeySpec::new(name, permissions.iter()).expiration(expiration);
+    Ok((StatusCode::CREATED, Json(m.create_key(&id, spec).await?)))
+}
+
+#[derive(Serialize)]
+struct KeyList {
+    keys: Vec<KeyInfo>,
+}
+
+async fn keys<M: KeyManager>(
+    State(m): Manager<M>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(KeyList {
+        keys: m.keys(&AccountId::from(id)).await?,
+    }))
+}
+
+async fn key<M: KeyManager>(
+    State(m): Manager<M>,
+    Path((account, key)): Path<(String, String)>,
+) -> Result<impl IntoResponse, AdminError> {
+    Ok(Json(m.key(&account.into(), &KeyId::from(key)).await?))
+}
+
+async fn delete_key<M: KeyManager>(
+    State(m): Manager<M>,
+    Path((account, key)): Path<(String, String)>,
+) -> Result<impl IntoResponse, AdminError> {
+    m.delete_key(&account.into(), &KeyId::from(key)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_key<M: KeyManager>(
+    State(m): Manager<M>,
+    Path((account, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AdminError> {
+    let (account, key) = (AccountId::from(account), KeyId::from(key));
+    m.key(&account, &key).await?;
+    let mut fields = Fields::parse(&body)?;
+    let grace = fields.grace();
+    let grace = fields.finish(Some(grace))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(m.rotate_key(&account, &key, grace).await?),
+    ))
+}

@@ -1,0 +1,747 @@
+//! The admin API of `../shared/design.md`, over HTTP: every endpoint, success and errors,
+//! and a key's whole life.
+
+mod common;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{body::Body, http::Request, Router};
+use common::{Harness, Reply};
+use nouvel_auth::admin::{self, AdminToken};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-admin-token";
+
+struct Admin {
+    h: Harness,
+    app: Router,
+}
+
+impl Admin {
+    async fn new() -> Self {
+        let h = Harness::with_layer(|l| l.usage_flush_interval(Duration::from_secs(3600))).await;
+        let app = h.app.clone().nest(
+            "/admin",
+            admin::router(h.store.clone(), AdminToken::new(TOKEN)),
+        );
+        Self { h, app }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("/admin{path}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
+        Reply::read(
+            self.app
+                .clone()
+                .oneshot(request.body(body).unwrap())
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call(
+            method,
+            path,
+            body.map(|b| b.to_string()).as_deref(),
+            Some(TOKEN),
+        )
+        .await
+    }
+
+    async fn account(&self, plan: &str) -> String {
+        let reply = self
+            .send(
+                "POST",
+                "/accounts",
+                Some(json!({"name": "Acme", "plan": plan})),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn key(&self, account: &str, body: Value) -> Reply {
+        self.send("POST", &format!("/accounts/{account}/keys"), Some(body))
+            .await
+    }
+
+    async fn use_key(&self, method: &str, path: &str, key: &str) -> Reply {
+        common::send(&self.app, method, path, Some(&format!("Bearer {key}"))).await
+    }
+}
+
+#[track_caller]
+fn assert_invalid(reply: &Reply, field: &str, reason_contains: &str) {
+    reply.assert_problem(422, "invalid_request");
+    let errors = reply.body["errors"].as_array().expect("errors");
+    assert!(
+        errors.iter().any(|e| e["field"] == field && e["reason"].as_str().unwrap().contains(reason_contains)),
+        "no error on {field} with '{reason_contains}': {}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn every_route_needs_the_admin_token() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let api_key = a
+        .key(&account, json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let api_key = api_key.body["key"].as_str().unwrap().to_owned();
+    let routes = [
+        ("POST", "/accounts".to_owned()),
+        ("GET", format!("/accounts/{account}")),
+        ("PATCH", format!("/accounts/{account}")),
+        ("POST", format!("/accounts/{account}/keys")),
+        ("GET", format!("/accounts/{account}/keys")),
+        ("GET", format!("/accounts/{account}/keys/key_x")),
+        ("DELETE", format!("/accounts/{account}/keys/key_x")),
+        ("POST", format!("/accounts/{account}/keys/key_x/rotate")),
+    ];
+    for (method, path) in routes {
+        for token in [None, Some("wrong"), Some(api_key.as_str()), Some("")] {
+            let reply = a.call(method, &path, Some("{}"), token).await;
+            reply.assert_problem(401, "admin_unauthorized");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some(r#"Bearer realm="nouvel-admin""#)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_created_read_and_changed() {
+    let a = Admin::new().await;
+    let created = a
+        .send(
+            "POST",
+            "/accounts",
+            Some(json!({"name": "  Acme  ", "plan": "growth"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.body["name"], "Acme");
+    assert_eq!(created.body["plan"], "growth");
+    assert_eq!(created.body["created_at"], "2026-06-01T12:00:00Z");
+    let id = created.body["id"].as_str().unwrap();
+
+    let read = a.send("GET", &format!("/accounts/{id}"), None).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.body, created.body);
+
+    let changed = a
+        .send(
+            "PATCH",
+            &format!("/accounts/{id}"),
+            Some(json!({"plan": "business"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.body["plan"], "business");
+    assert_eq!(
+        a.send("GET", &format!("/accounts/{id}"), None).await.body["plan"],
+        "business"
+    );
+}
+
+#[tokio::test]
+async fn account_errors() {
+    let a = Admin::new().await;
+    assert_invalid(
+        &a.send(
+            "POST",
+            "/accounts",
+            Some(json!({"name": "Acme", "plan": "gold"})),
+        )
+        .await,
+        "plan",
+        "unknown plan 'gold'",
+    );
+    assert_invalid(
+        &a.send("POST", "/accounts", Some(json!({"plan": "scale"})))
+            .await,
+        "name",
+        "required",
+    );
+    assert_invalid(
+        &a.send(
+            "POST",
+            "/accounts",
+            Some(json!({"name": "   ", "plan": "scale"})),
+        )
+        .await,
+        "name",
+        "empty",
+    );
+    assert_invalid(
+        &a.send(
+            "POST",
+            "/accounts",
+            Some(json!({"name": "x".repeat(101), "plan": "scale"})),
+        )
+        .await,
+        "name",
+        "100",
+    );
+    assert_invalid(
+        &a.send("POST", "/accounts", Some(json!([1]))).await,
+        "body",
+        "object",
+    );
+    a.call("POST", "/accounts", Some("{not json"), Some(TOKEN))
+        .await
+        .assert_problem(400, "malformed_json");
+
+    a.send("GET", "/accounts/acc_nope", None)
+        .await
+        .assert_problem(404, "not_found");
+    // 404 comes before the body's errors.
+    a.call(
+        "PATCH",
+        "/accounts/acc_nope",
+        Some("{not json"),
+        Some(TOKEN),
+    )
+    .await
+    .assert_problem(404, "not_found");
+    let id = a.account("scale").await;
+    assert_invalid(
+        &a.send(
+            "PATCH",
+            &format!("/accounts/{id}"),
+            Some(json!({"plan": 3})),
+        )
+        .await,
+        "plan",
+        "string",
+    );
+    a.call("PATCH", &format!("/accounts/{id}"), Some("]"), Some(TOKEN))
+        .await
+        .assert_problem(400, "malformed_json");
+}
+
+#[tokio::test]
+async fn keys_are_created_with_every_expiration_option() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    for (expiration, expires_at) in [
+        (Some("7d"), json!("2026-06-08T12:00:00Z")),
+        (Some("30d"), json!("2026-07-01T12:00:00Z")),
+        (Some("90d"), json!("2026-08-30T12:00:00Z")),
+        (None, json!("2026-08-30T12:00:00Z")),
+        (Some("1y"), json!("2027-06-01T12:00:00Z")),
+        (Some("never"), Value::Null),
+        (
+            Some("2026-12-24T18:00:00+01:00"),
+            json!("2026-12-24T17:00:00Z"),
+        ),
+    ] {
+        let mut body = json!({"name": "Production Server", "permissions": ["generate", "projects:read", "generate"]});
+        if let Some(expiration) = expiration {
+            body["expiration"] = json!(expiration);
+        }
+        let reply = a.key(&account, body).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.body["expires_at"], expires_at, "{expiration:?}");
+        assert_eq!(
+            reply.body["permissions"],
+            json!(["generate", "projects:read"])
+        );
+        assert_eq!(reply.body["name"], "Production Server");
+        assert_eq!(reply.body["status"], "active");
+        assert_eq!(reply.body["last_used_at"], Value::Null);
+        assert_eq!(reply.body["created_at"], "2026-06-01T12:00:00Z");
+        let key = reply.body["key"].as_str().unwrap();
+        assert_eq!(reply.body["prefix"], &key[..8]);
+        assert_eq!(
+            reply.body["usage"],
+            json!({"admitted": 0, "rejected": {"plan_required": 0, "missing_permission": 0, "route_not_allowed": 0, "rate_limited": 0}, "last_request_at": null})
+        );
+        assert_eq!(a.use_key("POST", "/api/v1/generate", key).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn key_errors_name_the_field_and_make_nothing() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let cases = [
+        (
+            json!({"name": "k", "permissions": ["generate", "foo"]}),
+            "permissions",
+            "unknown permission 'foo'",
+        ),
+        (
+            json!({"name": "k", "permissions": []}),
+            "permissions",
+            "at least one",
+        ),
+        (json!({"name": "k"}), "permissions", "array"),
+        (
+            json!({"name": "k", "permissions": [7]}),
+            "permissions",
+            "string",
+        ),
+        (
+            json!({"name": "", "permissions": ["generate"]}),
+            "name",
+            "empty",
+        ),
+        (
+            json!({"name": "x".repeat(101), "permissions": ["generate"]}),
+            "name",
+            "100",
+        ),
+        (json!({"permissions": ["generate"]}), "name", "required"),
+        (
+            json!({"name": "k", "permissions": ["generate"], "expiration": "2w"}),
+            "expiration",
+            "unknown expiration '2w'",
+        ),
+        (
+            json!({"name": "k", "permissions": ["generate"], "expiration": "2020-01-01T00:00:00Z"}),
+            "expiration",
+            "future",
+        ),
+    ];
+    for (body, field, reason) in cases {
+        assert_invalid(&a.key(&account, body).await, field, reason);
+    }
+    // Several errors at once.
+    let both = a
+        .key(&account, json!({"name": 5, "permissions": ["nope"]}))
+        .await;
+    assert_eq!(
+        both.body["errors"].as_array().unwrap().len(),
+        2,
+        "{}",
+        both.text
+    );
+    a.call(
+        "POST",
+        &format!("/accounts/{account}/keys"),
+        Some("{\"name\":"),
+        Some(TOKEN),
+    )
+    .await
+    .assert_problem(400, "malformed_json");
+    a.key(
+        "acc_nope",
+        json!({"name": "k", "permissions": ["generate"]}),
+    )
+    .await
+    .assert_problem(404, "not_found");
+    assert_eq!(
+        a.send("GET", &format!("/accounts/{account}/keys"), None)
+            .await
+            .body["keys"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn starter_and_growth_accounts_cannot_make_or_rotate_keys() {
+    let a = Admin::new().await;
+    for plan in ["starter", "growth"] {
+        let account = a.account(plan).await;
+        let reply = a
+            .key(&account, json!({"name": "k", "permissions": ["generate"]}))
+            .await;
+        reply.assert_problem(402, "plan_required");
+        assert_eq!(reply.body["plan"], plan);
+        assert_eq!(reply.body["required_plans"], json!(["scale", "business"]));
+        // 422 comes before 402.
+        assert_invalid(
+            &a.key(&account, json!({"name": "", "permissions": ["generate"]}))
+                .await,
+            "name",
+            "empty",
+        );
+        assert_eq!(
+            a.send("GET", &format!("/accounts/{account}/keys"), None)
+                .await
+                .body["keys"],
+            json!([])
+        );
+    }
+    let account = a.account("scale").await;
+    let key = a
+        .key(&account, json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let key_id = key.body["id"].as_str().unwrap();
+    a.send(
+        "PATCH",
+        &format!("/accounts/{account}"),
+        Some(json!({"plan": "growth"})),
+    )
+    .await;
+    let rotate = a
+        .send(
+            "POST",
+            &format!("/accounts/{account}/keys/{key_id}/rotate"),
+            None,
+        )
+        .await;
+    rotate.assert_problem(402, "plan_required");
+    // The failed rotation left the old key as it was, and made no new one.
+    let listed = a
+        .send("GET", &format!("/accounts/{account}/keys"), None)
+        .await;
+    assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["keys"][0]["expires_at"], key.body["expires_at"]);
+}
+
+#[tokio::test]
+async fn keys_are_listed_newest_first_read_and_deleted() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let other = a.account("scale").await;
+    let first = a
+        .key(
+            &account,
+            json!({"name": "first", "permissions": ["publish"]}),
+        )
+        .await;
+    a.h.advance(Duration::from_secs(60));
+    let second = a
+        .key(
+            &account,
+            json!({"name": "second", "permissions": ["analytics:read"], "expiration": "7d"}),
+        )
+        .await;
+    let listed = a
+        .send("GET", &format!("/accounts/{account}/keys"), None)
+        .await;
+    assert_eq!(listed.status, 200);
+    let keys = listed.body["keys"].as_array().unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k["name"].clone()).collect::<Vec<_>>(),
+        [json!("second"), json!("first")]
+    );
+    for (listed, created) in keys.iter().zip([&second, &first]) {
+        let mut expected = created.body.clone();
+        expected.as_object_mut().unwrap().remove("key");
+        assert_eq!(listed, &expected);
+        // Never the secret.
+        assert!(!listed
+            .to_string()
+            .contains(created.body["key"].as_str().unwrap()));
+    }
+    let first_id = first.body["id"].as_str().unwrap();
+    let read = a
+        .send("GET", &format!("/accounts/{account}/keys/{first_id}"), None)
+        .await;
+    assert_eq!(read.body, keys[1]);
+    // A key is found only under its own account.
+    a.send("GET", &format!("/accounts/{other}/keys/{first_id}"), None)
+        .await
+        .assert_problem(404, "not_found");
+    a.send(
+        "DELETE",
+        &format!("/accounts/{other}/keys/{first_id}"),
+        None,
+    )
+    .await
+    .assert_problem(404, "not_found");
+    a.send("GET", &format!("/accounts/{account}/keys/key_nope"), None)
+        .await
+        .assert_problem(404, "not_found");
+    a.send("GET", "/accounts/acc_nope/keys", None)
+        .await
+        .assert_problem(404, "not_found");
+
+    let deleted = a
+        .send(
+            "DELETE",
+            &format!("/accounts/{account}/keys/{first_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(deleted.text, "");
+    a.send(
+        "DELETE",
+        &format!("/accounts/{account}/keys/{first_id}"),
+        None,
+    )
+    .await
+    .assert_problem(404, "not_found");
+    a.send("GET", &format!("/accounts/{account}/keys/{first_id}"), None)
+        .await
+        .assert_problem(404, "not_found");
+    let listed = a
+        .send("GET", &format!("/accounts/{account}/keys"), None)
+        .await;
+    assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1);
+    let key = first.body["key"].as_str().unwrap();
+    a.use_key("POST", "/api/v1/publish", key)
+        .await
+        .assert_problem(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn listed_status_turns_expired() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let key = a
+        .key(
+            &account,
+            json!({"name": "k", "permissions": ["publish"], "expiration": "7d"}),
+        )
+        .await;
+    a.h.advance(Duration::from_secs(7 * 86_400));
+    let id = key.body["id"].as_str().unwrap();
+    assert_eq!(
+        a.send("GET", &format!("/accounts/{account}/keys/{id}"), None)
+            .await
+            .body["status"],
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn rotation_errors() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let key = a
+        .key(&account, json!({"name": "k", "permissions": ["publish"]}))
+        .await;
+    let id = key.body["id"].as_str().unwrap();
+    let path = format!("/accounts/{account}/keys/{id}/rotate");
+    for grace in [json!(-1), json!(1.5), json!("60")] {
+        assert_invalid(
+            &a.send("POST", &path, Some(json!({"grace_seconds": grace})))
+                .await,
+            "grace_seconds",
+            "whole number",
+        );
+    }
+    assert_invalid(
+        &a.send("POST", &path, Some(json!({"grace_seconds": 400 * 86_400})))
+            .await,
+        "grace_seconds",
+        "one year",
+    );
+    a.call("POST", &path, Some("{"), Some(TOKEN))
+        .await
+        .assert_problem(400, "malformed_json");
+    a.send(
+        "POST",
+        &format!("/accounts/{account}/keys/key_nope/rotate"),
+        None,
+    )
+    .await
+    .assert_problem(404, "not_found");
+    a.call(
+        "POST",
+        &format!("/accounts/{account}/keys/key_nope/rotate"),
+        Some("{"),
+        Some(TOKEN),
+    )
+    .await
+    .assert_problem(404, "not_found");
+    assert_eq!(
+        a.send("GET", &format!("/accounts/{account}/keys"), None)
+            .await
+            .body["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn rotation_defaults_to_a_day_of_grace() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let old = a
+        .key(
+            &account,
+            json!({"name": "k", "permissions": ["publish"], "expiration": "never"}),
+        )
+        .await;
+    let id = old.body["id"].as_str().unwrap();
+    let new = a
+        .send(
+            "POST",
+            &format!("/accounts/{account}/keys/{id}/rotate"),
+            None,
+        )
+        .await;
+    assert_eq!(new.status, 201, "{}", new.text);
+    assert_eq!(new.body["expires_at"], Value::Null);
+    let old_now = a
+        .send("GET", &format!("/accounts/{account}/keys/{id}"), None)
+        .await;
+    assert_eq!(old_now.body["expires_at"], "2026-06-02T12:00:00Z");
+}
+
+/// A `tracing` writer that keeps everything written to it.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_key_lives_its_whole_life_and_never_reaches_the_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let created = a
+        .key(&account, json!({"name": "Production Server", "permissions": ["generate", "projects:read"], "expiration": "90d"}))
+        .await;
+    assert_eq!(created.status, 201);
+    let old_key = created.body["key"].as_str().unwrap().to_owned();
+    let old_id = created.body["id"].as_str().unwrap().to_owned();
+    tracing::info!(?created.body, "created (the test logs the response to prove the capture would catch a key)");
+    let leaked_by_the_test = logs.0.lock().unwrap().len();
+
+    // Use it: allowed, and refused for a permission it lacks.
+    assert_eq!(
+        a.use_key("POST", "/api/v1/generate", &old_key).await.status,
+        200
+    );
+    a.use_key("POST", "/api/v1/publish", &old_key)
+        .await
+        .assert_problem(403, "missing_permission");
+    a.use_key("POST", "/api/v1/generate", "nvl_typo")
+        .await
+        .assert_problem(401, "invalid_api_key");
+
+    // last_used_at moves after a flush, not before.
+    let key_path = format!("/accounts/{account}/keys/{old_id}");
+    assert_eq!(
+        a.send("GET", &key_path, None).await.body["last_used_at"],
+        Value::Null
+    );
+    a.h.layer.flush_usage().await.unwrap();
+    let after_flush = a.send("GET", &key_path, None).await;
+    assert_eq!(after_flush.body["last_used_at"], "2026-06-01T12:00:00Z");
+    assert_eq!(after_flush.body["usage"]["admitted"], 1);
+    assert_eq!(
+        after_flush.body["usage"]["rejected"]["missing_permission"],
+        1
+    );
+    assert_eq!(
+        after_flush.body["usage"]["last_request_at"],
+        "2026-06-01T12:00:00Z"
+    );
+
+    // Rotate with 10 minutes of grace: both keys work.
+    a.h.advance(Duration::from_secs(60));
+    let rotated = a
+        .send(
+            "POST",
+            &format!("/accounts/{account}/keys/{old_id}/rotate"),
+            Some(json!({"grace_seconds": 600})),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    let new_key = rotated.body["key"].as_str().unwrap().to_owned();
+    let new_id = rotated.body["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, old_id);
+    assert_eq!(rotated.body["name"], "Production Server");
+    assert_eq!(
+        rotated.body["permissions"],
+        json!(["generate", "projects:read"])
+    );
+    assert_eq!(rotated.body["expires_at"], "2026-08-30T12:01:00Z");
+    assert_eq!(
+        a.send("GET", &key_path, None).await.body["expires_at"],
+        "2026-06-01T12:11:00Z"
+    );
+    assert_eq!(
+        a.use_key("GET", "/api/v1/projects", &old_key).await.status,
+        200
+    );
+    assert_eq!(
+        a.use_key("GET", "/api/v1/projects", &new_key).await.status,
+        200
+    );
+
+    // The grace ends: old key 401, new key 200.
+    a.h.advance(Duration::from_secs(600));
+    a.use_key("GET", "/api/v1/projects", &old_key)
+        .await
+        .assert_problem(401, "expired_api_key");
+    assert_eq!(
+        a.use_key("GET", "/api/v1/projects", &new_key).await.status,
+        200
+    );
+    assert_eq!(
+        a.send("GET", &key_path, None).await.body["status"],
+        "expired"
+    );
+
+    // Delete the new key: 401 from the next request on.
+    let deleted = a
+        .send(
+            "DELETE",
+            &format!("/accounts/{account}/keys/{new_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    a.use_key("GET", "/api/v1/projects", &new_key)
+        .await
+        .assert_problem(401, "invalid_api_key");
+    a.h.layer.flush_usage().await.unwrap();
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let (by_the_test, by_the_crate) = logs.split_at(leaked_by_the_test);
+    assert!(
+        by_the_test.contains(&old_key),
+        "the capture sees what is logged"
+    );
+    assert!(
+        by_the_crate.contains(&old_id),
+        "rejections are logged with the key id"
+    );
+    assert!(by_the_crate.contains("missing_permission"));
+    for secret in [&old_key, &new_key] {
+        assert!(
+            !by_the_crate.contains(secret.as_str()),
+            "a key reached the logs"
+        );
+        assert!(
+            !by_the_crate.contains(&secret[8..]),
+            "part of a key reached the logs"
+        );
+    }
+}
