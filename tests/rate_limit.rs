@@ -9,53 +9,11 @@ use common::{Harness, T0};
 use nouvel_auth::{KeyId, MemoryRateLimiter, Permission, RateLimit, RateLimiter};
 use proptest::prelude::*;
 
-/// Feeds `arrivals` (milliseconds after T0, sorted) to a limiter and checks the rule:
-/// (1) no interval of length W holds more than N admitted requests;
-/// (2) every refused request had N admitted in the W before it.
 fn check_exactness(limit: RateLimit, arrivals: &[u64]) -> Result<(), TestCaseError> {
     let limiter = MemoryRateLimiter::new();
     let key = KeyId::from("key");
-    let w = limit.window().as_millis() as u64;
-    let n = limit.requests() as usize;
-    let mut admitted: Vec<u64> = Vec::new();
-    for &t in arrivals {
-        let decision = limiter.decide(&key, limit, T0 + Duration::from_millis(t));
-        let in_window = admitted.iter().filter(|&&a| a + w > t).count();
-        if decision.allowed {
-            prop_assert!(
-                in_window < n,
-                "admitted at {t} with {in_window} in the window"
-            );
-            admitted.push(t);
-        } else {
-            prop_assert_eq!(
-                in_window,
-                n,
-                "refused at {} with only {} in the window",
-                t,
-                in_window
-            );
-        }
-        prop_assert_eq!(
-            decision.remaining as usize,
-            n - admitted.iter().filter(|&&a| a + w > t).count()
-        );
-    }
-    for (i, &start) in admitted.iter().enumerate() {
-        let inside = admitted[i..].iter().take_while(|&&a| a < start + w).count();
-        prop_assert!(inside <= n, "{inside} admitted in [{start}, {start}+W)");
-    }
-    Ok(())
-}
-
-fn arrivals(max_gap: u64) -> impl Strategy<Value = Vec<u64>> {
-    prop::collection::vec(0..max_gap, 1..400).prop_map(|gaps| {
-        gaps.iter()
-            .scan(0u64, |t, gap| {
-                *t += gap;
-                Some(*t)
-            })
-            .collect()
+    common::exactness::check(limit, arrivals, |t| {
+        limiter.decide(&key, limit, T0 + Duration::from_millis(t))
     })
 }
 
@@ -63,7 +21,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn the_window_is_exact_at_the_default_limit(arrivals in arrivals(3_000)) {
+    fn the_window_is_exact_at_the_default_limit(arrivals in common::exactness::arrivals(3_000, 400)) {
         check_exactness(RateLimit::default(), &arrivals)?;
     }
 
@@ -71,7 +29,7 @@ proptest! {
     fn the_window_is_exact_for_any_limit(
         n in 1u32..20,
         w in 1u64..5_000,
-        arrivals in arrivals(400),
+        arrivals in common::exactness::arrivals(400, 400),
     ) {
         check_exactness(RateLimit::new(n, Duration::from_millis(w)), &arrivals)?;
     }

@@ -125,7 +125,7 @@ impl Window {
     }
 }
 
-fn unix_millis(at: OffsetDateTime) -> u64 {
+pub(super) fn unix_millis(at: OffsetDateTime) -> u64 {
     let millis = at.unix_timestamp() * 1000 + i64::from(at.millisecond());
     u64::try_from(millis).unwrap_or(0)
 }

@@ -7,6 +7,8 @@
 //! off gets through as soon as its oldest request leaves the window.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::{future::Future, time::Duration};
 
@@ -14,6 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
 pub use memory::MemoryRateLimiter;
+#[cfg(feature = "redis")]
+pub use redis::{RedisFailure, RedisRateLimiter};
 
 use crate::{BackendError, KeyId};
 

@@ -2,6 +2,9 @@
 //! memory store and a manual clock.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
+pub mod exactness;
+pub mod servers;
+
 use std::time::Duration;
 
 use axum::{

@@ -1,0 +1,257 @@
+//! The exact sliding window on Redis, shared by every instance of an app.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use redis::{aio::ConnectionManager, Script};
+use time::OffsetDateTime;
+
+use super::{memory::unix_millis, Decision, MemoryRateLimiter, RateLimit, RateLimiter};
+use crate::{BackendError, KeyId};
+
+/// The sliding log as one atomic script: drop what left the window, count, admit if under
+/// the limit, and report the oldest admitted request. One sorted set per API key, its
+/// members the admission times; the key expires one window after its last admission, so
+/// idle keys leave nothing behind. Refusals write nothing.
+///
+/// KEYS[1] the key's log; ARGV[1] N; ARGV[2] W in ms; ARGV[3] now in ms, or empty to use
+/// the server's `TIME` (one clock for every instance).
+const SLIDING_LOG: &str = r"
+local now, stamp
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  stamp = t[1] .. t[2]
+else
+  now = tonumber(ARGV[3])
+  stamp = ARGV[3]
+end
+local n, w = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - w)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < n then
+  -- The time and the count make each member unique, even within one microsecond.
+  redis.call('ZADD', KEYS[1], now, stamp .. ':' .. count)
+  redis.call('PEXPIRE', KEYS[1], w)
+  count = count + 1
+  allowed = 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local reset = 0
+if oldest[2] then reset = tonumber(oldest[2]) + w - now end
+return {allowed, count, reset}
+";
+
+/// What [`RedisRateLimiter`] does when Redis fails or is slower than its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RedisFailure {
+    /// Count locally, in this instance's own [`MemoryRateLimiter`], until Redis is back:
+    /// the limit holds per instance instead of globally. The default.
+    #[default]
+    FallBackToLocal,
+    /// Answer 503 `auth_unavailable`.
+    FailClosed,
+    /// Admit every request, as if each key's window were empty.
+    FailOpen,
+}
+
+/// The rate limiter on Redis: one limit per key across every instance that shares the
+/// Redis (feature `redis`).
+///
+/// * One round trip per request: an atomic Lua script sent with `EVALSHA` (loaded again
+///   on `NOSCRIPT`), using Redis `TIME` as the clock, so instances' clocks may disagree.
+/// * One Redis key per API key, `{prefix}:{<key id>}`, a sorted set of admission times;
+///   the hash tag makes the slot follow the key id on Redis Cluster.
+/// * A key the script refused is remembered locally until its oldest request leaves the
+///   window: a client hammering past its limit costs no Redis call (headers stay right).
+/// * Each call has a timeout (default 50 ms); on a fault the limiter follows its
+///   [`RedisFailure`] policy, logs a warning at most every 10 s, and goes back to Redis
+///   on the next call: recovery needs nothing.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nouvel_auth::BackendError> {
+/// use nouvel_auth::{limit::RedisRateLimiter, MemoryKeyStore, NouvelAuthLayer};
+///
+/// let limiter = RedisRateLimiter::connect("redis://127.0.0.1:6379").await?;
+/// let layer = NouvelAuthLayer::new(MemoryKeyStore::new()).limiter(limiter);
+/// # Ok(()) }
+/// ```
+pub struct RedisRateLimiter {
+    connection: ConnectionManager,
+    script: Script,
+    prefix: String,
+    timeout: Duration,
+    on_failure: RedisFailure,
+    server_time: bool,
+    local: MemoryRateLimiter,
+    blocked: DashMap<KeyId, u64>,
+    last_warning: AtomicU64,
+    started: Instant,
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl RedisRateLimiter {
+    /// Connects to the Redis at `url` (`redis://host:port/db`).
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(BackendError::failed)?;
+        let connection = ConnectionManager::new(client)
+            .await
+            .map_err(BackendError::failed)?;
+        Ok(Self {
+            connection,
+            script: Script::new(SLIDING_LOG),
+            prefix: "nouvel:rl".to_owned(),
+            timeout: Duration::from_millis(50),
+            on_failure: RedisFailure::default(),
+            server_time: true,
+            local: MemoryRateLimiter::new(),
+            blocked: DashMap::new(),
+            last_warning: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// Prefixes every Redis key (default `nouvel:rl`).
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a call may take before the failure policy applies (default 50 ms).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do when Redis fails or is slow (default: fall back to local counting).
+    #[must_use]
+    pub fn on_failure(mut self, policy: RedisFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// Uses the layer's clock instead of Redis `TIME`. Only for tests that drive time
+    /// with a [`ManualClock`](crate::ManualClock): instances' clocks would disagree.
+    #[must_use]
+    pub fn layer_clock(mut self) -> Self {
+        self.server_time = false;
+        self
+    }
+
+    async fn eval(
+        &self,
+        key: &KeyId,
+        limit: RateLimit,
+        now: u64,
+    ) -> Result<Decision, BackendError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.script.key(format!("{}:{{{key}}}", self.prefix));
+        invocation
+            .arg(limit.requests())
+            .arg(limit.window_millis())
+            .arg(if self.server_time {
+                String::new()
+            } else {
+                now.to_string()
+            });
+        let call = invocation.invoke_async::<(u8, u32, u64)>(&mut connection);
+        let (allowed, count, reset) = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| BackendError::Timeout(self.timeout))?
+            .map_err(BackendError::failed)?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit,
+            remaining: limit.requests().saturating_sub(count),
+            reset: Duration::from_millis(reset),
+        })
+    }
+
+    /// The refusal for a key known to be over its limit until `until` (ms), if still so.
+    fn still_blocked(&self, key: &KeyId, limit: RateLimit, now: u64) -> Option<Decision> {
+        let until = *self.blocked.get(key)?;
+        if now >= until {
+            self.blocked.remove_if(key, |_, &u| u == until);
+            return None;
+        }
+        Some(Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset: Duration::from_millis(until - now),
+        })
+    }
+
+    fn on_fault(
+        &self,
+        error: &BackendError,
+        key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Result<Decision, BackendError> {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_warning.load(Ordering::Relaxed);
+        let quiet_for = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if (last == 0 || elapsed >= last + quiet_for)
+            && self
+                .last_warning
+                .compare_exchange(last, elapsed.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable");
+        }
+        match self.on_failure {
+            RedisFailure::FallBackToLocal => Ok(self.local.decide(key, limit, now)),
+            RedisFailure::FailOpen => Ok(Decision {
+                allowed: true,
+                limit,
+                remaining: limit.requests().saturating_sub(1),
+                reset: limit.window(),
+            }),
+            RedisFailure::FailClosed => Err(BackendError::failed(error.to_string())),
+        }
+    }
+}
+
+impl RateLimiter for RedisRateLimiter {
+    async fn check(
+        &self,
+        key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Result<Decision, BackendError> {
+        let now_ms = unix_millis(now);
+        if let Some(refusal) = self.still_blocked(key, limit, now_ms) {
+            return Ok(refusal);
+        }
+        match self.eval(key, limit, now_ms).await {
+            Ok(decision) => {
+                if !decision.allowed {
+                    let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
+                    self.blocked.insert(key.clone(), until);
+                }
+                Ok(decision)
+            }
+            Err(error) => self.on_fault(&error, key, limit, now),
+        }
+    }
+}
+
+impl fmt::Debug for RedisRateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("on_failure", &self.on_failure)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,139 @@
+//! Real Redis and PostgreSQL for the tests: the shared servers from `REDIS_URL` and
+//! `DATABASE_URL` (`.ci/run` starts them), and private Redis servers a test can stop.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A name no other test run uses: for Redis key prefixes and PostgreSQL schemas.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        nouvel_auth::ApiKey::generate().expose_secret()[4..16].to_lowercase()
+    )
+}
+
+/// A `redis-server` of the test's own, on a free port; stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self { port, child: None };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, and waits until it answers.
+    pub async fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Calls per command the server has served (`INFO commandstats`).
+    pub async fn command_stats(&self) -> Vec<(String, u64)> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+                Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Calls of `command` the server has served.
+    pub async fn calls(&self, command: &str) -> u64 {
+        self.command_stats()
+            .await
+            .into_iter()
+            .find(|(name, _)| name == command)
+            .map_or(0, |(_, n)| n)
+    }
+
+    /// Calls of every command a client sent, but those a connection and `INFO` send for
+    /// themselves. (`INFO` also counts the calls a script makes; those are left out.)
+    pub async fn data_commands(&self) -> u64 {
+        let bookkeeping = ["info", "hello", "client|setinfo", "select", "ping"];
+        let inside_the_script = [
+            "time",
+            "zremrangebyscore",
+            "zcard",
+            "zadd",
+            "pexpire",
+            "zrange",
+        ];
+        let bookkeeping: Vec<&str> = bookkeeping.into_iter().chain(inside_the_script).collect();
+        self.command_stats()
+            .await
+            .into_iter()
+            .filter(|(name, _)| !bookkeeping.contains(&name.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
