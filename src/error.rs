@@ -1,5 +1,7 @@
 //! [`BackendError`]: a key store or limiter that failed or did not answer in time.
 
+use std::{future::Future, task::Poll, time::Duration};
+
 /// A boxed error from a backend (database, Redis, …).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -10,7 +12,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum BackendError {
     /// No answer within the configured timeout.
     #[error("timed out after {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     /// The backend answered with an error.
     #[error("backend failed: {0}")]
     Failed(#[source] BoxError),
@@ -20,5 +22,21 @@ impl BackendError {
     /// Wraps any backend error.
     pub fn failed(error: impl Into<BoxError>) -> Self {
         Self::Failed(error.into())
+    }
+}
+
+/// Runs `future` with a timeout, but arms no timer when it is ready at once, as a
+/// memory store or a warm cache is.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => output,
+        Poll::Pending => tokio::time::timeout(limit, future)
+            .await
+            .map_err(|_| BackendError::Timeout(limit))?,
     }
 }

@@ -115,6 +115,17 @@ impl Permissions {
         self.0 == 0
     }
 
+    /// The set as bits (`generate` = 1, `projects:read` = 2, `publish` = 4,
+    /// `analytics:read` = 8, `copilot:chat` = 16), for storing in a column.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set from [`bits`](Self::bits); unknown bits are dropped.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits & Self::ALL.0)
+    }
+
     /// The permissions in the set, in the order of [`Permission::ALL`].
     pub fn iter(self) -> impl Iterator<Item = Permission> {
         Permission::ALL

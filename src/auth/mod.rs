@@ -6,7 +6,7 @@ mod future;
 mod layer;
 mod service;
 
-use std::{future::Future, sync::Arc, task::Poll, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use http::{request::Parts, HeaderName, HeaderValue};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -19,6 +19,7 @@ pub use service::NouvelAuth;
 use crate::{
     clock::SharedClock,
     credentials::presented_key,
+    error::within,
     limit::Decision,
     reject::ProblemStyle,
     routes::Access,
@@ -163,20 +164,4 @@ impl SuccessHeaders {
 fn unavailable(what: &str, error: &BackendError) -> Rejection {
     tracing::warn!(%error, "nouvel-auth: the {what} is unavailable; answering 503");
     Rejection::Unavailable
-}
-
-/// Runs `future` with a timeout, but arms no timer when it is ready at once, as a
-/// memory store or a warm cache is.
-async fn within<T>(
-    limit: Duration,
-    future: impl Future<Output = Result<T, BackendError>>,
-) -> Result<T, BackendError> {
-    let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(output) => output,
-        Poll::Pending => tokio::time::timeout(limit, future)
-            .await
-            .map_err(|_| BackendError::Timeout(limit))?,
-    }
 }

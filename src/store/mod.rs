@@ -7,13 +7,21 @@
 //! object: a lookup costs no allocation and no virtual call, and a custom store is just a
 //! type with two `async fn`s. See `examples/custom_store.rs`.
 
+#[cfg(feature = "cache")]
+mod cached;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 
-use std::future::Future;
+use std::{fmt, future::Future};
 
 use time::OffsetDateTime;
 
+#[cfg(feature = "cache")]
+pub use cached::CachedKeyStore;
 pub use memory::MemoryKeyStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresKeyStore;
 
 use crate::{
     limit::RateLimit, usage::UsageReport, AccountId, ApiKey, BackendError, KeyDigest, KeyId,
@@ -143,5 +151,61 @@ impl<K: KeyStore> KeyStore for std::sync::Arc<K> {
         reports: &[UsageReport],
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
         (**self).record_usage(reports)
+    }
+}
+
+/// A change that makes cached lookups stale: what stores announce and caches act on.
+///
+/// Its text form (`d:<digest hex>`, `k:<key id>`, `a:<account id>`, `*`) travels between
+/// instances, for example as a PostgreSQL `NOTIFY` payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// The key with this digest changed or was created (a cached "unknown" is now wrong).
+    Digest(KeyDigest),
+    /// The key with this id was deleted, revoked or rotated.
+    Key(KeyId),
+    /// The account's plan changed: all its keys.
+    Account(AccountId),
+    /// Anything may have changed (for example, notifications were missed).
+    All,
+}
+
+impl Invalidation {
+    /// Reads the text form; `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == "*" {
+            return Some(Self::All);
+        }
+        let (kind, value) = text.split_once(':')?;
+        match kind {
+            "k" => Some(Self::Key(value.into())),
+            "a" => Some(Self::Account(value.into())),
+            "d" if value.len() == 64 => {
+                let mut bytes = [0u8; 32];
+                for (byte, pair) in bytes.iter_mut().zip(value.as_bytes().chunks(2)) {
+                    *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+                }
+                Some(Self::Digest(KeyDigest::from_bytes(bytes)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Invalidation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Digest(digest) => {
+                f.write_str("d:")?;
+                digest
+                    .as_bytes()
+                    .iter()
+                    .try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Self::Key(id) => write!(f, "k:{id}"),
+            Self::Account(id) => write!(f, "a:{id}"),
+            Self::All => f.write_str("*"),
+        }
     }
 }

@@ -137,3 +137,65 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A PostgreSQL store in a schema of its own, migrated, reading time from `clock`.
+pub async fn postgres_store(
+    clock: &nouvel_auth::ManualClock,
+) -> nouvel_auth::store::PostgresKeyStore {
+    postgres_store_at(&database_url(), &unique("nouvel_test"), clock).await
+}
+
+pub async fn postgres_store_at(
+    url: &str,
+    schema: &str,
+    clock: &nouvel_auth::ManualClock,
+) -> nouvel_auth::store::PostgresKeyStore {
+    let store = nouvel_auth::store::PostgresKeyStore::connect(url, schema)
+        .await
+        .unwrap()
+        .clock(clock.clone());
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut, as an outage would.
+pub struct Proxy {
+    pub port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accepted.lock().unwrap().push(relay);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Self { port, tasks }
+    }
+
+    /// Closes every connection and the listening socket.
+    pub fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
