@@ -1,4 +1,4 @@
-//! The Nouvel API's seven routes behind `NouvelAuthLayer`, with the in-memory store.
+//! The Nouvel API's seven routes behind `NouvelAuthLayer`.
 //!
 //! ```sh
 //! cargo run --example nouvel_api
@@ -9,6 +9,15 @@
 //! is mounted at `/admin`, guarded by `NOUVEL_ADMIN_TOKEN` (generated and printed when
 //! unset). `NOUVEL_ADDR` sets the address (default `127.0.0.1:8080`). Ctrl-C stops it
 //! cleanly, flushing usage first.
+//!
+//! Keys live in memory, and the limit is counted in memory, unless:
+//! * `DATABASE_URL` is set: keys and accounts live in PostgreSQL (schema `NOUVEL_SCHEMA`,
+//!   default `nouvel`; migrations applied at start), behind a cache that hears every
+//!   other instance's changes;
+//! * `REDIS_URL` is set: the limit is counted in Redis, once for all instances.
+//!
+//! Two instances on two ports with the same two URLs form one service: a key made
+//! through one's `/admin` works on the other, and the limit is shared.
 #![allow(clippy::print_stdout)] // printing the demo key is this example's job
 
 use std::net::SocketAddr;
@@ -20,10 +29,14 @@ use axum::{
 };
 use nouvel_auth::{
     admin::{self, AdminToken},
-    ApiKey, Expiration, KeyManager, KeyRecord, KeySpec, MemoryKeyStore, NouvelAuthLayer,
-    Permission, Plan,
+    limit::RedisRateLimiter,
+    store::{CachedKeyStore, PostgresKeyStore},
+    ApiKey, Expiration, KeyManager, KeyRecord, KeySpec, KeyStore, MemoryKeyStore,
+    MemoryRateLimiter, NouvelAuthLayer, Permission, Plan, RateLimiter,
 };
 use serde_json::{json, Value};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every stub answers with the key that called it and the route it reached.
 async fn stub(Extension(key): Extension<KeyRecord>, request: Request) -> Json<Value> {
@@ -37,17 +50,61 @@ async fn stub(Extension(key): Extension<KeyRecord>, request: Request) -> Json<Va
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let redis = match env("REDIS_URL") {
+        Some(url) => Some(RedisRateLimiter::connect(&url).await?),
+        None => None,
+    };
+    match env("DATABASE_URL") {
+        Some(url) => {
+            let schema = env("NOUVEL_SCHEMA").unwrap_or_else(|| "nouvel".to_owned());
+            let postgres = PostgresKeyStore::connect(&url, &schema).await?;
+            postgres.migrate().await?;
+            let store = CachedKeyStore::new(postgres.clone());
+            let cache = store.clone();
+            postgres
+                .listen(move |change| cache.invalidate(&change))
+                .await?;
+            println!("Keys: PostgreSQL (schema {schema}), cached");
+            with_limiter(store, redis).await
+        }
+        None => {
+            println!("Keys: in memory");
+            with_limiter(MemoryKeyStore::new(), redis).await
+        }
+    }
+}
+
+async fn with_limiter<K>(store: K, redis: Option<RedisRateLimiter>) -> Result<(), Error>
+where
+    K: KeyStore + KeyManager + Clone,
+{
+    match redis {
+        Some(limiter) => {
+            println!("Rate limit: Redis, shared by every instance");
+            serve(store, limiter).await
+        }
+        None => {
+            println!("Rate limit: in memory, this instance alone");
+            serve(store, MemoryRateLimiter::new()).await
+        }
+    }
+}
+
+async fn serve<K, L>(store: K, limiter: L) -> Result<(), Error>
+where
+    K: KeyStore + KeyManager + Clone,
+    L: RateLimiter,
+{
     let addr: SocketAddr = std::env::var("NOUVEL_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
-
-    let store = MemoryKeyStore::new();
     let account = store.create_account("Demo", Plan::Scale).await?;
     let demo = store
         .create_key(
@@ -55,15 +112,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             KeySpec::new("Demo key", Permission::ALL).expiration(Expiration::Days90),
         )
         .await?;
-
     let admin_token = std::env::var("NOUVEL_ADMIN_TOKEN").ok();
     let generated_token = admin_token.is_none();
-    // A fresh key's random text makes a fine throwaway admin token; it is not an API key
-    // anywhere, since no store holds its digest.
+    // A fresh key's random part makes a fine throwaway admin token; it opens nothing else.
     let admin_token = admin_token
         .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));
 
-    let auth = NouvelAuthLayer::new(store.clone());
+    let auth = NouvelAuthLayer::new(store.clone()).limiter(limiter);
     let api = Router::new()
         .route("/api/v1/generate", post(stub))
         .route("/api/v1/jobs/{jobId}", get(stub))
@@ -75,24 +130,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(auth.clone());
     let app = api.nest(
         "/admin",
-        admin::router(store.clone(), AdminToken::new(&admin_token)),
+        admin::router(store, AdminToken::new(&admin_token)),
     );
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let secret = demo.key.expose_secret();
     println!("Nouvel API example listening on http://{addr}");
     println!("Demo key (scale plan, all five permissions, expires in 90 days):");
-    println!("  {}", demo.key.expose_secret());
+    println!("  {secret}");
     println!("Try it:");
-    println!(
-        "  curl -i -H 'Authorization: Bearer {}' http://{addr}/api/v1/projects",
-        demo.key.expose_secret()
-    );
+    println!("  curl -i -H 'Authorization: Bearer {secret}' http://{addr}/api/v1/projects");
     if generated_token {
         println!("Admin token (set NOUVEL_ADMIN_TOKEN to choose one): {admin_token}");
     }
     println!(
-        "Admin API: http://{addr}/admin (demo account id: {})",
+        "Admin API at http://{addr}/admin; the demo account is {}:",
         account.id
     );
     println!(

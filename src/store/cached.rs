@@ -121,7 +121,6 @@ impl<K: KeyStore> CachedKeyStore<K> {
             }
         };
         match change {
-            Invalidation::Digest(digest) => self.cache.invalidate(digest),
             Invalidation::Key(id) => {
                 let id = id.clone();
                 evict(Box::new(move |record| record.id == id));
@@ -192,9 +191,7 @@ impl<K: KeyStore + KeyManager> KeyManager for CachedKeyStore<K> {
     }
 
     async fn create_key(&self, account: &AccountId, spec: KeySpec) -> Result<NewKey, ManageError> {
-        let created = self.inner.create_key(account, spec).await?;
-        self.invalidate(&Invalidation::Digest(self.inner.digest(&created.key)));
-        Ok(created)
+        self.inner.create_key(account, spec).await
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
@@ -219,7 +216,6 @@ impl<K: KeyStore + KeyManager> KeyManager for CachedKeyStore<K> {
     ) -> Result<NewKey, ManageError> {
         let created = self.inner.rotate_key(account, key, grace).await?;
         self.invalidate(&Invalidation::Key(key.clone()));
-        self.invalidate(&Invalidation::Digest(self.inner.digest(&created.key)));
         Ok(created)
     }
 }

@@ -156,13 +156,12 @@ impl<K: KeyStore> KeyStore for std::sync::Arc<K> {
 
 /// A change that makes cached lookups stale: what stores announce and caches act on.
 ///
-/// Its text form (`d:<digest hex>`, `k:<key id>`, `a:<account id>`, `*`) travels between
-/// instances, for example as a PostgreSQL `NOTIFY` payload.
+/// Its text form (`k:<key id>`, `a:<account id>`, `*`) travels between instances, for
+/// example as a PostgreSQL `NOTIFY` payload. New keys need none: a key cannot have been
+/// looked up (and cached as unknown) before it was made, short of guessing 131 bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Invalidation {
-    /// The key with this digest changed or was created (a cached "unknown" is now wrong).
-    Digest(KeyDigest),
     /// The key with this id was deleted, revoked or rotated.
     Key(KeyId),
     /// The account's plan changed: all its keys.
@@ -181,13 +180,6 @@ impl Invalidation {
         match kind {
             "k" => Some(Self::Key(value.into())),
             "a" => Some(Self::Account(value.into())),
-            "d" if value.len() == 64 => {
-                let mut bytes = [0u8; 32];
-                for (byte, pair) in bytes.iter_mut().zip(value.as_bytes().chunks(2)) {
-                    *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-                }
-                Some(Self::Digest(KeyDigest::from_bytes(bytes)))
-            }
             _ => None,
         }
     }
@@ -196,13 +188,6 @@ impl Invalidation {
 impl fmt::Display for Invalidation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Digest(digest) => {
-                f.write_str("d:")?;
-                digest
-                    .as_bytes()
-                    .iter()
-                    .try_for_each(|b| write!(f, "{b:02x}"))
-            }
             Self::Key(id) => write!(f, "k:{id}"),
             Self::Account(id) => write!(f, "a:{id}"),
             Self::All => f.write_str("*"),

@@ -24,8 +24,7 @@ use crate::{
 /// * The schema is made by embedded migrations that run only when you call
 ///   [`migrate`](Self::migrate): at deploy time, not silently at every start.
 /// * Usage arrives in batches: one `UPDATE … FROM UNNEST(…)` per flush.
-/// * Every change that affects a lookup (create, delete, rotate, plan change) sends a
-///   `NOTIFY`; [`listen`](Self::listen) hands them to a cache on every instance.
+/// * Every change that affects a lookup (delete, rotate, plan change) sends a `NOTIFY`; [`listen`](Self::listen) hands them to a cache on every instance.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
@@ -216,7 +215,6 @@ impl PostgresKeyStore {
         .bind(valid.expires_at)
         .execute(&mut **tx)
         .await?;
-        self.notify(tx, &Invalidation::Digest(digest)).await?;
         Ok(NewKey { info, key })
     }
 }

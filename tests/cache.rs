@@ -1,0 +1,159 @@
+//! `CachedKeyStore` over a store that counts its lookups.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::T0;
+use nouvel_auth::{
+    store::{CachedKeyStore, Invalidation},
+    ApiKey, BackendError, KeyDigest, KeyHasher, KeyManager, KeyRecord, KeySpec, KeyStore,
+    ManualClock, MemoryKeyStore, Permission, Plan, UsageReport,
+};
+
+/// A memory store that counts lookups.
+#[derive(Clone)]
+struct Counting {
+    inner: MemoryKeyStore,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl KeyStore for Counting {
+    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.lookup(digest).await
+    }
+    async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
+        self.inner.record_usage(reports).await
+    }
+}
+
+fn setup() -> (ManualClock, Counting, CachedKeyStore<Counting>) {
+    let clock = ManualClock::new(T0);
+    let counting = Counting {
+        inner: MemoryKeyStore::with(KeyHasher::default(), clock.clone()),
+        lookups: Arc::default(),
+    };
+    let cache = CachedKeyStore::with_capacity(counting.clone(), 1_000)
+        .fresh_for(Duration::from_secs(30))
+        .clock(clock.clone());
+    (clock, counting, cache)
+}
+
+#[tokio::test]
+async fn known_and_unknown_keys_are_cached_until_stale() {
+    let (clock, counting, cache) = setup();
+    let account = counting
+        .inner
+        .create_account("Acme", Plan::Scale)
+        .await
+        .unwrap();
+    let key = counting
+        .inner
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
+    let known = cache.digest(&key.key);
+    let unknown = ApiKey::generate().digest();
+    for _ in 0..5 {
+        assert!(cache.lookup(&known).await.unwrap().is_some());
+        assert!(cache.lookup(&unknown).await.unwrap().is_none());
+    }
+    assert_eq!(counting.lookups.load(Ordering::SeqCst), 2);
+    clock.advance(Duration::from_secs(30));
+    cache.lookup(&known).await.unwrap();
+    assert_eq!(
+        counting.lookups.load(Ordering::SeqCst),
+        3,
+        "the TTL is the backstop"
+    );
+}
+
+#[tokio::test]
+async fn changes_made_through_the_cache_take_effect_at_once() {
+    let clock = ManualClock::new(T0);
+    let store = MemoryKeyStore::with(KeyHasher::default(), clock.clone());
+    // Fresh for an hour: only the invalidations can make changes visible.
+    let cache = CachedKeyStore::new(store)
+        .fresh_for(Duration::from_secs(3600))
+        .clock(clock);
+    let account = cache.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = cache
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
+    let digest = cache.digest(&key.key);
+    assert!(cache.lookup(&digest).await.unwrap().is_some());
+
+    cache.set_plan(&account.id, Plan::Growth).await.unwrap();
+    assert_eq!(
+        cache.lookup(&digest).await.unwrap().unwrap().plan,
+        Plan::Growth
+    );
+    cache.set_plan(&account.id, Plan::Scale).await.unwrap();
+
+    let rotated = cache
+        .rotate_key(&account.id, &key.info.id, Duration::ZERO)
+        .await
+        .unwrap();
+    let old = cache.lookup(&digest).await.unwrap().unwrap();
+    assert_eq!(old.expires_at, Some(T0));
+    let new_digest = cache.digest(&rotated.key);
+    assert!(cache.lookup(&new_digest).await.unwrap().is_some());
+
+    cache
+        .delete_key(&account.id, &rotated.info.id)
+        .await
+        .unwrap();
+    assert!(cache.lookup(&new_digest).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_negative_entry_leaves_when_the_key_is_announced() {
+    let (_clock, counting, cache) = setup();
+    let account = counting
+        .inner
+        .create_account("Acme", Plan::Scale)
+        .await
+        .unwrap();
+    let key = counting
+        .inner
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
+    let digest = cache.digest(&key.key);
+    cache.invalidate(&Invalidation::All);
+    assert!(cache.lookup(&digest).await.unwrap().is_some());
+    // Another instance deletes it and announces the key id.
+    counting
+        .inner
+        .delete_key(&account.id, &key.info.id)
+        .await
+        .unwrap();
+    assert!(
+        cache.lookup(&digest).await.unwrap().is_some(),
+        "cached until told"
+    );
+    let announced =
+        Invalidation::parse(&Invalidation::Key(key.info.id.clone()).to_string()).unwrap();
+    cache.invalidate(&announced);
+    assert!(cache.lookup(&digest).await.unwrap().is_none());
+}
+
+#[test]
+fn invalidations_round_trip_as_text() {
+    for change in [
+        Invalidation::Key("key_1".into()),
+        Invalidation::Account("acc_1".into()),
+        Invalidation::All,
+    ] {
+        assert_eq!(Invalidation::parse(&change.to_string()), Some(change));
+    }
+    assert_eq!(Invalidation::parse("x:1"), None);
+}
