@@ -66,7 +66,8 @@ impl Window {
         Self {
             base: now,
             window: limit.window_millis(),
-            admitted: VecDeque::with_capacity(limit.requests() as usize),
+            // Enough for the default limit; a huge per-key limit grows only as it is used.
+            admitted: VecDeque::with_capacity(limit.requests().min(64) as usize),
         }
     }
 
