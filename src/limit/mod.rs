@@ -100,8 +100,9 @@ impl Decision {
     }
 
     /// Writes `RateLimit-Policy`, `RateLimit` (draft-ietf-httpapi-ratelimit-headers) and
-    /// the `X-RateLimit-*` triple.
-    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
+    /// the `X-RateLimit-*` triple, as the layer does on every response that reached the
+    /// limiter.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
         let limit = self.limit.requests;
         let window = self.limit.window.as_secs();
         let (remaining, reset) = (self.remaining, self.reset_seconds());
