@@ -24,12 +24,20 @@ const KEYS: usize = 100_000;
 const NEVER_LIMITED: RateLimit = RateLimit::new(u32::MAX, Duration::from_secs(60));
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The trivial inner service every contestant wraps.
-fn inner() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send {
-    service_fn(|_request: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) })
+fn inner(
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send {
+    service_fn(|_request: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    })
 }
 
 fn request(authorization: &str) -> Request<Body> {
@@ -54,7 +62,8 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
         let account = store.create_account("Bench", Plan::Scale).await.unwrap();
         let mut last = None;
         for i in 0..KEYS {
-            let spec = KeySpec::new(format!("key {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
+            let spec =
+                KeySpec::new(format!("key {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
             last = Some(store.create_key(&account.id, spec).await.unwrap().key);
         }
         let key = last.unwrap();
@@ -67,8 +76,13 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
 }
 
 /// Benchmarks one `oneshot` of `service` per iteration, the request built outside the timing.
-fn bench_service<S>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, service: S, bearer: &str)
-where
+fn bench_service<S>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    service: S,
+    bearer: &str,
+) where
     S: Service<Request<Body>> + Clone,
     S::Error: std::fmt::Debug,
 {
@@ -104,7 +118,13 @@ fn requests(c: &mut Criterion) {
     bench_service(c, &rt, "request/bare", inner(), &fixture.bearer);
 
     let layer = NouvelAuthLayer::new(fixture.store.clone());
-    bench_service(c, &rt, "request/nouvel_auth", layer.layer(inner()), &fixture.bearer);
+    bench_service(
+        c,
+        &rt,
+        "request/nouvel_auth",
+        layer.layer(inner()),
+        &fixture.bearer,
+    );
 
     let config = tower_governor::governor::GovernorConfigBuilder::default()
         .key_extractor(Bearer)
@@ -114,28 +134,58 @@ fn requests(c: &mut Criterion) {
         .finish()
         .unwrap();
     let governor = tower_governor::GovernorLayer::new(Arc::new(config));
-    bench_service(c, &rt, "request/tower_governor", governor.layer(inner()), &fixture.bearer);
+    bench_service(
+        c,
+        &rt,
+        "request/tower_governor",
+        governor.layer(inner()),
+        &fixture.bearer,
+    );
 
     let static_token = "s3cr3t-static-token";
     #[allow(deprecated)] // the peer the issue names: one static token, no store
     let validate = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(static_token);
-    bench_service(c, &rt, "request/tower_http_bearer", validate.layer(inner()), &format!("Bearer {static_token}"));
+    bench_service(
+        c,
+        &rt,
+        "request/tower_http_bearer",
+        validate.layer(inner()),
+        &format!("Bearer {static_token}"),
+    );
 
     // Rejections: a malformed key (no hash, no lookup), and a 429 (no inner service).
     let malformed = "Bearer nvl_this-is-not-a-key";
-    bench_service(c, &rt, "reject/malformed_401", layer.layer(inner()), malformed);
+    bench_service(
+        c,
+        &rt,
+        "reject/malformed_401",
+        layer.layer(inner()),
+        malformed,
+    );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
-    let limited_account = rt.block_on(fixture.store.create_account("Limited", Plan::Scale)).unwrap();
+    let limited_account = rt
+        .block_on(fixture.store.create_account("Limited", Plan::Scale))
+        .unwrap();
     let limited_key = rt
-        .block_on(fixture.store.create_key(
-            &limited_account.id,
-            KeySpec::new("limited", [Permission::Generate]).rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
-        ))
+        .block_on(
+            fixture.store.create_key(
+                &limited_account.id,
+                KeySpec::new("limited", [Permission::Generate])
+                    .rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
+            ),
+        )
         .unwrap();
     let limited_bearer = format!("Bearer {}", limited_key.key.expose_secret());
     let limited_service = limited.layer(inner());
-    rt.block_on(limited_service.clone().oneshot(request(&limited_bearer))).unwrap();
-    bench_service(c, &rt, "reject/rate_limited_429", limited_service, &limited_bearer);
+    rt.block_on(limited_service.clone().oneshot(request(&limited_bearer)))
+        .unwrap();
+    bench_service(
+        c,
+        &rt,
+        "reject/rate_limited_429",
+        limited_service,
+        &limited_bearer,
+    );
 }
 
 /// The essential work, called directly: SHA-256 of a key, one map lookup of its digest,
@@ -169,20 +219,32 @@ fn parts(c: &mut Criterion) {
     let rt = runtime();
     let fixture = fixture(&rt);
     let secret = fixture.key.expose_secret().to_owned();
-    c.bench_function("part/parse_with_checksum", |b| b.iter(|| ApiKey::parse(black_box(&secret)).unwrap()));
-    c.bench_function("part/digest", |b| b.iter(|| black_box(&fixture.key).digest()));
+    c.bench_function("part/parse_with_checksum", |b| {
+        b.iter(|| ApiKey::parse(black_box(&secret)).unwrap())
+    });
+    c.bench_function("part/digest", |b| {
+        b.iter(|| black_box(&fixture.key).digest())
+    });
     let digest = fixture.key.digest();
     c.bench_function("part/lookup_memory", |b| {
-        b.to_async(&rt).iter(|| async { fixture.store.lookup(black_box(&digest)).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { fixture.store.lookup(black_box(&digest)).await.unwrap() })
     });
     let routes = RouteTable::nouvel();
     c.bench_function("part/route_match", |b| {
-        b.iter(|| routes.access(black_box(&Method::GET), black_box("/api/v1/publish/pub_123")))
+        b.iter(|| {
+            routes.access(
+                black_box(&Method::GET),
+                black_box("/api/v1/publish/pub_123"),
+            )
+        })
     });
     let limiter = MemoryRateLimiter::new();
     let id = KeyId::from("key_part");
     let now = time::OffsetDateTime::now_utc();
-    c.bench_function("part/window_check", |b| b.iter(|| limiter.decide(black_box(&id), NEVER_LIMITED, now)));
+    c.bench_function("part/window_check", |b| {
+        b.iter(|| limiter.decide(black_box(&id), NEVER_LIMITED, now))
+    });
     let decision = Decision {
         allowed: true,
         limit: RateLimit::default(),
@@ -206,11 +268,21 @@ fn contention(c: &mut Criterion) {
     let rt = runtime();
     let fixture = fixture(&rt);
     let many: Vec<String> = rt.block_on(async {
-        let account = fixture.store.create_account("Many", Plan::Scale).await.unwrap();
+        let account = fixture
+            .store
+            .create_account("Many", Plan::Scale)
+            .await
+            .unwrap();
         let mut bearers = Vec::new();
         for i in 0..1_000 {
-            let spec = KeySpec::new(format!("many {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
-            let key = fixture.store.create_key(&account.id, spec).await.unwrap().key;
+            let spec =
+                KeySpec::new(format!("many {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
+            let key = fixture
+                .store
+                .create_key(&account.id, spec)
+                .await
+                .unwrap()
+                .key;
             bearers.push(format!("Bearer {}", key.expose_secret()));
         }
         bearers
@@ -220,7 +292,10 @@ fn contention(c: &mut Criterion) {
         NouvelAuthLayer::new(fixture.store.clone()).layer(inner())
     };
     let one = vec![fixture.bearer.clone()];
-    for (name, bearers) in [("contention/two_threads_one_key", &one), ("contention/two_threads_many_keys", &many)] {
+    for (name, bearers) in [
+        ("contention/two_threads_one_key", &one),
+        ("contention/two_threads_many_keys", &many),
+    ] {
         c.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let started = std::time::Instant::now();
@@ -231,8 +306,11 @@ fn contention(c: &mut Criterion) {
                             let rt = runtime();
                             rt.block_on(async {
                                 for i in 0..iters / 2 {
-                                    let bearer = &bearers[(i as usize + thread * 7) % bearers.len()];
-                                    black_box(service.clone().oneshot(request(bearer)).await.unwrap());
+                                    let bearer =
+                                        &bearers[(i as usize + thread * 7) % bearers.len()];
+                                    black_box(
+                                        service.clone().oneshot(request(bearer)).await.unwrap(),
+                                    );
                                 }
                             })
                         });

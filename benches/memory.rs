@@ -11,8 +11,8 @@ use std::{alloc::System, convert::Infallible, time::Duration};
 use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
-    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permission, Plan,
-    RateLimit,
+    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
+    Permission, Plan, RateLimit,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
@@ -30,10 +30,16 @@ fn live() -> isize {
 
 fn main() {
     // cargo bench passes `--bench`; anything else (as in `cargo test --benches`) just checks.
-    let keys: usize = if std::env::args().any(|a| a == "--bench") { 10_000 } else { 100 };
+    let keys: usize = if std::env::args().any(|a| a == "--bench") {
+        10_000
+    } else {
+        100
+    };
 
     // Bytes per active key at N = 60: each key with a full window of 60 admissions.
-    let ids: Vec<KeyId> = (0..keys).map(|i| KeyId::from(format!("key_{i:016}"))).collect();
+    let ids: Vec<KeyId> = (0..keys)
+        .map(|i| KeyId::from(format!("key_{i:016}")))
+        .collect();
     let now = time::OffsetDateTime::now_utc();
     let before = live();
     let limiter = MemoryRateLimiter::new();
@@ -47,17 +53,26 @@ fn main() {
 
     // A million requests with random, well-formed but unknown keys through the layer.
     let requests = if keys == 10_000 { 1_000_000 } else { 1_000 };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = MemoryKeyStore::new();
         let account = store.create_account("Bench", Plan::Scale).await.unwrap();
-        store.create_key(&account.id, KeySpec::new("real", [Permission::Generate])).await.unwrap();
+        store
+            .create_key(&account.id, KeySpec::new("real", [Permission::Generate]))
+            .await
+            .unwrap();
         let limiter = std::sync::Arc::new(MemoryRateLimiter::new());
         let service = NouvelAuthLayer::new(store)
             .limiter(limiter.clone())
-            .layer(service_fn(|_r: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
-        let bearers: Vec<String> =
-            (0..1_000).map(|_| format!("Bearer {}", ApiKey::generate().expose_secret())).collect();
+            .layer(service_fn(|_r: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }));
+        let bearers: Vec<String> = (0..1_000)
+            .map(|_| format!("Bearer {}", ApiKey::generate().expose_secret()))
+            .collect();
         // One round first, so lazily made runtime and layer state is not counted as growth.
         for bearer in &bearers {
             send(&service, bearer).await;
@@ -79,7 +94,10 @@ where
     S: tower::Service<Request<Body>> + Clone,
     S::Error: std::fmt::Debug,
 {
-    let request = Request::post("/api/v1/generate").header("authorization", bearer).body(Body::empty()).unwrap();
+    let request = Request::post("/api/v1/generate")
+        .header("authorization", bearer)
+        .body(Body::empty())
+        .unwrap();
     let response = service.clone().oneshot(request).await.unwrap();
     std::hint::black_box(response);
 }

@@ -44,7 +44,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     credentials::bearer_token,
-    reject::{problem_response, ProblemStyle},
+    reject::{problem_response, render_problem, ProblemStyle},
     AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, ManageError,
     Permission, Permissions, Plan,
 };
@@ -180,7 +180,8 @@ impl IntoResponse for AdminError {
             realm: "nouvel-admin".to_owned(),
             ..ProblemStyle::default()
         };
-        let mut response = problem_response(status, code, &detail, extra, &style).map(Body::from);
+        let body = render_problem(status, code, &detail, extra, &style);
+        let mut response = problem_response(status, body).map(Body::from);
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -24,7 +24,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::{
-    limit::header_value, limit::Decision, usage::Outcome, KeyFormatError, Permission, Plan,
+    limit::{header_value, number, Decision},
+    usage::Outcome,
+    KeyFormatError, Permission, Plan,
 };
 
 /// Why the layer refused a request. Found in the response's extensions.
@@ -224,36 +226,97 @@ impl Rejection {
     }
 
     /// The problem+json response for this rejection.
-    pub(crate) fn to_response(&self, style: &ProblemStyle) -> Response<Bytes> {
-        let mut response = problem_response(
+    pub(crate) fn to_response(&self, problems: &Problems) -> Response<Bytes> {
+        let (body, challenge) = match problems.rendered.iter().find(|r| r.rejection == *self) {
+            Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
+            None => (
+                self.render(&problems.style),
+                self.challenge(&problems.style.realm),
+            ),
+        };
+        let mut response = problem_response(self.status(), body);
+        let headers = response.headers_mut();
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Self::RateLimited(decision) = self {
+            decision.write_headers(headers);
+            headers.insert(header::RETRY_AFTER, number(decision.retry_after()));
+        }
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+
+    fn render(&self, style: &ProblemStyle) -> Bytes {
+        render_problem(
             self.status(),
             self.code(),
             &self.detail(),
             self.extra_members(),
             style,
-        );
-        let headers = response.headers_mut();
-        if let Some(challenge) = self.challenge(&style.realm) {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        if let Self::RateLimited(decision) = self {
-            decision.write_headers(headers);
-            headers.insert(header::RETRY_AFTER, decision.retry_after().into());
-        }
-        response.extensions_mut().insert(self.clone());
-        response
+        )
+    }
+
+    /// Every rejection whose response never varies: all but [`RateLimited`](Self::RateLimited).
+    fn constant() -> impl Iterator<Item = Rejection> {
+        use KeyFormatError::*;
+        let fixed = [
+            Self::MissingApiKey,
+            Self::InvalidAuthorization,
+            Self::UnknownApiKey,
+            Self::ExpiredApiKey,
+            Self::RouteNotAllowed,
+            Self::Unavailable,
+        ];
+        let malformed = [Length, Prefix, Charset, Checksum].map(Self::MalformedApiKey);
+        let plans = [Plan::Starter, Plan::Growth].map(Self::PlanRequired);
+        let permissions = Permission::ALL.map(Self::MissingPermission);
+        fixed
+            .into_iter()
+            .chain(malformed)
+            .chain(plans)
+            .chain(permissions)
     }
 }
 
-/// An `application/problem+json` response: the RFC 9457 members, `code`, and `extra`
-/// flattened after them. The layer's rejections and the admin API's errors both use it.
-pub(crate) fn problem_response(
+/// The problem bodies and challenges of every constant rejection, rendered once per layer:
+/// a refusal then costs no JSON and no formatting.
+#[derive(Debug)]
+pub(crate) struct Problems {
+    style: ProblemStyle,
+    rendered: Vec<Rendered>,
+}
+
+#[derive(Debug)]
+struct Rendered {
+    rejection: Rejection,
+    body: Bytes,
+    challenge: Option<HeaderValue>,
+}
+
+impl Problems {
+    pub(crate) fn new(style: ProblemStyle) -> Self {
+        let rendered = Rejection::constant()
+            .map(|rejection| Rendered {
+                body: rejection.render(&style),
+                challenge: rejection.challenge(&style.realm),
+                rejection,
+            })
+            .collect();
+        Self { style, rendered }
+    }
+}
+
+/// The body of an `application/problem+json` response: the RFC 9457 members, `code`, and
+/// `extra` flattened after them. The layer's rejections and the admin API's errors both
+/// use it.
+pub(crate) fn render_problem(
     status: StatusCode,
     code: &str,
     detail: &str,
     extra: impl Serialize,
     style: &ProblemStyle,
-) -> Response<Bytes> {
+) -> Bytes {
     let problem_type = match &style.type_base {
         Some(base) => Cow::Owned(format!("{base}{code}")),
         None => Cow::Borrowed("about:blank"),
@@ -267,7 +330,12 @@ pub(crate) fn problem_response(
         extra,
     })
     .expect("a problem serializes");
-    let mut response = Response::new(Bytes::from(body));
+    Bytes::from(body)
+}
+
+/// An `application/problem+json` response with `status` and `body`.
+pub(crate) fn problem_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

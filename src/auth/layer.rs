@@ -4,8 +4,10 @@ use tower_layer::Layer;
 
 use super::{Checks, Config, NouvelAuth};
 use crate::{
-    reject::ProblemStyle, usage::UsageRecorder, BackendError, Clock, KeyStore, MemoryRateLimiter,
-    RateLimit, RateLimiter, RouteTable, SystemClock,
+    reject::{ProblemStyle, Problems},
+    usage::UsageRecorder,
+    BackendError, Clock, KeyStore, MemoryRateLimiter, RateLimit, RateLimiter, RouteTable,
+    SystemClock,
 };
 
 /// Puts the Nouvel key rules in front of a service.
@@ -50,7 +52,7 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
                 default_limit: RateLimit::default(),
                 lookup_timeout: Duration::from_secs(1),
                 limiter_timeout: Duration::from_secs(1),
-                problems: ProblemStyle::default(),
+                style: ProblemStyle::default(),
                 keep_authorization: false,
             },
         }
@@ -107,7 +109,7 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     /// cannot stand in a quoted string (`"`, `\`, controls, non-ASCII) are dropped.
     #[must_use]
     pub fn realm(mut self, realm: &str) -> Self {
-        self.config.problems.realm = realm
+        self.config.style.realm = realm
             .chars()
             .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
             .collect();
@@ -119,7 +121,7 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     /// `about:blank`.
     #[must_use]
     pub fn problem_type_base(mut self, base: impl Into<String>) -> Self {
-        self.config.problems.type_base = Some(base.into());
+        self.config.style.type_base = Some(base.into());
         self
     }
 
@@ -167,6 +169,7 @@ impl<S, K: KeyStore, L: RateLimiter> Layer<S> for NouvelAuthLayer<K, L> {
                 store: self.store.clone(),
                 limiter: self.limiter.clone(),
                 usage: self.usage.clone(),
+                problems: Problems::new(self.config.style.clone()),
                 config: self.config.clone(),
             }),
         )

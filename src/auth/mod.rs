@@ -21,7 +21,7 @@ use crate::{
     credentials::presented_key,
     error::within,
     limit::Decision,
-    reject::ProblemStyle,
+    reject::{ProblemStyle, Problems},
     routes::Access,
     usage::{Outcome, UsageRecorder},
     BackendError, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
@@ -42,7 +42,7 @@ pub(crate) struct Config {
     pub(crate) default_limit: RateLimit,
     pub(crate) lookup_timeout: Duration,
     pub(crate) limiter_timeout: Duration,
-    pub(crate) problems: ProblemStyle,
+    pub(crate) style: ProblemStyle,
     pub(crate) keep_authorization: bool,
 }
 
@@ -51,6 +51,7 @@ pub(crate) struct Checks<K, L> {
     pub(crate) store: Arc<K>,
     pub(crate) limiter: Arc<L>,
     pub(crate) usage: Arc<UsageRecorder>,
+    pub(crate) problems: Problems,
     pub(crate) config: Config,
 }
 

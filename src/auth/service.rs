@@ -53,7 +53,7 @@ where
             let admission = match checks.admit(&parts).await {
                 Ok(admission) => admission,
                 Err(rejection) => {
-                    let response = rejection.to_response(&checks.config.problems);
+                    let response = rejection.to_response(&checks.problems);
                     return Ok(response.map(ResponseBody::rejection));
                 }
             };

@@ -10,7 +10,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::OnceLock, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
@@ -106,6 +106,7 @@ impl Decision {
         let limit = self.limit.requests;
         let window = self.limit.window.as_secs();
         let (remaining, reset) = (self.remaining, self.reset_seconds());
+        headers.reserve(6);
         headers.insert(
             RATELIMIT_POLICY.clone(),
             header_value(format_args!("\"per-key\";q={limit};w={window}")),
@@ -114,9 +115,37 @@ impl Decision {
             RATELIMIT.clone(),
             header_value(format_args!("\"per-key\";r={remaining};t={reset}")),
         );
-        headers.insert(X_RATELIMIT_LIMIT.clone(), limit.into());
-        headers.insert(X_RATELIMIT_REMAINING.clone(), remaining.into());
-        headers.insert(X_RATELIMIT_RESET.clone(), reset.into());
+        headers.insert(X_RATELIMIT_LIMIT.clone(), number(limit.into()));
+        headers.insert(X_RATELIMIT_REMAINING.clone(), number(remaining.into()));
+        headers.insert(X_RATELIMIT_RESET.clone(), number(reset));
+    }
+}
+
+/// A header value for `n`. Numbers below 4096 (every count and reset of a sensible limit)
+/// come from a table made once, so writing them allocates nothing.
+pub(crate) fn number(n: u64) -> HeaderValue {
+    const TABLE: usize = 4096;
+    static DIGITS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let table = DIGITS.get_or_init(|| {
+        // One leaked string for the whole table, made once per process.
+        let all: &'static str = Box::leak(
+            (0..TABLE)
+                .map(|i| i.to_string())
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let mut start = 0;
+        (0..TABLE)
+            .map(|i| {
+                let len = i.to_string().len();
+                start += len;
+                &all[start - len..start]
+            })
+            .collect()
+    });
+    match usize::try_from(n).ok().and_then(|i| table.get(i)) {
+        Some(digits) => HeaderValue::from_static(digits),
+        None => n.into(),
     }
 }
 

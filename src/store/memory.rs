@@ -1,6 +1,9 @@
 use std::{
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicI64, AtomicU8, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::Duration,
 };
 
@@ -51,26 +54,77 @@ struct Inner {
     by_id: DashMap<KeyId, Arc<KeyEntry>>,
 }
 
+/// An account. The plan is an atomic: every lookup reads it, and no lock is needed.
 struct AccountEntry {
-    account: Mutex<Account>,
+    id: AccountId,
+    name: String,
+    created_at: OffsetDateTime,
+    plan: AtomicU8,
 }
 
-/// A stored key. What never changes is plain; what does is behind the mutex.
+/// A stored key. Lookups read only `record` and the atomics; the mutex holds what only
+/// usage flushes and the admin side touch.
 struct KeyEntry {
-    id: KeyId,
+    record: KeyRecord,
     digest: KeyDigest,
     account: Arc<AccountEntry>,
-    name: Arc<str>,
     prefix: String,
     spec: KeySpec,
     created_at: OffsetDateTime,
-    state: Mutex<KeyState>,
+    expires_at: AtomicExpiry,
+    usage: Mutex<KeyUsage>,
 }
 
-struct KeyState {
-    expires_at: Option<OffsetDateTime>,
+struct KeyUsage {
     last_used_at: Option<OffsetDateTime>,
     usage: Usage,
+}
+
+const PLANS: [Plan; 4] = [Plan::Starter, Plan::Growth, Plan::Scale, Plan::Business];
+
+impl AccountEntry {
+    fn plan(&self) -> Plan {
+        PLANS[usize::from(self.plan.load(Ordering::Acquire))]
+    }
+
+    fn account(&self) -> Account {
+        Account {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            plan: self.plan(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// An expiration read without a lock: microseconds since the epoch, `i64::MAX` for never.
+/// (Expirations are kept to the microsecond, as PostgreSQL keeps them.)
+struct AtomicExpiry(AtomicI64);
+
+impl AtomicExpiry {
+    const NEVER: i64 = i64::MAX;
+
+    fn new(at: Option<OffsetDateTime>) -> Self {
+        Self(AtomicI64::new(Self::encode(at)))
+    }
+
+    fn encode(at: Option<OffsetDateTime>) -> i64 {
+        at.map_or(Self::NEVER, |at| {
+            i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(Self::NEVER)
+        })
+    }
+
+    fn get(&self) -> Option<OffsetDateTime> {
+        match self.0.load(Ordering::Acquire) {
+            Self::NEVER => None,
+            micros => OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok(),
+        }
+    }
+
+    /// Brings the expiration forward to `at`, never back.
+    fn at_most(&self, at: OffsetDateTime) {
+        self.0.fetch_min(Self::encode(Some(at)), Ordering::AcqRel);
+    }
 }
 
 /// Locks `mutex`, going on after a panic elsewhere: every update here leaves valid state.
@@ -131,21 +185,30 @@ impl MemoryKeyStore {
         now: OffsetDateTime,
     ) -> NewKey {
         let key = ApiKey::generate();
+        let record = KeyRecord::new(
+            random_id("key_"),
+            account.id.clone(),
+            name,
+            account.plan(),
+            spec.permissions,
+        )
+        .rate_limit(spec.rate_limit);
         let entry = Arc::new(KeyEntry {
-            id: random_id("key_").into(),
+            record,
             digest: self.inner.hasher.digest(&key),
             account: account.clone(),
-            name: name.into(),
             prefix: key.display_prefix().to_owned(),
             spec,
             created_at: now,
-            state: Mutex::new(KeyState {
-                expires_at,
+            expires_at: AtomicExpiry::new(expires_at),
+            usage: Mutex::new(KeyUsage {
                 last_used_at: None,
                 usage: Usage::default(),
             }),
         });
-        self.inner.by_id.insert(entry.id.clone(), entry.clone());
+        self.inner
+            .by_id
+            .insert(entry.record.id.clone(), entry.clone());
         self.inner.by_digest.insert(entry.digest, entry.clone());
         NewKey {
             info: entry.info(now),
@@ -161,7 +224,7 @@ impl MemoryKeyStore {
     ) -> Result<NewKey, ManageError> {
         let now = self.inner.clock.now();
         let valid = spec.validate(now)?;
-        let plan = lock(&account.account).plan;
+        let plan = account.plan();
         if !plan.allows_api_keys() {
             return Err(ManageError::PlanRequired(plan));
         }
@@ -171,33 +234,25 @@ impl MemoryKeyStore {
 
 impl KeyEntry {
     fn record(&self) -> KeyRecord {
-        let (account_id, plan) = {
-            let account = lock(&self.account.account);
-            (account.id.clone(), account.plan)
-        };
-        KeyRecord {
-            id: self.id.clone(),
-            account_id,
-            name: self.name.clone(),
-            plan,
-            permissions: self.spec.permissions,
-            expires_at: lock(&self.state).expires_at,
-            rate_limit: self.spec.rate_limit,
-        }
+        let mut record = self.record.clone();
+        record.plan = self.account.plan();
+        record.expires_at = self.expires_at.get();
+        record
     }
 
     fn info(&self, now: OffsetDateTime) -> KeyInfo {
-        let state = lock(&self.state);
+        let usage = lock(&self.usage);
+        let expires_at = self.expires_at.get();
         KeyInfo {
-            id: self.id.clone(),
-            name: self.name.to_string(),
+            id: self.record.id.clone(),
+            name: self.record.name.to_string(),
             prefix: self.prefix.clone(),
             permissions: self.spec.permissions,
             created_at: self.created_at,
-            last_used_at: state.last_used_at,
-            expires_at: state.expires_at,
-            status: KeyInfo::status_at(state.expires_at, now),
-            usage: state.usage,
+            last_used_at: usage.last_used_at,
+            expires_at,
+            status: KeyInfo::status_at(expires_at, now),
+            usage: usage.usage,
         }
     }
 }
@@ -215,7 +270,7 @@ impl KeyStore for MemoryKeyStore {
         for report in reports {
             // A key deleted since has nobody left to show its usage to.
             if let Some(entry) = self.inner.by_id.get(&report.key_id) {
-                let mut state = lock(&entry.state);
+                let mut state = lock(&entry.usage);
                 state.usage.merge(&report.usage);
                 state.last_used_at = state.last_used_at.max(report.last_used_at);
             }
@@ -227,28 +282,24 @@ impl KeyStore for MemoryKeyStore {
 impl KeyManager for MemoryKeyStore {
     async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
         let name = validate_name(name).map_err(|e| ManageError::Invalid(vec![e]))?;
-        let account = Account {
+        let entry = Arc::new(AccountEntry {
             id: random_id("acc_").into(),
             name,
-            plan,
             created_at: self.inner.clock.now(),
-        };
-        let entry = Arc::new(AccountEntry {
-            account: Mutex::new(account.clone()),
+            plan: AtomicU8::new(plan as u8),
         });
-        self.inner.accounts.insert(account.id.clone(), entry);
-        Ok(account)
+        self.inner.accounts.insert(entry.id.clone(), entry.clone());
+        Ok(entry.account())
     }
 
     async fn account(&self, id: &AccountId) -> Result<Account, ManageError> {
-        Ok(lock(&self.account_entry(id)?.account).clone())
+        Ok(self.account_entry(id)?.account())
     }
 
     async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
         let entry = self.account_entry(id)?;
-        let mut account = lock(&entry.account);
-        account.plan = plan;
-        Ok(account.clone())
+        entry.plan.store(plan as u8, Ordering::Release);
+        Ok(entry.account())
     }
 
     async fn create_key(&self, account: &AccountId, spec: KeySpec) -> Result<NewKey, ManageError> {
@@ -282,7 +333,7 @@ impl KeyManager for MemoryKeyStore {
         let entry = self.key_entry(account, key)?;
         // Digest first: from here on the key answers 401.
         self.inner.by_digest.remove(&entry.digest);
-        self.inner.by_id.remove(&entry.id);
+        self.inner.by_id.remove(&entry.record.id);
         Ok(())
     }
 
@@ -295,9 +346,7 @@ impl KeyManager for MemoryKeyStore {
         let old = self.key_entry(account, key)?;
         validate_grace(grace)?;
         let new = self.create_validated(&old.account, old.spec.clone())?;
-        let grace_ends = self.inner.clock.now() + grace;
-        let mut state = lock(&old.state);
-        state.expires_at = Some(state.expires_at.map_or(grace_ends, |at| at.min(grace_ends)));
+        old.expires_at.at_most(self.inner.clock.now() + grace);
         Ok(new)
     }
 }
