@@ -71,6 +71,11 @@ pub mod routes;
 pub mod store;
 mod usage;
 
+/// The concurrent map of the memory store, limiter and usage counters. Its keys are ids
+/// and digests the server made, so a fast seeded hash (foldhash) is safe where SipHash
+/// would cost more than the rest of a lookup.
+type ConcurrentMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+
 pub use auth::{
     NouvelAuth, NouvelAuthLayer, ResponseBody, ResponseFuture, EXPIRY_WARNING, KEY_EXPIRES_HEADER,
 };

@@ -13,11 +13,10 @@ use std::{
     time::Duration,
 };
 
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{KeyId, KeyStore};
+use crate::{ConcurrentMap, KeyId, KeyStore};
 
 /// What happened to a request that authenticated with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +105,7 @@ impl UsageReport {
 /// The layer's pending usage, per key.
 #[derive(Debug)]
 pub(crate) struct UsageRecorder {
-    pending: DashMap<KeyId, UsageReport>,
+    pending: ConcurrentMap<KeyId, UsageReport>,
     flusher: Once,
     interval: Duration,
 }
@@ -114,7 +113,7 @@ pub(crate) struct UsageRecorder {
 impl UsageRecorder {
     pub(crate) fn new(interval: Duration) -> Self {
         Self {
-            pending: DashMap::new(),
+            pending: ConcurrentMap::default(),
             flusher: Once::new(),
             interval,
         }

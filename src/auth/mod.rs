@@ -78,13 +78,9 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         if access == Access::Public {
             return Ok(None);
         }
-        let now = self.config.clock.now();
-        let record = self
-            .authenticate(request, now)
-            .await
-            .inspect_err(|rejection| {
-                tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
-            })?;
+        let (record, now) = self.authenticate(request).await.inspect_err(|rejection| {
+            tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
+        })?;
         let decision = self.authorize(&record, access, now).await;
         let outcome = match &decision {
             Ok(_) => Some(Outcome::Admitted),
@@ -107,21 +103,23 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
     }
 
     /// 401: the presented key, its digest, the store's record, its expiry.
+    /// Also returns the time the rest of the request is judged at, read only once a key
+    /// was presented: a malformed one costs no clock read.
     async fn authenticate(
         &self,
         request: &Parts,
-        now: OffsetDateTime,
-    ) -> Result<KeyRecord, Rejection> {
+    ) -> Result<(KeyRecord, OffsetDateTime), Rejection> {
         // The key lives only for this statement; from here on there is just its digest.
         let digest = self.store.digest(&presented_key(&request.headers)?);
         let record = within(self.config.lookup_timeout, self.store.lookup(&digest))
             .await
             .map_err(|error| unavailable("key store", &error))?
             .ok_or(Rejection::UnknownApiKey)?;
+        let now = self.config.clock.now();
         if record.is_expired(now) {
             return Err(Rejection::ExpiredApiKey);
         }
-        Ok(record)
+        Ok((record, now))
     }
 
     /// 402, 403, 429: plan, route permission, rate limit.

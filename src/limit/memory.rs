@@ -4,11 +4,10 @@ use std::{
     time::Duration,
 };
 
-use dashmap::DashMap;
 use time::OffsetDateTime;
 
 use super::{Decision, RateLimit, RateLimiter};
-use crate::{BackendError, KeyId};
+use crate::{BackendError, ConcurrentMap, KeyId};
 
 /// The in-memory sliding-log limiter: the default, exact for one process.
 ///
@@ -44,7 +43,7 @@ use crate::{BackendError, KeyId};
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryRateLimiter {
-    windows: DashMap<KeyId, Window>,
+    windows: ConcurrentMap<KeyId, Window>,
     last_sweep: AtomicU64,
 }
 

@@ -6,12 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dashmap::DashMap;
 use redis::{aio::ConnectionManager, Script};
 use time::OffsetDateTime;
 
 use super::{memory::unix_millis, Decision, MemoryRateLimiter, RateLimit, RateLimiter};
-use crate::{BackendError, KeyId};
+use crate::{BackendError, ConcurrentMap, KeyId};
 
 /// The sliding log as one atomic script: drop what left the window, count, admit if under
 /// the limit, and report the oldest admitted request. One sorted set per API key, its
@@ -90,7 +89,7 @@ pub struct RedisRateLimiter {
     on_failure: RedisFailure,
     server_time: bool,
     local: MemoryRateLimiter,
-    blocked: DashMap<KeyId, u64>,
+    blocked: ConcurrentMap<KeyId, u64>,
     last_warning: AtomicU64,
     started: Instant,
 }
@@ -112,7 +111,7 @@ impl RedisRateLimiter {
             on_failure: RedisFailure::default(),
             server_time: true,
             local: MemoryRateLimiter::new(),
-            blocked: DashMap::new(),
+            blocked: ConcurrentMap::default(),
             last_warning: AtomicU64::new(0),
             started: Instant::now(),
         })

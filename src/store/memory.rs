@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-use dashmap::DashMap;
 use time::OffsetDateTime;
 
 use super::{KeyRecord, KeyStore};
@@ -17,8 +16,8 @@ use crate::{
     manage::{
         validate_grace, validate_name, Account, KeyInfo, KeyManager, KeySpec, ManageError, NewKey,
     },
-    AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyHasher, KeyId, Plan, SystemClock, Usage,
-    UsageReport,
+    AccountId, ApiKey, BackendError, Clock, ConcurrentMap, KeyDigest, KeyHasher, KeyId, Plan,
+    SystemClock, Usage, UsageReport,
 };
 
 /// The embedded key store: accounts and keys in memory (DashMap), for one process.
@@ -49,9 +48,9 @@ pub struct MemoryKeyStore {
 struct Inner {
     hasher: KeyHasher,
     clock: SharedClock,
-    accounts: DashMap<AccountId, Arc<AccountEntry>>,
-    by_digest: DashMap<KeyDigest, Arc<KeyEntry>>,
-    by_id: DashMap<KeyId, Arc<KeyEntry>>,
+    accounts: ConcurrentMap<AccountId, Arc<AccountEntry>>,
+    by_digest: ConcurrentMap<KeyDigest, Arc<KeyEntry>>,
+    by_id: ConcurrentMap<KeyId, Arc<KeyEntry>>,
 }
 
 /// An account. The plan is an atomic: every lookup reads it, and no lock is needed.
@@ -152,9 +151,9 @@ impl MemoryKeyStore {
             inner: Arc::new(Inner {
                 hasher,
                 clock: Arc::new(clock),
-                accounts: DashMap::new(),
-                by_digest: DashMap::new(),
-                by_id: DashMap::new(),
+                accounts: ConcurrentMap::default(),
+                by_digest: ConcurrentMap::default(),
+                by_id: ConcurrentMap::default(),
             }),
         }
     }
