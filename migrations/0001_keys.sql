@@ -15,7 +15,7 @@ CREATE TABLE api_keys (
     digest              BYTEA NOT NULL,
     permissions         SMALLINT NOT NULL,
     expiration          TEXT NOT NULL,
-    rate_limit_requests INTEGER,
+    rate_limit_requests BIGINT,
     rate_limit_window_ms BIGINT,
     created_at          TIMESTAMPTZ NOT NULL,
     -- After a rotation, the end of the old key's grace.

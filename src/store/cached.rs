@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
 use super::{Invalidation, KeyRecord, KeyStore};
@@ -11,10 +11,12 @@ use crate::{
     KeyId, KeyInfo, KeyManager, KeySpec, ManageError, NewKey, Plan, SystemClock, UsageReport,
 };
 
-/// Caches lookups of any [`KeyStore`] (feature `cache`, crate `moka`).
+/// Caches lookups of any [`KeyStore`] (feature `cache`, crate `quick_cache`).
 ///
 /// * Known and unknown keys are both cached (unknown ones, so a flood of made-up keys costs
-///   the database nothing), bounded in number (default 100 000, least useful out first).
+///   the database nothing), bounded in number (default 100 000; S3-FIFO eviction keeps
+///   the keys in use). A hit is one shard read, about as fast as a `MemoryKeyStore`
+///   lookup (moka, tried first, spent ~110 ns per hit recording reads).
 /// * An entry is fresh for `fresh_for` (default 30 s): the backstop when change
 ///   notifications are lost. Within it a lookup is one in-memory read.
 /// * Changes made through this cache's [`KeyManager`] side evict the entries they affect
@@ -34,14 +36,13 @@ use crate::{
 #[derive(Clone)]
 pub struct CachedKeyStore<K> {
     inner: K,
-    cache: Cache<KeyDigest, Entry>,
+    cache: Arc<Cache<KeyDigest, Arc<Entry>>>,
     fresh_for: Duration,
     stale_for: Duration,
     timeout: Duration,
     clock: SharedClock,
 }
 
-#[derive(Clone)]
 struct Entry {
     record: Option<KeyRecord>,
     fetched_at: OffsetDateTime,
@@ -54,25 +55,15 @@ impl<K: KeyStore> CachedKeyStore<K> {
     }
 
     /// A cache of at most `capacity` entries.
-    pub fn with_capacity(inner: K, capacity: u64) -> Self {
-        let stale_for = Duration::from_secs(300);
+    pub fn with_capacity(inner: K, capacity: usize) -> Self {
         Self {
             inner,
-            cache: Self::build(capacity, stale_for),
+            cache: Arc::new(Cache::new(capacity)),
             fresh_for: Duration::from_secs(30),
-            stale_for,
+            stale_for: Duration::from_secs(300),
             timeout: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
         }
-    }
-
-    fn build(capacity: u64, stale_for: Duration) -> Cache<KeyDigest, Entry> {
-        Cache::builder()
-            .max_capacity(capacity)
-            // Entries older than the stale bound are of no use even in an outage.
-            .time_to_live(stale_for)
-            .support_invalidation_closures()
-            .build()
     }
 
     /// How long an entry is used without asking the store (default 30 s).
@@ -86,8 +77,6 @@ impl<K: KeyStore> CachedKeyStore<K> {
     #[must_use]
     pub fn stale_for(mut self, stale_for: Duration) -> Self {
         self.stale_for = stale_for;
-        let capacity = self.cache.policy().max_capacity().unwrap_or(100_000);
-        self.cache = Self::build(capacity, stale_for);
         self
     }
 
@@ -111,25 +100,19 @@ impl<K: KeyStore> CachedKeyStore<K> {
         &self.inner
     }
 
-    /// Evicts what `change` makes stale. Cheap to call from a notification listener.
+    /// Evicts what `change` makes stale. Cheap to call from a notification listener for a
+    /// single key; a key or account change scans the cache once.
     pub fn invalidate(&self, change: &Invalidation) {
-        let evict = |matches: Box<dyn Fn(&KeyRecord) -> bool + Send + Sync>| {
-            let predicate =
-                move |_: &KeyDigest, entry: &Entry| entry.record.as_ref().is_some_and(&matches);
-            if self.cache.invalidate_entries_if(predicate).is_err() {
-                self.cache.invalidate_all();
-            }
+        let concerns = |record: &KeyRecord| match change {
+            Invalidation::Key(id) => record.id == *id,
+            Invalidation::Account(id) => record.account_id == *id,
+            _ => true,
         };
         match change {
-            Invalidation::Key(id) => {
-                let id = id.clone();
-                evict(Box::new(move |record| record.id == id));
-            }
-            Invalidation::Account(id) => {
-                let id = id.clone();
-                evict(Box::new(move |record| record.account_id == id));
-            }
-            Invalidation::All => self.cache.invalidate_all(),
+            Invalidation::All => self.cache.clear(),
+            _ => self
+                .cache
+                .retain(|_, entry| !entry.record.as_ref().is_some_and(concerns)),
         }
     }
 }
@@ -153,16 +136,16 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
                     record: record.clone(),
                     fetched_at: now,
                 };
-                self.cache.insert(*digest, entry);
+                self.cache.insert(*digest, Arc::new(entry));
                 Ok(record)
             }
-            Err(error) => match cached {
+            Err(error) => match cached.as_deref() {
                 Some(Entry {
                     record: Some(record),
                     fetched_at,
-                }) if now - fetched_at < self.stale_for => {
+                }) if now - *fetched_at < self.stale_for => {
                     tracing::warn!(%error, key_id = %record.id, "nouvel-auth: key store failed; serving a cached key");
-                    Ok(Some(record))
+                    Ok(Some(record.clone()))
                 }
                 _ => Err(error),
             },
@@ -224,7 +207,7 @@ impl<K: fmt::Debug> fmt::Debug for CachedKeyStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedKeyStore")
             .field("inner", &self.inner)
-            .field("entries", &self.cache.entry_count())
+            .field("entries", &self.cache.len())
             .field("fresh_for", &self.fresh_for)
             .field("stale_for", &self.stale_for)
             .finish_non_exhaustive()

@@ -273,7 +273,7 @@ fn permissions(row: &PgRow) -> Result<Permissions, sqlx::Error> {
 }
 
 fn rate_limit(row: &PgRow) -> Result<Option<RateLimit>, sqlx::Error> {
-    let requests: Option<i32> = row.try_get("rate_limit_requests")?;
+    let requests: Option<i64> = row.try_get("rate_limit_requests")?;
     let window: Option<i64> = row.try_get("rate_limit_window_ms")?;
     Ok(requests.zip(window).map(|(n, w)| {
         RateLimit::new(

@@ -1,0 +1,196 @@
+//! The shared backends, against the local Redis and PostgreSQL (`scripts/services`):
+//! requests through the Redis limiter (throughput, p50/p99, Redis commands per request),
+//! and the cached PostgreSQL store's hit path against `MemoryKeyStore`, in one run.
+//!
+//! ```sh
+//! cargo bench --bench backends
+//! ```
+#![allow(clippy::print_stdout)] // a report
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::body::Body;
+use http::{Request, Response};
+use nouvel_auth::{
+    limit::RedisRateLimiter,
+    store::{CachedKeyStore, PostgresKeyStore},
+    KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, Permission, Plan, RateLimit,
+};
+use tower::{service_fn, Layer, ServiceExt};
+
+const NEVER_LIMITED: RateLimit = RateLimit::new(u32::MAX, Duration::from_secs(60));
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+async fn redis_calls(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Commands clients sent; the script's own calls and this INFO's connection excluded.
+    let bookkeeping = ["info", "hello", "client|setinfo", "select", "ping"];
+    let inside_the_script = [
+        "time",
+        "zremrangebyscore",
+        "zcard",
+        "zadd",
+        "pexpire",
+        "zrange",
+    ];
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let skip = bookkeeping.contains(&name) || inside_the_script.contains(&name);
+            (!skip).then(|| rest.split(',').next()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; anything else (as in `cargo test --benches`) just checks.
+    let (requests, lookups) = if std::env::args().any(|a| a == "--bench") {
+        (20_000, 200_000)
+    } else {
+        (100, 100)
+    };
+    let redis_url = env("REDIS_URL", "redis://127.0.0.1:6379");
+    let database_url = env(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+
+    let store = MemoryKeyStore::new();
+    let account = store.create_account("Bench", Plan::Scale).await.unwrap();
+    let spec = KeySpec::new("bench", [Permission::Generate]).rate_limit(NEVER_LIMITED);
+    let key = store.create_key(&account.id, spec.clone()).await.unwrap();
+    let bearer = format!("Bearer {}", key.key.expose_secret());
+    let prefix = format!(
+        "bench:{}",
+        &nouvel_auth::ApiKey::generate().expose_secret()[4..12]
+    );
+    let limiter = RedisRateLimiter::connect(&redis_url)
+        .await
+        .unwrap()
+        .key_prefix(prefix);
+    let inner =
+        service_fn(|_r: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
+    let service = NouvelAuthLayer::new(store.clone())
+        .limiter(limiter)
+        .layer(inner);
+    let send = |service: &_| {
+        let request = Request::post("/api/v1/generate")
+            .header("authorization", &bearer)
+            .body(Body::empty())
+            .unwrap();
+        tower::ServiceExt::oneshot(Clone::clone(service), request)
+    };
+    send(&service).await.unwrap(); // loads the script
+
+    // Latency, one request at a time.
+    let calls_before = redis_calls(&redis_url).await;
+    let mut latencies = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let response = send(&service).await.unwrap();
+        latencies.push(started.elapsed());
+        assert!(response.status().is_success());
+    }
+    let calls = redis_calls(&redis_url).await - calls_before;
+    latencies.sort();
+    println!(
+        "redis limiter, sequential: p50 {:?}, p99 {:?}; {:.3} Redis commands per request",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        calls as f64 / requests as f64
+    );
+
+    // Throughput, 32 requests in flight.
+    let service = Arc::new(service);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (service, bearer) = (service.clone(), bearer.clone());
+            tokio::spawn(async move {
+                for _ in 0..requests / 32 {
+                    let request = Request::post("/api/v1/generate")
+                        .header("authorization", &bearer)
+                        .body(Body::empty())
+                        .unwrap();
+                    (*service).clone().oneshot(request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let done = (requests / 32 * 32) as f64;
+    println!(
+        "redis limiter, 32 in flight: {:.0} requests/s",
+        done / started.elapsed().as_secs_f64()
+    );
+
+    // Lookups that hit: the cached PostgreSQL store against the memory store.
+    let schema = format!(
+        "nouvel_bench_{}",
+        &nouvel_auth::ApiKey::generate().expose_secret()[4..12].to_lowercase()
+    );
+    let postgres = PostgresKeyStore::connect(&database_url, &schema)
+        .await
+        .unwrap();
+    postgres.migrate().await.unwrap();
+    let pg_account = postgres.create_account("Bench", Plan::Scale).await.unwrap();
+    let pg_key = postgres.create_key(&pg_account.id, spec).await.unwrap();
+    let cached = CachedKeyStore::new(postgres);
+    let (memory_digest, cached_digest) = (store.digest(&key.key), cached.digest(&pg_key.key));
+    cached.lookup(&cached_digest).await.unwrap().unwrap();
+    let time = |f: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        for _ in 0..lookups {
+            assert!(std::hint::black_box(f()));
+        }
+        started.elapsed() / lookups
+    };
+    use futures_util::FutureExt;
+    let (mut memory_ns, mut cached_ns) = (Vec::new(), Vec::new());
+    // Interleaved rounds, so drift on a shared machine hits both alike.
+    for _ in 0..5 {
+        memory_ns.push(time(&|| {
+            store
+                .lookup(&memory_digest)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+                .is_some()
+        }));
+        cached_ns.push(time(&|| {
+            cached
+                .lookup(&cached_digest)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+                .is_some()
+        }));
+    }
+    memory_ns.sort();
+    cached_ns.sort();
+    let (memory, cached) = (memory_ns[2], cached_ns[2]);
+    println!(
+        "lookup hit: MemoryKeyStore {memory:?}, CachedKeyStore<PostgresKeyStore> {cached:?}, ratio {:.2}",
+        cached.as_secs_f64() / memory.as_secs_f64()
+    );
+}
