@@ -22,38 +22,11 @@ use nouvel_auth::{
 };
 use tower::{service_fn, Layer, ServiceExt};
 
+#[allow(dead_code, unreachable_pub)] // the tests' helpers; this bench uses a few
+#[path = "../tests/common/servers.rs"]
+mod servers;
+
 const NEVER_LIMITED: RateLimit = RateLimit::new(u32::MAX, Duration::from_secs(60));
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn redis_calls(url: &str) -> u64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    // Commands clients sent; the script's own calls and this INFO's connection excluded.
-    let bookkeeping = ["info", "hello", "client|setinfo", "select", "ping"];
-    let inside_the_script = [
-        "time",
-        "zremrangebyscore",
-        "zcard",
-        "zadd",
-        "pexpire",
-        "zrange",
-    ];
-    info.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
-            let skip = bookkeeping.contains(&name) || inside_the_script.contains(&name);
-            (!skip).then(|| rest.split(',').next()?.parse::<u64>().ok())?
-        })
-        .sum()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
@@ -67,21 +40,14 @@ async fn main() {
     } else {
         (100, 100)
     };
-    let redis_url = env("REDIS_URL", "redis://127.0.0.1:6379");
-    let database_url = env(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
+    let (redis_url, database_url) = (servers::redis_url(), servers::database_url());
 
     let store = MemoryKeyStore::new();
     let account = store.create_account("Bench", Plan::Scale).await.unwrap();
     let spec = KeySpec::new("bench", [Permission::Generate]).rate_limit(NEVER_LIMITED);
     let key = store.create_key(&account.id, spec.clone()).await.unwrap();
     let bearer = format!("Bearer {}", key.key.expose_secret());
-    let prefix = format!(
-        "bench:{}",
-        &nouvel_auth::ApiKey::generate().expose_secret()[4..12]
-    );
+    let prefix = servers::unique("bench");
     let limiter = RedisRateLimiter::connect(&redis_url)
         .await
         .unwrap()
@@ -101,7 +67,7 @@ async fn main() {
     send(&service).await.unwrap(); // loads the script
 
     // Latency, one request at a time.
-    let calls_before = redis_calls(&redis_url).await;
+    let calls_before = servers::client_commands(&redis_url).await;
     let mut latencies = Vec::with_capacity(requests);
     for _ in 0..requests {
         let started = Instant::now();
@@ -109,7 +75,7 @@ async fn main() {
         latencies.push(started.elapsed());
         assert!(response.status().is_success());
     }
-    let calls = redis_calls(&redis_url).await - calls_before;
+    let calls = servers::client_commands(&redis_url).await - calls_before;
     latencies.sort();
     println!(
         "redis limiter, sequential: p50 {:?}, p99 {:?}; {:.3} Redis commands per request",
@@ -145,10 +111,7 @@ async fn main() {
     );
 
     // Lookups that hit: the cached PostgreSQL store against the memory store.
-    let schema = format!(
-        "nouvel_bench_{}",
-        &nouvel_auth::ApiKey::generate().expose_secret()[4..12].to_lowercase()
-    );
+    let schema = servers::unique("nouvel_bench");
     let postgres = PostgresKeyStore::connect(&database_url, &schema)
         .await
         .unwrap();

@@ -13,7 +13,9 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use nouvel_auth::{KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan, RateLimit};
+use nouvel_auth::{
+    KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan, RateLimit,
+};
 use serde_json::{json, Value};
 
 /// The same small JSON for both variants, so only the layer differs.

@@ -13,8 +13,8 @@ use std::{
 use common::T0;
 use nouvel_auth::{
     store::{CachedKeyStore, Invalidation},
-    ApiKey, BackendError, KeyDigest, KeyHasher, KeyManager, KeyRecord, KeySpec, KeyStore,
-    ManualClock, MemoryKeyStore, Permission, Plan, UsageReport,
+    AccountId, ApiKey, BackendError, KeyDigest, KeyHasher, KeyManager, KeyRecord, KeySpec,
+    KeyStore, ManualClock, MemoryKeyStore, NewKey, Permission, Plan, UsageReport,
 };
 
 /// A memory store that counts lookups.
@@ -34,7 +34,16 @@ impl KeyStore for Counting {
     }
 }
 
-fn setup() -> (ManualClock, Counting, CachedKeyStore<Counting>) {
+struct Fixture {
+    clock: ManualClock,
+    counting: Counting,
+    cache: CachedKeyStore<Counting>,
+    account: AccountId,
+    key: NewKey,
+}
+
+/// A cache, fresh for 30 s, over a counting memory store holding one key.
+async fn setup() -> Fixture {
     let clock = ManualClock::new(T0);
     let counting = Counting {
         inner: MemoryKeyStore::with(KeyHasher::default(), clock.clone()),
@@ -43,22 +52,32 @@ fn setup() -> (ManualClock, Counting, CachedKeyStore<Counting>) {
     let cache = CachedKeyStore::with_capacity(counting.clone(), 1_000)
         .fresh_for(Duration::from_secs(30))
         .clock(clock.clone());
-    (clock, counting, cache)
-}
-
-#[tokio::test]
-async fn known_and_unknown_keys_are_cached_until_stale() {
-    let (clock, counting, cache) = setup();
     let account = counting
         .inner
         .create_account("Acme", Plan::Scale)
         .await
-        .unwrap();
-    let key = counting
-        .inner
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
-        .await
-        .unwrap();
+        .unwrap()
+        .id;
+    let spec = KeySpec::new("k", [Permission::Generate]);
+    let key = counting.inner.create_key(&account, spec).await.unwrap();
+    Fixture {
+        clock,
+        counting,
+        cache,
+        account,
+        key,
+    }
+}
+
+#[tokio::test]
+async fn known_and_unknown_keys_are_cached_until_stale() {
+    let Fixture {
+        clock,
+        counting,
+        cache,
+        key,
+        ..
+    } = setup().await;
     let known = cache.digest(&key.key);
     let unknown = ApiKey::generate().digest();
     for _ in 0..5 {
@@ -115,25 +134,20 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
 }
 
 #[tokio::test]
-async fn a_negative_entry_leaves_when_the_key_is_announced() {
-    let (_clock, counting, cache) = setup();
-    let account = counting
-        .inner
-        .create_account("Acme", Plan::Scale)
-        .await
-        .unwrap();
-    let key = counting
-        .inner
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
-        .await
-        .unwrap();
+async fn an_announced_deletion_evicts_the_key() {
+    let Fixture {
+        counting,
+        cache,
+        account,
+        key,
+        ..
+    } = setup().await;
     let digest = cache.digest(&key.key);
-    cache.invalidate(&Invalidation::All);
     assert!(cache.lookup(&digest).await.unwrap().is_some());
     // Another instance deletes it and announces the key id.
     counting
         .inner
-        .delete_key(&account.id, &key.info.id)
+        .delete_key(&account, &key.info.id)
         .await
         .unwrap();
     assert!(

@@ -84,52 +84,59 @@ impl RedisServer {
         }
     }
 
-    /// Calls per command the server has served (`INFO commandstats`).
-    pub async fn command_stats(&self) -> Vec<(String, u64)> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
-                Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
-            })
-            .collect()
-    }
-
     /// Calls of `command` the server has served.
     pub async fn calls(&self, command: &str) -> u64 {
-        self.command_stats()
+        command_stats(&self.url())
             .await
             .into_iter()
             .find(|(name, _)| name == command)
             .map_or(0, |(_, n)| n)
     }
 
-    /// Calls of every command a client sent, but those a connection and `INFO` send for
-    /// themselves. (`INFO` also counts the calls a script makes; those are left out.)
+    /// Commands clients sent to this server (see [`client_commands`]).
     pub async fn data_commands(&self) -> u64 {
-        let bookkeeping = ["info", "hello", "client|setinfo", "select", "ping"];
-        let inside_the_script = [
-            "time",
-            "zremrangebyscore",
-            "zcard",
-            "zadd",
-            "pexpire",
-            "zrange",
-        ];
-        let bookkeeping: Vec<&str> = bookkeeping.into_iter().chain(inside_the_script).collect();
-        self.command_stats()
-            .await
-            .into_iter()
-            .filter(|(name, _)| !bookkeeping.contains(&name.as_str()))
-            .map(|(_, n)| n)
-            .sum()
+        client_commands(&self.url()).await
     }
+}
+
+/// Calls per command the Redis at `url` has served (`INFO commandstats`).
+pub async fn command_stats(url: &str) -> Vec<(String, u64)> {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Calls of every command a client sent to the Redis at `url`, but those a connection and
+/// `INFO` send for themselves. (`INFO` also counts the calls a script makes; those are
+/// left out.)
+pub async fn client_commands(url: &str) -> u64 {
+    let bookkeeping = ["info", "hello", "client|setinfo", "select", "ping"];
+    let inside_the_script = [
+        "time",
+        "zremrangebyscore",
+        "zcard",
+        "zadd",
+        "pexpire",
+        "zrange",
+    ];
+    command_stats(url)
+        .await
+        .into_iter()
+        .filter(|(name, _)| {
+            !bookkeeping.contains(&name.as_str()) && !inside_the_script.contains(&name.as_str())
+        })
+        .map(|(_, n)| n)
+        .sum()
 }
 
 impl Drop for RedisServer {
