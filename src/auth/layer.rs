@@ -17,6 +17,9 @@ use crate::{
 /// store and limiter, realm `nouvel`, problem `type` `about:blank`, the `Authorization`
 /// header removed before the inner service, usage flushed every 5 s.
 ///
+/// The services run on Tokio: timeouts use its timer, and the first request starts the
+/// usage flush task on the runtime it runs on (axum and hyper servers are Tokio already).
+///
 /// ```
 /// use axum::{routing::post, Extension, Router};
 /// use nouvel_auth::{KeyRecord, MemoryKeyStore, NouvelAuthLayer};
