@@ -96,6 +96,9 @@ pub struct RedisRateLimiter {
 
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// How many blocked keys are remembered before expired ones are swept out.
+const BLOCKED_SWEEP_AT: usize = 1024;
+
 impl RedisRateLimiter {
     /// Connects to the Redis at `url` (`redis://host:port/db`).
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
@@ -190,6 +193,16 @@ impl RedisRateLimiter {
         })
     }
 
+    /// Remembers that `key` is refused until `until`. Keys that stop asking would stay
+    /// forever, so past a thousand entries the expired ones are dropped first.
+    fn remember_blocked(&self, key: &KeyId, until: u64, now: u64) {
+        if self.blocked.len() >= BLOCKED_SWEEP_AT {
+            self.blocked
+                .retain(|_, &mut blocked_until| blocked_until > now);
+        }
+        self.blocked.insert(key.clone(), until);
+    }
+
     fn on_fault(
         &self,
         error: &BackendError,
@@ -236,7 +249,7 @@ impl RateLimiter for RedisRateLimiter {
             Ok(decision) => {
                 if !decision.allowed {
                     let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
-                    self.blocked.insert(key.clone(), until);
+                    self.remember_blocked(key, until, now_ms);
                 }
                 Ok(decision)
             }
