@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
-    BackendError, Expiration, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore, MemoryKeyStore,
-    NouvelAuthLayer, Permission, Permissions, Plan, RateLimit, RouteTable, UsageReport,
+    BackendError, Expiration, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore, NouvelAuthLayer,
+    Permission, Permissions, Plan, RateLimit, RouteTable, UsageReport,
 };
 
 const INVALID_TOKEN: &str =
@@ -431,12 +431,7 @@ impl nouvel_auth::RateLimiter for BrokenLimiter {
 
 #[tokio::test]
 async fn a_limiter_outage_answers_503() {
-    let store = MemoryKeyStore::new();
-    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = store
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
-        .await
-        .unwrap();
+    let (store, key) = common::store_with_key(Permission::Generate).await;
     let app = common::routes().layer(NouvelAuthLayer::new(store).limiter(BrokenLimiter));
     let reply = common::send(
         &app,

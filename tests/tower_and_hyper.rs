@@ -1,26 +1,21 @@
 //! The layer is plain tower: any request and response body, any inner service, and a
 //! service that a hyper server can run.
 
+mod common;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use nouvel_auth::{
-    KeyManager, KeySpec, MemoryKeyStore, NouvelAuth, NouvelAuthLayer, Permission, Plan,
-};
+use nouvel_auth::{NouvelAuth, NouvelAuthLayer, Permission};
 use tower::{service_fn, Layer, ServiceExt};
 
 fn assert_fits_axum<T: Clone + Send + Sync + 'static>(_: &T) {}
 
 #[tokio::test]
 async fn wraps_a_service_fn_with_its_own_body_types() {
-    let store = MemoryKeyStore::new();
-    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = store
-        .create_key(&account.id, KeySpec::new("k", [Permission::Publish]))
-        .await
-        .unwrap();
+    let (store, key) = common::store_with_key(Permission::Publish).await;
 
     let inner = service_fn(|request: Request<Full<Bytes>>| async move {
         let body = request.into_body().collect().await.unwrap().to_bytes();
@@ -56,12 +51,7 @@ async fn wraps_a_service_fn_with_its_own_body_types() {
 async fn serves_over_a_real_hyper_connection() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let store = MemoryKeyStore::new();
-    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = store
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
-        .await
-        .unwrap();
+    let (store, key) = common::store_with_key(Permission::Generate).await;
     let inner = service_fn(|_request: Request<hyper::body::Incoming>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"generated"))))
     });

@@ -58,6 +58,17 @@ pub fn routes() -> Router {
         .route("/healthz", get(|| async { "ok" }))
 }
 
+/// A store on the system clock with a `scale` account and one key holding `permission`.
+pub async fn store_with_key(permission: Permission) -> (MemoryKeyStore, NewKey) {
+    let store = MemoryKeyStore::new();
+    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = store
+        .create_key(&account.id, KeySpec::new("k", [permission]))
+        .await
+        .unwrap();
+    (store, key)
+}
+
 pub struct Harness {
     pub clock: ManualClock,
     pub store: MemoryKeyStore,
