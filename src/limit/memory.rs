@@ -76,10 +76,11 @@ impl Window {
         if offset >= 1 << 31 {
             // Rebase so offsets stay in u32; live entries are within one window of now.
             let shift = offset - u64::from(self.window);
-            self.admitted.retain_mut(|t| {
-                *t = t.saturating_sub(shift as u32);
-                true
-            });
+            for t in &mut self.admitted {
+                // Entries older than the shift are out of the window: they become 0 and
+                // are pruned just below. (The shift may exceed u32 after a long idle.)
+                *t = u32::try_from(u64::from(*t).saturating_sub(shift)).unwrap_or(0);
+            }
             self.base += shift;
             offset -= shift;
         }
@@ -215,6 +216,21 @@ mod tests {
         let refused = limiter.decide(&key, limit, now);
         assert!(!refused.allowed);
         assert_eq!(refused.reset, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_window_idle_for_weeks_starts_empty() {
+        let limit = RateLimit::new(1, Duration::from_secs(60));
+        let start = unix_millis(T0);
+        let mut window = Window::new(start, limit);
+        // Admitted 11.6 days after the base: stored as offset 10^9.
+        assert!(window.admit(start + 1_000_000_000, limit).allowed);
+        // Idle until the shift needed exceeds u32 (2^32 ms is 49.7 days), with no sweep in
+        // between: the old request is long out of the window.
+        let later = start + (1 << 32) + 61_000;
+        let decision = window.admit(later, limit);
+        assert!(decision.allowed, "{decision:?}");
+        assert_eq!(decision.reset, Duration::from_secs(60));
     }
 
     #[test]
