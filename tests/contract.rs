@@ -480,3 +480,31 @@ async fn a_custom_store_record_drives_the_checks() {
         .await
         .assert_problem(403, "missing_permission");
 }
+
+#[tokio::test]
+async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
+    let clock = nouvel_auth::ManualClock::new(common::T0);
+    let hasher = nouvel_auth::KeyHasher::hmac_sha256(b"server-side pepper");
+    let store = nouvel_auth::MemoryKeyStore::with(hasher, clock.clone());
+    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = store
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
+    // The layer asks the store how it digests, so the pepper is configured once.
+    let app = common::routes().layer(NouvelAuthLayer::new(store.clone()).clock(clock));
+    let auth = format!("Bearer {}", key.key.expose_secret());
+    assert_eq!(
+        common::send(&app, "POST", "/api/v1/generate", Some(&auth))
+            .await
+            .status,
+        200
+    );
+    // A leaked table cannot be checked against a guessed key without the pepper.
+    assert!(store.lookup(&key.key.digest()).await.unwrap().is_none());
+    assert!(store
+        .lookup(&store.digest(&key.key))
+        .await
+        .unwrap()
+        .is_some());
+}
