@@ -119,8 +119,9 @@ async fn main() {
     let pg_account = postgres.create_account("Bench", Plan::Scale).await.unwrap();
     let pg_key = postgres.create_key(&pg_account.id, spec).await.unwrap();
     let cached = CachedKeyStore::new(postgres);
+    let now = time::OffsetDateTime::now_utc();
     let (memory_digest, cached_digest) = (store.digest(&key.key), cached.digest(&pg_key.key));
-    cached.lookup(&cached_digest).await.unwrap().unwrap();
+    cached.lookup(&cached_digest, now).await.unwrap().unwrap();
     let time = |f: &dyn Fn() -> bool| {
         let started = Instant::now();
         for _ in 0..lookups {
@@ -134,7 +135,7 @@ async fn main() {
     for _ in 0..5 {
         memory_ns.push(time(&|| {
             store
-                .lookup(&memory_digest)
+                .lookup(&memory_digest, now)
                 .now_or_never()
                 .unwrap()
                 .unwrap()
@@ -142,7 +143,7 @@ async fn main() {
         }));
         cached_ns.push(time(&|| {
             cached
-                .lookup(&cached_digest)
+                .lookup(&cached_digest, now)
                 .now_or_never()
                 .unwrap()
                 .unwrap()

@@ -27,7 +27,11 @@ struct TableStore {
 }
 
 impl KeyStore for TableStore {
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        _now: time::OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
         // A real store would run `SELECT … WHERE digest = $1 AND NOT revoked` here and map
         // a connection error to `BackendError::failed(error)`, which answers 503.
         Ok(self.rows.get(digest.as_bytes()).cloned())

@@ -35,7 +35,8 @@ pub(crate) async fn within<T>(
     let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
     match first {
         Poll::Ready(output) => output,
-        Poll::Pending => tokio::time::timeout(limit, future)
+        // Boxed: the timer is big, and a future that waits pays for a network trip anyway.
+        Poll::Pending => Box::pin(tokio::time::timeout(limit, future))
             .await
             .map_err(|_| BackendError::Timeout(limit))?,
     }

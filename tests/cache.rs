@@ -13,9 +13,10 @@ use std::{
 use common::T0;
 use nouvel_auth::{
     store::{CachedKeyStore, Invalidation},
-    AccountId, ApiKey, BackendError, KeyDigest, KeyHasher, KeyManager, KeyRecord, KeySpec,
+    AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyHasher, KeyManager, KeyRecord, KeySpec,
     KeyStore, ManualClock, MemoryKeyStore, NewKey, Permission, Plan, UsageReport,
 };
+use time::OffsetDateTime;
 
 /// A memory store that counts lookups.
 #[derive(Clone)]
@@ -25,9 +26,13 @@ struct Counting {
 }
 
 impl KeyStore for Counting {
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        now: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.lookup(digest).await
+        self.inner.lookup(digest, now).await
     }
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         self.inner.record_usage(reports).await
@@ -49,9 +54,8 @@ async fn setup() -> Fixture {
         inner: MemoryKeyStore::with(KeyHasher::default(), clock.clone()),
         lookups: Arc::default(),
     };
-    let cache = CachedKeyStore::with_capacity(counting.clone(), 1_000)
-        .fresh_for(Duration::from_secs(30))
-        .clock(clock.clone());
+    let cache =
+        CachedKeyStore::with_capacity(counting.clone(), 1_000).fresh_for(Duration::from_secs(30));
     let account = counting
         .inner
         .create_account("Acme", Plan::Scale)
@@ -81,12 +85,12 @@ async fn known_and_unknown_keys_are_cached_until_stale() {
     let known = cache.digest(&key.key);
     let unknown = ApiKey::generate().digest();
     for _ in 0..5 {
-        assert!(cache.lookup(&known).await.unwrap().is_some());
-        assert!(cache.lookup(&unknown).await.unwrap().is_none());
+        assert!(cache.lookup(&known, clock.now()).await.unwrap().is_some());
+        assert!(cache.lookup(&unknown, clock.now()).await.unwrap().is_none());
     }
     assert_eq!(counting.lookups.load(Ordering::SeqCst), 2);
     clock.advance(Duration::from_secs(30));
-    cache.lookup(&known).await.unwrap();
+    cache.lookup(&known, clock.now()).await.unwrap();
     assert_eq!(
         counting.lookups.load(Ordering::SeqCst),
         3,
@@ -99,20 +103,23 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
     let clock = ManualClock::new(T0);
     let store = MemoryKeyStore::with(KeyHasher::default(), clock.clone());
     // Fresh for an hour: only the invalidations can make changes visible.
-    let cache = CachedKeyStore::new(store)
-        .fresh_for(Duration::from_secs(3600))
-        .clock(clock);
+    let cache = CachedKeyStore::new(store).fresh_for(Duration::from_secs(3600));
     let account = cache.create_account("Acme", Plan::Scale).await.unwrap();
     let key = cache
         .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
         .await
         .unwrap();
     let digest = cache.digest(&key.key);
-    assert!(cache.lookup(&digest).await.unwrap().is_some());
+    assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_some());
 
     cache.set_plan(&account.id, Plan::Growth).await.unwrap();
     assert_eq!(
-        cache.lookup(&digest).await.unwrap().unwrap().plan,
+        cache
+            .lookup(&digest, clock.now())
+            .await
+            .unwrap()
+            .unwrap()
+            .plan,
         Plan::Growth
     );
     cache.set_plan(&account.id, Plan::Scale).await.unwrap();
@@ -121,29 +128,37 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
         .rotate_key(&account.id, &key.info.id, Duration::ZERO)
         .await
         .unwrap();
-    let old = cache.lookup(&digest).await.unwrap().unwrap();
+    let old = cache.lookup(&digest, clock.now()).await.unwrap().unwrap();
     assert_eq!(old.expires_at, Some(T0));
     let new_digest = cache.digest(&rotated.key);
-    assert!(cache.lookup(&new_digest).await.unwrap().is_some());
+    assert!(cache
+        .lookup(&new_digest, clock.now())
+        .await
+        .unwrap()
+        .is_some());
 
     cache
         .delete_key(&account.id, &rotated.info.id)
         .await
         .unwrap();
-    assert!(cache.lookup(&new_digest).await.unwrap().is_none());
+    assert!(cache
+        .lookup(&new_digest, clock.now())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
 async fn an_announced_deletion_evicts_the_key() {
     let Fixture {
+        clock,
         counting,
         cache,
         account,
         key,
-        ..
     } = setup().await;
     let digest = cache.digest(&key.key);
-    assert!(cache.lookup(&digest).await.unwrap().is_some());
+    assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_some());
     // Another instance deletes it and announces the key id.
     counting
         .inner
@@ -151,13 +166,13 @@ async fn an_announced_deletion_evicts_the_key() {
         .await
         .unwrap();
     assert!(
-        cache.lookup(&digest).await.unwrap().is_some(),
+        cache.lookup(&digest, clock.now()).await.unwrap().is_some(),
         "cached until told"
     );
     let announced =
         Invalidation::parse(&Invalidation::Key(key.info.id.clone()).to_string()).unwrap();
     cache.invalidate(&announced);
-    assert!(cache.lookup(&digest).await.unwrap().is_none());
+    assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_none());
 }
 
 #[test]

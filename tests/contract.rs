@@ -369,7 +369,11 @@ struct BrokenStore {
 }
 
 impl KeyStore for BrokenStore {
-    async fn lookup(&self, _digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+    async fn lookup(
+        &self,
+        _digest: &KeyDigest,
+        _now: time::OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
         if self.hang {
             std::future::pending::<()>().await;
         }
@@ -449,7 +453,11 @@ async fn a_custom_store_record_drives_the_checks() {
     // A store built from records alone: what a user's own database would return.
     struct OneKey(KeyDigest, KeyRecord);
     impl KeyStore for OneKey {
-        async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+        async fn lookup(
+            &self,
+            digest: &KeyDigest,
+            _now: time::OffsetDateTime,
+        ) -> Result<Option<KeyRecord>, BackendError> {
             Ok((*digest == self.0).then(|| self.1.clone()))
         }
         async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -501,9 +509,13 @@ async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
         200
     );
     // A leaked table cannot be checked against a guessed key without the pepper.
-    assert!(store.lookup(&key.key.digest()).await.unwrap().is_none());
     assert!(store
-        .lookup(&store.digest(&key.key))
+        .lookup(&key.key.digest(), common::T0)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .lookup(&store.digest(&key.key), common::T0)
         .await
         .unwrap()
         .is_some());

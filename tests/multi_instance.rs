@@ -26,9 +26,7 @@ impl Instance {
     async fn start(url: &str, schema: &str, prefix: &str, clock: &ManualClock) -> Self {
         let postgres = servers::postgres_store_at(url, schema, clock).await;
         // An hour of freshness: only the notifications can make a change visible quickly.
-        let store = CachedKeyStore::new(postgres.clone())
-            .fresh_for(Duration::from_secs(3600))
-            .clock(clock.clone());
+        let store = CachedKeyStore::new(postgres.clone()).fresh_for(Duration::from_secs(3600));
         let cache = store.clone();
         postgres
             .listen(move |change| cache.invalidate(&change))
@@ -170,8 +168,7 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
     let postgres = servers::postgres_store_at(&url, &servers::unique("nouvel_test"), &clock).await;
     let store = CachedKeyStore::new(postgres)
         .fresh_for(Duration::from_secs(30))
-        .stale_for(Duration::from_secs(300))
-        .clock(clock.clone());
+        .stale_for(Duration::from_secs(300));
     let app = common::routes().layer(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
     let account = store.create_account("Acme", Plan::Scale).await.unwrap();
     let warm = store

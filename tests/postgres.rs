@@ -82,7 +82,7 @@ async fn accounts_and_keys_follow_the_management_contract() {
 
     // Lookup by digest gives the record the layer needs.
     let record = store
-        .lookup(&store.digest(&first.key))
+        .lookup(&store.digest(&first.key), T0)
         .await
         .unwrap()
         .unwrap();
@@ -94,7 +94,7 @@ async fn accounts_and_keys_follow_the_management_contract() {
         Some(RateLimit::new(5, Duration::from_secs(10)))
     );
     assert!(store
-        .lookup(&nouvel_auth::ApiKey::generate().digest())
+        .lookup(&nouvel_auth::ApiKey::generate().digest(), T0)
         .await
         .unwrap()
         .is_none());
@@ -127,7 +127,7 @@ async fn accounts_and_keys_follow_the_management_contract() {
     ));
     assert_eq!(
         store
-            .lookup(&store.digest(&first.key))
+            .lookup(&store.digest(&first.key), T0)
             .await
             .unwrap()
             .unwrap()
@@ -155,7 +155,7 @@ async fn accounts_and_keys_follow_the_management_contract() {
         Some(clock.now_plus(Duration::from_secs(30 * 86_400)))
     );
     let new_record = store
-        .lookup(&store.digest(&rotated.key))
+        .lookup(&store.digest(&rotated.key), T0)
         .await
         .unwrap()
         .unwrap();
@@ -189,7 +189,7 @@ async fn accounts_and_keys_follow_the_management_contract() {
         .await
         .unwrap();
     assert!(store
-        .lookup(&store.digest(&second.key))
+        .lookup(&store.digest(&second.key), T0)
         .await
         .unwrap()
         .is_none());

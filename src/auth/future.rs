@@ -2,38 +2,118 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
-use http::Response;
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use super::ResponseBody;
+use super::{Admission, ResponseBody, SuccessHeaders};
 
-/// The future of [`NouvelAuth`](crate::NouvelAuth): the checks (which may wait on the key
-/// store and the limiter), then the inner service.
-pub struct ResponseFuture<B, E> {
-    inner: Pin<Box<dyn Future<Output = Output<B, E>> + Send>>,
+/// The verification of a key by the store and the limiter: an admission, or the rejection's
+/// response.
+pub(crate) type Verification =
+    Pin<Box<dyn Future<Output = Result<Admission, Response<Bytes>>> + Send>>;
+
+pin_project! {
+    /// The future of [`NouvelAuth`](crate::NouvelAuth): the verification of the key (which
+    /// may wait on the key store and the limiter), then the inner service.
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S::Future, S, ReqBody>,
+    }
 }
 
-type Output<B, E> = Result<Response<ResponseBody<B>>, E>;
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, ReqBody> {
+        Verifying { verification: Verification, pending: Option<(S, Request<ReqBody>)> },
+        Calling { #[pin] future: F, headers: Option<SuccessHeaders> },
+        Rejected { response: Option<Response<Bytes>> },
+    }
+}
 
-impl<B, E> ResponseFuture<B, E> {
-    pub(crate) fn new(future: impl Future<Output = Output<B, E>> + Send + 'static) -> Self {
-        Self {
-            inner: Box::pin(future),
+impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
+    /// Verifies the key, then calls `inner` with `request` if it is admitted.
+    pub(crate) fn verify(verification: Verification, inner: S, request: Request<ReqBody>) -> Self {
+        Self::new(State::Verifying {
+            verification,
+            pending: Some((inner, request)),
+        })
+    }
+
+    /// Awaits the inner service's `future`, and adds the `headers` of an admission.
+    pub(crate) fn call(future: S::Future, headers: Option<SuccessHeaders>) -> Self {
+        Self::new(State::Calling { future, headers })
+    }
+
+    /// Answers `response` at once.
+    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
+        Self::new(State::Rejected {
+            response: Some(response),
+        })
+    }
+
+    fn new(state: State<S::Future, S, ReqBody>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Verifying {
+                    verification,
+                    pending,
+                } => {
+                    let admission = ready!(verification.as_mut().poll(cx));
+                    let Admission { record, headers } = match admission {
+                        Ok(admission) => admission,
+                        Err(response) => return Poll::Ready(Ok(rejection(response))),
+                    };
+                    let (mut inner, mut request) = pending.take().expect(POLLED_AFTER_READY);
+                    request.extensions_mut().insert(record);
+                    let future = inner.call(request);
+                    state.set(State::Calling {
+                        future,
+                        headers: Some(headers),
+                    });
+                }
+                StateProj::Calling { future, headers } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(headers) = headers.take() {
+                        headers.write(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Rejected { response } => {
+                    let response = response.take().expect(POLLED_AFTER_READY);
+                    return Poll::Ready(Ok(rejection(response)));
+                }
+            }
         }
     }
 }
 
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Output<B, E>;
+const POLLED_AFTER_READY: &str = "ResponseFuture polled after it was ready";
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
+fn rejection<B>(response: Response<Bytes>) -> Response<ResponseBody<B>> {
+    response.map(ResponseBody::rejection)
 }
 
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+impl<S: Service<Request<ReqBody>>, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

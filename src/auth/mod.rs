@@ -1,5 +1,5 @@
 //! The middleware: [`NouvelAuthLayer`], [`NouvelAuth`], [`ResponseFuture`], [`ResponseBody`],
-//! and the request's path through the checks ([`Checks::admit`]).
+//! and the request's path through the checks ([`Checks::screen`], then [`Checks::verify`]).
 
 mod body;
 mod future;
@@ -8,7 +8,7 @@ mod service;
 
 use std::{sync::Arc, time::Duration};
 
-use http::{request::Parts, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, Request};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 pub use body::ResponseBody;
@@ -24,7 +24,7 @@ use crate::{
     reject::{ProblemStyle, Problems},
     routes::Access,
     usage::{Outcome, UsageRecorder},
-    BackendError, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
+    BackendError, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
 };
 
 /// The header on successful responses whose key expires within [`EXPIRY_WARNING`]:
@@ -56,31 +56,57 @@ pub(crate) struct Checks<K, L> {
 }
 
 /// A request that passed every check.
+#[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) record: KeyRecord,
     pub(crate) headers: SuccessHeaders,
 }
 
 /// What the headers of a successful response say.
+#[derive(Debug)]
 pub(crate) struct SuccessHeaders {
     decision: Decision,
     expires_soon: Option<OffsetDateTime>,
 }
 
+/// What the checks that need no I/O decided about a request that may go on.
+pub(crate) enum Screening {
+    /// A public route: straight to the inner service.
+    Public,
+    /// A well-formed key, to be verified for a route that needs `access`.
+    Verify { digest: KeyDigest, access: Access },
+}
+
 impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
-    /// The request's path, in the contract's order: credentials (401), plan (402), route
-    /// permission (403), rate limit (429). `Ok(None)` for a public path.
-    pub(crate) async fn admit(&self, request: &Parts) -> Result<Option<Admission>, Rejection> {
+    /// The checks that need no I/O, run in `call`: the route's access, then the presented
+    /// key's format (401), hashed at once so that from here on there is just its digest.
+    /// A public path or a malformed key thus costs no allocation and no store lookup.
+    pub(crate) fn screen<B>(&self, request: &Request<B>) -> Result<Screening, Rejection> {
         let access = self
             .config
             .routes
-            .access(&request.method, request.uri.path());
+            .access(request.method(), request.uri().path());
         if access == Access::Public {
-            return Ok(None);
+            return Ok(Screening::Public);
         }
-        let (record, now) = self.authenticate(request).await.inspect_err(|rejection| {
-            tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
-        })?;
+        let key = presented_key(request.headers()).inspect_err(log_unauthenticated)?;
+        Ok(Screening::Verify {
+            digest: self.store.digest(&key),
+            access,
+        })
+    }
+
+    /// The rest of the request's path, in the contract's order: the store's record and
+    /// its expiry (401), plan (402), route permission (403), rate limit (429).
+    pub(crate) async fn verify(
+        &self,
+        digest: &KeyDigest,
+        access: Access,
+    ) -> Result<Admission, Rejection> {
+        let (record, now) = self
+            .authenticate(digest)
+            .await
+            .inspect_err(log_unauthenticated)?;
         let decision = self.authorize(&record, access, now).await;
         let outcome = match &decision {
             Ok(_) => Some(Outcome::Admitted),
@@ -93,29 +119,26 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             tracing::info!(key_id = %record.id, code = rejection.code(), "nouvel-auth rejected a request");
         })?;
         let expires_soon = record.expires_at.filter(|&at| at - now <= EXPIRY_WARNING);
-        Ok(Some(Admission {
+        Ok(Admission {
             record,
             headers: SuccessHeaders {
                 decision,
                 expires_soon,
             },
-        }))
+        })
     }
 
-    /// 401: the presented key, its digest, the store's record, its expiry.
-    /// Also returns the time the rest of the request is judged at, read only once a key
-    /// was presented: a malformed one costs no clock read.
+    /// 401: the store's record of the digest, and its expiry. Also returns the time the
+    /// rest of the request is judged at.
     async fn authenticate(
         &self,
-        request: &Parts,
+        digest: &KeyDigest,
     ) -> Result<(KeyRecord, OffsetDateTime), Rejection> {
-        // The key lives only for this statement; from here on there is just its digest.
-        let digest = self.store.digest(&presented_key(&request.headers)?);
-        let record = within(self.config.lookup_timeout, self.store.lookup(&digest))
+        let now = self.config.clock.now();
+        let record = within(self.config.lookup_timeout, self.store.lookup(digest, now))
             .await
             .map_err(|error| unavailable("key store", &error))?
             .ok_or(Rejection::UnknownApiKey)?;
-        let now = self.config.clock.now();
         if record.is_expired(now) {
             return Err(Rejection::ExpiredApiKey);
         }
@@ -158,6 +181,10 @@ impl SuccessHeaders {
             }
         }
     }
+}
+
+fn log_unauthenticated(rejection: &Rejection) {
+    tracing::debug!(code = rejection.code(), "nouvel-auth rejected a request");
 }
 
 fn unavailable(what: &str, error: &BackendError) -> Rejection {

@@ -7,7 +7,7 @@ use std::{
 use http::{header::AUTHORIZATION, Request, Response};
 use tower_service::Service;
 
-use super::{Admission, Checks, ResponseBody, ResponseFuture};
+use super::{Checks, ResponseBody, ResponseFuture, Screening};
 use crate::{KeyStore, RateLimiter};
 
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
@@ -36,39 +36,37 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let checks = &self.checks;
+        checks.usage.start_flushing(&checks.store);
+        let (digest, access) = match checks.screen(&request) {
+            Ok(Screening::Verify { digest, access }) => (digest, access),
+            Ok(Screening::Public) => return ResponseFuture::call(self.inner.call(request), None),
+            Err(rejection) => {
+                return ResponseFuture::rejected(rejection.to_response(&checks.problems))
+            }
+        };
+        if !checks.config.keep_authorization {
+            request.headers_mut().remove(AUTHORIZATION);
+        }
+        let checks = checks.clone();
+        // Only this part may wait (on the store and the limiter), so only it is boxed.
+        let verification = Box::pin(async move {
+            checks
+                .verify(&digest, access)
+                .await
+                .map_err(|rejection| rejection.to_response(&checks.problems))
+        });
         // The clone may not be ready: keep the one that is, as tower-http does.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let checks = self.checks.clone();
-        ResponseFuture::new(async move {
-            checks.usage.start_flushing(&checks.store);
-            let (mut parts, body) = request.into_parts();
-            let admission = match checks.admit(&parts).await {
-                Ok(admission) => admission,
-                Err(rejection) => {
-                    let response = rejection.to_response(&checks.problems);
-                    return Ok(response.map(ResponseBody::rejection));
-                }
-            };
-            let Some(Admission { record, headers }) = admission else {
-                let request = Request::from_parts(parts, body);
-                return Ok(inner.call(request).await?.map(ResponseBody::inner));
-            };
-            if !checks.config.keep_authorization {
-                parts.headers.remove(AUTHORIZATION);
-            }
-            parts.extensions.insert(record);
-            let mut response = inner.call(Request::from_parts(parts, body)).await?;
-            headers.write(response.headers_mut());
-            Ok(response.map(ResponseBody::inner))
-        })
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::verify(verification, inner, request)
     }
 }
 

@@ -86,6 +86,8 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// The `RateLimit-Policy` of the default limit, which most keys have: made without allocating.
+static DEFAULT_POLICY: HeaderValue = HeaderValue::from_static("\"per-key\";q=60;w=60");
 
 impl Decision {
     /// Whole seconds until a slot frees, rounded up.
@@ -106,7 +108,11 @@ impl Decision {
         let limit = self.limit.requests;
         let window = self.limit.window.as_secs();
         let (remaining, reset) = (self.remaining, self.reset_seconds());
-        let policy = policy_item([("q", limit.into()), ("w", window)]);
+        let policy = if self.limit == RateLimit::default() {
+            DEFAULT_POLICY.clone()
+        } else {
+            policy_item([("q", limit.into()), ("w", window)])
+        };
         let state = policy_item([("r", remaining.into()), ("t", reset)]);
         let values = [
             (&RATELIMIT_POLICY, policy),

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use super::{Invalidation, KeyRecord, KeyStore};
 use crate::{
-    clock::SharedClock, error::within, Account, AccountId, ApiKey, BackendError, Clock, KeyDigest,
-    KeyId, KeyInfo, KeyManager, KeySpec, ManageError, NewKey, Plan, SystemClock, UsageReport,
+    error::within, Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyInfo, KeyManager,
+    KeySpec, ManageError, NewKey, Plan, UsageReport,
 };
 
 /// Caches lookups of any [`KeyStore`] (feature `cache`, crate `quick_cache`).
@@ -18,7 +18,8 @@ use crate::{
 ///   the keys in use). A hit is one shard read, about as fast as a `MemoryKeyStore`
 ///   lookup (moka, tried first, spent ~110 ns per hit recording reads).
 /// * An entry is fresh for `fresh_for` (default 30 s): the backstop when change
-///   notifications are lost. Within it a lookup is one in-memory read.
+///   notifications are lost. Within it a lookup is one in-memory read. Ages are judged
+///   by the layer's clock (the `now` of [`KeyStore::lookup`]), so a hit reads no clock.
 /// * Changes made through this cache's [`KeyManager`] side evict the entries they affect
 ///   at once; [`invalidate`](Self::invalidate) applies changes announced by other instances
 ///   (see [`PostgresKeyStore::listen`](crate::store::PostgresKeyStore::listen)).
@@ -36,16 +37,28 @@ use crate::{
 #[derive(Clone)]
 pub struct CachedKeyStore<K> {
     inner: K,
-    cache: Arc<Cache<KeyDigest, Arc<Entry>>>,
+    cache: Arc<Cache<KeyDigest, Entry>>,
     fresh_for: Duration,
     stale_for: Duration,
     timeout: Duration,
-    clock: SharedClock,
 }
 
+/// Held by value: a hit clones the record it returns anyway, and nothing else.
+#[derive(Clone)]
 struct Entry {
     record: Option<KeyRecord>,
-    fetched_at: OffsetDateTime,
+    /// Served without asking the inner store until then,
+    fresh_until: OffsetDateTime,
+    /// and while the inner store fails, until then.
+    stale_until: OffsetDateTime,
+}
+
+/// `now + after`, saturating: a hit then compares two times and computes none.
+fn later(now: OffsetDateTime, after: Duration) -> OffsetDateTime {
+    time::Duration::try_from(after)
+        .ok()
+        .and_then(|after| now.checked_add(after))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
 }
 
 impl<K: KeyStore> CachedKeyStore<K> {
@@ -62,7 +75,6 @@ impl<K: KeyStore> CachedKeyStore<K> {
             fresh_for: Duration::from_secs(30),
             stale_for: Duration::from_secs(300),
             timeout: Duration::from_millis(500),
-            clock: Arc::new(SystemClock),
         }
     }
 
@@ -88,13 +100,6 @@ impl<K: KeyStore> CachedKeyStore<K> {
         self
     }
 
-    /// Reads entry ages from `clock`.
-    #[must_use]
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
     /// The wrapped store.
     pub fn inner(&self) -> &K {
         &self.inner
@@ -115,6 +120,38 @@ impl<K: KeyStore> CachedKeyStore<K> {
                 .retain(|_, entry| !entry.record.as_ref().is_some_and(concerns)),
         }
     }
+
+    /// A miss, or a stale entry: asks the inner store, and caches its answer. When the
+    /// store fails, serves a known key's `cached` entry until it is too stale.
+    async fn refresh(
+        &self,
+        digest: &KeyDigest,
+        now: OffsetDateTime,
+        cached: Option<Entry>,
+    ) -> Result<Option<KeyRecord>, BackendError> {
+        match within(self.timeout, self.inner.lookup(digest, now)).await {
+            Ok(record) => {
+                let entry = Entry {
+                    record: record.clone(),
+                    fresh_until: later(now, self.fresh_for),
+                    stale_until: later(now, self.stale_for),
+                };
+                self.cache.insert(*digest, entry);
+                Ok(record)
+            }
+            Err(error) => match cached {
+                Some(Entry {
+                    record: Some(record),
+                    stale_until,
+                    ..
+                }) if now < stale_until => {
+                    tracing::warn!(%error, key_id = %record.id, "nouvel-auth: key store failed; serving a cached key");
+                    Ok(Some(record))
+                }
+                _ => Err(error),
+            },
+        }
+    }
 }
 
 impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
@@ -122,34 +159,17 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
         self.inner.digest(key)
     }
 
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
-        let now = self.clock.now();
-        let cached = self.cache.get(digest);
-        if let Some(entry) = &cached {
-            if now - entry.fetched_at < self.fresh_for {
-                return Ok(entry.record.clone());
-            }
-        }
-        match within(self.timeout, self.inner.lookup(digest)).await {
-            Ok(record) => {
-                let entry = Entry {
-                    record: record.clone(),
-                    fetched_at: now,
-                };
-                self.cache.insert(*digest, Arc::new(entry));
-                Ok(record)
-            }
-            Err(error) => match cached.as_deref() {
-                Some(Entry {
-                    record: Some(record),
-                    fetched_at,
-                }) if now - *fetched_at < self.stale_for => {
-                    tracing::warn!(%error, key_id = %record.id, "nouvel-auth: key store failed; serving a cached key");
-                    Ok(Some(record.clone()))
-                }
-                _ => Err(error),
-            },
-        }
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        now: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
+        let cached = match self.cache.get(digest) {
+            Some(entry) if now < entry.fresh_until => return Ok(entry.record),
+            cached => cached,
+        };
+        // Boxed: a miss waits on the network anyway, and a hit's future stays small.
+        Box::pin(self.refresh(digest, now, cached)).await
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {

@@ -33,11 +33,12 @@ use crate::{
 /// let account = store.create_account("Acme", Plan::Business).await.unwrap();
 /// let created = store.create_key(&account.id, KeySpec::new("CI", [Permission::Publish])).await.unwrap();
 ///
-/// let record = store.lookup(&store.digest(&created.key)).await.unwrap().unwrap();
+/// let now = time::OffsetDateTime::now_utc();
+/// let record = store.lookup(&store.digest(&created.key), now).await.unwrap().unwrap();
 /// assert_eq!(record.id, created.info.id);
 ///
 /// store.delete_key(&account.id, &record.id).await.unwrap();
-/// assert!(store.lookup(&store.digest(&created.key)).await.unwrap().is_none());
+/// assert!(store.lookup(&store.digest(&created.key), now).await.unwrap().is_none());
 /// # });
 /// ```
 #[derive(Clone)]
@@ -261,7 +262,11 @@ impl KeyStore for MemoryKeyStore {
         self.inner.hasher.digest(key)
     }
 
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        _now: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
         Ok(self.inner.by_digest.get(digest).map(|entry| entry.record()))
     }
 

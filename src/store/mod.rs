@@ -99,11 +99,16 @@ impl KeyRecord {
 ///
 /// ```
 /// use nouvel_auth::{BackendError, KeyDigest, KeyRecord, KeyStore, UsageReport};
+/// use time::OffsetDateTime;
 ///
 /// struct NoKeys;
 ///
 /// impl KeyStore for NoKeys {
-///     async fn lookup(&self, _digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+///     async fn lookup(
+///         &self,
+///         _digest: &KeyDigest,
+///         _now: OffsetDateTime,
+///     ) -> Result<Option<KeyRecord>, BackendError> {
 ///         Ok(None)
 ///     }
 ///
@@ -120,9 +125,13 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 
     /// The live key with this digest, if any.
+    ///
+    /// `now` is the instant the layer judges the request at, read once from its clock: a
+    /// store that caches judges freshness by it instead of reading a clock of its own.
     fn lookup(
         &self,
         digest: &KeyDigest,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<KeyRecord>, BackendError>> + Send;
 
     /// Adds a batch of usage (admitted and rejected requests, last-used times) to the
@@ -142,8 +151,9 @@ impl<K: KeyStore> KeyStore for std::sync::Arc<K> {
     fn lookup(
         &self,
         digest: &KeyDigest,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<KeyRecord>, BackendError>> + Send {
-        (**self).lookup(digest)
+        (**self).lookup(digest, now)
     }
 
     fn record_usage(

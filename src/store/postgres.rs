@@ -288,7 +288,11 @@ impl KeyStore for PostgresKeyStore {
         self.hasher.digest(key)
     }
 
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>, BackendError> {
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        _now: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
                     k.rate_limit_requests, k.rate_limit_window_ms
