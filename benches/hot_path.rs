@@ -257,6 +257,30 @@ fn parts(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A lower bound for any implementation of the contract: the same five names with
+    // values made in advance, inserted into an empty map.
+    let names = [
+        "ratelimit-policy",
+        "ratelimit",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ]
+    .map(http::HeaderName::from_static);
+    let value = http::HeaderValue::from_static("60");
+    c.bench_function("part/five_static_headers", |b| {
+        b.iter_batched(
+            http::HeaderMap::new,
+            |mut headers| {
+                headers.reserve(names.len());
+                for name in &names {
+                    headers.insert(name.clone(), value.clone());
+                }
+                headers
+            },
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 /// Two threads through one service: on one key, and on many keys.

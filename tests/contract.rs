@@ -520,3 +520,66 @@ async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
         .unwrap()
         .is_some());
 }
+
+/// A store that remembers the instants it was asked at.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: nouvel_auth::MemoryKeyStore,
+    asked_at: std::sync::Arc<std::sync::Mutex<Vec<time::OffsetDateTime>>>,
+}
+
+impl KeyStore for Recording {
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
+        self.asked_at.lock().unwrap().push(now);
+        self.inner.lookup(digest, now).await
+    }
+
+    async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
+        self.inner.record_usage(reports).await
+    }
+}
+
+#[tokio::test]
+async fn only_well_formed_keys_reach_the_store_at_the_layers_instant() {
+    let clock = nouvel_auth::ManualClock::new(common::T0);
+    let store = Recording::default();
+    let routes = RouteTable::nouvel().public("/healthz").unwrap();
+    let layer = NouvelAuthLayer::new(store.clone())
+        .routes(routes)
+        .clock(clock.clone());
+    let app = common::routes().layer(layer);
+    let asked = || store.asked_at.lock().unwrap().clone();
+
+    // A public path, a missing header, a malformed key, a bad checksum: no lookup.
+    assert_eq!(
+        common::send(&app, "GET", "/healthz", None).await.status,
+        200
+    );
+    let bad_checksum = {
+        let mut key = nouvel_auth::ApiKey::generate().expose_secret().to_owned();
+        let last = if key.ends_with('a') { "b" } else { "a" };
+        key.replace_range(key.len() - 1.., last);
+        key
+    };
+    for auth in [
+        None,
+        Some("Bearer nvl_this-is-not-a-key".to_owned()),
+        Some(format!("Bearer {bad_checksum}")),
+    ] {
+        let reply = common::send(&app, "POST", "/api/v1/generate", auth.as_deref()).await;
+        assert_eq!(reply.status, 401);
+    }
+    assert!(asked().is_empty());
+
+    // A well-formed key is looked up once, at the instant the layer judges it at.
+    clock.advance(Duration::from_secs(90));
+    let unknown = format!("Bearer {}", nouvel_auth::ApiKey::generate().expose_secret());
+    common::send(&app, "POST", "/api/v1/generate", Some(&unknown))
+        .await
+        .assert_problem(401, "invalid_api_key");
+    assert_eq!(asked(), [common::T0 + Duration::from_secs(90)]);
+}

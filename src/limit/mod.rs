@@ -121,7 +121,9 @@ impl Decision {
             (&X_RATELIMIT_REMAINING, number(remaining.into())),
             (&X_RATELIMIT_RESET, number(reset)),
         ];
-        headers.reserve(values.len() + 1);
+        // Exactly these five: a map holding one header already (axum's `content-length`)
+        // then fits its first allocation (six entries) and is not grown and rehashed.
+        headers.reserve(values.len());
         for (name, value) in values {
             headers.insert(name.clone(), value);
         }
