@@ -10,7 +10,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-use std::{future::Future, sync::OnceLock, time::Duration};
+use std::{cell::RefCell, future::Future, sync::OnceLock, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
@@ -86,8 +86,6 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-/// The `RateLimit-Policy` of the default limit, which most keys have: made without allocating.
-static DEFAULT_POLICY: HeaderValue = HeaderValue::from_static("\"per-key\";q=60;w=60");
 
 impl Decision {
     /// Whole seconds until a slot frees, rounded up.
@@ -105,19 +103,15 @@ impl Decision {
     /// the `X-RateLimit-*` triple, as the layer does on every response that reached the
     /// limiter.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let limit = self.limit.requests;
-        let window = self.limit.window.as_secs();
         let (remaining, reset) = (self.remaining, self.reset_seconds());
-        let policy = if self.limit == RateLimit::default() {
-            DEFAULT_POLICY.clone()
-        } else {
-            policy_item([("q", limit.into()), ("w", window)])
-        };
-        let state = policy_item([("r", remaining.into()), ("t", reset)]);
+        let (policy, limit) = limit_values(self.limit);
         let values = [
             (&RATELIMIT_POLICY, policy),
-            (&RATELIMIT, state),
-            (&X_RATELIMIT_LIMIT, number(limit.into())),
+            (
+                &RATELIMIT,
+                policy_item([("r", remaining.into()), ("t", reset)]),
+            ),
+            (&X_RATELIMIT_LIMIT, limit),
             (&X_RATELIMIT_REMAINING, number(remaining.into())),
             (&X_RATELIMIT_RESET, number(reset)),
         ];
@@ -128,6 +122,26 @@ impl Decision {
             headers.insert(name.clone(), value);
         }
     }
+}
+
+/// `RateLimit-Policy` and `X-RateLimit-Limit` for `limit`. They depend on the limit alone,
+/// which most keys share, so each thread keeps the last pair it made: a response clones them
+/// (a count on this thread's copy) instead of formatting and allocating its own.
+fn limit_values(limit: RateLimit) -> (HeaderValue, HeaderValue) {
+    thread_local! {
+        static LAST: RefCell<Option<(RateLimit, HeaderValue, HeaderValue)>> =
+            const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((made_for, policy, count)) if *made_for == limit => (policy.clone(), count.clone()),
+        _ => {
+            let requests = limit.requests.into();
+            let policy = policy_item([("q", requests), ("w", limit.window.as_secs())]);
+            let count = number(requests);
+            *last = Some((limit, policy.clone(), count.clone()));
+            (policy, count)
+        }
+    })
 }
 
 /// A header value for `n`. Numbers below 4096 (every count and reset of a sensible limit)
@@ -207,5 +221,40 @@ impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send {
         (**self).check(key, limit, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(limit: RateLimit, remaining: u32) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let decision = Decision {
+            allowed: true,
+            limit,
+            remaining,
+            reset: Duration::from_millis(1_500),
+        };
+        decision.write_headers(&mut headers);
+        headers
+    }
+
+    #[test]
+    fn each_limit_gets_its_own_values_on_one_thread() {
+        let minute = RateLimit::default();
+        let big = RateLimit::new(u32::MAX, Duration::from_secs(3_600));
+        for (limit, policy, count) in [
+            (minute, r#""per-key";q=60;w=60"#, "60"),
+            (big, r#""per-key";q=4294967295;w=3600"#, "4294967295"),
+            (minute, r#""per-key";q=60;w=60"#, "60"),
+        ] {
+            let headers = headers(limit, 7);
+            assert_eq!(headers["ratelimit-policy"], policy);
+            assert_eq!(headers["x-ratelimit-limit"], count);
+            assert_eq!(headers["ratelimit"], r#""per-key";r=7;t=2"#);
+            assert_eq!(headers["x-ratelimit-remaining"], "7");
+            assert_eq!(headers["x-ratelimit-reset"], "2");
+        }
     }
 }

@@ -117,7 +117,10 @@ impl AtomicExpiry {
     fn get(&self) -> Option<OffsetDateTime> {
         match self.0.load(Ordering::Acquire) {
             Self::NEVER => None,
-            micros => OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok(),
+            // Seconds, then microseconds: no 128-bit division on every lookup.
+            micros => OffsetDateTime::from_unix_timestamp(micros.div_euclid(1_000_000))
+                .and_then(|at| at.replace_microsecond(micros.rem_euclid(1_000_000) as u32))
+                .ok(),
         }
     }
 
