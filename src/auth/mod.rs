@@ -56,14 +56,12 @@ pub(crate) struct Checks<K, L> {
 }
 
 /// A request that passed every check.
-#[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) record: KeyRecord,
     pub(crate) headers: SuccessHeaders,
 }
 
 /// What the headers of a successful response say.
-#[derive(Debug)]
 pub(crate) struct SuccessHeaders {
     decision: Decision,
     expires_soon: Option<OffsetDateTime>,
