@@ -132,16 +132,26 @@ fn limit_values(limit: RateLimit) -> (HeaderValue, HeaderValue) {
         static LAST: RefCell<Option<(RateLimit, HeaderValue, HeaderValue)>> =
             const { RefCell::new(None) };
     }
-    LAST.with_borrow_mut(|last| match last {
-        Some((made_for, policy, count)) if *made_for == limit => (policy.clone(), count.clone()),
-        _ => {
-            let requests = limit.requests.into();
-            let policy = policy_item([("q", requests), ("w", limit.window.as_secs())]);
-            let count = number(requests);
-            *last = Some((limit, policy.clone(), count.clone()));
-            (policy, count)
+    let make = || {
+        let requests = limit.requests.into();
+        let policy = policy_item([("q", requests), ("w", limit.window.as_secs())]);
+        (policy, number(requests))
+    };
+    // `try_with`: a response written while the thread's locals are torn down is made afresh.
+    LAST.try_with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((made_for, policy, count)) if *made_for == limit => {
+                (policy.clone(), count.clone())
+            }
+            _ => {
+                let (policy, count) = make();
+                *last = Some((limit, policy.clone(), count.clone()));
+                (policy, count)
+            }
         }
     })
+    .unwrap_or_else(|_| make())
 }
 
 /// A header value for `n`. Numbers below 4096 (every count and reset of a sensible limit)
