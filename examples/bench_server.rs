@@ -1,22 +1,40 @@
-//! The seven Nouvel routes on loopback, with or without the layer, for
-//! `scripts/loopback-bench` to load with `wrk`.
+//! The seven Nouvel routes on loopback, for `scripts/loopback-bench` to load with `wrk`:
+//! bare, behind [`NouvelAuthLayer`], or behind the floor layer below.
 //!
 //! ```sh
 //! cargo run --release --example bench_server -- auth 127.0.0.1:18182   # prints a key
+//! cargo run --release --example bench_server -- floor 127.0.0.1:18183  # prints a key
 //! cargo run --release --example bench_server -- bare 127.0.0.1:18181
 //! ```
 #![allow(clippy::print_stdout)] // prints the key for the load generator
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
+    body::Body,
+    http::{header::AUTHORIZATION, HeaderName, HeaderValue, Request, Response},
     routing::{get, post},
     Json, Router,
 };
+use dashmap::DashMap;
+use futures_util::{future::Map, FutureExt};
 use nouvel_auth::{
-    KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan, RateLimit,
+    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
+    Permission, Plan, RateLimit, RouteTable,
 };
 use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tower::Service;
+
+/// A limit the load never reaches: this measures the checks, not refusals. Per second, so
+/// the sliding log holds one second of requests and stops growing after a second.
+const UNLIMITED: RateLimit = RateLimit::new(u32::MAX, Duration::from_secs(1));
 
 /// The same small JSON for both variants, so only the layer differs.
 async fn stub() -> Json<Value> {
@@ -36,17 +54,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .route("/api/v1/publish/{id}", get(stub))
         .route("/api/v1/analytics", get(stub))
         .route("/api/v1/copilot/chat", post(stub));
-    let app = if mode == "bare" {
-        routes
-    } else {
-        let store = MemoryKeyStore::new();
-        let account = store.create_account("Bench", Plan::Scale).await?;
-        // A limit the load never reaches: this measures the checks, not refusals.
-        let unlimited = RateLimit::new(u32::MAX, Duration::from_secs(60));
-        let spec = KeySpec::new("bench", Permission::ALL).rate_limit(unlimited);
-        let key = store.create_key(&account.id, spec).await?;
-        println!("{}", key.key.expose_secret());
-        routes.layer(NouvelAuthLayer::new(store))
+    let app = match mode.as_str() {
+        "bare" => routes,
+        "floor" => {
+            let key = ApiKey::generate();
+            println!("{}", key.expose_secret());
+            let digests = DashMap::new();
+            digests.insert(*key.digest().as_bytes(), KeyId::from("key_floor"));
+            let state = Arc::new(FloorState {
+                routes: RouteTable::nouvel(),
+                digests,
+                limiter: MemoryRateLimiter::new(),
+            });
+            routes.layer(tower::layer::layer_fn(move |inner| Floor {
+                inner,
+                state: state.clone(),
+            }))
+        }
+        _ => {
+            let store = MemoryKeyStore::new();
+            let account = store.create_account("Bench", Plan::Scale).await?;
+            let spec = KeySpec::new("bench", Permission::ALL).rate_limit(UNLIMITED);
+            let key = store.create_key(&account.id, spec).await?;
+            println!("{}", key.key.expose_secret());
+            routes.layer(NouvelAuthLayer::new(store))
+        }
     };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     axum::serve(listener, app)
@@ -55,4 +87,68 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         })
         .await?;
     Ok(())
+}
+
+/// The least any implementation of the contract does for an admitted request, as a layer:
+/// match the route, parse the key with its checksum, hash it, look the digest up, read the
+/// clock once, check the sliding window, and insert five header values made in advance.
+/// It decides nothing (every request goes on), allocates nothing and boxes nothing, so its
+/// requests/s bound what any layer doing the contract's work can reach on this machine.
+#[derive(Clone)]
+struct Floor<S> {
+    inner: S,
+    state: Arc<FloorState>,
+}
+
+struct FloorState {
+    routes: RouteTable,
+    digests: DashMap<[u8; 32], KeyId>,
+    limiter: MemoryRateLimiter,
+}
+
+impl<S> Service<Request<Body>> for Floor<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Map<S::Future, fn(Result<Response<Body>, Infallible>) -> Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = &*self.state;
+        let access = state.routes.access(request.method(), request.uri().path());
+        let key = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok()?.strip_prefix("Bearer "))
+            .and_then(|token| ApiKey::parse(token).ok());
+        let id = key.and_then(|key| Some(state.digests.get(key.digest().as_bytes())?.clone()));
+        let decision = id.map(|id| state.limiter.decide(&id, UNLIMITED, OffsetDateTime::now_utc()));
+        black_box((access, decision));
+        self.inner.call(request).map(five_static_headers)
+    }
+}
+
+fn five_static_headers(
+    response: Result<Response<Body>, Infallible>,
+) -> Result<Response<Body>, Infallible> {
+    const NAMES: [&str; 5] = [
+        "ratelimit-policy",
+        "ratelimit",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ];
+    response.map(|mut response| {
+        let headers = response.headers_mut();
+        headers.reserve(NAMES.len());
+        for name in NAMES {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("60"));
+        }
+        response
+    })
 }
