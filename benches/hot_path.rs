@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use http::{Method, Request};
 use nouvel_auth::{
     ApiKey, Decision, KeyId, KeyManager, KeySpec, KeyStore, MemoryKeyStore, MemoryRateLimiter,
-    NouvelAuthLayer, Permission, Plan, RateLimit, RouteTable,
+    NouvelAuthLayer, Permission, Plan, RateLimit, RateLimiter, RouteTable,
 };
 use tower::{Layer, Service, ServiceExt};
 
@@ -205,7 +205,7 @@ fn floor(c: &mut Criterion) {
                 black_box(fixture.key.expose_secret()),
             ));
             let found = digests.get(digest.as_slice()).map(|v| *v);
-            black_box((found, limiter.decide(&id, NEVER_LIMITED, now)))
+            black_box((found, limiter.check_now(&id, NEVER_LIMITED, now)))
         })
     });
 }
@@ -239,7 +239,7 @@ fn parts(c: &mut Criterion) {
     let limiter = MemoryRateLimiter::new();
     let id = KeyId::from("key_part");
     c.bench_function("part/window_check", |b| {
-        b.iter(|| limiter.decide(black_box(&id), NEVER_LIMITED, now))
+        b.iter(|| limiter.check_now(black_box(&id), NEVER_LIMITED, now))
     });
     let decision = Decision {
         allowed: true,

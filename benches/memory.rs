@@ -12,7 +12,7 @@ use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
     ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
-    Permission, Plan, RateLimit,
+    Permission, Plan, RateLimit, RateLimiter,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
@@ -45,7 +45,7 @@ fn main() {
     let limiter = MemoryRateLimiter::new();
     for id in &ids {
         for i in 0..60 {
-            limiter.decide(id, RateLimit::default(), now + Duration::from_millis(i));
+            limiter.check_now(id, RateLimit::default(), now + Duration::from_millis(i));
         }
     }
     let per_key = (live() - before) as f64 / keys as f64;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
-    BackendError, Expiration, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore, NouvelAuthLayer,
-    Permission, Permissions, Plan, RateLimit, RouteTable, UsageReport,
+    BackendError, Decision, Expiration, KeyDigest, KeyId, KeyManager, KeyRecord, KeySpec, KeyStore,
+    MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permission, Permissions, Plan, RateLimit,
+    RateLimiter, RouteTable, UsageReport,
 };
 
 const INVALID_TOKEN: &str =
@@ -582,4 +583,121 @@ async fn only_well_formed_keys_reach_the_store_at_the_layers_instant() {
         .await
         .assert_problem(401, "invalid_api_key");
     assert_eq!(asked(), [common::T0 + Duration::from_secs(90)]);
+}
+
+/// A memory store and limiter that may decline to answer at once, and log what they were
+/// asked: `lookup_now`, `lookup`, `check_now`, `check`.
+#[derive(Clone)]
+struct Answering {
+    store: MemoryKeyStore,
+    limiter: std::sync::Arc<MemoryRateLimiter>,
+    store_now: bool,
+    limiter_now: bool,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl Answering {
+    fn ask(&self, what: &'static str) {
+        self.asked.lock().unwrap().push(what);
+    }
+
+    fn take_asked(&self) -> Vec<&'static str> {
+        std::mem::take(&mut self.asked.lock().unwrap())
+    }
+}
+
+impl KeyStore for Answering {
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, BackendError> {
+        self.ask("lookup");
+        self.store.lookup(digest, now).await
+    }
+
+    fn lookup_now(
+        &self,
+        digest: &KeyDigest,
+        now: time::OffsetDateTime,
+    ) -> Option<Option<KeyRecord>> {
+        self.ask("lookup_now");
+        self.store
+            .lookup_now(digest, now)
+            .filter(|_| self.store_now)
+    }
+
+    async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
+        self.store.record_usage(reports).await
+    }
+}
+
+impl RateLimiter for Answering {
+    async fn check(
+        &self,
+        key: &KeyId,
+        limit: RateLimit,
+        now: time::OffsetDateTime,
+    ) -> Result<Decision, BackendError> {
+        self.ask("check");
+        self.limiter.check(key, limit, now).await
+    }
+
+    fn check_now(
+        &self,
+        key: &KeyId,
+        limit: RateLimit,
+        now: time::OffsetDateTime,
+    ) -> Option<Decision> {
+        self.ask("check_now");
+        // Declining must record nothing, as the trait asks.
+        self.limiter_now
+            .then(|| self.limiter.check_now(key, limit, now))
+            .flatten()
+    }
+}
+
+#[tokio::test]
+async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_later() {
+    for (store_now, limiter_now, expected) in [
+        (true, true, &["lookup_now", "check_now"][..]),
+        (true, false, &["lookup_now", "check_now", "lookup", "check"]),
+        (false, true, &["lookup_now", "lookup", "check"]),
+        (false, false, &["lookup_now", "lookup", "check"]),
+    ] {
+        let store = MemoryKeyStore::new();
+        let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+        let spec = KeySpec::new("k", [Permission::Generate])
+            .rate_limit(RateLimit::new(2, Duration::from_secs(60)));
+        let key = store.create_key(&account.id, spec).await.unwrap();
+        let answering = Answering {
+            store,
+            limiter: Default::default(),
+            store_now,
+            limiter_now,
+            asked: Default::default(),
+        };
+        let layer = NouvelAuthLayer::new(answering.clone()).limiter(answering.clone());
+        let app = common::routes().layer(layer);
+        let auth = format!("Bearer {}", key.key.expose_secret());
+        let case = format!("store now: {store_now}, limiter now: {limiter_now}");
+        for _ in 0..2 {
+            let reply = common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await;
+            assert_eq!(reply.status, 200, "{case}");
+            assert_eq!(reply.header("x-ratelimit-limit"), Some("2"), "{case}");
+            assert_eq!(answering.take_asked(), expected, "{case}");
+        }
+        common::send(&app, "POST", "/api/v1/generate", Some(&auth))
+            .await
+            .assert_problem(429, "rate_limited");
+        answering.take_asked();
+        // A 403 is decided before the limiter, at once or not.
+        let reply = common::send(&app, "GET", "/api/v1/projects", Some(&auth)).await;
+        reply.assert_problem(403, "missing_permission");
+        let asked = answering.take_asked();
+        assert!(
+            !asked.contains(&"check") && !asked.contains(&"check_now"),
+            "{case}: {asked:?}"
+        );
+    }
 }

@@ -47,6 +47,11 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
         })
     }
 
+    /// Calls `inner` (which is ready) with an admitted `request`.
+    pub(crate) fn admitted(inner: &mut S, request: Request<ReqBody>, admission: Admission) -> Self {
+        Self::new(admitted(inner, request, admission))
+    }
+
     /// Awaits the inner service's `future`, and adds the `headers` of an admission.
     pub(crate) fn call(future: S::Future, headers: Option<SuccessHeaders>) -> Self {
         Self::new(State::Calling { future, headers })
@@ -78,18 +83,12 @@ where
                     verification,
                     pending,
                 } => {
-                    let admission = ready!(verification.as_mut().poll(cx));
-                    let Admission { record, headers } = match admission {
+                    let admission = match ready!(verification.as_mut().poll(cx)) {
                         Ok(admission) => admission,
                         Err(response) => return Poll::Ready(Ok(rejection(response))),
                     };
-                    let (mut inner, mut request) = pending.take().expect(POLLED_AFTER_READY);
-                    request.extensions_mut().insert(record);
-                    let future = inner.call(request);
-                    state.set(State::Calling {
-                        future,
-                        headers: Some(headers),
-                    });
+                    let (mut inner, request) = pending.take().expect(POLLED_AFTER_READY);
+                    state.set(admitted(&mut inner, request, admission));
                 }
                 StateProj::Calling { future, headers } => {
                     let mut response = ready!(future.poll(cx))?;
@@ -104,6 +103,20 @@ where
                 }
             }
         }
+    }
+}
+
+/// Hands the key's record to the handler (as an extension) and calls the inner service;
+/// the admission's headers wait for its response.
+fn admitted<S: Service<Request<ReqBody>>, ReqBody>(
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    Admission { record, headers }: Admission,
+) -> State<S::Future, S, ReqBody> {
+    request.extensions_mut().insert(record);
+    State::Calling {
+        future: inner.call(request),
+        headers: Some(headers),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The middleware: [`NouvelAuthLayer`], [`NouvelAuth`], [`ResponseFuture`], [`ResponseBody`],
-//! and the request's path through the checks ([`Checks::screen`], then [`Checks::verify`]).
+//! and the request's path through the checks ([`Checks::screen`], then
+//! [`Checks::verify_now`] or, when the store or the limiter must wait, [`Checks::verify`]).
 
 mod body;
 mod future;
@@ -94,18 +95,71 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         })
     }
 
+    /// The rest of the request's path, done at once when the store and the limiter can
+    /// answer without waiting ([`KeyStore::lookup_now`], [`RateLimiter::check_now`]), as in
+    /// memory or from a warm cache. `None` when one of them cannot: then [`verify`](Self::verify)
+    /// does it all, and nothing was recorded here.
+    pub(crate) fn verify_now(
+        &self,
+        digest: &KeyDigest,
+        access: Access,
+        now: OffsetDateTime,
+    ) -> Option<Result<Admission, Rejection>> {
+        let found = self.store.lookup_now(digest, now)?;
+        let record = match authenticate(found, now) {
+            Ok(record) => record,
+            Err(rejection) => return Some(Err(rejection)),
+        };
+        let decision = match self.authorize(&record, access) {
+            Ok(limit) => limited(self.limiter.check_now(&record.id, limit, now)?),
+            Err(rejection) => Err(rejection),
+        };
+        Some(self.conclude(record, decision, now))
+    }
+
     /// The rest of the request's path, in the contract's order: the store's record and
-    /// its expiry (401), plan (402), route permission (403), rate limit (429).
+    /// its expiry (401), plan (402), route permission (403), rate limit (429), all judged
+    /// at `now`.
     pub(crate) async fn verify(
         &self,
         digest: &KeyDigest,
         access: Access,
+        now: OffsetDateTime,
     ) -> Result<Admission, Rejection> {
-        let (record, now) = self
-            .authenticate(digest)
+        let found = within(self.config.lookup_timeout, self.store.lookup(digest, now))
             .await
-            .inspect_err(log_unauthenticated)?;
-        let decision = self.authorize(&record, access, now).await;
+            .map_err(|error| unavailable("key store", &error))?;
+        let record = authenticate(found, now)?;
+        let decision = match self.authorize(&record, access) {
+            Ok(limit) => within(
+                self.config.limiter_timeout,
+                self.limiter.check(&record.id, limit, now),
+            )
+            .await
+            .map_err(|error| unavailable("rate limiter", &error))
+            .and_then(limited),
+            Err(rejection) => Err(rejection),
+        };
+        self.conclude(record, decision, now)
+    }
+
+    /// 402 and 403: plan and route permission. The limit that applies if both pass.
+    fn authorize(&self, record: &KeyRecord, access: Access) -> Result<RateLimit, Rejection> {
+        if !record.plan.allows_api_keys() {
+            return Err(Rejection::PlanRequired(record.plan));
+        }
+        access.authorize(record.permissions)?;
+        Ok(record.rate_limit.unwrap_or(self.config.default_limit))
+    }
+
+    /// Counts the request against the key and, if it is admitted, what its response's
+    /// headers say.
+    fn conclude(
+        &self,
+        record: KeyRecord,
+        decision: Result<Decision, Rejection>,
+        now: OffsetDateTime,
+    ) -> Result<Admission, Rejection> {
         let outcome = match &decision {
             Ok(_) => Some(Outcome::Admitted),
             Err(rejection) => rejection.outcome(),
@@ -125,47 +179,24 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             },
         })
     }
+}
 
-    /// 401: the store's record of the digest, and its expiry. Also returns the time the
-    /// rest of the request is judged at.
-    async fn authenticate(
-        &self,
-        digest: &KeyDigest,
-    ) -> Result<(KeyRecord, OffsetDateTime), Rejection> {
-        let now = self.config.clock.now();
-        let record = within(self.config.lookup_timeout, self.store.lookup(digest, now))
-            .await
-            .map_err(|error| unavailable("key store", &error))?
-            .ok_or(Rejection::UnknownApiKey)?;
-        if record.is_expired(now) {
-            return Err(Rejection::ExpiredApiKey);
-        }
-        Ok((record, now))
-    }
+/// 401: the store's record of the digest, and its expiry at `now`.
+fn authenticate(found: Option<KeyRecord>, now: OffsetDateTime) -> Result<KeyRecord, Rejection> {
+    let verdict = match found {
+        None => Err(Rejection::UnknownApiKey),
+        Some(record) if record.is_expired(now) => Err(Rejection::ExpiredApiKey),
+        Some(record) => Ok(record),
+    };
+    verdict.inspect_err(log_unauthenticated)
+}
 
-    /// 402, 403, 429: plan, route permission, rate limit.
-    async fn authorize(
-        &self,
-        record: &KeyRecord,
-        access: Access,
-        now: OffsetDateTime,
-    ) -> Result<Decision, Rejection> {
-        if !record.plan.allows_api_keys() {
-            return Err(Rejection::PlanRequired(record.plan));
-        }
-        access.authorize(record.permissions)?;
-        let limit = record.rate_limit.unwrap_or(self.config.default_limit);
-        let decision = within(
-            self.config.limiter_timeout,
-            self.limiter.check(&record.id, limit, now),
-        )
-        .await
-        .map_err(|error| unavailable("rate limiter", &error))?;
-        if decision.allowed {
-            Ok(decision)
-        } else {
-            Err(Rejection::RateLimited(decision))
-        }
+/// 429 unless the limiter admitted the request.
+fn limited(decision: Decision) -> Result<Decision, Rejection> {
+    if decision.allowed {
+        Ok(decision)
+    } else {
+        Err(Rejection::RateLimited(decision))
     }
 }
 

@@ -55,11 +55,22 @@ where
         if !checks.config.keep_authorization {
             request.headers_mut().remove(AUTHORIZATION);
         }
+        // One instant for every judgment of this request: expiry, cache freshness, limit.
+        let now = checks.config.clock.now();
+        match checks.verify_now(&digest, access, now) {
+            Some(Ok(admission)) => {
+                return ResponseFuture::admitted(&mut self.inner, request, admission)
+            }
+            Some(Err(rejection)) => {
+                return ResponseFuture::rejected(rejection.to_response(&checks.problems))
+            }
+            None => {}
+        }
         let checks = checks.clone();
-        // Only this part may wait (on the store and the limiter), so only it is boxed.
+        // Only this part waits (on the store or the limiter), so only it is boxed.
         let verification = Box::pin(async move {
             checks
-                .verify(&digest, access)
+                .verify(&digest, access, now)
                 .await
                 .map_err(|rejection| rejection.to_response(&checks.problems))
         });

@@ -144,8 +144,8 @@ impl MemoryRateLimiter {
         self.windows.len()
     }
 
-    /// The synchronous core of [`RateLimiter::check`].
-    pub fn decide(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Decision {
+    /// The decision, made at once: what `check` and `check_now` both answer.
+    pub(crate) fn decide(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Decision {
         let now = unix_millis(now);
         self.sweep_if_due(now);
         if let Some(mut window) = self.windows.get_mut(key) {
@@ -180,6 +180,10 @@ impl RateLimiter for MemoryRateLimiter {
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
         Ok(self.decide(key, limit, now))
+    }
+
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+        Some(self.decide(key, limit, now))
     }
 }
 

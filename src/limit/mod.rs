@@ -220,6 +220,17 @@ pub trait RateLimiter: Send + Sync + 'static {
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send;
+
+    /// What [`check`](Self::check) would decide, if the limiter can decide without waiting
+    /// (in memory, or a key known to be blocked); `None` (the default) sends the layer to
+    /// `check`.
+    ///
+    /// The layer asks this first, in its `call`. A `Some` is the decision, recorded as
+    /// `check` would record it; a `None` must record nothing, since `check` follows.
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+        let _ = (key, limit, now);
+        None
+    }
 }
 
 /// A shared limiter: several layers (or a test) can hold one.
@@ -231,6 +242,10 @@ impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send {
         (**self).check(key, limit, now)
+    }
+
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+        (**self).check_now(key, limit, now)
     }
 }
 

@@ -256,6 +256,11 @@ impl RateLimiter for RedisRateLimiter {
             Err(error) => self.on_fault(&error, key, limit, now),
         }
     }
+
+    /// A key known to be blocked is refused without asking Redis.
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+        self.still_blocked(key, limit, unix_millis(now))
+    }
 }
 
 impl fmt::Debug for RedisRateLimiter {

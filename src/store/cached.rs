@@ -53,6 +53,12 @@ struct Entry {
     stale_until: OffsetDateTime,
 }
 
+impl Entry {
+    fn is_fresh(&self, now: OffsetDateTime) -> bool {
+        now < self.fresh_until
+    }
+}
+
 /// `now + after`, saturating: a hit then compares two times and computes none.
 fn later(now: OffsetDateTime, after: Duration) -> OffsetDateTime {
     time::Duration::try_from(after)
@@ -165,11 +171,17 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, BackendError> {
         let cached = match self.cache.get(digest) {
-            Some(entry) if now < entry.fresh_until => return Ok(entry.record),
+            Some(entry) if entry.is_fresh(now) => return Ok(entry.record),
             cached => cached,
         };
         // Boxed: a miss waits on the network anyway, and a hit's future stays small.
         Box::pin(self.refresh(digest, now, cached)).await
+    }
+
+    /// A fresh entry; anything else waits for `lookup`.
+    fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Option<Option<KeyRecord>> {
+        let entry = self.cache.get(digest)?;
+        entry.is_fresh(now).then_some(entry.record)
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {

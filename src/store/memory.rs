@@ -162,6 +162,11 @@ impl MemoryKeyStore {
         }
     }
 
+    /// The live key with this digest: what both `lookup` and `lookup_now` answer.
+    fn find(&self, digest: &KeyDigest) -> Option<KeyRecord> {
+        self.inner.by_digest.get(digest).map(|entry| entry.record())
+    }
+
     fn account_entry(&self, id: &AccountId) -> Result<Arc<AccountEntry>, ManageError> {
         self.inner
             .accounts
@@ -270,7 +275,11 @@ impl KeyStore for MemoryKeyStore {
         digest: &KeyDigest,
         _now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, BackendError> {
-        Ok(self.inner.by_digest.get(digest).map(|entry| entry.record()))
+        Ok(self.find(digest))
+    }
+
+    fn lookup_now(&self, digest: &KeyDigest, _now: OffsetDateTime) -> Option<Option<KeyRecord>> {
+        Some(self.find(digest))
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {

@@ -134,6 +134,17 @@ pub trait KeyStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<KeyRecord>, BackendError>> + Send;
 
+    /// What [`lookup`](Self::lookup) would answer, if the store knows it without waiting
+    /// (a store in memory, a warm cache); `None` (the default) sends the layer to `lookup`.
+    ///
+    /// The layer asks this first, in its `call`: an answer here lets it check the request
+    /// and call the inner service at once, with no allocation. It must have no side effects
+    /// the layer could repeat, since a `None` is followed by `lookup`.
+    fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Option<Option<KeyRecord>> {
+        let _ = (digest, now);
+        None
+    }
+
     /// Adds a batch of usage (admitted and rejected requests, last-used times) to the
     /// keys' totals. The layer calls it once per flush interval, not once per request.
     fn record_usage(
@@ -154,6 +165,10 @@ impl<K: KeyStore> KeyStore for std::sync::Arc<K> {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<KeyRecord>, BackendError>> + Send {
         (**self).lookup(digest, now)
+    }
+
+    fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Option<Option<KeyRecord>> {
+        (**self).lookup_now(digest, now)
     }
 
     fn record_usage(
