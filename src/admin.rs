@@ -61,8 +61,8 @@ impl AdminToken {
 
     /// Whether `presented` is the token. Compares digests, so neither the time nor the
     /// length of the comparison depends on the secret.
-    fn matches(&self, presented: &str) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
         self.0.ct_eq(&presented).into()
     }
 }

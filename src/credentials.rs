@@ -10,25 +10,25 @@ use crate::{ApiKey, Rejection};
 /// and one token follow it. The key's format and checksum are checked here, so a made-up
 /// string costs no hashing and no store lookup.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Result<ApiKey, Rejection> {
-    ApiKey::parse(bearer_token(headers)?).map_err(Rejection::MalformedApiKey)
+    ApiKey::from_bytes(bearer_token(headers)?).map_err(Rejection::MalformedApiKey)
 }
 
 /// The token of the one `Authorization: Bearer <token>` header: visible ASCII, no spaces.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&[u8], Rejection> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(Rejection::MissingApiKey)?;
     if values.next().is_some() {
         return Err(Rejection::InvalidAuthorization);
     }
-    let value = value.as_bytes();
     let (scheme, token) = value
+        .as_bytes()
         .split_at_checked(b"Bearer ".len())
         .ok_or(Rejection::InvalidAuthorization)?;
     let visible = |b: &u8| b.is_ascii_graphic();
     if !scheme.eq_ignore_ascii_case(b"Bearer ") || token.is_empty() || !token.iter().all(visible) {
         return Err(Rejection::InvalidAuthorization);
     }
-    std::str::from_utf8(token).map_err(|_| Rejection::InvalidAuthorization)
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -81,10 +81,13 @@ impl ApiKey {
     ///
     /// This does no I/O and no hashing.
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
-        let bytes: [u8; Self::LEN] = s
-            .as_bytes()
-            .try_into()
-            .map_err(|_| KeyFormatError::Length)?;
+        Self::from_bytes(s.as_bytes())
+    }
+
+    /// [`parse`](Self::parse) for bytes straight from a header: a key is ASCII, so no
+    /// UTF-8 check is needed first.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, KeyFormatError> {
+        let bytes: [u8; Self::LEN] = bytes.try_into().map_err(|_| KeyFormatError::Length)?;
         if &bytes[..PREFIX.len()] != PREFIX {
             return Err(KeyFormatError::Prefix);
         }

@@ -20,7 +20,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::{
@@ -227,18 +227,11 @@ impl Rejection {
 
     /// The problem+json response for this rejection.
     pub(crate) fn to_response(&self, problems: &Problems) -> Response<Bytes> {
-        let (body, challenge) = match problems.rendered.iter().find(|r| r.rejection == *self) {
-            Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
-            None => (
-                self.render(&problems.style),
-                self.challenge(&problems.style.realm),
-            ),
+        let mut response = match problems.rendered.iter().find(|r| r.rejection == *self) {
+            Some(rendered) => rendered.response(),
+            None => self.render_response(&problems.style),
         };
-        let mut response = problem_response(self.status(), body);
         let headers = response.headers_mut();
-        if let Some(challenge) = challenge {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
         if let Self::RateLimited(decision) = self {
             decision.write_headers(headers);
             headers.insert(header::RETRY_AFTER, number(decision.retry_after()));
@@ -247,14 +240,22 @@ impl Rejection {
         response
     }
 
-    fn render(&self, style: &ProblemStyle) -> Bytes {
-        render_problem(
+    /// The problem+json response with its challenge, rendered afresh.
+    fn render_response(&self, style: &ProblemStyle) -> Response<Bytes> {
+        let body = render_problem(
             self.status(),
             self.code(),
             &self.detail(),
             self.extra_members(),
             style,
-        )
+        );
+        let mut response = problem_response(self.status(), body);
+        if let Some(challenge) = self.challenge(&style.realm) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 
     /// Every rejection whose response never varies: all but [`RateLimited`](Self::RateLimited).
@@ -287,20 +288,34 @@ pub(crate) struct Problems {
     rendered: Vec<Rendered>,
 }
 
+/// A constant rejection's response, kept whole: a refusal clones its header map (no
+/// hashing, one allocation per part) instead of inserting the headers one by one.
 #[derive(Debug)]
 struct Rendered {
     rejection: Rejection,
     body: Bytes,
-    challenge: Option<HeaderValue>,
+    headers: HeaderMap,
+}
+
+impl Rendered {
+    fn response(&self) -> Response<Bytes> {
+        let mut response = Response::new(self.body.clone());
+        *response.status_mut() = self.rejection.status();
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
 }
 
 impl Problems {
     pub(crate) fn new(style: ProblemStyle) -> Self {
         let rendered = Rejection::constant()
-            .map(|rejection| Rendered {
-                body: rejection.render(&style),
-                challenge: rejection.challenge(&style.realm),
-                rejection,
+            .map(|rejection| {
+                let (parts, body) = rejection.render_response(&style).into_parts();
+                Rendered {
+                    rejection,
+                    body,
+                    headers: parts.headers,
+                }
             })
             .collect();
         Self { style, rendered }
