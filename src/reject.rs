@@ -225,37 +225,45 @@ impl Rejection {
         )))
     }
 
-    /// The problem+json response for this rejection.
-    pub(crate) fn to_response(&self, problems: &Problems) -> Response<Bytes> {
-        let mut response = match problems.rendered.iter().find(|r| r.rejection == *self) {
-            Some(rendered) => rendered.response(),
-            None => self.render_response(&problems.style),
+    /// The problem+json response for this rejection, its headers written into `headers`
+    /// after emptying it: given the refused request's map, the response reuses its
+    /// allocation instead of making its own.
+    pub(crate) fn to_response(
+        &self,
+        problems: &Problems,
+        mut headers: HeaderMap,
+    ) -> Response<Bytes> {
+        let (body, challenge) = match problems.rendered.iter().find(|r| r.rejection == *self) {
+            Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
+            None => (
+                self.render(&problems.style),
+                self.challenge(&problems.style.realm),
+            ),
         };
-        let headers = response.headers_mut();
+        headers.clear();
+        headers.insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Self::RateLimited(decision) = self {
-            decision.write_headers(headers);
+            decision.write_headers(&mut headers);
             headers.insert(header::RETRY_AFTER, number(decision.retry_after()));
         }
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status();
+        *response.headers_mut() = headers;
         response.extensions_mut().insert(self.clone());
         response
     }
 
-    /// The problem+json response with its challenge, rendered afresh.
-    fn render_response(&self, style: &ProblemStyle) -> Response<Bytes> {
-        let body = render_problem(
+    fn render(&self, style: &ProblemStyle) -> Bytes {
+        render_problem(
             self.status(),
             self.code(),
             &self.detail(),
             self.extra_members(),
             style,
-        );
-        let mut response = problem_response(self.status(), body);
-        if let Some(challenge) = self.challenge(&style.realm) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        response
+        )
     }
 
     /// Every rejection whose response never varies: all but [`RateLimited`](Self::RateLimited).
@@ -288,34 +296,20 @@ pub(crate) struct Problems {
     rendered: Vec<Rendered>,
 }
 
-/// A constant rejection's response, kept whole: a refusal clones its header map (no
-/// hashing, one allocation per part) instead of inserting the headers one by one.
 #[derive(Debug)]
 struct Rendered {
     rejection: Rejection,
     body: Bytes,
-    headers: HeaderMap,
-}
-
-impl Rendered {
-    fn response(&self) -> Response<Bytes> {
-        let mut response = Response::new(self.body.clone());
-        *response.status_mut() = self.rejection.status();
-        *response.headers_mut() = self.headers.clone();
-        response
-    }
+    challenge: Option<HeaderValue>,
 }
 
 impl Problems {
     pub(crate) fn new(style: ProblemStyle) -> Self {
         let rendered = Rejection::constant()
-            .map(|rejection| {
-                let (parts, body) = rejection.render_response(&style).into_parts();
-                Rendered {
-                    rejection,
-                    body,
-                    headers: parts.headers,
-                }
+            .map(|rejection| Rendered {
+                body: rejection.render(&style),
+                challenge: rejection.challenge(&style.realm),
+                rejection,
             })
             .collect();
         Self { style, rendered }
@@ -352,9 +346,10 @@ pub(crate) fn render_problem(
 pub(crate) fn problem_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, PROBLEM_JSON);
     response
 }
+
+const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");

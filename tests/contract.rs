@@ -701,3 +701,30 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
         );
     }
 }
+
+#[tokio::test]
+async fn a_refusal_carries_none_of_the_requests_headers() {
+    use tower::ServiceExt;
+    let app = common::routes().layer(NouvelAuthLayer::new(MemoryKeyStore::new()));
+    let unknown = format!("Bearer {}", nouvel_auth::ApiKey::generate().expose_secret());
+    // Refused in `call` (malformed) and after the store's answer (unknown).
+    for auth in ["Bearer nvl_this-is-not-a-key", unknown.as_str()] {
+        let request = http::Request::post("/api/v1/generate")
+            .header("authorization", auth)
+            .header("x-request-id", "req-1")
+            .header("cookie", "session=secret")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let mut names: Vec<_> = response.headers().keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["content-length", "content-type", "www-authenticate"],
+            "{auth}"
+        );
+        Reply::read(response)
+            .await
+            .assert_problem(401, "invalid_api_key");
+    }
+}

@@ -4,7 +4,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{header::AUTHORIZATION, Request, Response};
+use http::{header::AUTHORIZATION, HeaderMap, Request, Response};
 use tower_service::Service;
 
 use super::{Checks, ResponseBody, ResponseFuture, Screening};
@@ -49,7 +49,8 @@ where
             Ok(Screening::Verify { digest, access }) => (digest, access),
             Ok(Screening::Public) => return ResponseFuture::call(self.inner.call(request), None),
             Err(rejection) => {
-                return ResponseFuture::rejected(rejection.to_response(&checks.problems))
+                let headers = std::mem::take(request.headers_mut());
+                return ResponseFuture::rejected(rejection.to_response(&checks.problems, headers));
             }
         };
         if !checks.config.keep_authorization {
@@ -62,7 +63,8 @@ where
                 return ResponseFuture::admitted(&mut self.inner, request, admission)
             }
             Some(Err(rejection)) => {
-                return ResponseFuture::rejected(rejection.to_response(&checks.problems))
+                let headers = std::mem::take(request.headers_mut());
+                return ResponseFuture::rejected(rejection.to_response(&checks.problems, headers));
             }
             None => {}
         }
@@ -72,7 +74,7 @@ where
             checks
                 .verify(&digest, access, now)
                 .await
-                .map_err(|rejection| rejection.to_response(&checks.problems))
+                .map_err(|rejection| rejection.to_response(&checks.problems, HeaderMap::new()))
         });
         // The clone may not be ready: keep the one that is, as tower-http does.
         let clone = self.inner.clone();
