@@ -20,7 +20,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, Extensions, HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::{
@@ -225,13 +225,14 @@ impl Rejection {
         )))
     }
 
-    /// The problem+json response for this rejection, its headers written into `headers`
-    /// after emptying it: given the refused request's map, the response reuses its
-    /// allocation instead of making its own.
+    /// The problem+json response for this rejection, written into `headers` and
+    /// `extensions` after emptying them: given the refused request's, the response reuses
+    /// their allocations instead of making its own.
     pub(crate) fn to_response(
         &self,
         problems: &Problems,
         mut headers: HeaderMap,
+        mut extensions: Extensions,
     ) -> Response<Bytes> {
         let (body, challenge) = match problems.rendered.iter().find(|r| r.rejection == *self) {
             Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
@@ -249,10 +250,12 @@ impl Rejection {
             decision.write_headers(&mut headers);
             headers.insert(header::RETRY_AFTER, number(decision.retry_after()));
         }
+        extensions.clear();
+        extensions.insert(self.clone());
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
         *response.headers_mut() = headers;
-        response.extensions_mut().insert(self.clone());
+        *response.extensions_mut() = extensions;
         response
     }
 

@@ -703,7 +703,7 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
 }
 
 #[tokio::test]
-async fn a_refusal_carries_none_of_the_requests_headers() {
+async fn a_refusal_carries_none_of_the_requests_headers_or_extensions() {
     use tower::ServiceExt;
     let app = common::routes().layer(NouvelAuthLayer::new(MemoryKeyStore::new()));
     let unknown = format!("Bearer {}", nouvel_auth::ApiKey::generate().expose_secret());
@@ -713,9 +713,15 @@ async fn a_refusal_carries_none_of_the_requests_headers() {
             .header("authorization", auth)
             .header("x-request-id", "req-1")
             .header("cookie", "session=secret")
+            .extension("request state")
             .body(axum::body::Body::empty())
             .unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.extensions().get::<&str>(), None, "{auth}");
+        assert!(response
+            .extensions()
+            .get::<nouvel_auth::Rejection>()
+            .is_some());
         let mut names: Vec<_> = response.headers().keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
         assert_eq!(

@@ -4,11 +4,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{header::AUTHORIZATION, HeaderMap, Request, Response};
+use bytes::Bytes;
+use http::{header::AUTHORIZATION, Extensions, HeaderMap, Request, Response};
 use tower_service::Service;
 
 use super::{Checks, ResponseBody, ResponseFuture, Screening};
-use crate::{KeyStore, RateLimiter};
+use crate::{KeyStore, RateLimiter, Rejection};
 
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
 ///
@@ -48,10 +49,7 @@ where
         let (digest, access) = match checks.screen(&request) {
             Ok(Screening::Verify { digest, access }) => (digest, access),
             Ok(Screening::Public) => return ResponseFuture::call(self.inner.call(request), None),
-            Err(rejection) => {
-                let headers = std::mem::take(request.headers_mut());
-                return ResponseFuture::rejected(rejection.to_response(&checks.problems, headers));
-            }
+            Err(rejection) => return ResponseFuture::rejected(refuse(&rejection, checks, request)),
         };
         if !checks.config.keep_authorization {
             request.headers_mut().remove(AUTHORIZATION);
@@ -63,8 +61,7 @@ where
                 return ResponseFuture::admitted(&mut self.inner, request, admission)
             }
             Some(Err(rejection)) => {
-                let headers = std::mem::take(request.headers_mut());
-                return ResponseFuture::rejected(rejection.to_response(&checks.problems, headers));
+                return ResponseFuture::rejected(refuse(&rejection, checks, request))
             }
             None => {}
         }
@@ -74,13 +71,26 @@ where
             checks
                 .verify(&digest, access, now)
                 .await
-                .map_err(|rejection| rejection.to_response(&checks.problems, HeaderMap::new()))
+                .map_err(|rejection| {
+                    rejection.to_response(&checks.problems, HeaderMap::new(), Extensions::new())
+                })
         });
         // The clone may not be ready: keep the one that is, as tower-http does.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::verify(verification, inner, request)
     }
+}
+
+/// The response refusing `request`, made in its header map and extensions (emptied): the
+/// response reuses their allocations (hyper's requests come with extensions already).
+fn refuse<K, L, B>(
+    rejection: &Rejection,
+    checks: &Checks<K, L>,
+    request: Request<B>,
+) -> Response<Bytes> {
+    let (parts, _) = request.into_parts();
+    rejection.to_response(&checks.problems, parts.headers, parts.extensions)
 }
 
 impl<S: Clone, K, L> Clone for NouvelAuth<S, K, L> {
