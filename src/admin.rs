@@ -29,7 +29,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
@@ -44,7 +44,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     credentials::bearer_token,
-    reject::{problem_response, render_problem, ProblemStyle},
+    reject::{render_problem, ProblemStyle, PROBLEM_JSON},
     AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, ManageError,
     Permission, Permissions, Plan,
 };
@@ -181,7 +181,7 @@ impl IntoResponse for AdminError {
             ..ProblemStyle::default()
         };
         let body = render_problem(status, code, &detail, extra, &style);
-        let mut response = problem_response(status, body).map(Body::from);
+        let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

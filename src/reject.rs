@@ -347,14 +347,5 @@ pub(crate) fn render_problem(
     Bytes::from(body)
 }
 
-/// An `application/problem+json` response with `status` and `body`.
-pub(crate) fn problem_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, PROBLEM_JSON);
-    response
-}
-
-const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+/// The `Content-Type` of every problem body.
+pub(crate) const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
