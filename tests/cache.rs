@@ -186,3 +186,28 @@ fn invalidations_round_trip_as_text() {
     }
     assert_eq!(Invalidation::parse("x:1"), None);
 }
+
+#[tokio::test]
+async fn only_fresh_entries_answer_without_waiting() {
+    let Fixture {
+        clock,
+        counting,
+        cache,
+        key,
+        ..
+    } = setup().await;
+    let known = cache.digest(&key.key);
+    let unknown = ApiKey::generate().digest();
+    // Nothing cached: no answer at once, and the wrapped store is not asked for one.
+    assert_eq!(cache.lookup_now(&known, clock.now()), None);
+    assert_eq!(counting.lookups.load(Ordering::SeqCst), 0);
+    cache.lookup(&known, clock.now()).await.unwrap();
+    cache.lookup(&unknown, clock.now()).await.unwrap();
+    let found = cache.lookup_now(&known, clock.now());
+    assert_eq!(found.flatten().map(|record| record.id), Some(key.info.id));
+    assert_eq!(cache.lookup_now(&unknown, clock.now()), Some(None));
+    // Past freshness the layer must ask `lookup`, which refreshes (or serves stale).
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(cache.lookup_now(&known, clock.now()), None);
+    assert_eq!(counting.lookups.load(Ordering::SeqCst), 2);
+}
