@@ -76,7 +76,7 @@ async fn a_header_that_is_not_one_bearer_token_is_invalid_authorization() {
 async fn several_authorization_headers_are_invalid_authorization() {
     let h = Harness::new().await;
     let key = h.key([Permission::Generate]).await;
-    let bearer = format!("Bearer {}", key.key.expose_secret());
+    let bearer = common::bearer(&key.key);
     let request = axum::http::Request::post("/api/v1/generate")
         .header("authorization", &bearer)
         .header("authorization", &bearer)
@@ -147,11 +147,7 @@ async fn unknown_deleted_and_revoked_keys_get_one_answer() {
     let rotated_now = h.key([Permission::Generate]).await;
 
     let unknown_reply = h
-        .send(
-            "POST",
-            "/api/v1/generate",
-            Some(&format!("Bearer {}", unknown.expose_secret())),
-        )
+        .send("POST", "/api/v1/generate", Some(&common::bearer(&unknown)))
         .await;
     let deleted_reply = h.send_key("POST", "/api/v1/generate", &deleted).await;
     unknown_reply.assert_problem(401, "invalid_api_key");
@@ -397,7 +393,7 @@ async fn broken_reply(hang: bool) -> Reply {
         &app,
         "POST",
         "/api/v1/generate",
-        Some(&format!("Bearer {}", key.expose_secret())),
+        Some(&common::bearer(&key)),
     )
     .await
 }
@@ -442,7 +438,7 @@ async fn a_limiter_outage_answers_503() {
         &app,
         "POST",
         "/api/v1/generate",
-        Some(&format!("Bearer {}", key.key.expose_secret())),
+        Some(&common::bearer(&key.key)),
     )
     .await;
     reply.assert_problem(503, "auth_unavailable");
@@ -476,7 +472,7 @@ async fn a_custom_store_record_drives_the_checks() {
     .expires_at(Some(time::macros::datetime!(2100-01-01 00:00 UTC)))
     .rate_limit(Some(RateLimit::new(1, Duration::from_secs(10))));
     let app = common::routes().layer(NouvelAuthLayer::new(OneKey(key.digest(), record)));
-    let auth = format!("Bearer {}", key.expose_secret());
+    let auth = common::bearer(&key);
     let first = common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.body["key_id"], "key_1");
@@ -502,7 +498,7 @@ async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
         .unwrap();
     // The layer asks the store how it digests, so the pepper is configured once.
     let app = common::routes().layer(NouvelAuthLayer::new(store.clone()).clock(clock));
-    let auth = format!("Bearer {}", key.key.expose_secret());
+    let auth = common::bearer(&key.key);
     assert_eq!(
         common::send(&app, "POST", "/api/v1/generate", Some(&auth))
             .await
@@ -578,7 +574,7 @@ async fn only_well_formed_keys_reach_the_store_at_the_layers_instant() {
 
     // A well-formed key is looked up once, at the instant the layer judges it at.
     clock.advance(Duration::from_secs(90));
-    let unknown = format!("Bearer {}", nouvel_auth::ApiKey::generate().expose_secret());
+    let unknown = common::bearer(&nouvel_auth::ApiKey::generate());
     common::send(&app, "POST", "/api/v1/generate", Some(&unknown))
         .await
         .assert_problem(401, "invalid_api_key");
@@ -679,7 +675,7 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
         };
         let layer = NouvelAuthLayer::new(answering.clone()).limiter(answering.clone());
         let app = common::routes().layer(layer);
-        let auth = format!("Bearer {}", key.key.expose_secret());
+        let auth = common::bearer(&key.key);
         let case = format!("store now: {store_now}, limiter now: {limiter_now}");
         for _ in 0..2 {
             let reply = common::send(&app, "POST", "/api/v1/generate", Some(&auth)).await;
@@ -706,7 +702,7 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
 async fn a_refusal_carries_none_of_the_requests_headers_or_extensions() {
     use tower::ServiceExt;
     let app = common::routes().layer(NouvelAuthLayer::new(MemoryKeyStore::new()));
-    let unknown = format!("Bearer {}", nouvel_auth::ApiKey::generate().expose_secret());
+    let unknown = common::bearer(&nouvel_auth::ApiKey::generate());
     // Refused in `call` (malformed) and after the store's answer (unknown).
     for auth in ["Bearer nvl_this-is-not-a-key", unknown.as_str()] {
         let request = http::Request::post("/api/v1/generate")

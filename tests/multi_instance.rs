@@ -46,7 +46,7 @@ impl Instance {
     }
 
     async fn status(&self, key: &NewKey, path: &str) -> u16 {
-        let auth = format!("Bearer {}", key.key.expose_secret());
+        let auth = common::bearer(&key.key);
         let method = if path.ends_with("generate") || path.ends_with("publish") {
             "POST"
         } else {
@@ -180,7 +180,7 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
         .await
         .unwrap();
     let send = |key: &NewKey| {
-        let auth = format!("Bearer {}", key.key.expose_secret());
+        let auth = common::bearer(&key.key);
         let app = app.clone();
         async move { common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await }
     };
@@ -195,7 +195,7 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
         &app,
         "POST",
         "/api/v1/publish",
-        Some(&format!("Bearer {}", unknown.expose_secret())),
+        Some(&common::bearer(&unknown)),
     )
     .await;
     reply.assert_problem(503, "auth_unavailable");

@@ -221,7 +221,7 @@ async fn usage_arrives_in_batches() {
         .clock(clock.clone())
         .usage_flush_interval(Duration::from_secs(3600));
     let app = common::routes().layer(layer.clone());
-    let auth = format!("Bearer {}", key.key.expose_secret());
+    let auth = common::bearer(&key.key);
     for _ in 0..3 {
         assert_eq!(
             common::send(&app, "POST", "/api/v1/generate", Some(&auth))

@@ -68,7 +68,7 @@ async fn racing_requests_through_the_layer_get_exactly_n() {
         .map(|_| {
             let (app, key) = (app.clone(), key.clone());
             tokio::spawn(async move {
-                let auth = format!("Bearer {}", key.key.expose_secret());
+                let auth = common::bearer(&key.key);
                 common::send(&app, "POST", "/api/v1/generate", Some(&auth))
                     .await
                     .status
@@ -207,7 +207,7 @@ async fn unauthenticated_traffic_leaves_no_limiter_state() {
     let app = common::routes().layer(layer);
     for _ in 0..1_000 {
         let fake = nouvel_auth::ApiKey::generate();
-        let auth = format!("Bearer {}", fake.expose_secret());
+        let auth = common::bearer(&fake);
         assert_eq!(
             common::send(&app, "POST", "/api/v1/generate", Some(&auth))
                 .await
@@ -217,7 +217,7 @@ async fn unauthenticated_traffic_leaves_no_limiter_state() {
     }
     assert_eq!(limiter.tracked_keys(), 0);
     let key = h.key([Permission::Generate]).await;
-    let auth = format!("Bearer {}", key.key.expose_secret());
+    let auth = common::bearer(&key.key);
     assert_eq!(
         common::send(&app, "POST", "/api/v1/generate", Some(&auth))
             .await

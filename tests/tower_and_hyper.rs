@@ -25,10 +25,7 @@ async fn wraps_a_service_fn_with_its_own_body_types() {
     assert_fits_axum(&service);
 
     let request = Request::post("/api/v1/publish")
-        .header(
-            "authorization",
-            format!("Bearer {}", key.key.expose_secret()),
-        )
+        .header("authorization", common::bearer(&key.key))
         .body(Full::new(Bytes::from_static(b"echo me")))
         .unwrap();
     let response = service.clone().oneshot(request).await.unwrap();
@@ -75,10 +72,7 @@ async fn serves_over_a_real_hyper_connection() {
     tokio::spawn(connection);
     let request = Request::post("/api/v1/generate")
         .header("host", addr.to_string())
-        .header(
-            "authorization",
-            format!("Bearer {}", key.key.expose_secret()),
-        )
+        .header("authorization", common::bearer(&key.key))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();

@@ -117,13 +117,17 @@ impl Harness {
     }
 
     pub async fn send_key(&self, method: &str, path: &str, key: &NewKey) -> Reply {
-        let bearer = format!("Bearer {}", key.key.expose_secret());
-        self.send(method, path, Some(&bearer)).await
+        self.send(method, path, Some(&bearer(&key.key))).await
     }
 
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
+}
+
+/// The `Authorization` value that presents `key`.
+pub fn bearer(key: &nouvel_auth::ApiKey) -> String {
+    format!("Bearer {}", key.expose_secret())
 }
 
 pub async fn send(app: &Router, method: &str, path: &str, auth: Option<&str>) -> Reply {
