@@ -227,6 +227,17 @@ pub trait RateLimiter: Send + Sync + 'static {
     ///
     /// The layer asks this first, in its `call`. A `Some` is the decision, recorded as
     /// `check` would record it; a `None` must record nothing, since `check` follows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nouvel_auth::{KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
+    ///
+    /// let limiter = MemoryRateLimiter::new();
+    /// let limit = RateLimit::new(1, Duration::from_secs(60));
+    /// let (key, now) = (KeyId::from("key_1"), time::OffsetDateTime::now_utc());
+    /// assert!(limiter.check_now(&key, limit, now).unwrap().allowed);
+    /// assert!(!limiter.check_now(&key, limit, now).unwrap().allowed);
+    /// ```
     fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
         let _ = (key, limit, now);
         None

@@ -140,6 +140,37 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The layer asks this first, in its `call`: an answer here lets it check the request
     /// and call the inner service at once, with no allocation. It must have no side effects
     /// the layer could repeat, since a `None` is followed by `lookup`.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use nouvel_auth::{ApiKey, BackendError, KeyDigest, KeyRecord, KeyStore, UsageReport};
+    /// use time::OffsetDateTime;
+    ///
+    /// /// Keys loaded at start-up: every answer is at hand.
+    /// struct Preloaded(HashMap<KeyDigest, KeyRecord>);
+    ///
+    /// impl KeyStore for Preloaded {
+    ///     async fn lookup(
+    ///         &self,
+    ///         digest: &KeyDigest,
+    ///         now: OffsetDateTime,
+    ///     ) -> Result<Option<KeyRecord>, BackendError> {
+    ///         Ok(self.lookup_now(digest, now).flatten())
+    ///     }
+    ///
+    ///     fn lookup_now(&self, digest: &KeyDigest, _now: OffsetDateTime) -> Option<Option<KeyRecord>> {
+    ///         Some(self.0.get(digest).cloned())
+    ///     }
+    ///
+    ///     async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let store = Preloaded(HashMap::new());
+    /// let unknown = ApiKey::generate().digest();
+    /// assert_eq!(store.lookup_now(&unknown, OffsetDateTime::now_utc()), Some(None));
+    /// ```
     fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Option<Option<KeyRecord>> {
         let _ = (digest, now);
         None
