@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::{
     limit::{header_value, number, Decision},
     usage::Outcome,
-    KeyFormatError, Permission, Plan,
+    ConcurrentMap, KeyFormatError, Permission, Plan, RateLimit,
 };
 
 /// Why the layer refused a request. Found in the response's extensions.
@@ -236,10 +236,7 @@ impl Rejection {
     ) -> Response<Bytes> {
         let (body, challenge) = match problems.rendered.iter().find(|r| r.rejection == *self) {
             Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
-            None => (
-                self.render(&problems.style),
-                self.challenge(&problems.style.realm),
-            ),
+            None => (problems.render(self), self.challenge(&problems.style.realm)),
         };
         headers.clear();
         headers.insert(header::CONTENT_TYPE, PROBLEM_JSON);
@@ -297,7 +294,12 @@ impl Rejection {
 pub(crate) struct Problems {
     style: ProblemStyle,
     rendered: Vec<Rendered>,
+    /// 429 bodies by limit and seconds to wait, the only things they vary by.
+    rate_limited: ConcurrentMap<(RateLimit, u64), Bytes>,
 }
+
+/// How many 429 bodies a layer keeps before it starts afresh (a few hundred bytes each).
+const RATE_LIMITED_KEPT: usize = 1024;
 
 #[derive(Debug)]
 struct Rendered {
@@ -315,7 +317,30 @@ impl Problems {
                 rejection,
             })
             .collect();
-        Self { style, rendered }
+        Self {
+            style,
+            rendered,
+            rate_limited: ConcurrentMap::default(),
+        }
+    }
+
+    /// The body of a rejection not rendered in advance. A client over its limit may send
+    /// many requests, and their 429s differ only by limit and wait, so each 429 body is
+    /// rendered once and kept (a bounded number of them).
+    fn render(&self, rejection: &Rejection) -> Bytes {
+        let Rejection::RateLimited(decision) = rejection else {
+            return rejection.render(&self.style);
+        };
+        let key = (decision.limit, decision.retry_after());
+        if let Some(body) = self.rate_limited.get(&key) {
+            return body.clone();
+        }
+        if self.rate_limited.len() >= RATE_LIMITED_KEPT {
+            self.rate_limited.clear();
+        }
+        let body = rejection.render(&self.style);
+        self.rate_limited.insert(key, body.clone());
+        body
     }
 }
 
@@ -349,3 +374,64 @@ pub(crate) fn render_problem(
 
 /// The `Content-Type` of every problem body.
 pub(crate) const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn refusal(limit: RateLimit, reset_ms: u64) -> Rejection {
+        Rejection::RateLimited(Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset: Duration::from_millis(reset_ms),
+        })
+    }
+
+    fn body(problems: &Problems, rejection: &Rejection) -> Bytes {
+        let response = rejection.to_response(problems, HeaderMap::new(), Extensions::new());
+        response.into_body()
+    }
+
+    #[test]
+    fn a_429_body_is_rendered_once_per_limit_and_wait() {
+        let problems = Problems::new(ProblemStyle::default());
+        let limit = RateLimit::default();
+        // 29.2 s and 29.9 s both say "retry in 30 seconds": one body, shared.
+        let first = body(&problems, &refusal(limit, 29_200));
+        let again = body(&problems, &refusal(limit, 29_900));
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        let text = std::str::from_utf8(&first).unwrap();
+        assert!(text.contains(r#""retry_after":30"#), "{text}");
+        // Another wait or another limit says so.
+        let later = body(&problems, &refusal(limit, 45_000));
+        assert!(std::str::from_utf8(&later)
+            .unwrap()
+            .contains(r#""retry_after":45"#));
+        let other = body(
+            &problems,
+            &refusal(RateLimit::new(5, Duration::from_secs(1)), 900),
+        );
+        let other = std::str::from_utf8(&other).unwrap();
+        assert!(
+            other.contains(r#""limit":5,"window_seconds":1,"retry_after":1"#),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn kept_429_bodies_stay_bounded() {
+        let problems = Problems::new(ProblemStyle::default());
+        let limit = RateLimit::new(10, Duration::from_secs(100_000));
+        for seconds in 1..=(RATE_LIMITED_KEPT as u64 + 10) {
+            body(&problems, &refusal(limit, seconds * 1000));
+        }
+        assert!(problems.rate_limited.len() <= RATE_LIMITED_KEPT);
+        let text = body(&problems, &refusal(limit, 7_000));
+        assert!(std::str::from_utf8(&text)
+            .unwrap()
+            .contains(r#""retry_after":7"#));
+    }
+}
