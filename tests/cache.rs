@@ -45,6 +45,9 @@ struct Fixture {
     cache: CachedKeyStore<Counting>,
     account: AccountId,
     key: NewKey,
+    /// The key's digest, and one no key has.
+    known: KeyDigest,
+    unknown: KeyDigest,
 }
 
 /// A cache, fresh for 30 s, over a counting memory store holding one key.
@@ -65,6 +68,8 @@ async fn setup() -> Fixture {
     let spec = KeySpec::new("k", [Permission::Generate]);
     let key = counting.inner.create_key(&account, spec).await.unwrap();
     Fixture {
+        known: cache.digest(&key.key),
+        unknown: ApiKey::generate().digest(),
         clock,
         counting,
         cache,
@@ -79,11 +84,10 @@ async fn known_and_unknown_keys_are_cached_until_stale() {
         clock,
         counting,
         cache,
-        key,
+        known,
+        unknown,
         ..
     } = setup().await;
-    let known = cache.digest(&key.key);
-    let unknown = ApiKey::generate().digest();
     for _ in 0..5 {
         assert!(cache.lookup(&known, clock.now()).await.unwrap().is_some());
         assert!(cache.lookup(&unknown, clock.now()).await.unwrap().is_none());
@@ -156,8 +160,9 @@ async fn an_announced_deletion_evicts_the_key() {
         cache,
         account,
         key,
+        known: digest,
+        ..
     } = setup().await;
-    let digest = cache.digest(&key.key);
     assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_some());
     // Another instance deletes it and announces the key id.
     counting
@@ -194,10 +199,10 @@ async fn only_fresh_entries_answer_without_waiting() {
         counting,
         cache,
         key,
+        known,
+        unknown,
         ..
     } = setup().await;
-    let known = cache.digest(&key.key);
-    let unknown = ApiKey::generate().digest();
     // Nothing cached: no answer at once, and the wrapped store is not asked for one.
     assert_eq!(cache.lookup_now(&known, clock.now()), None);
     assert_eq!(counting.lookups.load(Ordering::SeqCst), 0);
