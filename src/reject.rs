@@ -234,10 +234,7 @@ impl Rejection {
         mut headers: HeaderMap,
         mut extensions: Extensions,
     ) -> Response<Bytes> {
-        let (body, challenge) = match problems.rendered.iter().find(|r| r.rejection == *self) {
-            Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
-            None => (problems.render(self), self.challenge(&problems.style.realm)),
-        };
+        let (body, challenge) = problems.body_and_challenge(self);
         headers.clear();
         headers.insert(header::CONTENT_TYPE, PROBLEM_JSON);
         if let Some(challenge) = challenge {
@@ -324,10 +321,22 @@ impl Problems {
         }
     }
 
-    /// The body of a rejection not rendered in advance. A client over its limit may send
-    /// many requests, and their 429s differ only by limit and wait, so each 429 body is
-    /// rendered once and kept (a bounded number of them).
-    fn render(&self, rejection: &Rejection) -> Bytes {
+    /// The body and `WWW-Authenticate` challenge of `rejection`'s response: rendered in
+    /// advance for the constant rejections, else now.
+    fn body_and_challenge(&self, rejection: &Rejection) -> (Bytes, Option<HeaderValue>) {
+        match self.rendered.iter().find(|r| r.rejection == *rejection) {
+            Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
+            None => (
+                self.body(rejection),
+                rejection.challenge(&self.style.realm),
+            ),
+        }
+    }
+
+    /// A body not rendered in advance. A client over its limit may send many requests, and
+    /// their 429s differ only by limit and wait, so each 429 body is rendered once and kept
+    /// (a bounded number of them).
+    fn body(&self, rejection: &Rejection) -> Bytes {
         let Rejection::RateLimited(decision) = rejection else {
             return rejection.render(&self.style);
         };

@@ -115,8 +115,8 @@ impl Decision {
             (&X_RATELIMIT_REMAINING, number(remaining.into())),
             (&X_RATELIMIT_RESET, number(reset)),
         ];
-        // Exactly these five: a map holding one header already (axum's `content-length`)
-        // then fits its first allocation (six entries) and is not grown and rehashed.
+        // Room for exactly these five, so the map grows at most once for them; a response
+        // with one header so far (as axum's empty ones) fits its first allocation of six.
         headers.reserve(values.len());
         for (name, value) in values {
             headers.insert(name.clone(), value);
