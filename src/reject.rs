@@ -326,10 +326,7 @@ impl Problems {
     fn body_and_challenge(&self, rejection: &Rejection) -> (Bytes, Option<HeaderValue>) {
         match self.rendered.iter().find(|r| r.rejection == *rejection) {
             Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
-            None => (
-                self.body(rejection),
-                rejection.challenge(&self.style.realm),
-            ),
+            None => (self.body(rejection), rejection.challenge(&self.style.realm)),
         }
     }
 
