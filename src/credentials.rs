@@ -2,7 +2,7 @@
 
 use http::{header::AUTHORIZATION, HeaderMap};
 
-use crate::{ApiKey, Rejection};
+use crate::{key::every_byte, ApiKey, Rejection};
 
 /// The key in `Authorization: Bearer nvl_…`.
 ///
@@ -24,8 +24,10 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&[u8], Rejection> {
         .as_bytes()
         .split_at_checked(b"Bearer ".len())
         .ok_or(Rejection::InvalidAuthorization)?;
-    let visible = |b: &u8| b.is_ascii_graphic();
-    if !scheme.eq_ignore_ascii_case(b"Bearer ") || token.is_empty() || !token.iter().all(visible) {
+    if !scheme.eq_ignore_ascii_case(b"Bearer ")
+        || token.is_empty()
+        || !every_byte(token, u8::is_ascii_graphic)
+    {
         return Err(Rejection::InvalidAuthorization);
     }
     Ok(token)

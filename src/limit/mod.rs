@@ -178,7 +178,8 @@ pub(crate) fn number(n: u64) -> HeaderValue {
     });
     match usize::try_from(n).ok().and_then(|i| table.get(i)) {
         Some(digits) => HeaderValue::from_static(digits),
-        None => n.into(),
+        // `itoa` rather than `HeaderValue::from(u64)`, which goes through `fmt`.
+        None => HeaderValue::from_str(itoa::Buffer::new().format(n)).expect("digits"),
     }
 }
 
