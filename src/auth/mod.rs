@@ -1,6 +1,6 @@
 //! The middleware: [`NouvelAuthLayer`], [`NouvelAuth`], [`ResponseFuture`], [`ResponseBody`],
 //! and the request's path through the checks ([`Checks::screen`], then
-//! [`Checks::verify_now`] or, when the store or the limiter must wait, [`Checks::verify`]).
+//! [`Checks::verify_now`] and, when the store or the limiter must wait, [`Checks::finish`]).
 
 mod body;
 mod future;
@@ -68,6 +68,20 @@ pub(crate) struct SuccessHeaders {
     expires_soon: Option<OffsetDateTime>,
 }
 
+/// How a request checked by the store and the limiter ends: admitted or refused.
+pub(crate) type Verdict = Result<Admission, Rejection>;
+
+/// How far a request's checks have got: where [`Checks::verify_now`] stopped, and each
+/// step of [`Checks::finish`].
+pub(crate) enum Progress {
+    /// Every check answered.
+    Done(Verdict),
+    /// The store must be asked, and then the limiter.
+    Lookup { digest: KeyDigest, access: Access },
+    /// The key passed 401 to 403 and has `limit`; the limiter must be asked.
+    Check { record: KeyRecord, limit: RateLimit },
+}
+
 /// What the checks that need no I/O decided about a request that may go on.
 pub(crate) enum Screening {
     /// A public route: straight to the inner service.
@@ -95,61 +109,77 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         })
     }
 
-    /// The rest of the request's path, done at once when the store and the limiter can
-    /// answer without waiting ([`KeyStore::lookup_now`], [`RateLimiter::check_now`]), as in
-    /// memory or from a warm cache. `None` when one of them cannot: then [`verify`](Self::verify)
-    /// does it all, and nothing was recorded here.
+    /// The rest of the request's path, as far as it goes without waiting: the store and the
+    /// limiter answer at once ([`KeyStore::lookup_now`], [`RateLimiter::check_now`]) in
+    /// memory or from a warm cache. Otherwise what is left, for [`finish`](Self::finish);
+    /// nothing is recorded until a step has its answer, so each request counts once.
     pub(crate) fn verify_now(
         &self,
-        digest: &KeyDigest,
+        digest: KeyDigest,
         access: Access,
         now: OffsetDateTime,
-    ) -> Option<Result<Admission, Rejection>> {
-        let found = self.store.lookup_now(digest, now)?;
+    ) -> Progress {
+        let Some(found) = self.store.lookup_now(&digest, now) else {
+            return Progress::Lookup { digest, access };
+        };
+        match self.authorize(found, access, now) {
+            Progress::Check { record, limit } => {
+                match self.limiter.check_now(&record.id, limit, now) {
+                    Some(decision) => Progress::Done(self.conclude(record, limited(decision), now)),
+                    None => Progress::Check { record, limit },
+                }
+            }
+            progress => progress,
+        }
+    }
+
+    /// What [`verify_now`](Self::verify_now) left, one step at a time: the store's lookup
+    /// and the checks on its answer, then the limiter's. A backend that fails or times out
+    /// answers 503.
+    pub(crate) async fn finish(&self, mut progress: Progress, now: OffsetDateTime) -> Verdict {
+        loop {
+            progress = match progress {
+                Progress::Done(verdict) => return verdict,
+                Progress::Lookup { digest, access } => {
+                    let found = within(self.config.lookup_timeout, self.store.lookup(&digest, now))
+                        .await
+                        .map_err(|error| unavailable("key store", &error))?;
+                    self.authorize(found, access, now)
+                }
+                Progress::Check { record, limit } => {
+                    let decision = within(
+                        self.config.limiter_timeout,
+                        self.limiter.check(&record.id, limit, now),
+                    )
+                    .await
+                    .map_err(|error| unavailable("rate limiter", &error))
+                    .and_then(limited);
+                    Progress::Done(self.conclude(record, decision, now))
+                }
+            }
+        }
+    }
+
+    /// The store's answer judged in the contract's order: the record and its expiry (401),
+    /// plan (402), route permission (403). If all pass, the limiter is next, with the
+    /// key's limit.
+    fn authorize(&self, found: Option<KeyRecord>, access: Access, now: OffsetDateTime) -> Progress {
         let record = match authenticate(found, now) {
             Ok(record) => record,
-            Err(rejection) => return Some(Err(rejection)),
+            Err(rejection) => return Progress::Done(Err(rejection)),
         };
-        let decision = match self.authorize(&record, access) {
-            Ok(limit) => limited(self.limiter.check_now(&record.id, limit, now)?),
-            Err(rejection) => Err(rejection),
+        let permitted = if record.plan.allows_api_keys() {
+            access.authorize(record.permissions)
+        } else {
+            Err(Rejection::PlanRequired(record.plan))
         };
-        Some(self.conclude(record, decision, now))
-    }
-
-    /// The rest of the request's path, in the contract's order: the store's record and
-    /// its expiry (401), plan (402), route permission (403), rate limit (429), all judged
-    /// at `now`.
-    pub(crate) async fn verify(
-        &self,
-        digest: &KeyDigest,
-        access: Access,
-        now: OffsetDateTime,
-    ) -> Result<Admission, Rejection> {
-        let found = within(self.config.lookup_timeout, self.store.lookup(digest, now))
-            .await
-            .map_err(|error| unavailable("key store", &error))?;
-        let record = authenticate(found, now)?;
-        let decision = match self.authorize(&record, access) {
-            Ok(limit) => within(
-                self.config.limiter_timeout,
-                self.limiter.check(&record.id, limit, now),
-            )
-            .await
-            .map_err(|error| unavailable("rate limiter", &error))
-            .and_then(limited),
-            Err(rejection) => Err(rejection),
-        };
-        self.conclude(record, decision, now)
-    }
-
-    /// 402 and 403: plan and route permission. The limit that applies if both pass.
-    fn authorize(&self, record: &KeyRecord, access: Access) -> Result<RateLimit, Rejection> {
-        if !record.plan.allows_api_keys() {
-            return Err(Rejection::PlanRequired(record.plan));
+        match permitted {
+            Ok(()) => Progress::Check {
+                limit: record.rate_limit.unwrap_or(self.config.default_limit),
+                record,
+            },
+            Err(rejection) => Progress::Done(self.conclude(record, Err(rejection), now)),
         }
-        access.authorize(record.permissions)?;
-        Ok(record.rate_limit.unwrap_or(self.config.default_limit))
     }
 
     /// Counts the request against the key and, if it is admitted, what its response's
@@ -159,7 +189,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         record: KeyRecord,
         decision: Result<Decision, Rejection>,
         now: OffsetDateTime,
-    ) -> Result<Admission, Rejection> {
+    ) -> Verdict {
         let outcome = match &decision {
             Ok(_) => Some(Outcome::Admitted),
             Err(rejection) => rejection.outcome(),

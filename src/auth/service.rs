@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header::AUTHORIZATION, Extensions, HeaderMap, Request, Response};
 use tower_service::Service;
 
-use super::{Checks, ResponseBody, ResponseFuture, Screening};
+use super::{Checks, Progress, ResponseBody, ResponseFuture, Screening};
 use crate::{KeyStore, RateLimiter, Rejection};
 
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
@@ -56,24 +56,21 @@ where
         }
         // One instant for every judgment of this request: expiry, cache freshness, limit.
         let now = checks.config.clock.now();
-        match checks.verify_now(&digest, access, now) {
-            Some(Ok(admission)) => {
+        let progress = match checks.verify_now(digest, access, now) {
+            Progress::Done(Ok(admission)) => {
                 return ResponseFuture::admitted(&mut self.inner, request, admission)
             }
-            Some(Err(rejection)) => {
+            Progress::Done(Err(rejection)) => {
                 return ResponseFuture::rejected(refuse(&rejection, checks, request))
             }
-            None => {}
-        }
+            progress => progress,
+        };
         let checks = checks.clone();
         // Only this part waits (on the store or the limiter), so only it is boxed.
         let verification = Box::pin(async move {
-            checks
-                .verify(&digest, access, now)
-                .await
-                .map_err(|rejection| {
-                    rejection.to_response(&checks.problems, HeaderMap::new(), Extensions::new())
-                })
+            checks.finish(progress, now).await.map_err(|rejection| {
+                rejection.to_response(&checks.problems, HeaderMap::new(), Extensions::new())
+            })
         });
         // The clone may not be ready: keep the one that is, as tower-http does.
         let clone = self.inner.clone();
