@@ -18,7 +18,7 @@ use std::{
 
 use axum::{
     body::Body,
-    http::{header::AUTHORIZATION, HeaderName, HeaderValue, Request, Response},
+    http::{header::AUTHORIZATION, HeaderValue, Request, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use futures_util::{future::Map, FutureExt};
 use nouvel_auth::{
     ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
-    Permission, Plan, RateLimit, RateLimiter, RouteTable,
+    Permission, Plan, RateLimit, RateLimiter, RouteTable, RATE_LIMIT_HEADERS,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -143,21 +143,11 @@ where
 fn five_static_headers(
     response: Result<Response<Body>, Infallible>,
 ) -> Result<Response<Body>, Infallible> {
-    const NAMES: [&str; 5] = [
-        "ratelimit-policy",
-        "ratelimit",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    ];
     response.map(|mut response| {
         let headers = response.headers_mut();
-        headers.reserve(NAMES.len());
-        for name in NAMES {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static("60"),
-            );
+        headers.reserve(RATE_LIMIT_HEADERS.len());
+        for name in RATE_LIMIT_HEADERS {
+            headers.insert(name, HeaderValue::from_static("60"));
         }
         response
     })

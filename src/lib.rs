@@ -83,7 +83,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BackendError, BoxError};
 pub use expiration::{Expiration, ExpirationError};
 pub use key::{AccountId, ApiKey, KeyDigest, KeyFormatError, KeyHasher, KeyId};
-pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter};
+pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter, RATE_LIMIT_HEADERS};
 pub use manage::{
     validate_grace, validate_name, Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus,
     ManageError, NewKey, ValidKeySpec, MAX_GRACE,

@@ -81,11 +81,27 @@ pub struct Decision {
     pub reset: Duration,
 }
 
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// The rate-limit headers on every response that reached the limiter, in the order they
+/// are written: `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
+/// then the `X-RateLimit-*` triple. A CORS layer must expose them (with `Retry-After` and
+/// [`KEY_EXPIRES_HEADER`](crate::KEY_EXPIRES_HEADER)) for browser code to read them.
+///
+/// ```
+/// use nouvel_auth::RATE_LIMIT_HEADERS;
+///
+/// let exposed = RATE_LIMIT_HEADERS.map(|name| name.to_string()).join(", ");
+/// assert_eq!(
+///     exposed,
+///     "ratelimit-policy, ratelimit, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset"
+/// );
+/// ```
+pub const RATE_LIMIT_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("ratelimit-policy"),
+    HeaderName::from_static("ratelimit"),
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
 
 impl Decision {
     /// Whole seconds until a slot frees, rounded up.
@@ -99,27 +115,23 @@ impl Decision {
         self.reset_seconds().max(1)
     }
 
-    /// Writes `RateLimit-Policy`, `RateLimit` (draft-ietf-httpapi-ratelimit-headers) and
-    /// the `X-RateLimit-*` triple, as the layer does on every response that reached the
-    /// limiter.
+    /// Writes the [`RATE_LIMIT_HEADERS`], as the layer does on every response that reached
+    /// the limiter.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let (remaining, reset) = (self.remaining, self.reset_seconds());
         let (policy, limit) = limit_values(self.limit);
         let values = [
-            (&RATELIMIT_POLICY, policy),
-            (
-                &RATELIMIT,
-                policy_item([("r", remaining.into()), ("t", reset)]),
-            ),
-            (&X_RATELIMIT_LIMIT, limit),
-            (&X_RATELIMIT_REMAINING, number(remaining.into())),
-            (&X_RATELIMIT_RESET, number(reset)),
+            policy,
+            policy_item([("r", remaining.into()), ("t", reset)]),
+            limit,
+            number(remaining.into()),
+            number(reset),
         ];
         // Room for exactly these five, so the map grows at most once for them; a response
         // with one header so far (as axum's empty ones) fits its first allocation of six.
         headers.reserve(values.len());
-        for (name, value) in values {
-            headers.insert(name.clone(), value);
+        for (name, value) in RATE_LIMIT_HEADERS.into_iter().zip(values) {
+            headers.insert(name, value);
         }
     }
 }
