@@ -202,3 +202,34 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
     clock.advance(Duration::from_secs(300)); // past the stale bound
     send(&warm).await.assert_problem(503, "auth_unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_listens_again() {
+    let clock = ManualClock::new(T0);
+    let schema = servers::unique("nouvel_test");
+    let proxy = servers::Proxy::start(5432).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let cut_off = Instance::start(&url, &schema, &servers::unique("rl"), &clock).await;
+    let elsewhere = servers::postgres_store_at(&servers::database_url(), &schema, &clock).await;
+    let account = elsewhere.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = elsewhere
+        .create_key(&account.id, KeySpec::new("k", [Permission::ProjectsRead]))
+        .await
+        .unwrap();
+
+    proxy.cut();
+    // The listener finds its connection gone, and fails to make another for longer than the
+    // pool waits for one (2 s): its reconnection fails rather than waits.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proxy.resume().await;
+    // Read into the cache, then deleted by another instance, before the listener is back:
+    // the deletion's notification is lost.
+    assert_eq!(cut_off.status(&key, "/api/v1/projects").await, 200);
+    elsewhere
+        .delete_key(&account.id, &key.info.id)
+        .await
+        .unwrap();
+    // Listening again, it has the cache forget everything: the deletion shows (the cache
+    // alone would keep the key for an hour).
+    time_until(&cut_off, &key, "/api/v1/projects", 401).await;
+}

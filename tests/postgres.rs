@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::{servers, T0};
 use nouvel_auth::{
-    store::PostgresKeyStore, BackendError, Expiration, KeyManager, KeySpec, KeyStatus, KeyStore,
-    ManageError, ManualClock, NouvelAuthLayer, Permission, Plan, RateLimit,
+    store::{Invalidation, PostgresKeyStore},
+    BackendError, Expiration, KeyManager, KeySpec, KeyStatus, KeyStore, ManageError, ManualClock,
+    NouvelAuthLayer, Permission, Plan, RateLimit,
 };
 
 #[tokio::test]
@@ -278,4 +279,47 @@ impl NowPlus for ManualClock {
     fn now_plus(&self, by: Duration) -> time::OffsetDateTime {
         nouvel_auth::Clock::now(self) + by
     }
+}
+
+#[tokio::test]
+async fn a_listener_that_lost_its_connection_says_all_once_listening_again() {
+    use sqlx::Connection;
+    let clock = ManualClock::new(T0);
+    let schema = servers::unique("nouvel_test");
+    let store = servers::postgres_store_at(&servers::database_url(), &schema, &clock).await;
+    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = store
+        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .await
+        .unwrap();
+    let (heard, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    store
+        .listen(move |change| {
+            let _ = heard.send(change);
+        })
+        .await
+        .unwrap();
+    let mut next_change = async || {
+        tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("a change within 10 s")
+            .unwrap()
+    };
+    // End the listening session from another one, as a failover or a network cut would.
+    let mut admin = sqlx::PgConnection::connect(&servers::database_url())
+        .await
+        .unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1",
+    )
+    .bind(format!("LISTEN %nouvel_keys_{schema}%"))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true]);
+    // Whatever changed meanwhile is unknown: a cache must forget everything.
+    assert_eq!(next_change().await, Invalidation::All);
+    // By then it listens again, so a change made now arrives as itself.
+    store.delete_key(&account.id, &key.info.id).await.unwrap();
+    assert_eq!(next_change().await, Invalidation::Key(key.info.id.clone()));
 }

@@ -113,14 +113,14 @@ impl PostgresKeyStore {
 
     /// Hands every change made by any instance to `on_change`, from a background task,
     /// typically [`CachedKeyStore::invalidate`](crate::store::CachedKeyStore::invalidate).
-    /// Changes missed while the listening connection was down arrive as
-    /// [`Invalidation::All`] once it is back.
+    /// Changes made while the listening connection is down are lost, so once it listens
+    /// again `on_change` gets [`Invalidation::All`]: anything read before may be stale.
     pub async fn listen(
         &self,
         on_change: impl Fn(Invalidation) + Send + Sync + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, BackendError> {
-        let mut listener = PgListener::connect_with(&self.pool).await.map_err(db)?;
-        listener.listen(&self.channel).await.map_err(db)?;
+        let mut listener = self.listener().await.map_err(db)?;
+        let store = self.clone();
         Ok(tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
@@ -129,17 +129,40 @@ impl PostgresKeyStore {
                             on_change(change);
                         }
                     }
-                    // The connection dropped and will be made again: notifications may
-                    // have been missed.
+                    // The connection was lost, and sqlx has listened again already (its
+                    // eager reconnection): only the changes made meanwhile are unknown.
                     Ok(None) => on_change(Invalidation::All),
+                    // sqlx could not listen again (the database stayed away longer than the
+                    // pool waits). `All` must wait until listening again, or a change made
+                    // before then could be read back into a cache and never invalidated.
                     Err(error) => {
-                        tracing::warn!(%error, "nouvel-auth: key change listener failed; retrying");
+                        tracing::warn!(%error, "nouvel-auth: the key change listener lost its connection");
+                        listener = store.listen_again().await;
                         on_change(Invalidation::All);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
         }))
+    }
+
+    /// A connection listening on this store's channel.
+    async fn listener(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.channel).await?;
+        Ok(listener)
+    }
+
+    /// [`listener`](Self::listener), tried each second until the database answers.
+    async fn listen_again(&self) -> PgListener {
+        loop {
+            match self.listener().await {
+                Ok(listener) => return listener,
+                Err(error) => {
+                    tracing::warn!(%error, "nouvel-auth: cannot listen for key changes; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     async fn notify(

@@ -165,9 +165,10 @@ pub async fn postgres_store_at(
     store
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can cut, as an outage would.
+/// A TCP proxy in front of PostgreSQL that a test can cut, as an outage would, and resume.
 pub struct Proxy {
     pub port: u16,
+    target: u16,
     tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -175,8 +176,18 @@ impl Proxy {
     pub async fn start(target: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let accepted = tasks.clone();
+        let proxy = Self {
+            port,
+            target,
+            tasks: Default::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// Relays every connection accepted on `listener` to the target.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (target, accepted) = (self.target, self.tasks.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let relay = tokio::spawn(async move {
@@ -189,8 +200,7 @@ impl Proxy {
                 accepted.lock().unwrap().push(relay);
             }
         });
-        tasks.lock().unwrap().push(accept);
-        Self { port, tasks }
+        self.tasks.lock().unwrap().push(accept);
     }
 
     /// Closes every connection and the listening socket.
@@ -198,6 +208,14 @@ impl Proxy {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
+    }
+
+    /// Accepts connections again, on the same port, after a [`cut`](Self::cut).
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(listener);
     }
 }
 
