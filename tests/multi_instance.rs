@@ -164,7 +164,7 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
 async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
     let clock = ManualClock::new(T0);
     let proxy = servers::Proxy::start(5432).await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let url = proxy.postgres_url();
     let postgres = servers::postgres_store_at(&url, &servers::unique("nouvel_test"), &clock).await;
     let store = CachedKeyStore::new(postgres)
         .fresh_for(Duration::from_secs(30))
@@ -208,7 +208,7 @@ async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_lis
     let clock = ManualClock::new(T0);
     let schema = servers::unique("nouvel_test");
     let proxy = servers::Proxy::start(5432).await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let url = proxy.postgres_url();
     let cut_off = Instance::start(&url, &schema, &servers::unique("rl"), &clock).await;
     let elsewhere = servers::postgres_store_at(&servers::database_url(), &schema, &clock).await;
     let account = elsewhere.create_account("Acme", Plan::Scale).await.unwrap();

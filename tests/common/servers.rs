@@ -185,6 +185,11 @@ impl Proxy {
         proxy
     }
 
+    /// The PostgreSQL URL that goes through the proxy.
+    pub fn postgres_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
     /// Relays every connection accepted on `listener` to the target.
     fn serve(&self, listener: tokio::net::TcpListener) {
         let (target, accepted) = (self.target, self.tasks.clone());
