@@ -18,11 +18,13 @@ use nouvel_auth::{
 };
 use time::OffsetDateTime;
 
-/// A memory store that counts lookups.
+/// A memory store that counts lookups, and whose answers a test can hold back.
 #[derive(Clone)]
 struct Counting {
     inner: MemoryKeyStore,
     lookups: Arc<AtomicUsize>,
+    /// While a test holds this for writing, answers already read wait, as on a slow network.
+    answers: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl KeyStore for Counting {
@@ -32,7 +34,9 @@ impl KeyStore for Counting {
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, BackendError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.lookup(digest, now).await
+        let found = self.inner.lookup(digest, now).await;
+        let _delivered = self.answers.read().await;
+        found
     }
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         self.inner.record_usage(reports).await
@@ -56,6 +60,7 @@ async fn setup() -> Fixture {
     let counting = Counting {
         inner: MemoryKeyStore::with(KeyHasher::default(), clock.clone()),
         lookups: Arc::default(),
+        answers: Arc::default(),
     };
     let cache =
         CachedKeyStore::with_capacity(counting.clone(), 1_000).fresh_for(Duration::from_secs(30));
@@ -215,4 +220,29 @@ async fn only_fresh_entries_answer_without_waiting() {
     clock.advance(Duration::from_secs(30));
     assert_eq!(cache.lookup_now(&known, clock.now()), None);
     assert_eq!(counting.lookups.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_change_announced_while_a_lookup_is_under_way_is_not_cached_over() {
+    let f = setup().await;
+    let held = f.counting.answers.write().await;
+    let (cache, known, now) = (f.cache.clone(), f.known, f.clock.now());
+    let looking = tokio::spawn(async move { cache.lookup(&known, now).await });
+    // Until the store has read the key (the lookup then waits for its answer).
+    while f.counting.lookups.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Meanwhile another instance deletes the key, and its notification arrives.
+    f.counting
+        .inner
+        .delete_key(&f.account, &f.key.info.id)
+        .await
+        .unwrap();
+    f.cache
+        .invalidate(&Invalidation::Key(f.key.info.id.clone()));
+    drop(held);
+    // The lookup answers what it read before the change, but the cache does not keep it.
+    assert!(looking.await.unwrap().unwrap().is_some());
+    assert_eq!(f.cache.lookup(&f.known, now).await.unwrap(), None);
+    assert_eq!(f.counting.lookups.load(Ordering::SeqCst), 2);
 }

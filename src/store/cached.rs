@@ -1,6 +1,13 @@
 //! A cache in front of any key store, for stores across a network.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use quick_cache::sync::Cache;
 use time::OffsetDateTime;
@@ -22,7 +29,8 @@ use crate::{
 ///   by the layer's clock (the `now` of [`KeyStore::lookup`]), so a hit reads no clock.
 /// * Changes made through this cache's [`KeyManager`] side evict the entries they affect
 ///   at once; [`invalidate`](Self::invalidate) applies changes announced by other instances
-///   (see [`PostgresKeyStore::listen`](crate::store::PostgresKeyStore::listen)).
+///   (see [`PostgresKeyStore::listen`](crate::store::PostgresKeyStore::listen)). A lookup
+///   under way when a change is announced answers what it read but does not cache it.
 /// * When the store fails or is slower than `timeout` (default 500 ms), a known key whose entry is at most `stale_for` old (default
 ///   5 min) is still served; past that, and for keys not cached as known, the lookup
 ///   fails, and the layer answers 503, never 401.
@@ -38,6 +46,9 @@ use crate::{
 pub struct CachedKeyStore<K> {
     inner: K,
     cache: Arc<Cache<KeyDigest, Entry>>,
+    /// How many invalidations there have been, so a lookup under way when one arrives
+    /// does not cache what it read before it.
+    invalidations: Arc<AtomicU64>,
     fresh_for: Duration,
     stale_for: Duration,
     timeout: Duration,
@@ -78,6 +89,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
         Self {
             inner,
             cache: Arc::new(Cache::new(capacity)),
+            invalidations: Arc::default(),
             fresh_for: Duration::from_secs(30),
             stale_for: Duration::from_secs(300),
             timeout: Duration::from_millis(500),
@@ -119,6 +131,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
             Invalidation::Account(id) => record.account_id == *id,
             _ => true,
         };
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         match change {
             Invalidation::All => self.cache.clear(),
             _ => self
@@ -135,6 +148,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
         now: OffsetDateTime,
         cached: Option<Entry>,
     ) -> Result<Option<KeyRecord>, BackendError> {
+        let invalidations = self.invalidations.load(Ordering::SeqCst);
         match within(self.timeout, self.inner.lookup(digest, now)).await {
             Ok(record) => {
                 let entry = Entry {
@@ -143,6 +157,11 @@ impl<K: KeyStore> CachedKeyStore<K> {
                     stale_until: later(now, self.stale_for),
                 };
                 self.cache.insert(*digest, entry);
+                // An invalidation since the read may concern it: forget it again. (One
+                // after this check evicts it itself, since it counts before it evicts.)
+                if self.invalidations.load(Ordering::SeqCst) != invalidations {
+                    self.cache.remove(digest);
+                }
                 Ok(record)
             }
             Err(error) => match cached {
