@@ -80,7 +80,8 @@ where
 }
 
 /// The response refusing `request`, made in its header map and extensions (emptied): the
-/// response reuses their allocations (hyper's requests come with extensions already).
+/// response reuses their allocations (behind `Router::layer`, axum has already put its own
+/// extensions there).
 fn refuse<K, L, B>(
     rejection: &Rejection,
     checks: &Checks<K, L>,
