@@ -287,7 +287,7 @@ impl Rejection {
 
 /// The problem bodies and challenges of every constant rejection, rendered once per layer:
 /// a refusal then costs no JSON and no formatting.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Problems {
     style: ProblemStyle,
     rendered: Vec<Rendered>,
@@ -298,7 +298,7 @@ pub(crate) struct Problems {
 /// How many 429 bodies a layer keeps before it starts afresh (a few hundred bytes each).
 const RATE_LIMITED_KEPT: usize = 1024;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rendered {
     rejection: Rejection,
     body: Bytes,
@@ -319,6 +319,13 @@ impl Problems {
             rendered,
             rate_limited: ConcurrentMap::default(),
         }
+    }
+
+    /// Renders them again in a changed style.
+    pub(crate) fn restyle(&mut self, change: impl FnOnce(&mut ProblemStyle)) {
+        let mut style = self.style.clone();
+        change(&mut style);
+        *self = Self::new(style);
     }
 
     /// The body and `WWW-Authenticate` challenge of `rejection`'s response: rendered in

@@ -360,6 +360,41 @@ async fn realm_and_problem_type_are_configurable() {
     );
 }
 
+#[tokio::test]
+async fn changing_a_clone_of_the_layer_leaves_the_original_as_it_was() {
+    let (store, key) = common::store_with_key(Permission::ProjectsRead).await;
+    let original = NouvelAuthLayer::new(store);
+    let changed = original
+        .clone()
+        .realm("acme")
+        .default_limit(RateLimit::new(1, Duration::from_secs(60)));
+    let original = common::routes().layer(original);
+    let changed = common::routes().layer(changed);
+    let bearer = common::bearer(&key.key);
+
+    let challenge = |app| async move {
+        let reply = common::send(app, "GET", "/api/v1/projects", None).await;
+        reply.header("www-authenticate").map(str::to_owned)
+    };
+    assert_eq!(
+        challenge(&original).await.as_deref(),
+        Some(r#"Bearer realm="nouvel""#)
+    );
+    assert_eq!(
+        challenge(&changed).await.as_deref(),
+        Some(r#"Bearer realm="acme""#)
+    );
+
+    // Both read the same store and count in the same limiter, each under its own limit:
+    // the request the original admitted fills the changed layer's window of one.
+    let reply = common::send(&original, "GET", "/api/v1/projects", Some(&bearer)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-ratelimit-limit"), Some("60"));
+    let reply = common::send(&changed, "GET", "/api/v1/projects", Some(&bearer)).await;
+    reply.assert_problem(429, "rate_limited");
+    assert_eq!(reply.header("x-ratelimit-limit"), Some("1"));
+}
+
 /// A store whose backend is down, or hangs.
 struct BrokenStore {
     hang: bool,

@@ -34,10 +34,9 @@ use crate::{
 ///     .layer(NouvelAuthLayer::new(store));
 /// ```
 pub struct NouvelAuthLayer<K, L = MemoryRateLimiter> {
-    store: Arc<K>,
-    limiter: Arc<L>,
-    usage: Arc<UsageRecorder>,
-    config: Config,
+    // Made once: axum applies a layer to each route, and again for each connection
+    // (`Router::with_state`), so `layer` must cost no more than a count on an `Arc`.
+    checks: Arc<Checks<K, L>>,
 }
 
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -46,18 +45,20 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
     /// A layer reading keys from `store`, with the defaults above.
     pub fn new(store: K) -> Self {
         Self {
-            store: Arc::new(store),
-            limiter: Arc::new(MemoryRateLimiter::new()),
-            usage: Arc::new(UsageRecorder::new(DEFAULT_FLUSH_INTERVAL)),
-            config: Config {
-                routes: RouteTable::nouvel(),
-                clock: Arc::new(SystemClock),
-                default_limit: RateLimit::default(),
-                lookup_timeout: Duration::from_secs(1),
-                limiter_timeout: Duration::from_secs(1),
-                style: ProblemStyle::default(),
-                keep_authorization: false,
-            },
+            checks: Arc::new(Checks {
+                store: Arc::new(store),
+                limiter: Arc::new(MemoryRateLimiter::new()),
+                usage: Arc::new(UsageRecorder::new(DEFAULT_FLUSH_INTERVAL)),
+                problems: Problems::new(ProblemStyle::default()),
+                config: Config {
+                    routes: RouteTable::nouvel(),
+                    clock: Arc::new(SystemClock),
+                    default_limit: RateLimit::default(),
+                    lookup_timeout: Duration::from_secs(1),
+                    limiter_timeout: Duration::from_secs(1),
+                    keep_authorization: false,
+                },
+            }),
         }
     }
 }
@@ -65,99 +66,113 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
 impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     /// Uses `limiter` instead of the in-memory one.
     pub fn limiter<L2: RateLimiter>(self, limiter: L2) -> NouvelAuthLayer<K, L2> {
+        let Checks {
+            store,
+            usage,
+            problems,
+            config,
+            ..
+        } = Arc::unwrap_or_clone(self.checks);
         NouvelAuthLayer {
-            store: self.store,
-            limiter: Arc::new(limiter),
-            usage: self.usage,
-            config: self.config,
+            checks: Arc::new(Checks {
+                store,
+                limiter: Arc::new(limiter),
+                usage,
+                problems,
+                config,
+            }),
         }
     }
 
     /// Uses `routes` instead of the seed's table.
     #[must_use]
-    pub fn routes(mut self, routes: RouteTable) -> Self {
-        self.config.routes = routes;
-        self
+    pub fn routes(self, routes: RouteTable) -> Self {
+        self.change(|checks| checks.config.routes = routes)
     }
 
     /// The limit of keys whose record sets none (default 60 per 60 s).
     #[must_use]
-    pub fn default_limit(mut self, limit: RateLimit) -> Self {
-        self.config.default_limit = limit;
-        self
+    pub fn default_limit(self, limit: RateLimit) -> Self {
+        self.change(|checks| checks.config.default_limit = limit)
     }
 
     /// Reads time from `clock` (expiry, limiter, usage times).
     #[must_use]
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.config.clock = Arc::new(clock);
-        self
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.change(|checks| checks.config.clock = Arc::new(clock))
     }
 
     /// How long a key lookup may take before the request gets 503 (default 1 s).
     #[must_use]
-    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
-        self.config.lookup_timeout = timeout;
-        self
+    pub fn lookup_timeout(self, timeout: Duration) -> Self {
+        self.change(|checks| checks.config.lookup_timeout = timeout)
     }
 
     /// How long a limiter check may take before the request gets 503 (default 1 s).
     #[must_use]
-    pub fn limiter_timeout(mut self, timeout: Duration) -> Self {
-        self.config.limiter_timeout = timeout;
-        self
+    pub fn limiter_timeout(self, timeout: Duration) -> Self {
+        self.change(|checks| checks.config.limiter_timeout = timeout)
     }
 
     /// The realm of `WWW-Authenticate` challenges (default `nouvel`). Characters that
     /// cannot stand in a quoted string (`"`, `\`, controls, non-ASCII) are dropped.
     #[must_use]
-    pub fn realm(mut self, realm: &str) -> Self {
-        self.config.style.realm = realm
+    pub fn realm(self, realm: &str) -> Self {
+        let realm = realm
             .chars()
             .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
             .collect();
-        self
+        self.change(|checks| checks.problems.restyle(|style| style.realm = realm))
     }
 
     /// Problem `type`s become `{base}{code}` (for example
     /// `https://docs.example.com/errors/` gives `…/errors/missing_api_key`) instead of
     /// `about:blank`.
     #[must_use]
-    pub fn problem_type_base(mut self, base: impl Into<String>) -> Self {
-        self.config.style.type_base = Some(base.into());
-        self
+    pub fn problem_type_base(self, base: impl Into<String>) -> Self {
+        let base = base.into();
+        self.change(|checks| {
+            checks
+                .problems
+                .restyle(|style| style.type_base = Some(base))
+        })
     }
 
     /// Passes the `Authorization` header on to the inner service (by default it is
     /// removed, so the key cannot leak from there).
     #[must_use]
-    pub fn keep_authorization_header(mut self) -> Self {
-        self.config.keep_authorization = true;
-        self
+    pub fn keep_authorization_header(self) -> Self {
+        self.change(|checks| checks.config.keep_authorization = true)
     }
 
     /// How often usage is flushed to the store (default 5 s): the bound on how stale
     /// `last_used_at` and the usage counters may be.
     #[must_use]
-    pub fn usage_flush_interval(mut self, interval: Duration) -> Self {
-        self.usage = Arc::new(UsageRecorder::new(interval));
-        self
+    pub fn usage_flush_interval(self, interval: Duration) -> Self {
+        self.change(|checks| checks.usage = Arc::new(UsageRecorder::new(interval)))
     }
 
     /// Hands pending usage to the store now. Call it at shutdown, after the server has
     /// stopped taking requests, so the last interval's usage is kept.
     pub async fn flush_usage(&self) -> Result<(), BackendError> {
-        self.usage.flush(&*self.store).await
+        self.checks.usage.flush(&*self.checks.store).await
+    }
+
+    /// This layer with one setting changed. Its checks are copied only if a clone of the
+    /// layer shares them.
+    fn change(self, setting: impl FnOnce(&mut Checks<K, L>)) -> Self {
+        let mut checks = Arc::unwrap_or_clone(self.checks);
+        setting(&mut checks);
+        Self {
+            checks: Arc::new(checks),
+        }
     }
 }
 
 impl<K, L> Clone for NouvelAuthLayer<K, L> {
     fn clone(&self) -> Self {
         Self {
-            store: self.store.clone(),
-            limiter: self.limiter.clone(),
-            usage: self.usage.clone(),
-            config: self.config.clone(),
+            checks: self.checks.clone(),
         }
     }
 }
@@ -166,24 +181,15 @@ impl<S, K: KeyStore, L: RateLimiter> Layer<S> for NouvelAuthLayer<K, L> {
     type Service = NouvelAuth<S, K, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        NouvelAuth::new(
-            inner,
-            Arc::new(Checks {
-                store: self.store.clone(),
-                limiter: self.limiter.clone(),
-                usage: self.usage.clone(),
-                problems: Problems::new(self.config.style.clone()),
-                config: self.config.clone(),
-            }),
-        )
+        NouvelAuth::new(inner, self.checks.clone())
     }
 }
 
 impl<K, L> fmt::Debug for NouvelAuthLayer<K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NouvelAuthLayer")
-            .field("routes", &self.config.routes)
-            .field("default_limit", &self.config.default_limit)
+            .field("routes", &self.checks.config.routes)
+            .field("default_limit", &self.checks.config.default_limit)
             .finish_non_exhaustive()
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     credentials::presented_key,
     error::within,
     limit::Decision,
-    reject::{ProblemStyle, Problems},
+    reject::Problems,
     routes::Access,
     usage::{Outcome, UsageRecorder},
     BackendError, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
@@ -43,7 +43,6 @@ pub(crate) struct Config {
     pub(crate) default_limit: RateLimit,
     pub(crate) lookup_timeout: Duration,
     pub(crate) limiter_timeout: Duration,
-    pub(crate) style: ProblemStyle,
     pub(crate) keep_authorization: bool,
 }
 
@@ -54,6 +53,20 @@ pub(crate) struct Checks<K, L> {
     pub(crate) usage: Arc<UsageRecorder>,
     pub(crate) problems: Problems,
     pub(crate) config: Config,
+}
+
+/// A copy for a layer whose settings change while a clone shares them: the same store,
+/// limiter and usage.
+impl<K, L> Clone for Checks<K, L> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            limiter: self.limiter.clone(),
+            usage: self.usage.clone(),
+            problems: self.problems.clone(),
+            config: self.config.clone(),
+        }
+    }
 }
 
 /// A request that passed every check.
