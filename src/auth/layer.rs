@@ -20,6 +20,10 @@ use crate::{
 /// The services run on Tokio: timeouts use its timer, and the first request starts the
 /// usage flush task on the runtime it runs on (axum and hyper servers are Tokio already).
 ///
+/// Every service the layer makes (axum makes one per route, and again per connection)
+/// shares its store, limiter, usage and settings, so one key has one limit across routes,
+/// and applying the layer costs a reference count.
+///
 /// ```
 /// use axum::{routing::post, Extension, Router};
 /// use nouvel_auth::{KeyRecord, MemoryKeyStore, NouvelAuthLayer};

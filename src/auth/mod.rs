@@ -35,7 +35,7 @@ pub const KEY_EXPIRES_HEADER: HeaderName = HeaderName::from_static("nouvel-key-e
 /// How close an expiration must be for [`KEY_EXPIRES_HEADER`] to appear.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-/// The layer's settings, copied into each service.
+/// The layer's settings.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) routes: RouteTable,
@@ -46,7 +46,8 @@ pub(crate) struct Config {
     pub(crate) keep_authorization: bool,
 }
 
-/// Everything a request is checked against: store, limiter, usage and settings.
+/// Everything a request is checked against: store, limiter, usage and settings. Made once
+/// per layer and shared by every service the layer makes.
 pub(crate) struct Checks<K, L> {
     pub(crate) store: Arc<K>,
     pub(crate) limiter: Arc<L>,
