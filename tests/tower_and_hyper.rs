@@ -1,14 +1,15 @@
 //! The layer is plain tower: any request and response body, any inner service, and a
-//! service that a hyper server can run.
+//! service that a hyper server can run; served by axum, it keeps one limit per key across
+//! connections and routes.
 
 mod common;
 
-use std::convert::Infallible;
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use nouvel_auth::{NouvelAuth, NouvelAuthLayer, Permission};
+use nouvel_auth::{NouvelAuth, NouvelAuthLayer, Permission, RateLimit};
 use tower::{service_fn, Layer, ServiceExt};
 
 fn assert_fits_axum<T: Clone + Send + Sync + 'static>(_: &T) {}
@@ -65,21 +66,66 @@ async fn serves_over_a_real_hyper_connection() {
             .unwrap();
     });
 
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
     let request = Request::post("/api/v1/generate")
-        .header("host", addr.to_string())
         .header("authorization", common::bearer(&key.key))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let response = send_on_a_new_connection(addr, request).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-ratelimit-remaining"], "59");
     assert_eq!(
         response.into_body().collect().await.unwrap().to_bytes(),
         "generated"
     );
+}
+
+#[tokio::test]
+async fn under_axum_serve_one_limit_holds_across_connections_and_routes() {
+    // axum applies the layer to each route again for every connection: all of those
+    // services must count in the one limiter.
+    let (store, key) = common::store_with_key(Permission::ProjectsRead).await;
+    let limit = RateLimit::new(2, Duration::from_secs(60));
+    let app = common::routes().layer(NouvelAuthLayer::new(store).default_limit(limit));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut statuses = Vec::new();
+    for path in [
+        "/api/v1/projects",
+        "/api/v1/jobs/job_42",
+        "/api/v1/projects",
+    ] {
+        let request = Request::get(path)
+            .header("authorization", common::bearer(&key.key))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        statuses.push(send_on_a_new_connection(addr, request).await.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
+/// Sends `request` to `addr` over a connection of its own, which ends with it.
+async fn send_on_a_new_connection(
+    addr: SocketAddr,
+    mut request: Request<Full<Bytes>>,
+) -> Response<hyper::body::Incoming> {
+    use hyper_util::rt::TokioIo;
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    request
+        .headers_mut()
+        .insert("host", addr.to_string().parse().unwrap());
+    sender.send_request(request).await.unwrap()
 }
