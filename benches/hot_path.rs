@@ -158,6 +158,15 @@ fn requests(c: &mut Criterion) {
         layer.layer(inner()),
         malformed,
     );
+    // The peers' cheapest refusal, for scale: tower-http's 401 for a wrong token (empty
+    // body, no challenge, nothing in the extensions).
+    bench_service(
+        c,
+        &rt,
+        "reject/tower_http_bearer_401",
+        validate.layer(inner()),
+        malformed,
+    );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
     let limited_account = rt
         .block_on(fixture.store.create_account("Limited", Plan::Scale))
