@@ -6,70 +6,23 @@
 //! scripts/bench-report
 //! ```
 
-use std::{hint::black_box, sync::Arc, time::Duration};
+mod common;
 
-use axum::{body::Body, routing::post, Router};
-use bytes::Bytes;
+use std::{hint::black_box, time::Duration};
+
+use axum::body::Body;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use dashmap::DashMap;
-use http::{Method, Request};
+use http::Request;
 use nouvel_auth::{
-    ApiKey, Decision, KeyId, KeyManager, KeySpec, KeyStore, MemoryKeyStore, MemoryRateLimiter,
-    NouvelAuthLayer, Permission, Plan, RateLimit, RateLimiter, RouteTable, RATE_LIMIT_HEADERS,
+    ApiKey, Decision, KeyId, KeyManager, KeySpec, KeyStore, MemoryRateLimiter, NouvelAuthLayer,
+    Permission, Plan, RateLimit, RateLimiter, RouteTable,
 };
 use tower::{Layer, Service, ServiceExt};
 
-const KEYS: usize = 100_000;
-/// High enough never to refuse during a run.
-const NEVER_LIMITED: RateLimit = RateLimit::new(u32::MAX, Duration::from_secs(60));
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The inner service every contestant wraps: bare axum, as the issue's baseline, with one
-/// trivial handler on the request's route.
-fn inner() -> Router {
-    Router::new().route("/api/v1/generate", post(|| async {}))
-}
-
-fn request(authorization: &str) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri("/api/v1/generate")
-        .header("authorization", authorization)
-        .body(Body::empty())
-        .unwrap()
-}
-
-struct Fixture {
-    store: MemoryKeyStore,
-    bearer: String,
-    key: ApiKey,
-}
-
-/// A memory store with 100 000 keys, and the bearer header of one of them.
-fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
-    rt.block_on(async {
-        let store = MemoryKeyStore::new();
-        let account = store.create_account("Bench", Plan::Scale).await.unwrap();
-        let mut last = None;
-        for i in 0..KEYS {
-            let spec =
-                KeySpec::new(format!("key {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
-            last = Some(store.create_key(&account.id, spec).await.unwrap().key);
-        }
-        let key = last.unwrap();
-        Fixture {
-            bearer: format!("Bearer {}", key.expose_secret()),
-            store,
-            key,
-        }
-    })
-}
+use common::{
+    axum_response_headers, five_static_headers, fixture, governor, inner, match_route, request,
+    runtime, Floor, MALFORMED, NEVER_LIMITED,
+};
 
 /// Benchmarks one `oneshot` of `service` per iteration, the request built outside the timing.
 fn bench_service<S>(
@@ -91,21 +44,6 @@ fn bench_service<S>(
     });
 }
 
-#[derive(Clone)]
-struct Bearer;
-
-impl tower_governor::key_extractor::KeyExtractor for Bearer {
-    type Key = Bytes;
-
-    fn extract<T>(&self, request: &Request<T>) -> Result<Bytes, tower_governor::GovernorError> {
-        request
-            .headers()
-            .get("authorization")
-            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
-            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
-    }
-}
-
 fn requests(c: &mut Criterion) {
     let rt = runtime();
     let fixture = fixture(&rt);
@@ -122,19 +60,11 @@ fn requests(c: &mut Criterion) {
         &fixture.bearer,
     );
 
-    let config = tower_governor::governor::GovernorConfigBuilder::default()
-        .key_extractor(Bearer)
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .use_headers()
-        .finish()
-        .unwrap();
-    let governor = tower_governor::GovernorLayer::new(Arc::new(config));
     bench_service(
         c,
         &rt,
         "request/tower_governor",
-        governor.layer(inner()),
+        governor(inner()),
         &fixture.bearer,
     );
 
@@ -150,13 +80,12 @@ fn requests(c: &mut Criterion) {
     );
 
     // Rejections: a malformed key (no hash, no lookup), and a 429 (no inner service).
-    let malformed = "Bearer nvl_this-is-not-a-key";
     bench_service(
         c,
         &rt,
         "reject/malformed_401",
         layer.layer(inner()),
-        malformed,
+        MALFORMED,
     );
     // The peers' cheapest refusal, for scale: tower-http's 401 for a wrong token (empty
     // body, no challenge, nothing in the extensions).
@@ -165,7 +94,7 @@ fn requests(c: &mut Criterion) {
         &rt,
         "reject/tower_http_bearer_401",
         validate.layer(inner()),
-        malformed,
+        MALFORMED,
     );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
     let limited_account = rt
@@ -193,41 +122,15 @@ fn requests(c: &mut Criterion) {
     );
 }
 
-/// The essential work, called directly: SHA-256 of a key, one map lookup of its digest,
-/// one sliding-window check.
+/// The essential work, called directly (see [`Floor`]).
 fn floor(c: &mut Criterion) {
     let rt = runtime();
     let fixture = fixture(&rt);
-    let digests: DashMap<[u8; 32], u64> = DashMap::new();
-    for i in 0..KEYS as u64 {
-        digests.insert(ApiKey::generate().digest().as_bytes().to_owned(), i);
-    }
-    let target = *fixture.key.digest().as_bytes();
-    digests.insert(target, 0);
-    let limiter = MemoryRateLimiter::new();
-    let id = KeyId::from("key_floor");
-    let now = time::OffsetDateTime::now_utc();
+    let floor = Floor::new(&fixture);
+    let secret = fixture.key.expose_secret();
     c.bench_function("floor/sha256+lookup+window", |b| {
-        b.iter(|| {
-            let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
-                <sha2::Sha256 as sha2::Digest>::new(),
-                black_box(fixture.key.expose_secret()),
-            ));
-            let found = digests.get(digest.as_slice()).map(|v| *v);
-            black_box((found, limiter.check_now(&id, NEVER_LIMITED, now)))
-        })
+        b.iter(|| floor.check(black_box(secret)))
     });
-}
-
-/// The headers of bare axum's response to the bench request (`parts` checks it):
-/// `content-length` alone, in a map allocated for six, as the layer finds it.
-fn axum_response_headers() -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from_static("0"),
-    );
-    headers
 }
 
 /// Each step alone, so a regression points at its part.
@@ -248,14 +151,7 @@ fn parts(c: &mut Criterion) {
             .iter(|| async { fixture.store.lookup(black_box(&digest), now).await.unwrap() })
     });
     let routes = RouteTable::nouvel();
-    c.bench_function("part/route_match", |b| {
-        b.iter(|| {
-            routes.access(
-                black_box(&Method::GET),
-                black_box("/api/v1/publish/pub_123"),
-            )
-        })
-    });
+    c.bench_function("part/route_match", |b| b.iter(|| match_route(&routes)));
     let limiter = MemoryRateLimiter::new();
     let id = KeyId::from("key_part");
     c.bench_function("part/window_check", |b| {
@@ -284,19 +180,10 @@ fn parts(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    // A lower bound for any implementation of the contract: the same five names with
-    // values made in advance, inserted into the same map.
-    let value = http::HeaderValue::from_static("60");
     c.bench_function("part/five_static_headers", |b| {
         b.iter_batched(
             axum_response_headers,
-            |mut headers| {
-                headers.reserve(RATE_LIMIT_HEADERS.len());
-                for name in RATE_LIMIT_HEADERS {
-                    headers.insert(name, value.clone());
-                }
-                headers
-            },
+            five_static_headers,
             BatchSize::SmallInput,
         )
     });

@@ -1,0 +1,164 @@
+//! What `hot_path` and `targets` share: the request, bare axum and the peers around it, a
+//! memory store with 100 000 keys, the floor, and the parts of the lower bound.
+#![allow(dead_code, unreachable_pub)] // each bench uses a different part
+
+use std::{fmt::Debug, hint::black_box, sync::Arc, time::Duration};
+
+use axum::{body::Body, routing::post, Router};
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderValue, Method, Request};
+use nouvel_auth::{
+    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, Permission, Plan,
+    RateLimit, RateLimiter, RouteTable, RATE_LIMIT_HEADERS,
+};
+use time::OffsetDateTime;
+use tower::{Layer, Service};
+
+pub const KEYS: usize = 100_000;
+/// High enough never to refuse during a run.
+pub const NEVER_LIMITED: RateLimit = RateLimit::new(u32::MAX, Duration::from_secs(60));
+/// Refused on its length: no hash, no lookup.
+pub const MALFORMED: &str = "Bearer nvl_this-is-not-a-key";
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The inner service every contestant wraps: bare axum, as the baseline, with one
+/// trivial handler on the request's route.
+pub fn inner() -> Router {
+    Router::new().route("/api/v1/generate", post(|| async {}))
+}
+
+pub fn request(authorization: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/generate")
+        .header("authorization", authorization)
+        .body(Body::empty())
+        .unwrap()
+}
+
+pub struct Fixture {
+    pub store: MemoryKeyStore,
+    pub bearer: String,
+    pub key: ApiKey,
+}
+
+/// A memory store with 100 000 keys, and the bearer header of one of them.
+pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
+    rt.block_on(async {
+        let store = MemoryKeyStore::new();
+        let account = store.create_account("Bench", Plan::Scale).await.unwrap();
+        let mut last = None;
+        for i in 0..KEYS {
+            let spec =
+                KeySpec::new(format!("key {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
+            last = Some(store.create_key(&account.id, spec).await.unwrap().key);
+        }
+        let key = last.unwrap();
+        Fixture {
+            bearer: format!("Bearer {}", key.expose_secret()),
+            store,
+            key,
+        }
+    })
+}
+
+/// The rate-limiting peer: `tower_governor` keyed by the bearer header, headers on, a quota
+/// never reached.
+pub fn governor(
+    inner: Router,
+) -> impl Service<Request<Body>, Error: Debug, Future: Send> + Clone + Send {
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .key_extractor(Bearer)
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .use_headers()
+        .finish()
+        .unwrap();
+    tower_governor::GovernorLayer::new(Arc::new(config)).layer(inner)
+}
+
+#[derive(Clone)]
+struct Bearer;
+
+impl tower_governor::key_extractor::KeyExtractor for Bearer {
+    type Key = Bytes;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<Bytes, tower_governor::GovernorError> {
+        request
+            .headers()
+            .get("authorization")
+            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+/// The essential work, called directly: SHA-256 of a key, one map lookup of its digest
+/// among 100 000, one sliding-window check.
+pub struct Floor {
+    digests: DashMap<[u8; 32], u64>,
+    limiter: MemoryRateLimiter,
+    id: KeyId,
+    now: OffsetDateTime,
+}
+
+impl Floor {
+    pub fn new(fixture: &Fixture) -> Self {
+        let digests = DashMap::new();
+        for i in 0..KEYS as u64 {
+            digests.insert(ApiKey::generate().digest().as_bytes().to_owned(), i);
+        }
+        digests.insert(*fixture.key.digest().as_bytes(), 0);
+        Self {
+            digests,
+            limiter: MemoryRateLimiter::new(),
+            id: KeyId::from("key_floor"),
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    pub fn check(&self, secret: &str) -> impl Sized {
+        let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            black_box(secret),
+        ));
+        let found = self.digests.get(digest.as_slice()).map(|v| *v);
+        (
+            found,
+            self.limiter.check_now(&self.id, NEVER_LIMITED, self.now),
+        )
+    }
+}
+
+/// The route of the parts' benchmarks: a template with a parameter.
+pub fn match_route(routes: &RouteTable) -> impl Sized {
+    routes.access(
+        black_box(&Method::GET),
+        black_box("/api/v1/publish/pub_123"),
+    )
+}
+
+/// The headers of bare axum's response to the bench request (`hot_path` checks it):
+/// `content-length` alone, in a map allocated for six, as the layer finds it.
+pub fn axum_response_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    headers
+}
+
+/// A lower bound for any implementation of the contract: the five names with values made
+/// in advance, inserted into the response's map.
+pub fn five_static_headers(mut headers: HeaderMap) -> HeaderMap {
+    const VALUE: HeaderValue = HeaderValue::from_static("60");
+    headers.reserve(RATE_LIMIT_HEADERS.len());
+    for name in RATE_LIMIT_HEADERS {
+        headers.insert(name, VALUE);
+    }
+    headers
+}
