@@ -126,7 +126,7 @@ impl Floor {
     pub fn check(&self, secret: &str) -> impl Sized {
         let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
             <sha2::Sha256 as sha2::Digest>::new(),
-            black_box(secret),
+            secret,
         ));
         let found = self.digests.get(digest.as_slice()).map(|v| *v);
         (
