@@ -1,5 +1,7 @@
-//! The request path, its parts, and its peers, measured in one run so their ratios hold
-//! on a noisy machine. `scripts/bench-report` prints the ratios against the targets.
+//! The request path, its parts, its rejections and its peers, each measured alone by
+//! criterion, so a regression points at its part; `scripts/bench-report` prints the
+//! figures. Each benchmark runs minutes after the one before, so the targets' ratios come
+//! from `benches/targets.rs`, which measures them interleaved.
 //!
 //! ```sh
 //! cargo bench --bench hot_path
