@@ -1,5 +1,6 @@
 //! The seven Nouvel routes on loopback, for `scripts/loopback-bench` to load with `wrk`:
-//! bare, behind [`NouvelAuthLayer`], or behind the floor layer below.
+//! bare, behind [`NouvelAuthLayer`], or behind the floor layer below (whole, or one of its
+//! two parts: `floor-checks` without the headers, `floor-headers` without the checks).
 //!
 //! ```sh
 //! cargo run --release --example bench_server -- auth 127.0.0.1:18182   # prints a key
@@ -56,7 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .route("/api/v1/copilot/chat", post(stub));
     let app = match mode.as_str() {
         "bare" => routes,
-        "floor" => {
+        "floor" | "floor-checks" | "floor-headers" => {
+            let parts = FloorParts {
+                checks: mode != "floor-headers",
+                headers: mode != "floor-checks",
+            };
             let key = ApiKey::generate();
             println!("{}", key.expose_secret());
             let digests = DashMap::new();
@@ -69,6 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             routes.layer(tower::layer::layer_fn(move |inner| Floor {
                 inner,
                 state: state.clone(),
+                parts,
             }))
         }
         _ => {
@@ -99,6 +105,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 struct Floor<S> {
     inner: S,
     state: Arc<FloorState>,
+    parts: FloorParts,
+}
+
+/// Which of the floor's two parts a server runs: both for the floor, one alone to show
+/// what each costs on a real server.
+#[derive(Clone, Copy)]
+struct FloorParts {
+    checks: bool,
+    headers: bool,
 }
 
 struct FloorState {
@@ -123,22 +138,32 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let state = &*self.state;
-        let access = state.routes.access(request.method(), request.uri().path());
-        let key = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok()?.strip_prefix("Bearer "))
-            .and_then(|token| ApiKey::parse(token).ok());
-        let id = key.and_then(|key| Some(state.digests.get(key.digest().as_bytes())?.clone()));
-        let decision = id.map(|id| {
-            state
-                .limiter
-                .check_now(&id, UNLIMITED, OffsetDateTime::now_utc())
-        });
-        black_box((access, decision));
-        self.inner.call(request).map(five_static_headers)
+        if self.parts.checks {
+            check(&self.state, &request);
+        }
+        let respond: fn(_) -> _ = if self.parts.headers {
+            five_static_headers
+        } else {
+            |response| response
+        };
+        self.inner.call(request).map(respond)
     }
+}
+
+fn check(state: &FloorState, request: &Request<Body>) {
+    let access = state.routes.access(request.method(), request.uri().path());
+    let key = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok()?.strip_prefix("Bearer "))
+        .and_then(|token| ApiKey::parse(token).ok());
+    let id = key.and_then(|key| Some(state.digests.get(key.digest().as_bytes())?.clone()));
+    let decision = id.map(|id| {
+        state
+            .limiter
+            .check_now(&id, UNLIMITED, OffsetDateTime::now_utc())
+    });
+    black_box((access, decision));
 }
 
 /// The five rate-limit headers the layer writes for the bench key, made once: the floor
