@@ -8,7 +8,9 @@
 //! the speed moves in between, and ratios of its figures moved from 0.8 to 4 between runs.
 //! Here every round times a batch of each contestant in turn (every other round in reverse
 //! order), so drift hits all of them alike; each ratio is taken within a round, and the
-//! result is its median over the rounds, with the middle half of the rounds beside it.
+//! result is its median over the rounds, with a 95 % interval of that median and the middle
+//! half of the rounds beside it. A verdict ("met", "out of reach") is given only where the
+//! whole interval lies on one side of the goal.
 #![allow(clippy::print_stdout)] // a report
 
 mod common;
@@ -186,7 +188,8 @@ fn report(rounds: &[Round]) {
         println!("| {name} | {:.0} |", quartiles(rounds, time)[1]);
     }
     println!(
-        "\n| target | median ratio | middle half of rounds | goal | met | lower bound's ratio |"
+        "\n| target | median ratio (95 % interval) | middle half of rounds | goal | met \
+         | lower bound's ratio (95 % interval) |"
     );
     println!("|---|---|---|---|---|---|");
     type Ratio = fn(&Round) -> f64;
@@ -211,19 +214,56 @@ fn report(rounds: &[Round]) {
         ),
     ] {
         let [low, median, high] = quartiles(rounds, ratio);
-        let met = if median <= goal { "yes" } else { "no" };
+        let [median_low, median_high] = median_interval(rounds, ratio);
+        // A verdict only where the whole interval is on one side of the goal.
+        let met = if median_high <= goal {
+            "yes"
+        } else if median_low > goal {
+            "no"
+        } else {
+            "not shown"
+        };
         let bound = bound.map_or(String::new(), |bound| {
+            let [bound_low, bound_high] = median_interval(rounds, bound);
+            let reach = if bound_low > goal {
+                ": out of reach"
+            } else {
+                ""
+            };
             let bound = quartiles(rounds, bound)[1];
-            let reach = if bound > goal { " (out of reach)" } else { "" };
-            format!("{bound:.2}{reach}")
+            format!("{bound:.2} ({bound_low:.2} to {bound_high:.2}){reach}")
         });
-        println!("| {label} | {median:.3} | {low:.3} to {high:.3} | ≤ {goal} | {met} | {bound} |");
+        println!(
+            "| {label} | {median:.3} ({median_low:.3} to {median_high:.3}) | {low:.3} to {high:.3} \
+             | ≤ {goal} | {met} | {bound} |"
+        );
     }
 }
 
 /// The first quartile, median and third quartile of `value` over the rounds.
 fn quartiles(rounds: &[Round], value: impl Fn(&Round) -> f64) -> [f64; 3] {
+    let values = sorted(rounds, value);
+    [1, 2, 3].map(|quarter| values[(values.len() - 1) * quarter / 4])
+}
+
+/// An interval holding the median of `value` with at least 95 % confidence, whatever its
+/// distribution: the k-th smallest and k-th largest round, for the largest k with
+/// P(Binomial(rounds, ½) < k) ≤ 2.5 %.
+fn median_interval(rounds: &[Round], value: impl Fn(&Round) -> f64) -> [f64; 2] {
+    let values = sorted(rounds, value);
+    let n = values.len();
+    let (mut k, mut tail, mut p_k) = (0, 0.0, 0.5_f64.powi(n as i32));
+    while tail + p_k <= 0.025 {
+        tail += p_k;
+        k += 1;
+        p_k *= (n - k + 1) as f64 / k as f64;
+    }
+    let k = k.max(1);
+    [values[k - 1], values[n - k]]
+}
+
+fn sorted(rounds: &[Round], value: impl Fn(&Round) -> f64) -> Vec<f64> {
     let mut values: Vec<f64> = rounds.iter().map(value).collect();
     values.sort_by(f64::total_cmp);
-    [1, 2, 3].map(|quarter| values[(values.len() - 1) * quarter / 4])
+    values
 }
