@@ -43,9 +43,10 @@ async fn main() {
     let (redis_url, database_url) = (servers::redis_url(), servers::database_url());
 
     let store = MemoryKeyStore::new();
-    let account = store.create_account("Bench", Plan::Scale).await.unwrap();
+    let keys = KeyManager::new(store.clone());
+    let account = keys.create_account("Bench", Plan::Scale).await.unwrap();
     let spec = KeySpec::new("bench", [Permission::Generate]).rate_limit(NEVER_LIMITED);
-    let key = store.create_key(&account.id, spec.clone()).await.unwrap();
+    let key = keys.create_key(&account.id, spec.clone()).await.unwrap();
     let bearer = format!("Bearer {}", key.key.expose_secret());
     let prefix = servers::unique("bench");
     let limiter = RedisRateLimiter::connect(&redis_url)
@@ -116,8 +117,9 @@ async fn main() {
         .await
         .unwrap();
     postgres.migrate().await.unwrap();
-    let pg_account = postgres.create_account("Bench", Plan::Scale).await.unwrap();
-    let pg_key = postgres.create_key(&pg_account.id, spec).await.unwrap();
+    let pg_keys = KeyManager::new(postgres.clone());
+    let pg_account = pg_keys.create_account("Bench", Plan::Scale).await.unwrap();
+    let pg_key = pg_keys.create_key(&pg_account.id, spec).await.unwrap();
     let cached = CachedKeyStore::new(postgres);
     let now = time::OffsetDateTime::now_utc();
     let (memory_digest, cached_digest) = (store.digest(&key.key), cached.digest(&pg_key.key));

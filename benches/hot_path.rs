@@ -100,11 +100,11 @@ fn requests(c: &mut Criterion) {
     );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
     let limited_account = rt
-        .block_on(fixture.store.create_account("Limited", Plan::Scale))
+        .block_on(KeyManager::new(fixture.store.clone()).create_account("Limited", Plan::Scale))
         .unwrap();
     let limited_key = rt
         .block_on(
-            fixture.store.create_key(
+            KeyManager::new(fixture.store.clone()).create_key(
                 &limited_account.id,
                 KeySpec::new("limited", [Permission::Generate])
                     .rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
@@ -196,21 +196,13 @@ fn contention(c: &mut Criterion) {
     let rt = runtime();
     let fixture = fixture(&rt);
     let many: Vec<String> = rt.block_on(async {
-        let account = fixture
-            .store
-            .create_account("Many", Plan::Scale)
-            .await
-            .unwrap();
+        let keys = KeyManager::new(fixture.store.clone());
+        let account = keys.create_account("Many", Plan::Scale).await.unwrap();
         let mut bearers = Vec::new();
         for i in 0..1_000 {
             let spec =
                 KeySpec::new(format!("many {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
-            let key = fixture
-                .store
-                .create_key(&account.id, spec)
-                .await
-                .unwrap()
-                .key;
+            let key = keys.create_key(&account.id, spec).await.unwrap().key;
             bearers.push(format!("Bearer {}", key.expose_secret()));
         }
         bearers

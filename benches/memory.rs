@@ -45,7 +45,7 @@ fn main() {
     let limiter = MemoryRateLimiter::new();
     for id in &ids {
         for i in 0..60 {
-            limiter.check_now(id, RateLimit::default(), now + Duration::from_millis(i));
+            let _ = limiter.check_now(id, RateLimit::default(), now + Duration::from_millis(i));
         }
     }
     let per_key = (live() - before) as f64 / keys as f64;
@@ -59,9 +59,9 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let store = MemoryKeyStore::new();
-        let account = store.create_account("Bench", Plan::Scale).await.unwrap();
-        store
-            .create_key(&account.id, KeySpec::new("real", [Permission::Generate]))
+        let keys = KeyManager::new(store.clone());
+        let account = keys.create_account("Bench", Plan::Scale).await.unwrap();
+        keys.create_key(&account.id, KeySpec::new("real", [Permission::Generate]))
             .await
             .unwrap();
         let limiter = std::sync::Arc::new(MemoryRateLimiter::new());

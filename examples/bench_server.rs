@@ -79,9 +79,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         _ => {
             let store = MemoryKeyStore::new();
-            let account = store.create_account("Bench", Plan::Scale).await?;
+            let keys = KeyManager::new(store.clone());
+            let account = keys.create_account("Bench", Plan::Scale).await?;
             let spec = KeySpec::new("bench", Permission::ALL).rate_limit(UNLIMITED);
-            let key = store.create_key(&account.id, spec).await?;
+            let key = keys.create_key(&account.id, spec).await?;
             println!("{}", key.key.expose_secret());
             routes.layer(NouvelAuthLayer::new(store))
         }

@@ -1,78 +1,197 @@
-//! A key store of your own: here a fixed table, as a database-backed store would return.
+//! A key store of your own: here two tables behind a mutex, as a database would hold them.
 //!
 //! ```sh
 //! cargo run --example custom_store
 //! ```
 //!
-//! A store is a type with two `async fn`s: look a digest up, take usage reports. It never
-//! sees a key, only its SHA-256 digest.
+//! A store is storage and nothing more: it keeps the accounts and keys the
+//! [`KeyManager`] hands it, finds a key by its SHA-256 digest (it never sees a key), and
+//! adds up usage. The manager checks every rule before it writes, so the store checks
+//! none. `tests/custom_store.rs` runs this store through `nouvel_auth::testing::conformance`,
+//! the same kit the built-in stores pass.
 #![allow(clippy::print_stdout)] // the example reports what it did
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use axum::{body::Body, http::Request, routing::get, Router};
 use nouvel_auth::{
-    ApiKey, BackendError, KeyDigest, KeyRecord, KeyStore, NouvelAuthLayer, Permission, Plan,
-    UsageReport,
+    store::StoredKey, Account, AccountId, BackendError, KeyDigest, KeyId, KeyManager, KeyRecord,
+    KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Permission, Plan, UsageReport,
 };
+use time::OffsetDateTime;
 use tower::ServiceExt;
 
-/// Keys by digest, as rows of a table would hold them, and usage as a counter column.
-struct TableStore {
-    rows: HashMap<[u8; 32], KeyRecord>,
-    admitted: Mutex<HashMap<String, u64>>,
+/// The two tables. Deleted keys keep their row, marked, as a database would.
+#[derive(Default)]
+struct Tables {
+    accounts: Vec<Account>,
+    keys: Vec<(StoredKey, bool)>,
+}
+
+/// Clones share the tables.
+#[derive(Clone, Default)]
+pub struct TableStore(Arc<Mutex<Tables>>);
+
+impl std::fmt::Debug for TableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TableStore")
+    }
+}
+
+impl TableStore {
+    fn tables(&self) -> Result<MutexGuard<'_, Tables>, BackendError> {
+        // A real store would map a connection error to `BackendError::failed(error)`,
+        // which the layer answers with 503, never 401.
+        self.0
+            .lock()
+            .map_err(|e| BackendError::failed(e.to_string()))
+    }
+}
+
+/// The live key `key` of `account`, as `SELECT … WHERE account_id = $1 AND id = $2 AND NOT deleted`.
+fn live<'t>(tables: &'t mut Tables, account: &AccountId, key: &KeyId) -> Option<&'t mut StoredKey> {
+    tables
+        .keys
+        .iter_mut()
+        .find(|(row, deleted)| !deleted && row.id == *key && row.account_id == *account)
+        .map(|(row, _)| row)
 }
 
 impl KeyStore for TableStore {
     async fn lookup(
         &self,
         digest: &KeyDigest,
-        _now: time::OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
-        // A real store would run `SELECT … WHERE digest = $1 AND NOT revoked` here and map
-        // a connection error to `BackendError::failed(error)`, which answers 503.
-        Ok(self.rows.get(digest.as_bytes()).cloned())
+        _now: OffsetDateTime,
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
+        let tables = self.tables()?;
+        let Some((key, _)) = tables
+            .keys
+            .iter()
+            .find(|(row, deleted)| !deleted && row.digest == *digest)
+        else {
+            return Ok(None);
+        };
+        let plan = tables
+            .accounts
+            .iter()
+            .find(|a| a.id == key.account_id)
+            .map_or(Plan::Starter, |a| a.plan);
+        Ok(Some(Arc::new(key.record(plan))))
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         // One batch per flush interval: one `UPDATE … FROM (VALUES …)` in a real store.
-        let mut admitted = self
-            .admitted
-            .lock()
-            .map_err(|e| BackendError::failed(e.to_string()))?;
+        let mut tables = self.tables()?;
         for report in reports {
-            *admitted.entry(report.key_id.to_string()).or_default() += report.usage.admitted;
+            if let Some((key, _)) = tables.keys.iter_mut().find(|(k, _)| k.id == report.key_id) {
+                key.usage.merge(&report.usage);
+                key.last_used_at = key.last_used_at.max(report.last_used_at);
+            }
         }
         Ok(())
     }
 }
 
+impl KeyStorage for TableStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
+        self.tables()?.accounts.push(account.clone());
+        Ok(())
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
+        Ok(self
+            .tables()?
+            .accounts
+            .iter()
+            .find(|a| a.id == *id)
+            .cloned())
+    }
+
+    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
+        let mut tables = self.tables()?;
+        let account = tables.accounts.iter_mut().find(|a| a.id == *id);
+        Ok(account.map(|account| {
+            account.plan = plan;
+            account.clone()
+        }))
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
+        self.tables()?.keys.push((key.clone(), false));
+        Ok(())
+    }
+
+    async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
+        let tables = self.tables()?;
+        let live = tables
+            .keys
+            .iter()
+            .filter(|(row, deleted)| !deleted && row.account_id == *account);
+        Ok(live.map(|(row, _)| row.clone()).collect())
+    }
+
+    async fn key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        Ok(live(&mut *self.tables()?, account, key).cloned())
+    }
+
+    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
+        let mut tables = self.tables()?;
+        let row = tables
+            .keys
+            .iter_mut()
+            .find(|(row, deleted)| !deleted && row.id == *key && row.account_id == *account);
+        Ok(row.map(|(_, deleted)| *deleted = true).is_some())
+    }
+
+    async fn replace_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: OffsetDateTime,
+        replacement: &StoredKey,
+    ) -> Result<bool, BackendError> {
+        // One lock for both writes: the transaction of a real store.
+        let mut tables = self.tables()?;
+        let Some(old) = live(&mut tables, &replacement.account_id, old) else {
+            return Ok(false);
+        };
+        old.expires_at = Some(
+            old.expires_at
+                .map_or(old_expires_at, |at| at.min(old_expires_at)),
+        );
+        tables.keys.push((replacement.clone(), false));
+        Ok(true)
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let key = ApiKey::generate();
-    let record = KeyRecord::new(
-        "key_reports",
-        "acc_acme",
-        "Reports",
-        Plan::Business,
-        Permission::AnalyticsRead.into(),
-    );
-    let store = Arc::new(TableStore {
-        rows: HashMap::from([(*key.digest().as_bytes(), record)]),
-        admitted: Mutex::default(),
-    });
+    let store = TableStore::default();
+    let keys = KeyManager::new(store.clone());
+    let account = keys.create_account("Acme", Plan::Business).await?;
+    let created = keys
+        .create_key(
+            &account.id,
+            KeySpec::new("Reports", [Permission::AnalyticsRead]),
+        )
+        .await?;
 
-    // `Arc<TableStore>` is a store too, so we keep a handle to read the counters back.
-    let auth = NouvelAuthLayer::new(store.clone());
+    let auth = NouvelAuthLayer::new(store).usage_flush_interval(Duration::from_secs(3600));
     let app = Router::new()
         .route("/api/v1/analytics", get(|| async { "{\"visits\": 42}" }))
         .layer(auth.clone());
 
     let request = Request::get("/api/v1/analytics")
-        .header("authorization", format!("Bearer {}", key.expose_secret()))
+        .header(
+            "authorization",
+            format!("Bearer {}", created.key.expose_secret()),
+        )
         .body(Body::empty())?;
     let response = app.oneshot(request).await?;
     println!(
@@ -82,8 +201,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(response.status().is_success());
 
     auth.flush_usage().await?;
-    let admitted = store.admitted.lock().map_err(|e| e.to_string())?["key_reports"];
-    println!("usage flushed to the table: key_reports admitted {admitted} request(s)");
+    let admitted = keys
+        .key(&account.id, &created.info.id)
+        .await?
+        .usage
+        .admitted;
+    println!("usage flushed to the table: {admitted} request(s) admitted");
     assert_eq!(admitted, 1);
     Ok(())
 }

@@ -25,13 +25,13 @@ use std::net::SocketAddr;
 use axum::{
     extract::Request,
     routing::{get, post},
-    Extension, Json, Router,
+    Json, Router,
 };
 use nouvel_auth::{
     admin::{self, AdminToken},
     limit::RedisRateLimiter,
     store::{CachedKeyStore, PostgresKeyStore},
-    ApiKey, Expiration, KeyManager, KeyRecord, KeySpec, KeyStore, MemoryKeyStore,
+    ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryKeyStore,
     MemoryRateLimiter, NouvelAuthLayer, Permission, Plan, RateLimiter,
 };
 use serde_json::{json, Value};
@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every stub answers with the key that called it and the route it reached.
-async fn stub(Extension(key): Extension<KeyRecord>, request: Request) -> Json<Value> {
+async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
     Json(json!({
         "ok": true,
         "route": format!("{} {}", request.method(), request.uri().path()),
@@ -83,7 +83,7 @@ async fn main() -> Result<(), Error> {
 
 async fn with_limiter<K>(store: K, redis: Option<RedisRateLimiter>) -> Result<(), Error>
 where
-    K: KeyStore + KeyManager + Clone,
+    K: KeyStorage + Clone,
 {
     match redis {
         Some(limiter) => {
@@ -99,14 +99,15 @@ where
 
 async fn serve<K, L>(store: K, limiter: L) -> Result<(), Error>
 where
-    K: KeyStore + KeyManager + Clone,
+    K: KeyStorage + Clone,
     L: RateLimiter,
 {
     let addr: SocketAddr = std::env::var("NOUVEL_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
-    let account = store.create_account("Demo", Plan::Scale).await?;
-    let demo = store
+    let keys = KeyManager::new(store.clone());
+    let account = keys.create_account("Demo", Plan::Scale).await?;
+    let demo = keys
         .create_key(
             &account.id,
             KeySpec::new("Demo key", Permission::ALL).expiration(Expiration::Days90),
@@ -118,7 +119,7 @@ where
     let admin_token = admin_token
         .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));
 
-    let auth = NouvelAuthLayer::new(store.clone()).limiter(limiter);
+    let auth = NouvelAuthLayer::new(store).limiter(limiter);
     let api = Router::new()
         .route("/api/v1/generate", post(stub))
         .route("/api/v1/jobs/{jobId}", get(stub))
@@ -128,10 +129,7 @@ where
         .route("/api/v1/analytics", get(stub))
         .route("/api/v1/copilot/chat", post(stub))
         .layer(auth.clone());
-    let app = api.nest(
-        "/admin",
-        admin::router(store, AdminToken::new(&admin_token)),
-    );
+    let app = api.nest("/admin", admin::router(keys, AdminToken::new(&admin_token)));
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;

@@ -1,4 +1,4 @@
-//! The "Settings → API Keys" admin API: an axum [`Router`] over any [`KeyManager`].
+//! The "Settings → API Keys" admin API: an axum [`Router`] over a [`KeyManager`].
 //!
 //! Mount it under any prefix (the example server uses `/admin`). Every route needs
 //! `Authorization: Bearer <admin token>`; `nvl_` keys never open it.
@@ -20,10 +20,10 @@
 //!
 //! ```
 //! use axum::Router;
-//! use nouvel_auth::{admin::{self, AdminToken}, MemoryKeyStore};
+//! use nouvel_auth::{admin::{self, AdminToken}, KeyManager, MemoryKeyStore};
 //!
-//! let store = MemoryKeyStore::new();
-//! let app: Router = Router::new().nest("/admin", admin::router(store, AdminToken::new("s3cret-admin-token")));
+//! let keys = KeyManager::new(MemoryKeyStore::new());
+//! let app: Router = Router::new().nest("/admin", admin::router(keys, AdminToken::new("s3cret-admin-token")));
 //! ```
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -45,8 +45,8 @@ use subtle::ConstantTimeEq;
 use crate::{
     credentials::bearer_token,
     reject::{render_problem, ProblemStyle, PROBLEM_JSON},
-    AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, ManageError,
-    Permission, Permissions, Plan,
+    AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, KeyStorage,
+    ManageError, Permission, Permissions, Plan,
 };
 
 /// The admin API's bearer token: a secret, compared in constant time.
@@ -74,25 +74,24 @@ impl fmt::Debug for AdminToken {
 }
 
 /// The admin router over `manager`, guarded by `token`.
-pub fn router<M: KeyManager>(manager: M, token: AdminToken) -> Router {
-    let manager = Arc::new(manager);
+pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Router {
     Router::new()
-        .route("/accounts", post(create_account::<M>))
+        .route("/accounts", post(create_account::<S>))
         .route(
             "/accounts/{account_id}",
-            get(account::<M>).patch(set_plan::<M>),
+            get(account::<S>).patch(set_plan::<S>),
         )
         .route(
             "/accounts/{account_id}/keys",
-            post(create_key::<M>).get(keys::<M>),
+            post(create_key::<S>).get(keys::<S>),
         )
         .route(
             "/accounts/{account_id}/keys/{key_id}",
-            get(key::<M>).delete(delete_key::<M>),
+            get(key::<S>).delete(delete_key::<S>),
         )
         .route(
             "/accounts/{account_id}/keys/{key_id}/rotate",
-            post(rotate_key::<M>),
+            post(rotate_key::<S>),
         )
         .with_state(manager)
         .layer(middleware::from_fn_with_state(
@@ -304,10 +303,10 @@ impl Fields {
     }
 }
 
-type Manager<M> = State<Arc<M>>;
+type Manager<S> = State<KeyManager<S>>;
 
-async fn create_account<M: KeyManager>(
-    State(m): Manager<M>,
+async fn create_account<S: KeyStorage>(
+    State(m): Manager<S>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AdminError> {
     let mut fields = Fields::parse(&body)?;
@@ -320,42 +319,41 @@ async fn create_account<M: KeyManager>(
     ))
 }
 
-async fn account<M: KeyManager>(
-    State(m): Manager<M>,
+async fn account<S: KeyStorage>(
+    State(m): Manager<S>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
     Ok(Json(m.account(&AccountId::from(id)).await?))
 }
 
-async fn set_plan<M: KeyManager>(
-    State(m): Manager<M>,
+async fn set_plan<S: KeyStorage>(
+    State(m): Manager<S>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AdminError> {
-    let id = AccountId::from(id);
-    m.account(&id).await?;
-    let mut fields = Fields::parse(&body)?;
-    let plan = fields.parsed::<Plan>("plan", true);
-    let plan = fields.finish(plan)?;
-    Ok(Json(m.set_plan(&id, plan).await?))
+    let plan = Fields::parse(&body).and_then(|mut fields| {
+        let plan = fields.parsed::<Plan>("plan", true);
+        fields.finish(plan)
+    });
+    Ok(Json(m.set_plan_parsed(&AccountId::from(id), plan).await?))
 }
 
-async fn create_key<M: KeyManager>(
-    State(m): Manager<M>,
+async fn create_key<S: KeyStorage>(
+    State(m): Manager<S>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AdminError> {
-    let id = AccountId::from(id);
-    m.account(&id).await?;
-    let mut fields = Fields::parse(&body)?;
-    let name = fields.string("name", true);
-    let permissions = fields.permissions();
-    let expiration = fields
-        .parsed::<Expiration>("expiration", false)
-        .unwrap_or_default();
-    let (name, permissions) = fields.finish(name.zip(permissions))?;
-    let spec = KeySpec::new(name, permissions.iter()).expiration(expiration);
-    Ok((StatusCode::CREATED, Json(m.create_key(&id, spec).await?)))
+    let spec = Fields::parse(&body).and_then(|mut fields| {
+        let name = fields.string("name", true);
+        let permissions = fields.permissions();
+        let expiration = fields
+            .parsed::<Expiration>("expiration", false)
+            .unwrap_or_default();
+        let (name, permissions) = fields.finish(name.zip(permissions))?;
+        Ok(KeySpec::new(name, permissions.iter()).expiration(expiration))
+    });
+    let created = m.create_key_parsed(&AccountId::from(id), spec).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[derive(Serialize)]
@@ -363,8 +361,8 @@ struct KeyList {
     keys: Vec<KeyInfo>,
 }
 
-async fn keys<M: KeyManager>(
-    State(m): Manager<M>,
+async fn keys<S: KeyStorage>(
+    State(m): Manager<S>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AdminError> {
     Ok(Json(KeyList {
@@ -372,33 +370,32 @@ async fn keys<M: KeyManager>(
     }))
 }
 
-async fn key<M: KeyManager>(
-    State(m): Manager<M>,
+async fn key<S: KeyStorage>(
+    State(m): Manager<S>,
     Path((account, key)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AdminError> {
     Ok(Json(m.key(&account.into(), &KeyId::from(key)).await?))
 }
 
-async fn delete_key<M: KeyManager>(
-    State(m): Manager<M>,
+async fn delete_key<S: KeyStorage>(
+    State(m): Manager<S>,
     Path((account, key)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AdminError> {
     m.delete_key(&account.into(), &KeyId::from(key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rotate_key<M: KeyManager>(
-    State(m): Manager<M>,
+async fn rotate_key<S: KeyStorage>(
+    State(m): Manager<S>,
     Path((account, key)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AdminError> {
-    let (account, key) = (AccountId::from(account), KeyId::from(key));
-    m.key(&account, &key).await?;
-    let mut fields = Fields::parse(&body)?;
-    let grace = fields.grace();
-    let grace = fields.finish(Some(grace))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(m.rotate_key(&account, &key, grace).await?),
-    ))
+    let grace = Fields::parse(&body).and_then(|mut fields| {
+        let grace = fields.grace();
+        fields.finish(Some(grace))
+    });
+    let created = m
+        .rotate_key_parsed(&AccountId::from(account), &KeyId::from(key), grace)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }

@@ -6,22 +6,23 @@
 //! # Quick start
 //!
 //! ```
-//! use axum::{body::Body, routing::post, Extension, Router};
+//! use axum::{body::Body, routing::post, Router};
 //! use http::{Request, StatusCode};
-//! use nouvel_auth::{KeyManager, KeyRecord, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan};
+//! use nouvel_auth::{AuthenticatedKey, KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let store = MemoryKeyStore::new();
-//! let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-//! let created = store
+//! let keys = KeyManager::new(store.clone());
+//! let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+//! let created = keys
 //!     .create_key(&account.id, KeySpec::new("Production Server", [Permission::Generate]))
 //!     .await
 //!     .unwrap();
 //!
 //! let app = Router::new()
-//!     .route("/api/v1/generate", post(|Extension(key): Extension<KeyRecord>| async move {
+//!     .route("/api/v1/generate", post(|key: AuthenticatedKey| async move {
 //!         format!("generating for {}", key.id)
 //!     }))
 //!     .layer(NouvelAuthLayer::new(store));
@@ -61,6 +62,7 @@ mod clock;
 mod credentials;
 mod error;
 mod expiration;
+mod extract;
 mod key;
 pub mod limit;
 mod manage;
@@ -69,6 +71,8 @@ pub mod plan;
 pub mod reject;
 pub mod routes;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod usage;
 
 /// The concurrent map of the memory store, limiter and usage counters. Its keys are ids
@@ -82,15 +86,17 @@ pub use auth::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BackendError, BoxError};
 pub use expiration::{Expiration, ExpirationError};
+pub use extract::AuthenticatedKey;
+#[cfg(feature = "axum")]
+pub use extract::KeyRejection;
 pub use key::{AccountId, ApiKey, KeyDigest, KeyFormatError, KeyHasher, KeyId};
 pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter, RATE_LIMIT_HEADERS};
 pub use manage::{
-    validate_grace, validate_name, Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus,
-    ManageError, NewKey, ValidKeySpec, MAX_GRACE,
+    Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus, ManageError, NewKey,
 };
 pub use permission::{Permission, Permissions, UnknownPermission};
 pub use plan::Plan;
 pub use reject::Rejection;
 pub use routes::RouteTable;
-pub use store::{KeyRecord, KeyStore, MemoryKeyStore};
+pub use store::{KeyRecord, KeyStorage, KeyStore, MemoryKeyStore};
 pub use usage::{Outcome, RejectionCounts, Usage, UsageReport};

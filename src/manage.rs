@@ -1,34 +1,37 @@
 //! Key management, as "Settings → API Keys" describes it: accounts with a plan; keys
 //! created with a name, permissions and an expiration, listed, rotated and deleted.
 //!
-//! [`KeyManager`] is the management side of a store; [`MemoryKeyStore`](crate::MemoryKeyStore)
-//! implements it. Validation lives here, so every store refuses the same input the same way.
+//! [`KeyManager`] holds every rule of management, once, over any
+//! [`KeyStorage`](crate::store::KeyStorage): what a name may be, which expirations are
+//! valid, which plans may have keys, what a rotation makes, and the order errors are
+//! checked in (unknown ids, then input, then plan). Storage only keeps what it is given,
+//! so every store refuses the same input the same way.
 //!
 //! ```
 //! use nouvel_auth::{KeyManager, KeySpec, MemoryKeyStore, Permission, Plan};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let store = MemoryKeyStore::new();
-//! let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+//! let keys = KeyManager::new(MemoryKeyStore::new());
+//! let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
 //! let spec = KeySpec::new("Production Server", [Permission::Generate, Permission::ProjectsRead]);
-//! let created = store.create_key(&account.id, spec).await.unwrap();
+//! let created = keys.create_key(&account.id, spec).await.unwrap();
 //! // The plaintext is shown once, here.
 //! assert!(created.key.expose_secret().starts_with("nvl_"));
 //!
-//! let listed = store.keys(&account.id).await.unwrap();
+//! let listed = keys.keys(&account.id).await.unwrap();
 //! assert_eq!(listed[0].name, "Production Server");
 //! assert_eq!(listed[0].prefix, created.key.display_prefix());
 //! # });
 //! ```
 
-use std::{future::Future, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::{
-    AccountId, ApiKey, BackendError, Expiration, KeyId, Permission, Permissions, Plan, RateLimit,
-    Usage,
+    clock::SharedClock, key::random_id, store::StoredKey, AccountId, ApiKey, BackendError, Clock,
+    Expiration, KeyId, KeyStorage, Permission, Permissions, Plan, RateLimit, SystemClock, Usage,
 };
 
 /// An account: it owns keys and has a plan.
@@ -82,11 +85,22 @@ pub struct KeyInfo {
 }
 
 impl KeyInfo {
-    /// The status of a key that expires at `expires_at`, seen at `now`.
-    pub fn status_at(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> KeyStatus {
-        match expires_at {
+    /// The key as its owner sees it at `now`.
+    fn new(key: StoredKey, now: OffsetDateTime) -> Self {
+        let status = match key.expires_at {
             Some(at) if at <= now => KeyStatus::Expired,
             _ => KeyStatus::Active,
+        };
+        Self {
+            id: key.id,
+            name: key.name,
+            prefix: key.prefix,
+            permissions: key.permissions,
+            created_at: key.created_at,
+            last_used_at: key.last_used_at,
+            expires_at: key.expires_at,
+            status,
+            usage: key.usage,
         }
     }
 }
@@ -145,11 +159,13 @@ impl KeySpec {
         self
     }
 
-    /// Checks the spec at `now`: the trimmed name and the expiration instant, or every
-    /// field error at once.
-    pub fn validate(&self, now: OffsetDateTime) -> Result<ValidKeySpec, ManageError> {
+    /// The trimmed name and the expiration instant at `now`, or every field error at once.
+    fn validate(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<(String, Option<OffsetDateTime>), ManageError> {
         let mut errors = Vec::new();
-        let name = validate_name(&self.name).map_err(|e| errors.push(e)).ok();
+        let name = valid_name(&self.name).map_err(|e| errors.push(e)).ok();
         if self.permissions.is_empty() {
             errors.push(FieldError::new(
                 "permissions",
@@ -162,26 +178,14 @@ impl KeySpec {
             .map_err(|e| errors.push(FieldError::new("expiration", e.to_string())))
             .ok();
         match (name, expires_at) {
-            (Some(name), Some(expires_at)) if errors.is_empty() => {
-                Ok(ValidKeySpec { name, expires_at })
-            }
+            (Some(name), Some(expires_at)) if errors.is_empty() => Ok((name, expires_at)),
             _ => Err(ManageError::Invalid(errors)),
         }
     }
 }
 
-/// A [`KeySpec`] that passed [`validate`](KeySpec::validate).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ValidKeySpec {
-    /// The trimmed name.
-    pub name: String,
-    /// The expiration instant.
-    pub expires_at: Option<OffsetDateTime>,
-}
-
 /// Trims `name` and checks that 1 to 100 characters remain (account and key names alike).
-pub fn validate_name(name: &str) -> Result<String, FieldError> {
+fn valid_name(name: &str) -> Result<String, FieldError> {
     let trimmed = name.trim();
     match trimmed.chars().count() {
         0 => Err(FieldError::new("name", "must not be empty")),
@@ -191,18 +195,7 @@ pub fn validate_name(name: &str) -> Result<String, FieldError> {
 }
 
 /// The longest rotation grace: a year.
-pub const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-
-/// Checks a rotation grace: at most [`MAX_GRACE`].
-pub fn validate_grace(grace: Duration) -> Result<(), ManageError> {
-    if grace > MAX_GRACE {
-        return Err(ManageError::Invalid(vec![FieldError::new(
-            "grace_seconds",
-            format!("must be at most {} (one year)", MAX_GRACE.as_secs()),
-        )]));
-    }
-    Ok(())
-}
+const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// One field of a request that cannot be accepted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -236,68 +229,239 @@ pub enum ManageError {
     /// The account's plan has no API keys (402).
     #[error("API keys need the Scale or Business plan; the account is on {0}")]
     PlanRequired(Plan),
-    /// The backing store failed (503).
+    /// The storage failed (503).
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
 
-/// The management side of a key store.
+/// Every rule of key management, over any [`KeyStorage`].
 ///
-/// Calls check, in this order: unknown ids ([`NotFound`](ManageError::NotFound)), input
-/// ([`Invalid`](ManageError::Invalid)), plan ([`PlanRequired`](ManageError::PlanRequired)).
-pub trait KeyManager: Send + Sync + 'static {
+/// Each call checks, in this order: unknown ids ([`NotFound`](ManageError::NotFound)),
+/// input ([`Invalid`](ManageError::Invalid), every field at once), plan
+/// ([`PlanRequired`](ManageError::PlanRequired)); only then does it write, in one storage
+/// call. Clones share the storage.
+pub struct KeyManager<S> {
+    storage: Arc<S>,
+    clock: SharedClock,
+}
+
+impl<S> Clone for KeyManager<S> {
+    fn clone(&self) -> Self {
+        Self {
+            storage: self.storage.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for KeyManager<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyManager")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: KeyStorage> KeyManager<S> {
+    /// A manager over `storage`, on the system clock.
+    pub fn new(storage: S) -> Self {
+        Self {
+            storage: Arc::new(storage),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Reads creation and expiry times from `clock`.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The storage it manages.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// Creates an account.
-    fn create_account(
-        &self,
-        name: &str,
-        plan: Plan,
-    ) -> impl Future<Output = Result<Account, ManageError>> + Send;
+    pub async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
+        let name = valid_name(name).map_err(|e| ManageError::Invalid(vec![e]))?;
+        let account = Account {
+            id: random_id("acc_").into(),
+            name,
+            plan,
+            created_at: self.clock.now(),
+        };
+        self.storage.insert_account(&account).await?;
+        Ok(account)
+    }
 
     /// Reads an account.
-    fn account(&self, id: &AccountId) -> impl Future<Output = Result<Account, ManageError>> + Send;
+    pub async fn account(&self, id: &AccountId) -> Result<Account, ManageError> {
+        self.storage.account(id).await?.ok_or(ManageError::NotFound)
+    }
 
     /// Changes an account's plan. Its keys follow from the next request on.
-    fn set_plan(
-        &self,
-        id: &AccountId,
-        plan: Plan,
-    ) -> impl Future<Output = Result<Account, ManageError>> + Send;
+    pub async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
+        self.set_plan_parsed(id, Ok::<_, ManageError>(plan)).await
+    }
 
     /// Makes a key. The plaintext is in the result and nowhere else, ever.
-    fn create_key(
+    pub async fn create_key(
         &self,
         account: &AccountId,
         spec: KeySpec,
-    ) -> impl Future<Output = Result<NewKey, ManageError>> + Send;
+    ) -> Result<NewKey, ManageError> {
+        self.create_key_parsed(account, Ok::<_, ManageError>(spec))
+            .await
+    }
 
     /// The account's keys, newest first; deleted keys are left out.
-    fn keys(
-        &self,
-        account: &AccountId,
-    ) -> impl Future<Output = Result<Vec<KeyInfo>, ManageError>> + Send;
+    pub async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
+        self.account(account).await?;
+        let now = self.clock.now();
+        let mut keys = self.storage.keys(account).await?;
+        // Newest first; keys made in one instant by id, so the order is stable.
+        keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(keys.into_iter().map(|key| KeyInfo::new(key, now)).collect())
+    }
 
     /// One key of the account.
-    fn key(
-        &self,
-        account: &AccountId,
-        key: &KeyId,
-    ) -> impl Future<Output = Result<KeyInfo, ManageError>> + Send;
+    pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
+        let stored = self.stored_key(account, key).await?;
+        Ok(KeyInfo::new(stored, self.clock.now()))
+    }
 
     /// Deletes a key: it answers 401 from the next request on.
-    fn delete_key(
-        &self,
-        account: &AccountId,
-        key: &KeyId,
-    ) -> impl Future<Output = Result<(), ManageError>> + Send;
+    pub async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<(), ManageError> {
+        match self.storage.delete_key(account, key).await? {
+            true => Ok(()),
+            false => Err(ManageError::NotFound),
+        }
+    }
 
-    /// Replaces a key: a new key with the same name, permissions and expiration option;
-    /// the old one keeps working for `grace` (zero: it stops now; at most
-    /// [`MAX_GRACE`]), then answers 401 `expired_api_key`. Its expiration becomes the end
-    /// of the grace, unless it expires sooner anyway.
-    fn rotate_key(
+    /// Replaces a key: a new key with the same name, permissions, expiration option and
+    /// limit; the old one keeps working for `grace` (zero: it stops now; at most a year),
+    /// then answers 401 `expired_api_key`. Its expiration becomes the end of the grace,
+    /// unless it expires sooner anyway.
+    pub async fn rotate_key(
         &self,
         account: &AccountId,
         key: &KeyId,
         grace: Duration,
-    ) -> impl Future<Output = Result<NewKey, ManageError>> + Send;
+    ) -> Result<NewKey, ManageError> {
+        self.rotate_key_parsed(account, key, Ok::<_, ManageError>(grace))
+            .await
+    }
+
+    /// [`set_plan`](Self::set_plan) with a plan that may have failed to parse: the
+    /// routers hand their body over as it came, so the order of errors is kept here alone.
+    pub(crate) async fn set_plan_parsed<E: From<ManageError>>(
+        &self,
+        id: &AccountId,
+        plan: Result<Plan, E>,
+    ) -> Result<Account, E> {
+        self.account(id).await?;
+        let account = self
+            .storage
+            .set_plan(id, plan?)
+            .await
+            .map_err(ManageError::from)?;
+        Ok(account.ok_or(ManageError::NotFound)?)
+    }
+
+    /// [`create_key`](Self::create_key) with a spec that may have failed to parse.
+    pub(crate) async fn create_key_parsed<E: From<ManageError>>(
+        &self,
+        account: &AccountId,
+        spec: Result<KeySpec, E>,
+    ) -> Result<NewKey, E> {
+        let account = self.account(account).await?;
+        let spec = spec?;
+        let now = self.clock.now();
+        let (key, stored) = self.make_key(&account, &spec, now)?;
+        self.storage
+            .insert_key(&stored)
+            .await
+            .map_err(ManageError::from)?;
+        Ok(NewKey {
+            info: KeyInfo::new(stored, now),
+            key,
+        })
+    }
+
+    /// [`rotate_key`](Self::rotate_key) with a grace that may have failed to parse.
+    pub(crate) async fn rotate_key_parsed<E: From<ManageError>>(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        grace: Result<Duration, E>,
+    ) -> Result<NewKey, E> {
+        let old = self.stored_key(account, key).await?;
+        let grace = grace?;
+        if grace > MAX_GRACE {
+            return Err(ManageError::Invalid(vec![FieldError::new(
+                "grace_seconds",
+                format!("must be at most {} (one year)", MAX_GRACE.as_secs()),
+            )])
+            .into());
+        }
+        let account = self.account(account).await?;
+        let now = self.clock.now();
+        let spec = KeySpec {
+            name: old.name,
+            permissions: old.permissions,
+            expiration: old.expiration,
+            rate_limit: old.rate_limit,
+        };
+        let (key, stored) = self.make_key(&account, &spec, now)?;
+        let replaced = self
+            .storage
+            .replace_key(&old.id, now + grace, &stored)
+            .await
+            .map_err(ManageError::from)?;
+        if !replaced {
+            return Err(ManageError::NotFound.into());
+        }
+        Ok(NewKey {
+            info: KeyInfo::new(stored, now),
+            key,
+        })
+    }
+
+    async fn stored_key(&self, account: &AccountId, key: &KeyId) -> Result<StoredKey, ManageError> {
+        self.storage
+            .key(account, key)
+            .await?
+            .ok_or(ManageError::NotFound)
+    }
+
+    /// A new key for `account` from `spec`, checked at `now`: input first, then the plan.
+    fn make_key(
+        &self,
+        account: &Account,
+        spec: &KeySpec,
+        now: OffsetDateTime,
+    ) -> Result<(ApiKey, StoredKey), ManageError> {
+        let (name, expires_at) = spec.validate(now)?;
+        if !account.plan.allows_api_keys() {
+            return Err(ManageError::PlanRequired(account.plan));
+        }
+        let key = ApiKey::generate();
+        let stored = StoredKey {
+            id: random_id("key_").into(),
+            account_id: account.id.clone(),
+            name,
+            prefix: key.display_prefix().to_owned(),
+            digest: self.storage.digest(&key),
+            permissions: spec.permissions,
+            expiration: spec.expiration,
+            rate_limit: spec.rate_limit,
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+            usage: Usage::default(),
+        };
+        Ok((key, stored))
+    }
 }

@@ -31,9 +31,13 @@ use crate::{Permission, Permissions, Rejection};
 
 /// What a request needs, according to the [`RouteTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Access {
     /// A public path: no authentication at all.
     Public,
+    /// An optional route: a request without `Authorization` passes without a key; one
+    /// with a key is checked as for [`Authenticated`](Self::Authenticated).
+    Optional,
     /// A valid key holding this permission.
     Requires(Permission),
     /// A route in no entry, under the "authenticate only" policy: any valid key.
@@ -43,11 +47,10 @@ pub enum Access {
 }
 
 impl Access {
-    /// Step 3 of the request's path: whether a key holding `permissions` may pass.
-    /// Every 403 comes from here.
-    pub fn authorize(self, permissions: Permissions) -> Result<(), Rejection> {
+    /// Whether a key holding `permissions` may pass. Every 403 comes from here.
+    pub(crate) fn authorize(self, permissions: Permissions) -> Result<(), Rejection> {
         match self {
-            Self::Public | Self::Authenticated => Ok(()),
+            Self::Public | Self::Optional | Self::Authenticated => Ok(()),
             Self::Requires(needed) if permissions.contains(needed) => Ok(()),
             Self::Requires(needed) => Err(Rejection::MissingPermission(needed)),
             Self::Denied => Err(Rejection::RouteNotAllowed),
@@ -58,8 +61,9 @@ impl Access {
 /// The methods of one path template and what each needs.
 #[derive(Debug, Clone, Default)]
 struct PathEntry {
-    public: bool,
-    methods: Vec<(Method, Permission)>,
+    /// Public or optional for every method, if set.
+    all_methods: Option<Access>,
+    methods: Vec<(Method, Access)>,
 }
 
 /// A route table: `(method, path template) → permission`, plus public paths and the
@@ -126,13 +130,24 @@ impl RouteTable {
         template: &str,
         permission: Permission,
     ) -> Result<Self, RouteError> {
-        self.entry(template)?.methods.push((method, permission));
+        self.entry(template)?
+            .methods
+            .push((method, Access::Requires(permission)));
         Ok(self)
     }
 
     /// Makes `template` public: every method on it skips authentication (health checks).
     pub fn public(mut self, template: &str) -> Result<Self, RouteError> {
-        self.entry(template)?.public = true;
+        self.entry(template)?.all_methods = Some(Access::Public);
+        Ok(self)
+    }
+
+    /// Makes `template` optional: on every method, a request without `Authorization`
+    /// passes without a key (`Option<AuthenticatedKey>` is `None`), and one with a key
+    /// must present a valid one (401 otherwise), on a plan with API keys, within its
+    /// limit. For routes that serve both the public and key holders.
+    pub fn optional(mut self, template: &str) -> Result<Self, RouteError> {
+        self.entry(template)?.all_methods = Some(Access::Optional);
         Ok(self)
     }
 
@@ -168,8 +183,8 @@ impl RouteTable {
             return self.unlisted;
         };
         let entry = &self.entries[*found.value];
-        if entry.public {
-            return Access::Public;
+        if let Some(access) = entry.all_methods {
+            return access;
         }
         let method = if method == Method::HEAD {
             &Method::GET
@@ -180,8 +195,16 @@ impl RouteTable {
             .methods
             .iter()
             .find(|(m, _)| m == method)
-            .map_or(self.unlisted, |&(_, permission)| {
-                Access::Requires(permission)
-            })
+            .map_or(self.unlisted, |&(_, access)| access)
     }
+}
+
+/// The path the client sent: axum's `OriginalUri` when a router has nested the service
+/// (its own URI then lacks the prefix), else the request's.
+pub(crate) fn client_path<B>(request: &http::Request<B>) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = request.extensions().get() {
+        return uri.path();
+    }
+    request.uri().path()
 }

@@ -27,7 +27,7 @@ impl Admin {
         let h = Harness::with_layer(|l| l.usage_flush_interval(Duration::from_secs(3600))).await;
         let app = h.app.clone().nest(
             "/admin",
-            admin::router(h.store.clone(), AdminToken::new(TOKEN)),
+            admin::router(h.keys.clone(), AdminToken::new(TOKEN)),
         );
         Self { h, app }
     }

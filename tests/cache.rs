@@ -13,9 +13,10 @@ use std::{
 use common::T0;
 use nouvel_auth::{
     store::{CachedKeyStore, Invalidation},
-    AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyHasher, KeyManager, KeyRecord, KeySpec,
-    KeyStore, ManualClock, MemoryKeyStore, NewKey, Permission, Plan, UsageReport,
+    AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore,
+    ManualClock, MemoryKeyStore, NewKey, Permission, Plan, UsageReport,
 };
+use std::task::Poll;
 use time::OffsetDateTime;
 
 /// A memory store that counts lookups, and whose answers a test can hold back.
@@ -32,7 +33,7 @@ impl KeyStore for Counting {
         &self,
         digest: &KeyDigest,
         now: OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.lookup(digest, now).await;
         let _delivered = self.answers.read().await;
@@ -46,6 +47,8 @@ impl KeyStore for Counting {
 struct Fixture {
     clock: ManualClock,
     counting: Counting,
+    /// Manages the keys behind the cache's back, as another instance would.
+    elsewhere: KeyManager<MemoryKeyStore>,
     cache: CachedKeyStore<Counting>,
     account: AccountId,
     key: NewKey,
@@ -58,21 +61,22 @@ struct Fixture {
 async fn setup() -> Fixture {
     let clock = ManualClock::new(T0);
     let counting = Counting {
-        inner: MemoryKeyStore::with(KeyHasher::default(), clock.clone()),
+        inner: MemoryKeyStore::new(),
         lookups: Arc::default(),
         answers: Arc::default(),
     };
     let cache =
         CachedKeyStore::with_capacity(counting.clone(), 1_000).fresh_for(Duration::from_secs(30));
-    let account = counting
-        .inner
+    let elsewhere = KeyManager::new(counting.inner.clone()).clock(clock.clone());
+    let account = elsewhere
         .create_account("Acme", Plan::Scale)
         .await
         .unwrap()
         .id;
     let spec = KeySpec::new("k", [Permission::Generate]);
-    let key = counting.inner.create_key(&account, spec).await.unwrap();
+    let key = elsewhere.create_key(&account, spec).await.unwrap();
     Fixture {
+        elsewhere,
         known: cache.digest(&key.key),
         unknown: ApiKey::generate().digest(),
         clock,
@@ -110,18 +114,18 @@ async fn known_and_unknown_keys_are_cached_until_stale() {
 #[tokio::test]
 async fn changes_made_through_the_cache_take_effect_at_once() {
     let clock = ManualClock::new(T0);
-    let store = MemoryKeyStore::with(KeyHasher::default(), clock.clone());
     // Fresh for an hour: only the invalidations can make changes visible.
-    let cache = CachedKeyStore::new(store).fresh_for(Duration::from_secs(3600));
-    let account = cache.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = cache
+    let cache = CachedKeyStore::new(MemoryKeyStore::new()).fresh_for(Duration::from_secs(3600));
+    let keys = KeyManager::new(cache.clone()).clock(clock.clone());
+    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = keys
         .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
         .await
         .unwrap();
     let digest = cache.digest(&key.key);
     assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_some());
 
-    cache.set_plan(&account.id, Plan::Growth).await.unwrap();
+    keys.set_plan(&account.id, Plan::Growth).await.unwrap();
     assert_eq!(
         cache
             .lookup(&digest, clock.now())
@@ -131,9 +135,9 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
             .plan,
         Plan::Growth
     );
-    cache.set_plan(&account.id, Plan::Scale).await.unwrap();
+    keys.set_plan(&account.id, Plan::Scale).await.unwrap();
 
-    let rotated = cache
+    let rotated = keys
         .rotate_key(&account.id, &key.info.id, Duration::ZERO)
         .await
         .unwrap();
@@ -146,8 +150,7 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
         .unwrap()
         .is_some());
 
-    cache
-        .delete_key(&account.id, &rotated.info.id)
+    keys.delete_key(&account.id, &rotated.info.id)
         .await
         .unwrap();
     assert!(cache
@@ -161,7 +164,7 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
 async fn an_announced_deletion_evicts_the_key() {
     let Fixture {
         clock,
-        counting,
+        elsewhere,
         cache,
         account,
         key,
@@ -170,11 +173,7 @@ async fn an_announced_deletion_evicts_the_key() {
     } = setup().await;
     assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_some());
     // Another instance deletes it and announces the key id.
-    counting
-        .inner
-        .delete_key(&account, &key.info.id)
-        .await
-        .unwrap();
+    elsewhere.delete_key(&account, &key.info.id).await.unwrap();
     assert!(
         cache.lookup(&digest, clock.now()).await.unwrap().is_some(),
         "cached until told"
@@ -209,16 +208,18 @@ async fn only_fresh_entries_answer_without_waiting() {
         ..
     } = setup().await;
     // Nothing cached: no answer at once, and the wrapped store is not asked for one.
-    assert_eq!(cache.lookup_now(&known, clock.now()), None);
+    assert_eq!(cache.lookup_now(&known, clock.now()), Poll::Pending);
     assert_eq!(counting.lookups.load(Ordering::SeqCst), 0);
     cache.lookup(&known, clock.now()).await.unwrap();
     cache.lookup(&unknown, clock.now()).await.unwrap();
-    let found = cache.lookup_now(&known, clock.now());
-    assert_eq!(found.flatten().map(|record| record.id), Some(key.info.id));
-    assert_eq!(cache.lookup_now(&unknown, clock.now()), Some(None));
+    let Poll::Ready(found) = cache.lookup_now(&known, clock.now()) else {
+        panic!("a fresh entry answers at once");
+    };
+    assert_eq!(found.map(|record| record.id.clone()), Some(key.info.id));
+    assert_eq!(cache.lookup_now(&unknown, clock.now()), Poll::Ready(None));
     // Past freshness the layer must ask `lookup`, which refreshes (or serves stale).
     clock.advance(Duration::from_secs(30));
-    assert_eq!(cache.lookup_now(&known, clock.now()), None);
+    assert_eq!(cache.lookup_now(&known, clock.now()), Poll::Pending);
     assert_eq!(counting.lookups.load(Ordering::SeqCst), 2);
 }
 
@@ -233,8 +234,7 @@ async fn a_change_announced_while_a_lookup_is_under_way_is_not_cached_over() {
         tokio::task::yield_now().await;
     }
     // Meanwhile another instance deletes the key, and its notification arrives.
-    f.counting
-        .inner
+    f.elsewhere
         .delete_key(&f.account, &f.key.info.id)
         .await
         .unwrap();

@@ -140,7 +140,7 @@ async fn unknown_deleted_and_revoked_keys_get_one_answer() {
     let h = Harness::new().await;
     let unknown = nouvel_auth::ApiKey::generate();
     let deleted = h.key([Permission::Generate]).await;
-    h.store
+    h.keys
         .delete_key(&h.account, &deleted.info.id)
         .await
         .unwrap();
@@ -215,7 +215,7 @@ async fn starter_and_growth_accounts_get_plan_required() {
     let h = Harness::new().await;
     let key = h.key([Permission::Generate]).await;
     for plan in [Plan::Starter, Plan::Growth] {
-        h.store.set_plan(&h.account, plan).await.unwrap();
+        h.keys.set_plan(&h.account, plan).await.unwrap();
         let reply = h.send_key("POST", "/api/v1/generate", &key).await;
         reply.assert_problem(402, "plan_required");
         assert_eq!(reply.body["plan"], plan.as_str());
@@ -226,7 +226,7 @@ async fn starter_and_growth_accounts_get_plan_required() {
         assert_eq!(reply.header("www-authenticate"), None);
         assert_eq!(reply.header("ratelimit"), None);
     }
-    h.store.set_plan(&h.account, Plan::Business).await.unwrap();
+    h.keys.set_plan(&h.account, Plan::Business).await.unwrap();
     assert_eq!(
         h.send_key("POST", "/api/v1/generate", &key).await.status,
         200
@@ -311,7 +311,7 @@ async fn the_checks_run_in_the_contracts_order() {
         .await
         .assert_problem(429, "rate_limited");
     // A starter key on an unknown route: 402 first.
-    h.store.set_plan(&h.account, Plan::Starter).await.unwrap();
+    h.keys.set_plan(&h.account, Plan::Starter).await.unwrap();
     h.send_key("GET", "/api/v1/other", &key)
         .await
         .assert_problem(402, "plan_required");
@@ -405,7 +405,7 @@ impl KeyStore for BrokenStore {
         &self,
         _digest: &KeyDigest,
         _now: time::OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<std::sync::Arc<KeyRecord>>, BackendError> {
         if self.hang {
             std::future::pending::<()>().await;
         }
@@ -489,8 +489,8 @@ async fn a_custom_store_record_drives_the_checks() {
             &self,
             digest: &KeyDigest,
             _now: time::OffsetDateTime,
-        ) -> Result<Option<KeyRecord>, BackendError> {
-            Ok((*digest == self.0).then(|| self.1.clone()))
+        ) -> Result<Option<std::sync::Arc<KeyRecord>>, BackendError> {
+            Ok((*digest == self.0).then(|| std::sync::Arc::new(self.1.clone())))
         }
         async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
             Ok(())
@@ -525,9 +525,10 @@ async fn a_custom_store_record_drives_the_checks() {
 async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
     let clock = nouvel_auth::ManualClock::new(common::T0);
     let hasher = nouvel_auth::KeyHasher::hmac_sha256(b"server-side pepper");
-    let store = nouvel_auth::MemoryKeyStore::with(hasher, clock.clone());
-    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = store
+    let store = nouvel_auth::MemoryKeyStore::with_hasher(hasher);
+    let keys = KeyManager::new(store.clone()).clock(clock.clone());
+    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = keys
         .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
         .await
         .unwrap();
@@ -565,7 +566,7 @@ impl KeyStore for Recording {
         &self,
         digest: &KeyDigest,
         now: time::OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<std::sync::Arc<KeyRecord>>, BackendError> {
         self.asked_at.lock().unwrap().push(now);
         self.inner.lookup(digest, now).await
     }
@@ -642,7 +643,7 @@ impl KeyStore for Answering {
         &self,
         digest: &KeyDigest,
         now: time::OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<std::sync::Arc<KeyRecord>>, BackendError> {
         self.ask("lookup");
         self.store.lookup(digest, now).await
     }
@@ -651,11 +652,13 @@ impl KeyStore for Answering {
         &self,
         digest: &KeyDigest,
         now: time::OffsetDateTime,
-    ) -> Option<Option<KeyRecord>> {
+    ) -> std::task::Poll<Option<std::sync::Arc<KeyRecord>>> {
         self.ask("lookup_now");
-        self.store
-            .lookup_now(digest, now)
-            .filter(|_| self.store_now)
+        if self.store_now {
+            self.store.lookup_now(digest, now)
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -679,12 +682,14 @@ impl RateLimiter for Answering {
         key: &KeyId,
         limit: RateLimit,
         now: time::OffsetDateTime,
-    ) -> Option<Decision> {
+    ) -> std::task::Poll<Decision> {
         self.ask("check_now");
         // Declining must record nothing, as the trait asks.
-        self.limiter_now
-            .then(|| self.limiter.check_now(key, limit, now))
-            .flatten()
+        if self.limiter_now {
+            self.limiter.check_now(key, limit, now)
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
@@ -697,10 +702,11 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
         (false, false, &["lookup_now", "lookup", "check"]),
     ] {
         let store = MemoryKeyStore::new();
-        let account = store.create_account("Acme", Plan::Scale).await.unwrap();
+        let keys = KeyManager::new(store.clone());
+        let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
         let spec = KeySpec::new("k", [Permission::Generate])
             .rate_limit(RateLimit::new(2, Duration::from_secs(60)));
-        let key = store.create_key(&account.id, spec).await.unwrap();
+        let key = keys.create_key(&account.id, spec).await.unwrap();
         let answering = Answering {
             store,
             limiter: Default::default(),

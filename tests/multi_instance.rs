@@ -17,14 +17,14 @@ use nouvel_auth::{
 };
 
 struct Instance {
-    store: CachedKeyStore<PostgresKeyStore>,
+    keys: KeyManager<CachedKeyStore<PostgresKeyStore>>,
     app: Router,
 }
 
 impl Instance {
     /// One instance on `schema`, limiting through Redis under `prefix`, listening for changes.
     async fn start(url: &str, schema: &str, prefix: &str, clock: &ManualClock) -> Self {
-        let postgres = servers::postgres_store_at(url, schema, clock).await;
+        let postgres = servers::postgres_store_at(url, schema).await;
         // An hour of freshness: only the notifications can make a change visible quickly.
         let store = CachedKeyStore::new(postgres.clone()).fresh_for(Duration::from_secs(3600));
         let cache = store.clone();
@@ -40,7 +40,7 @@ impl Instance {
             .clock(clock.clone())
             .limiter(limiter);
         Self {
-            store,
+            keys: KeyManager::new(store).clock(clock.clone()),
             app: common::routes().layer(layer),
         }
     }
@@ -86,13 +86,13 @@ async fn a_key_made_on_one_instance_works_on_another_and_the_limit_is_shared() {
     let clock = ManualClock::new(T0);
     let instances = Arc::new(cluster(3, &clock).await);
     let account = instances[0]
-        .store
+        .keys
         .create_account("Acme", Plan::Scale)
         .await
         .unwrap();
     let key = Arc::new(
         instances[1]
-            .store
+            .keys
             .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
             .await
             .unwrap(),
@@ -117,9 +117,9 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
     let clock = ManualClock::new(T0);
     let instances = cluster(2, &clock).await;
     let (a, b) = (&instances[0], &instances[1]);
-    let account = a.store.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = a.keys.create_account("Acme", Plan::Scale).await.unwrap();
     let key = a
-        .store
+        .keys
         .create_key(&account.id, KeySpec::new("k", [Permission::ProjectsRead]))
         .await
         .unwrap();
@@ -128,15 +128,15 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
     assert_eq!(b.status(&key, "/api/v1/projects").await, 200);
 
     // Plan change on A: 402 at once on A, and soon on B.
-    a.store.set_plan(&account.id, Plan::Starter).await.unwrap();
+    a.keys.set_plan(&account.id, Plan::Starter).await.unwrap();
     assert_eq!(a.status(&key, "/api/v1/projects").await, 402);
     let plan_delay = time_until(b, &key, "/api/v1/projects", 402).await;
-    a.store.set_plan(&account.id, Plan::Scale).await.unwrap();
+    a.keys.set_plan(&account.id, Plan::Scale).await.unwrap();
     time_until(b, &key, "/api/v1/projects", 200).await;
 
     // Rotation with no grace on A.
     let rotated = a
-        .store
+        .keys
         .rotate_key(&account.id, &key.info.id, Duration::ZERO)
         .await
         .unwrap();
@@ -145,7 +145,7 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
     assert_eq!(b.status(&rotated, "/api/v1/projects").await, 200);
 
     // Deletion on B.
-    b.store
+    b.keys
         .delete_key(&account.id, &rotated.info.id)
         .await
         .unwrap();
@@ -165,17 +165,18 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
     let clock = ManualClock::new(T0);
     let proxy = servers::Proxy::start(5432).await;
     let url = proxy.postgres_url();
-    let postgres = servers::postgres_store_at(&url, &servers::unique("nouvel_test"), &clock).await;
+    let postgres = servers::postgres_store_at(&url, &servers::unique("nouvel_test")).await;
     let store = CachedKeyStore::new(postgres)
         .fresh_for(Duration::from_secs(30))
         .stale_for(Duration::from_secs(300));
     let app = common::routes().layer(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
-    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let warm = store
+    let keys = KeyManager::new(store).clock(clock.clone());
+    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let warm = keys
         .create_key(&account.id, KeySpec::new("warm", [Permission::Publish]))
         .await
         .unwrap();
-    let cold = store
+    let cold = keys
         .create_key(&account.id, KeySpec::new("cold", [Permission::Publish]))
         .await
         .unwrap();
@@ -210,7 +211,9 @@ async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_lis
     let proxy = servers::Proxy::start(5432).await;
     let url = proxy.postgres_url();
     let cut_off = Instance::start(&url, &schema, &servers::unique("rl"), &clock).await;
-    let elsewhere = servers::postgres_store_at(&servers::database_url(), &schema, &clock).await;
+    let elsewhere =
+        KeyManager::new(servers::postgres_store_at(&servers::database_url(), &schema).await)
+            .clock(clock.clone());
     let account = elsewhere.create_account("Acme", Plan::Scale).await.unwrap();
     let key = elsewhere
         .create_key(&account.id, KeySpec::new("k", [Permission::ProjectsRead]))

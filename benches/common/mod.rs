@@ -53,12 +53,13 @@ pub struct Fixture {
 pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     rt.block_on(async {
         let store = MemoryKeyStore::new();
-        let account = store.create_account("Bench", Plan::Scale).await.unwrap();
+        let keys = KeyManager::new(store.clone());
+        let account = keys.create_account("Bench", Plan::Scale).await.unwrap();
         let mut last = None;
         for i in 0..KEYS {
             let spec =
                 KeySpec::new(format!("key {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
-            last = Some(store.create_key(&account.id, spec).await.unwrap().key);
+            last = Some(keys.create_key(&account.id, spec).await.unwrap().key);
         }
         let key = last.unwrap();
         Fixture {

@@ -10,7 +10,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{Admission, ResponseBody, SuccessHeaders};
+use super::{Admission, ResponseBody, ResponseHeaders};
+use crate::AuthenticatedKey;
 
 /// The verification of a key by the store and the limiter: an admission, or the rejection's
 /// response.
@@ -33,7 +34,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, S, ReqBody> {
         Verifying { verification: Verification, pending: Option<(S, Request<ReqBody>)> },
-        Calling { #[pin] future: F, headers: Option<SuccessHeaders> },
+        Calling { #[pin] future: F, headers: Option<ResponseHeaders> },
         Rejected { response: Option<Response<Bytes>> },
     }
 }
@@ -52,9 +53,12 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
         Self::new(admitted(inner, request, admission))
     }
 
-    /// Awaits the inner service's `future`, and adds the `headers` of an admission.
-    pub(crate) fn call(future: S::Future, headers: Option<SuccessHeaders>) -> Self {
-        Self::new(State::Calling { future, headers })
+    /// Awaits the inner service's `future`, for a request that needed no key.
+    pub(crate) fn passed(future: S::Future) -> Self {
+        Self::new(State::Calling {
+            future,
+            headers: None,
+        })
     }
 
     /// Answers `response` at once.
@@ -106,14 +110,14 @@ where
     }
 }
 
-/// Hands the key's record to the handler (as an extension) and calls the inner service;
-/// the admission's headers wait for its response.
+/// Hands the key to the handler (as an [`AuthenticatedKey`] extension) and calls the
+/// inner service; the admission's headers wait for its response.
 fn admitted<S: Service<Request<ReqBody>>, ReqBody>(
     inner: &mut S,
     mut request: Request<ReqBody>,
-    Admission { record, headers }: Admission,
+    Admission { key, headers }: Admission,
 ) -> State<S::Future, S, ReqBody> {
-    request.extensions_mut().insert(record);
+    request.extensions_mut().insert(AuthenticatedKey::new(key));
     State::Calling {
         future: inner.call(request),
         headers: Some(headers),

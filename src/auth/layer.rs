@@ -25,10 +25,10 @@ use crate::{
 /// and applying the layer costs a reference count.
 ///
 /// ```
-/// use axum::{routing::post, Extension, Router};
-/// use nouvel_auth::{KeyRecord, MemoryKeyStore, NouvelAuthLayer};
+/// use axum::{routing::post, Router};
+/// use nouvel_auth::{AuthenticatedKey, MemoryKeyStore, NouvelAuthLayer};
 ///
-/// async fn generate(Extension(key): Extension<KeyRecord>) -> String {
+/// async fn generate(key: AuthenticatedKey) -> String {
 ///     format!("hello, {}", key.name)
 /// }
 ///

@@ -1,16 +1,16 @@
 //! The middleware: [`NouvelAuthLayer`], [`NouvelAuth`], [`ResponseFuture`], [`ResponseBody`],
-//! and the request's path through the checks ([`Checks::screen`], then
-//! [`Checks::verify_now`] and, when the store or the limiter must wait, [`Checks::finish`]).
+//! and the request's path through the checks ([`Checks::begin`], continued by
+//! [`Checks::resume`] when the store or the limiter must be waited for).
 
 mod body;
 mod future;
 mod layer;
 mod service;
 
-use std::{sync::Arc, time::Duration};
+use std::{sync::Arc, task::Poll, time::Duration};
 
-use http::{HeaderName, HeaderValue, Request};
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use http::{header::AUTHORIZATION, HeaderName, HeaderValue, Request};
+use time::OffsetDateTime;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
@@ -23,13 +23,13 @@ use crate::{
     error::within,
     limit::Decision,
     reject::Problems,
-    routes::Access,
+    routes::{client_path, Access},
     usage::{Outcome, UsageRecorder},
     BackendError, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
 };
 
 /// The header on successful responses whose key expires within [`EXPIRY_WARNING`]:
-/// the key's expiration as an RFC 3339 timestamp.
+/// the key's expiration as an RFC 3339 timestamp in whole seconds.
 pub const KEY_EXPIRES_HEADER: HeaderName = HeaderName::from_static("nouvel-key-expires-at");
 
 /// How close an expiration must be for [`KEY_EXPIRES_HEADER`] to appear.
@@ -70,167 +70,165 @@ impl<K, L> Clone for Checks<K, L> {
     }
 }
 
-/// A request that passed every check.
+/// A request that passed every check: its key, and what its response's headers say.
 pub(crate) struct Admission {
-    pub(crate) record: KeyRecord,
-    pub(crate) headers: SuccessHeaders,
+    pub(crate) key: Arc<KeyRecord>,
+    pub(crate) headers: ResponseHeaders,
 }
 
-/// What the headers of a successful response say.
-pub(crate) struct SuccessHeaders {
+/// What the headers of an admitted request's response say.
+pub(crate) struct ResponseHeaders {
     decision: Decision,
     expires_soon: Option<OffsetDateTime>,
 }
 
-/// How a request checked by the store and the limiter ends: admitted or refused.
-pub(crate) type Verdict = Result<Admission, Rejection>;
-
-/// How far a request's checks have got: where [`Checks::verify_now`] stopped, and each
-/// step of [`Checks::finish`].
-pub(crate) enum Progress {
-    /// Every check answered.
-    Done(Verdict),
-    /// The store must be asked, and then the limiter.
-    Lookup { digest: KeyDigest, access: Access },
-    /// The key passed 401 to 403 and has `limit`; the limiter must be asked.
-    Check { record: KeyRecord, limit: RateLimit },
+/// Why [`Checks::begin`] stopped before admitting a request.
+pub(crate) enum Stop {
+    /// A public route, or an optional one without a key: straight to the inner service.
+    Pass,
+    /// Refused.
+    Refused(Rejection),
+    /// The store or the limiter must be waited for: [`Checks::resume`] goes on from there.
+    Wait(Wait),
 }
 
-/// What the checks that need no I/O decided about a request that may go on.
-pub(crate) enum Screening {
-    /// A public route: straight to the inner service.
-    Public,
-    /// A well-formed key, to be verified for a route that needs `access`.
-    Verify { digest: KeyDigest, access: Access },
+impl From<Rejection> for Stop {
+    fn from(rejection: Rejection) -> Self {
+        Self::Refused(rejection)
+    }
+}
+
+/// Where the checks wait, and what they carry there.
+pub(crate) struct Wait {
+    step: Step,
+    access: Access,
+    now: OffsetDateTime,
+}
+
+enum Step {
+    /// For the store's lookup of the key, then the limiter.
+    Lookup(KeyDigest),
+    /// For the limiter, the key having passed 401 to 403.
+    Limit(Arc<KeyRecord>, RateLimit),
 }
 
 impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
-    /// The checks that need no I/O, run in `call`: the route's access, then the presented
-    /// key's format (401), hashed at once so that from here on there is just its digest.
-    /// A public path or a malformed key thus costs no allocation and no store lookup.
-    pub(crate) fn screen<B>(&self, request: &Request<B>) -> Result<Screening, Rejection> {
+    /// The request's path, in the contract's order, as far as it goes without waiting:
+    /// route (public paths stop here), credentials (401, no I/O), the store's record of the
+    /// key (401), plan (402), permission (403), limit (429). A memory store, a warm cache
+    /// and a memory limiter answer every step here, with no allocation.
+    pub(crate) fn begin<B>(&self, request: &mut Request<B>) -> Result<Admission, Stop> {
         let access = self
             .config
             .routes
-            .access(request.method(), request.uri().path());
-        if access == Access::Public {
-            return Ok(Screening::Public);
+            .access(request.method(), client_path(request));
+        if access == Access::Public
+            || (access == Access::Optional && !request.headers().contains_key(AUTHORIZATION))
+        {
+            return Err(Stop::Pass);
         }
         let key = presented_key(request.headers()).inspect_err(log_unauthenticated)?;
-        Ok(Screening::Verify {
-            digest: self.store.digest(&key),
-            access,
-        })
+        let digest = self.store.digest(&key);
+        if !self.config.keep_authorization {
+            request.headers_mut().remove(AUTHORIZATION);
+        }
+        // One instant for every judgment of this request: expiry, cache freshness, limit.
+        let now = self.config.clock.now();
+        let wait = |step| Stop::Wait(Wait { step, access, now });
+        let key = match self.store.lookup_now(&digest, now) {
+            Poll::Ready(found) => authenticate(found, now)?,
+            Poll::Pending => return Err(wait(Step::Lookup(digest))),
+        };
+        let limit = self.authorize(&key, access, now)?;
+        match self.limiter.check_now(&key.id, limit, now) {
+            Poll::Ready(decision) => Ok(self.admit(key, limited(decision), now)?),
+            Poll::Pending => Err(wait(Step::Limit(key, limit))),
+        }
     }
 
-    /// The rest of the request's path, as far as it goes without waiting: the store and the
-    /// limiter answer at once ([`KeyStore::lookup_now`], [`RateLimiter::check_now`]) in
-    /// memory or from a warm cache. Otherwise what is left, for [`finish`](Self::finish);
-    /// nothing is recorded until a step has its answer, so each request counts once.
-    pub(crate) fn verify_now(
+    /// The rest of [`begin`](Self::begin)'s path from where it had to wait. A backend that
+    /// fails or times out answers 503.
+    pub(crate) async fn resume(
         &self,
-        digest: KeyDigest,
+        Wait { step, access, now }: Wait,
+    ) -> Result<Admission, Rejection> {
+        let (key, limit) = match step {
+            Step::Lookup(digest) => {
+                let found = within(self.config.lookup_timeout, self.store.lookup(&digest, now))
+                    .await
+                    .map_err(|error| unavailable("key store", &error))?;
+                let key = authenticate(found, now)?;
+                let limit = self.authorize(&key, access, now)?;
+                (key, limit)
+            }
+            Step::Limit(key, limit) => (key, limit),
+        };
+        let decision = within(
+            self.config.limiter_timeout,
+            self.limiter.check(&key.id, limit, now),
+        )
+        .await
+        .map_err(|error| unavailable("rate limiter", &error))
+        .and_then(limited);
+        self.admit(key, decision, now)
+    }
+
+    /// Plan (402), then the route's permission (403); the key's limit if both pass. A
+    /// refusal counts in the key's usage.
+    fn authorize(
+        &self,
+        key: &KeyRecord,
         access: Access,
         now: OffsetDateTime,
-    ) -> Progress {
-        let Some(found) = self.store.lookup_now(&digest, now) else {
-            return Progress::Lookup { digest, access };
-        };
-        match self.authorize(found, access, now) {
-            Progress::Check { record, limit } => {
-                match self.limiter.check_now(&record.id, limit, now) {
-                    Some(decision) => Progress::Done(self.conclude(record, limited(decision), now)),
-                    None => Progress::Check { record, limit },
-                }
-            }
-            progress => progress,
-        }
-    }
-
-    /// What [`verify_now`](Self::verify_now) left, one step at a time: the store's lookup
-    /// and the checks on its answer, then the limiter's. A backend that fails or times out
-    /// answers 503.
-    pub(crate) async fn finish(&self, mut progress: Progress, now: OffsetDateTime) -> Verdict {
-        loop {
-            progress = match progress {
-                Progress::Done(verdict) => return verdict,
-                Progress::Lookup { digest, access } => {
-                    let found = within(self.config.lookup_timeout, self.store.lookup(&digest, now))
-                        .await
-                        .map_err(|error| unavailable("key store", &error))?;
-                    self.authorize(found, access, now)
-                }
-                Progress::Check { record, limit } => {
-                    let decision = within(
-                        self.config.limiter_timeout,
-                        self.limiter.check(&record.id, limit, now),
-                    )
-                    .await
-                    .map_err(|error| unavailable("rate limiter", &error))
-                    .and_then(limited);
-                    Progress::Done(self.conclude(record, decision, now))
-                }
-            }
-        }
-    }
-
-    /// The store's answer judged in the contract's order: the record and its expiry (401),
-    /// plan (402), route permission (403). If all pass, the limiter is next, with the
-    /// key's limit.
-    fn authorize(&self, found: Option<KeyRecord>, access: Access, now: OffsetDateTime) -> Progress {
-        let record = match authenticate(found, now) {
-            Ok(record) => record,
-            Err(rejection) => return Progress::Done(Err(rejection)),
-        };
-        let permitted = if record.plan.allows_api_keys() {
-            access.authorize(record.permissions)
+    ) -> Result<RateLimit, Rejection> {
+        let authorized = if key.plan.allows_api_keys() {
+            access.authorize(key.permissions)
         } else {
-            Err(Rejection::PlanRequired(record.plan))
+            Err(Rejection::PlanRequired(key.plan))
         };
-        match permitted {
-            Ok(()) => Progress::Check {
-                limit: record.rate_limit.unwrap_or(self.config.default_limit),
-                record,
-            },
-            Err(rejection) => Progress::Done(self.conclude(record, Err(rejection), now)),
-        }
+        authorized
+            .map(|()| key.rate_limit.unwrap_or(self.config.default_limit))
+            .inspect_err(|rejection| self.count_refusal(key, rejection, now))
     }
 
-    /// Counts the request against the key and, if it is admitted, what its response's
-    /// headers say.
-    fn conclude(
+    /// The limiter's `decision` (429 or 503 when it refused or failed), counted in the
+    /// key's usage.
+    fn admit(
         &self,
-        record: KeyRecord,
+        key: Arc<KeyRecord>,
         decision: Result<Decision, Rejection>,
         now: OffsetDateTime,
-    ) -> Verdict {
-        let outcome = match &decision {
-            Ok(_) => Some(Outcome::Admitted),
-            Err(rejection) => rejection.outcome(),
-        };
-        if let Some(outcome) = outcome {
-            self.usage.record(&record.id, outcome, now);
-        }
-        let decision = decision.inspect_err(|rejection| {
-            tracing::info!(key_id = %record.id, code = rejection.code(), "nouvel-auth rejected a request");
-        })?;
-        let expires_soon = record.expires_at.filter(|&at| at - now <= EXPIRY_WARNING);
+    ) -> Result<Admission, Rejection> {
+        let decision =
+            decision.inspect_err(|rejection| self.count_refusal(&key, rejection, now))?;
+        self.usage.record(&key.id, Outcome::Admitted, now);
+        let expires_soon = key.expires_at.filter(|&at| at - now <= EXPIRY_WARNING);
         Ok(Admission {
-            record,
-            headers: SuccessHeaders {
+            key,
+            headers: ResponseHeaders {
                 decision,
                 expires_soon,
             },
         })
     }
+
+    fn count_refusal(&self, key: &KeyRecord, rejection: &Rejection, now: OffsetDateTime) {
+        if let Some(outcome) = rejection.outcome() {
+            self.usage.record(&key.id, outcome, now);
+        }
+        tracing::info!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
+    }
 }
 
 /// 401: the store's record of the digest, and its expiry at `now`.
-fn authenticate(found: Option<KeyRecord>, now: OffsetDateTime) -> Result<KeyRecord, Rejection> {
+fn authenticate(
+    found: Option<Arc<KeyRecord>>,
+    now: OffsetDateTime,
+) -> Result<Arc<KeyRecord>, Rejection> {
     let verdict = match found {
         None => Err(Rejection::UnknownApiKey),
-        Some(record) if record.is_expired(now) => Err(Rejection::ExpiredApiKey),
-        Some(record) => Ok(record),
+        Some(key) if key.is_expired(now) => Err(Rejection::ExpiredApiKey),
+        Some(key) => Ok(key),
     };
     verdict.inspect_err(log_unauthenticated)
 }
@@ -244,16 +242,28 @@ fn limited(decision: Decision) -> Result<Decision, Rejection> {
     }
 }
 
-impl SuccessHeaders {
+impl ResponseHeaders {
     /// The rate-limit headers, and the expiry warning.
     pub(crate) fn write(&self, headers: &mut http::HeaderMap) {
         self.decision.write_headers(headers);
-        if let Some(at) = self.expires_soon.and_then(|at| at.format(&Rfc3339).ok()) {
-            if let Ok(value) = HeaderValue::try_from(at) {
-                headers.insert(KEY_EXPIRES_HEADER, value);
-            }
+        if let Some(at) = self.expires_soon {
+            headers.insert(KEY_EXPIRES_HEADER, whole_seconds(at));
         }
     }
+}
+
+/// `at` as RFC 3339 in UTC, to the second: `2026-07-01T12:00:00Z`.
+fn whole_seconds(at: OffsetDateTime) -> HeaderValue {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    crate::limit::header_value(format_args!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    ))
 }
 
 fn log_unauthenticated(rejection: &Rejection) {

@@ -5,11 +5,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header::AUTHORIZATION, Extensions, HeaderMap, Request, Response};
+use http::{Extensions, HeaderMap, Request, Response};
 use tower_service::Service;
 
-use super::{Checks, Progress, ResponseBody, ResponseFuture, Screening};
-use crate::{KeyStore, RateLimiter, Rejection};
+use super::{Checks, ResponseBody, ResponseFuture, Stop};
+use crate::{extract::Unauthenticated, KeyStore, RateLimiter, Rejection};
 
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
 ///
@@ -46,29 +46,21 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let checks = &self.checks;
         checks.usage.start_flushing(&checks.store);
-        let (digest, access) = match checks.screen(&request) {
-            Ok(Screening::Verify { digest, access }) => (digest, access),
-            Ok(Screening::Public) => return ResponseFuture::call(self.inner.call(request), None),
-            Err(rejection) => return ResponseFuture::rejected(refuse(&rejection, checks, request)),
-        };
-        if !checks.config.keep_authorization {
-            request.headers_mut().remove(AUTHORIZATION);
-        }
-        // One instant for every judgment of this request: expiry, cache freshness, limit.
-        let now = checks.config.clock.now();
-        let progress = match checks.verify_now(digest, access, now) {
-            Progress::Done(Ok(admission)) => {
-                return ResponseFuture::admitted(&mut self.inner, request, admission)
+        let wait = match checks.begin(&mut request) {
+            Ok(admission) => return ResponseFuture::admitted(&mut self.inner, request, admission),
+            Err(Stop::Pass) => {
+                request.extensions_mut().insert(Unauthenticated);
+                return ResponseFuture::passed(self.inner.call(request));
             }
-            Progress::Done(Err(rejection)) => {
+            Err(Stop::Refused(rejection)) => {
                 return ResponseFuture::rejected(refuse(&rejection, checks, request))
             }
-            progress => progress,
+            Err(Stop::Wait(wait)) => wait,
         };
         let checks = checks.clone();
         // Only this part waits (on the store or the limiter), so only it is boxed.
         let verification = Box::pin(async move {
-            checks.finish(progress, now).await.map_err(|rejection| {
+            checks.resume(wait).await.map_err(|rejection| {
                 rejection.to_response(&checks.problems, HeaderMap::new(), Extensions::new())
             })
         });

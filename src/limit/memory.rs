@@ -1,6 +1,7 @@
 use std::{
     collections::VecDeque,
     sync::atomic::{AtomicU64, Ordering},
+    task::Poll,
     time::Duration,
 };
 
@@ -182,8 +183,8 @@ impl RateLimiter for MemoryRateLimiter {
         Ok(self.decide(key, limit, now))
     }
 
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
-        Some(self.decide(key, limit, now))
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
+        Poll::Ready(self.decide(key, limit, now))
     }
 }
 

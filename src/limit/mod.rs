@@ -10,7 +10,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-use std::{cell::RefCell, future::Future, sync::OnceLock, time::Duration};
+use std::{cell::RefCell, future::Future, sync::OnceLock, task::Poll, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
@@ -235,25 +235,27 @@ pub trait RateLimiter: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send;
 
     /// What [`check`](Self::check) would decide, if the limiter can decide without waiting
-    /// (in memory, or a key known to be blocked); `None` (the default) sends the layer to
-    /// `check`.
+    /// (in memory, or a key known to be blocked); `Pending` (the default) sends the layer
+    /// to `check`.
     ///
-    /// The layer asks this first, in its `call`. A `Some` is the decision, recorded as
-    /// `check` would record it; a `None` must record nothing, since `check` follows.
+    /// The layer asks this first, in its `call`. A `Ready` is the decision, recorded as
+    /// `check` would record it; `Pending` must record nothing, since `check` follows.
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::{task::Poll, time::Duration};
     /// use nouvel_auth::{KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
     ///
     /// let limiter = MemoryRateLimiter::new();
     /// let limit = RateLimit::new(1, Duration::from_secs(60));
     /// let (key, now) = (KeyId::from("key_1"), time::OffsetDateTime::now_utc());
-    /// assert!(limiter.check_now(&key, limit, now).unwrap().allowed);
-    /// assert!(!limiter.check_now(&key, limit, now).unwrap().allowed);
+    /// let Poll::Ready(first) = limiter.check_now(&key, limit, now) else { unreachable!() };
+    /// assert!(first.allowed);
+    /// let Poll::Ready(second) = limiter.check_now(&key, limit, now) else { unreachable!() };
+    /// assert!(!second.allowed);
     /// ```
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
         let _ = (key, limit, now);
-        None
+        Poll::Pending
     }
 }
 
@@ -268,7 +270,7 @@ impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
         (**self).check(key, limit, now)
     }
 
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
         (**self).check_now(key, limit, now)
     }
 }

@@ -3,6 +3,7 @@
 use std::{
     fmt,
     sync::atomic::{AtomicU64, Ordering},
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -258,8 +259,9 @@ impl RateLimiter for RedisRateLimiter {
     }
 
     /// A key known to be blocked is refused without asking Redis.
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Option<Decision> {
+    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
         self.still_blocked(key, limit, unix_millis(now))
+            .map_or(Poll::Pending, Poll::Ready)
     }
 }
 

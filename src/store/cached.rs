@@ -12,10 +12,9 @@ use std::{
 use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
-use super::{Invalidation, KeyRecord, KeyStore};
+use super::{Invalidation, KeyRecord, KeyStorage, KeyStore, StoredKey};
 use crate::{
-    error::within, Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyInfo, KeyManager,
-    KeySpec, ManageError, NewKey, Plan, UsageReport,
+    error::within, Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, Plan, UsageReport,
 };
 
 /// Caches lookups of any [`KeyStore`] (feature `cache`, crate `quick_cache`).
@@ -27,7 +26,7 @@ use crate::{
 /// * An entry is fresh for `fresh_for` (default 30 s): the backstop when change
 ///   notifications are lost. Within it a lookup is one in-memory read. Ages are judged
 ///   by the layer's clock (the `now` of [`KeyStore::lookup`]), so a hit reads no clock.
-/// * Changes made through this cache's [`KeyManager`] side evict the entries they affect
+/// * Changes made through this cache's [`KeyStorage`] side evict the entries they affect
 ///   at once; [`invalidate`](Self::invalidate) applies changes announced by other instances
 ///   (see [`PostgresKeyStore::listen`](crate::store::PostgresKeyStore::listen)). A lookup
 ///   under way when a change is announced answers what it read but does not cache it.
@@ -54,10 +53,10 @@ pub struct CachedKeyStore<K> {
     timeout: Duration,
 }
 
-/// Held by value: a hit clones the record it returns anyway, and nothing else.
+/// Held by value: a hit clones the shared record it returns, and nothing else.
 #[derive(Clone)]
 struct Entry {
-    record: Option<KeyRecord>,
+    record: Option<Arc<KeyRecord>>,
     /// Served without asking the inner store until then,
     fresh_until: OffsetDateTime,
     /// and while the inner store fails, until then.
@@ -136,7 +135,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
             Invalidation::All => self.cache.clear(),
             _ => self
                 .cache
-                .retain(|_, entry| !entry.record.as_ref().is_some_and(concerns)),
+                .retain(|_, entry| !entry.record.as_deref().is_some_and(concerns)),
         }
     }
 
@@ -147,7 +146,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
         digest: &KeyDigest,
         now: OffsetDateTime,
         cached: Option<Entry>,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let invalidations = self.invalidations.load(Ordering::SeqCst);
         match within(self.timeout, self.inner.lookup(digest, now)).await {
             Ok(record) => {
@@ -188,7 +187,7 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
         &self,
         digest: &KeyDigest,
         now: OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let cached = match self.cache.get(digest) {
             Some(entry) if entry.is_fresh(now) => return Ok(entry.record),
             cached => cached,
@@ -198,9 +197,15 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
     }
 
     /// A fresh entry; anything else waits for `lookup`.
-    fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Option<Option<KeyRecord>> {
-        let entry = self.cache.get(digest)?;
-        entry.is_fresh(now).then_some(entry.record)
+    fn lookup_now(
+        &self,
+        digest: &KeyDigest,
+        now: OffsetDateTime,
+    ) -> std::task::Poll<Option<Arc<KeyRecord>>> {
+        match self.cache.get(digest) {
+            Some(entry) if entry.is_fresh(now) => std::task::Poll::Ready(entry.record),
+            _ => std::task::Poll::Pending,
+        }
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -208,49 +213,56 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
     }
 }
 
-/// Management goes to the wrapped store; what it changes leaves this cache at once.
-impl<K: KeyStore + KeyManager> KeyManager for CachedKeyStore<K> {
-    async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
-        self.inner.create_account(name, plan).await
+/// Writes go to the wrapped storage; what they change leaves this cache at once.
+impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
+    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
+        self.inner.insert_account(account).await
     }
 
-    async fn account(&self, id: &AccountId) -> Result<Account, ManageError> {
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
         self.inner.account(id).await
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
+    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
         let account = self.inner.set_plan(id, plan).await?;
         self.invalidate(&Invalidation::Account(id.clone()));
         Ok(account)
     }
 
-    async fn create_key(&self, account: &AccountId, spec: KeySpec) -> Result<NewKey, ManageError> {
-        self.inner.create_key(account, spec).await
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
+        self.inner.insert_key(key).await
     }
 
-    async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
+    async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
         self.inner.keys(account).await
     }
 
-    async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
-        self.inner.key(account, key).await
-    }
-
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<(), ManageError> {
-        self.inner.delete_key(account, key).await?;
-        self.invalidate(&Invalidation::Key(key.clone()));
-        Ok(())
-    }
-
-    async fn rotate_key(
+    async fn key(
         &self,
         account: &AccountId,
         key: &KeyId,
-        grace: Duration,
-    ) -> Result<NewKey, ManageError> {
-        let created = self.inner.rotate_key(account, key, grace).await?;
+    ) -> Result<Option<StoredKey>, BackendError> {
+        self.inner.key(account, key).await
+    }
+
+    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
+        let deleted = self.inner.delete_key(account, key).await?;
         self.invalidate(&Invalidation::Key(key.clone()));
-        Ok(created)
+        Ok(deleted)
+    }
+
+    async fn replace_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: OffsetDateTime,
+        replacement: &StoredKey,
+    ) -> Result<bool, BackendError> {
+        let replaced = self
+            .inner
+            .replace_key(old, old_expires_at, replacement)
+            .await?;
+        self.invalidate(&Invalidation::Key(old.clone()));
+        Ok(replaced)
     }
 }
 

@@ -8,17 +8,13 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::{Invalidation, KeyRecord, KeyStore};
+use super::{Invalidation, KeyRecord, KeyStorage, KeyStore, StoredKey};
 use crate::{
-    clock::SharedClock,
-    key::random_id,
-    manage::{validate_grace, validate_name},
-    Account, AccountId, ApiKey, BackendError, Clock, Expiration, KeyDigest, KeyHasher, KeyId,
-    KeyInfo, KeyManager, KeySpec, ManageError, NewKey, Permissions, Plan, RateLimit,
-    RejectionCounts, SystemClock, Usage, UsageReport,
+    Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permissions,
+    Plan, RateLimit, RejectionCounts, Usage, UsageReport,
 };
 
-/// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyManager`].
+/// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyStorage`].
 ///
 /// * Tables live in a schema of your choice, so tests (or tenants) can be isolated.
 /// * The schema is made by embedded migrations that run only when you call
@@ -41,17 +37,10 @@ pub struct PostgresKeyStore {
     schema: Arc<str>,
     channel: Arc<str>,
     hasher: KeyHasher,
-    clock: SharedClock,
 }
 
 fn db(error: sqlx::Error) -> BackendError {
     BackendError::failed(error)
-}
-
-impl From<sqlx::Error> for ManageError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Backend(db(error))
-    }
 }
 
 impl PostgresKeyStore {
@@ -81,7 +70,6 @@ impl PostgresKeyStore {
             schema: schema.into(),
             channel: format!("nouvel_keys_{schema}").into(),
             hasher: KeyHasher::default(),
-            clock: Arc::new(SystemClock),
         })
     }
 
@@ -89,13 +77,6 @@ impl PostgresKeyStore {
     #[must_use]
     pub fn hasher(mut self, hasher: KeyHasher) -> Self {
         self.hasher = hasher;
-        self
-    }
-
-    /// Reads creation and expiry times from `clock`.
-    #[must_use]
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
         self
     }
 
@@ -165,90 +146,33 @@ impl PostgresKeyStore {
         }
     }
 
-    async fn notify(
+    /// Commits `tx` with a notice of `change` to every instance's cache: both happen,
+    /// or neither.
+    async fn commit_announcing(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        mut tx: Transaction<'_, Postgres>,
         change: &Invalidation,
     ) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&*self.channel)
             .bind(change.to_string())
-            .execute(&mut **tx)
-            .await
-            .map(drop)
-    }
-
-    /// The account's plan, locked against a concurrent change until the transaction ends.
-    async fn account_plan(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        account: &AccountId,
-    ) -> Result<Plan, ManageError> {
-        let row = sqlx::query("SELECT plan FROM accounts WHERE id = $1 FOR SHARE")
-            .bind(account.as_str())
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(ManageError::NotFound)?;
-        plan(&row)
-    }
-
-    /// Validates `spec`, checks the plan, and inserts a key: the shared core of create
-    /// and rotate, inside the caller's transaction.
-    async fn insert_key(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        account: &AccountId,
-        plan: Plan,
-        spec: &KeySpec,
-        now: OffsetDateTime,
-    ) -> Result<NewKey, ManageError> {
-        let valid = spec.validate(now)?;
-        if !plan.allows_api_keys() {
-            return Err(ManageError::PlanRequired(plan));
-        }
-        let key = ApiKey::generate();
-        let digest = self.hasher.digest(&key);
-        let id = KeyId::from(random_id("key_"));
-        let info = KeyInfo {
-            id: id.clone(),
-            name: valid.name,
-            prefix: key.display_prefix().to_owned(),
-            permissions: spec.permissions,
-            created_at: now,
-            last_used_at: None,
-            expires_at: valid.expires_at,
-            status: KeyInfo::status_at(valid.expires_at, now),
-            usage: Usage::default(),
-        };
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
-                rate_limit_requests, rate_limit_window_ms, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(id.as_str())
-        .bind(account.as_str())
-        .bind(&info.name)
-        .bind(&info.prefix)
-        .bind(&digest.as_bytes()[..])
-        .bind(i16::from(spec.permissions.bits()))
-        .bind(spec.expiration.to_string())
-        .bind(spec.rate_limit.map(|l| i64::from(l.requests())))
-        .bind(spec.rate_limit.map(|l| i64::from(l.window_millis())))
-        .bind(now)
-        .bind(valid.expires_at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(NewKey { info, key })
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 }
 
-fn plan(row: &PgRow) -> Result<Plan, ManageError> {
+/// PostgreSQL's text cannot hold NUL: an id holding one was never made here.
+fn storable(id: &str) -> bool {
+    !id.contains('\0')
+}
+
+fn plan(row: &PgRow) -> Result<Plan, sqlx::Error> {
     let text: String = row.try_get("plan")?;
-    text.parse()
-        .map_err(|e| ManageError::Backend(BackendError::failed(e)))
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn account(row: &PgRow) -> Result<Account, ManageError> {
+fn account(row: &PgRow) -> Result<Account, sqlx::Error> {
     Ok(Account {
         id: AccountId::from(row.try_get::<String, _>("id")?),
         name: row.try_get("name")?,
@@ -257,7 +181,8 @@ fn account(row: &PgRow) -> Result<Account, ManageError> {
     })
 }
 
-const KEY_COLUMNS: &str = "id, name, prefix, permissions, created_at, last_used_at, expires_at,
+const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
+    rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at,
     admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
     rejected_rate_limited, last_request_at";
 
@@ -265,17 +190,26 @@ fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
 }
 
-fn key_info(row: &PgRow, now: OffsetDateTime) -> Result<KeyInfo, sqlx::Error> {
-    let expires_at = row.try_get("expires_at")?;
-    Ok(KeyInfo {
+fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
+    let digest: Vec<u8> = row.try_get("digest")?;
+    let digest: [u8; 32] = digest
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
+    let expiration: String = row.try_get("expiration")?;
+    Ok(StoredKey {
         id: KeyId::from(row.try_get::<String, _>("id")?),
+        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
+        digest: KeyDigest::from_bytes(digest),
         permissions: permissions(row)?,
+        expiration: expiration
+            .parse::<Expiration>()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        rate_limit: rate_limit(row)?,
         created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
-        expires_at,
-        status: KeyInfo::status_at(expires_at, now),
         usage: Usage {
             admitted: count(row, "admitted")?,
             rejected: RejectionCounts {
@@ -315,7 +249,7 @@ impl KeyStore for PostgresKeyStore {
         &self,
         digest: &KeyDigest,
         _now: OffsetDateTime,
-    ) -> Result<Option<KeyRecord>, BackendError> {
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
                     k.rate_limit_requests, k.rate_limit_window_ms
@@ -327,7 +261,7 @@ impl KeyStore for PostgresKeyStore {
         .await
         .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
-        let record = (|| -> Result<KeyRecord, ManageError> {
+        let record = (|| -> Result<KeyRecord, sqlx::Error> {
             Ok(KeyRecord::new(
                 row.try_get::<String, _>("id")?,
                 row.try_get::<String, _>("account_id")?,
@@ -338,9 +272,7 @@ impl KeyStore for PostgresKeyStore {
             .expires_at(row.try_get("expires_at")?)
             .rate_limit(rate_limit(&row)?))
         })();
-        record
-            .map(Some)
-            .map_err(|e| BackendError::failed(e.to_string()))
+        record.map(|r| Some(Arc::new(r))).map_err(db)
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -390,143 +322,170 @@ impl KeyStore for PostgresKeyStore {
     }
 }
 
-impl KeyManager for PostgresKeyStore {
-    async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
-        let name = validate_name(name).map_err(|e| ManageError::Invalid(vec![e]))?;
-        let row = sqlx::query(
-            "INSERT INTO accounts (id, name, plan, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
-        )
-        .bind(&*random_id("acc_"))
-        .bind(name)
-        .bind(plan.as_str())
-        .bind(self.clock.now())
-        .fetch_one(&self.pool)
-        .await?;
-        account(&row)
+impl KeyStorage for PostgresKeyStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
+        sqlx::query("INSERT INTO accounts (id, name, plan, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(account.id.as_str())
+            .bind(&account.name)
+            .bind(account.plan.as_str())
+            .bind(account.created_at)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db)
     }
 
-    async fn account(&self, id: &AccountId) -> Result<Account, ManageError> {
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
+        if !storable(id.as_str()) {
+            return Ok(None);
+        }
         let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
-            .await?
-            .ok_or(ManageError::NotFound)?;
-        account(&row)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(account).transpose().map_err(db)
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("UPDATE accounts SET plan = $2 WHERE id = $1 RETURNING *")
-            .bind(id.as_str())
-            .bind(plan.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ManageError::NotFound)?;
-        self.notify(&mut tx, &Invalidation::Account(id.clone()))
-            .await?;
-        tx.commit().await?;
-        account(&row)
+    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
+        if !storable(id.as_str()) {
+            return Ok(None);
+        }
+        let changed = async {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query("UPDATE accounts SET plan = $2 WHERE id = $1 RETURNING *")
+                .bind(id.as_str())
+                .bind(plan.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            self.commit_announcing(tx, &Invalidation::Account(id.clone()))
+                .await?;
+            account(&row).map(Some)
+        };
+        changed.await.map_err(db)
     }
 
-    async fn create_key(&self, account: &AccountId, spec: KeySpec) -> Result<NewKey, ManageError> {
-        let mut tx = self.pool.begin().await?;
-        let plan = self.account_plan(&mut tx, account).await?;
-        let created = self
-            .insert_key(&mut tx, account, plan, &spec, self.clock.now())
-            .await?;
-        tx.commit().await?;
-        Ok(created)
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
+        insert_key(&self.pool, key).await.map_err(db)
     }
 
-    async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
-        self.account(account).await?;
-        let now = self.clock.now();
+    async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
+        if !storable(account.as_str()) {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND deleted_at IS NULL
-             ORDER BY created_at DESC, id DESC"
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND deleted_at IS NULL"
         ))
         .bind(account.as_str())
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|row| key_info(row, now))
-            .collect::<Result<_, _>>()?)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(stored_key)
+            .collect::<Result<_, _>>()
+            .map_err(db)
     }
 
-    async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
+    async fn key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        if !storable(account.as_str()) || !storable(key.as_str()) {
+            return Ok(None);
+        }
         let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL"
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL"
         ))
         .bind(account.as_str())
         .bind(key.as_str())
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or(ManageError::NotFound)?;
-        Ok(key_info(&row, self.clock.now())?)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(stored_key).transpose().map_err(db)
     }
 
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<(), ManageError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE api_keys SET deleted_at = $3 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL",
-        )
-        .bind(account.as_str())
-        .bind(key.as_str())
-        .bind(self.clock.now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        .eq(&1)
-        .then_some(())
-        .ok_or(ManageError::NotFound)?;
-        self.notify(&mut tx, &Invalidation::Key(key.clone()))
+    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
+        if !storable(account.as_str()) || !storable(key.as_str()) {
+            return Ok(false);
+        }
+        let deleted = async {
+            let mut tx = self.pool.begin().await?;
+            let deleted = sqlx::query(
+                "UPDATE api_keys SET deleted_at = now()
+                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .bind(account.as_str())
+            .bind(key.as_str())
+            .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            if deleted.rows_affected() != 1 {
+                return Ok(false);
+            }
+            self.commit_announcing(tx, &Invalidation::Key(key.clone()))
+                .await?;
+            Ok(true)
+        };
+        deleted.await.map_err(db)
     }
 
-    async fn rotate_key(
+    async fn replace_key(
         &self,
-        account: &AccountId,
-        key: &KeyId,
-        grace: Duration,
-    ) -> Result<NewKey, ManageError> {
-        let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT k.name, k.permissions, k.expiration, k.rate_limit_requests, k.rate_limit_window_ms, a.plan
-             FROM api_keys k JOIN accounts a ON a.id = k.account_id
-             WHERE k.account_id = $1 AND k.id = $2 AND k.deleted_at IS NULL
-             FOR UPDATE OF k",
-        )
-        .bind(account.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(ManageError::NotFound)?;
-        validate_grace(grace)?;
-        let expiration: String = row.try_get("expiration")?;
-        let mut spec = KeySpec::new(row.try_get::<String, _>("name")?, permissions(&row)?.iter())
-            .expiration(expiration.parse().unwrap_or(Expiration::default()));
-        spec.rate_limit = rate_limit(&row)?;
-        let created = self
-            .insert_key(&mut tx, account, plan(&row)?, &spec, now)
+        old: &KeyId,
+        old_expires_at: OffsetDateTime,
+        replacement: &StoredKey,
+    ) -> Result<bool, BackendError> {
+        if !storable(old.as_str()) {
+            return Ok(false);
+        }
+        let replaced = async {
+            let mut tx = self.pool.begin().await?;
+            let shortened = sqlx::query(
+                "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3)
+                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .bind(replacement.account_id.as_str())
+            .bind(old.as_str())
+            .bind(old_expires_at)
+            .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3)
-             WHERE account_id = $1 AND id = $2",
-        )
-        .bind(account.as_str())
-        .bind(key.as_str())
-        .bind(now + grace)
-        .execute(&mut *tx)
-        .await?;
-        self.notify(&mut tx, &Invalidation::Key(key.clone()))
-            .await?;
-        tx.commit().await?;
-        Ok(created)
+            if shortened.rows_affected() != 1 {
+                return Ok(false);
+            }
+            insert_key(&mut *tx, replacement).await?;
+            self.commit_announcing(tx, &Invalidation::Key(old.clone()))
+                .await?;
+            Ok(true)
+        };
+        replaced.await.map_err(db)
     }
+}
+
+async fn insert_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    key: &StoredKey,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
+            rate_limit_requests, rate_limit_window_ms, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.account_id.as_str())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.digest.as_bytes()[..])
+    .bind(i16::from(key.permissions.bits()))
+    .bind(key.expiration.to_string())
+    .bind(key.rate_limit.map(|l| i64::from(l.requests())))
+    .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .execute(executor)
+    .await
+    .map(drop)
 }
 
 impl fmt::Debug for PostgresKeyStore {

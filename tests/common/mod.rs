@@ -11,11 +11,11 @@ use axum::{
     body::Body,
     http::{Method, Request, Response, StatusCode},
     routing::{get, post},
-    Extension, Json, Router,
+    Json, Router,
 };
 use http_body_util::BodyExt;
 use nouvel_auth::{
-    AccountId, Expiration, KeyHasher, KeyManager, KeyRecord, KeySpec, ManualClock, MemoryKeyStore,
+    AccountId, AuthenticatedKey, Expiration, KeyManager, KeySpec, ManualClock, MemoryKeyStore,
     NewKey, NouvelAuthLayer, Permission, Plan,
 };
 use serde_json::{json, Value};
@@ -35,7 +35,7 @@ pub const ROUTES: [(&str, &str, Permission); 7] = [
     ("POST", "/api/v1/copilot/chat", Permission::CopilotChat),
 ];
 
-async fn echo(Extension(key): Extension<KeyRecord>, request: Request<Body>) -> Json<Value> {
+async fn echo(key: AuthenticatedKey, request: Request<Body>) -> Json<Value> {
     Json(json!({
         "key_id": key.id,
         "route": request.uri().path(),
@@ -61,8 +61,9 @@ pub fn routes() -> Router {
 /// A store on the system clock with a `scale` account and one key holding `permission`.
 pub async fn store_with_key(permission: Permission) -> (MemoryKeyStore, NewKey) {
     let store = MemoryKeyStore::new();
-    let account = store.create_account("Acme", Plan::Scale).await.unwrap();
-    let key = store
+    let keys = KeyManager::new(store.clone());
+    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let key = keys
         .create_key(&account.id, KeySpec::new("k", [permission]))
         .await
         .unwrap();
@@ -72,6 +73,7 @@ pub async fn store_with_key(permission: Permission) -> (MemoryKeyStore, NewKey) 
 pub struct Harness {
     pub clock: ManualClock,
     pub store: MemoryKeyStore,
+    pub keys: KeyManager<MemoryKeyStore>,
     pub account: AccountId,
     pub layer: NouvelAuthLayer<MemoryKeyStore>,
     pub app: Router,
@@ -86,13 +88,15 @@ impl Harness {
         configure: impl FnOnce(NouvelAuthLayer<MemoryKeyStore>) -> NouvelAuthLayer<MemoryKeyStore>,
     ) -> Self {
         let clock = ManualClock::new(T0);
-        let store = MemoryKeyStore::with(KeyHasher::default(), clock.clone());
-        let account = store.create_account("Acme", Plan::Scale).await.unwrap().id;
+        let store = MemoryKeyStore::new();
+        let keys = KeyManager::new(store.clone()).clock(clock.clone());
+        let account = keys.create_account("Acme", Plan::Scale).await.unwrap().id;
         let layer = configure(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
         let app = routes().layer(layer.clone());
         Self {
             clock,
             store,
+            keys,
             account,
             layer,
             app,
@@ -104,7 +108,7 @@ impl Harness {
     }
 
     pub async fn key_with(&self, spec: KeySpec) -> NewKey {
-        self.store.create_key(&self.account, spec).await.unwrap()
+        self.keys.create_key(&self.account, spec).await.unwrap()
     }
 
     pub async fn all_permissions_key(&self) -> NewKey {

@@ -145,22 +145,15 @@ impl Drop for RedisServer {
     }
 }
 
-/// A PostgreSQL store in a schema of its own, migrated, reading time from `clock`.
-pub async fn postgres_store(
-    clock: &nouvel_auth::ManualClock,
-) -> nouvel_auth::store::PostgresKeyStore {
-    postgres_store_at(&database_url(), &unique("nouvel_test"), clock).await
+/// A PostgreSQL store in a schema of its own, migrated.
+pub async fn postgres_store() -> nouvel_auth::store::PostgresKeyStore {
+    postgres_store_at(&database_url(), &unique("nouvel_test")).await
 }
 
-pub async fn postgres_store_at(
-    url: &str,
-    schema: &str,
-    clock: &nouvel_auth::ManualClock,
-) -> nouvel_auth::store::PostgresKeyStore {
+pub async fn postgres_store_at(url: &str, schema: &str) -> nouvel_auth::store::PostgresKeyStore {
     let store = nouvel_auth::store::PostgresKeyStore::connect(url, schema)
         .await
-        .unwrap()
-        .clock(clock.clone());
+        .unwrap();
     store.migrate().await.unwrap();
     store
 }

@@ -1,0 +1,565 @@
+//! The conformance kit for key storage (feature `testing`): the behaviour every
+//! [`KeyStorage`] must have, as one function to run from a test.
+//!
+//! ```
+//! use nouvel_auth::{testing, MemoryKeyStore};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // In a test of your own store: `testing::conformance(MyStore::connect(…).await).await;`
+//! testing::conformance(MemoryKeyStore::new()).await;
+//! # });
+//! ```
+//!
+//! It drives the storage through a [`KeyManager`] on a [`ManualClock`], on accounts it
+//! makes itself (so a shared database is fine), and panics with the name of the first
+//! behaviour that does not hold:
+//!
+//! * accounts: created, read back as written, plans changed; unknown ids are `None`;
+//! * keys: created, read back exactly as made, listed newest first, deleted keys left
+//!   out, keys of other accounts invisible;
+//! * lookups: live keys found with their record; unknown, deleted and never-made
+//!   digests not found; expired keys still found (the layer refuses them); plan changes
+//!   seen at once;
+//! * rotation: the replacement made with the old key's name, permissions, option and
+//!   limit, the old key's expiration brought forward and never back;
+//! * usage: batches added to the totals and the latest times kept;
+//! * ids the storage never made (NUL, non-ASCII, very long) answer "not found", never an
+//!   error;
+//! * concurrent creates all land, each once;
+//! * refused actions (bad input, wrong plan, unknown key) leave nothing behind.
+
+use std::{collections::HashSet, time::Duration};
+
+use time::{macros::datetime, OffsetDateTime};
+
+use crate::{
+    Account, AccountId, ApiKey, Clock, Expiration, KeyId, KeyManager, KeySpec, KeyStatus,
+    KeyStorage, ManageError, ManualClock, NewKey, Permission, Plan, RateLimit, Usage, UsageReport,
+};
+
+/// The instant the kit's clock starts at. Storage is never asked for the time, so any
+/// start works; this one is in the future of the crate's writing.
+const T0: OffsetDateTime = datetime!(2030-01-01 12:00 UTC);
+
+/// Runs every behaviour of the [module](self) against `storage`; panics at the first that
+/// does not hold, naming it.
+pub async fn conformance<S: KeyStorage>(storage: S) {
+    let kit = Kit {
+        clock: ManualClock::new(T0),
+        keys: KeyManager::new(storage),
+    };
+    let kit = Kit {
+        keys: kit.keys.clock(kit.clock.clone()),
+        clock: kit.clock,
+    };
+    kit.accounts().await;
+    kit.keys_read_back_and_list().await;
+    kit.lookups().await;
+    kit.rotation().await;
+    kit.deletion().await;
+    kit.usage().await;
+    kit.ids_never_made().await;
+    kit.concurrent_creates().await;
+    kit.refusals_leave_nothing().await;
+}
+
+struct Kit<S> {
+    clock: ManualClock,
+    keys: KeyManager<S>,
+}
+
+/// `Ok` or a panic naming the behaviour that failed and the error.
+#[track_caller]
+fn ok<T, E: std::fmt::Debug>(behaviour: &str, result: Result<T, E>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("conformance: {behaviour}: failed with {error:?}"),
+    }
+}
+
+#[track_caller]
+fn check(behaviour: &str, holds: bool, detail: impl std::fmt::Debug) {
+    assert!(holds, "conformance: {behaviour}: {detail:?}");
+}
+
+impl<S: KeyStorage> Kit<S> {
+    async fn account(&self, plan: Plan) -> Account {
+        ok(
+            "create an account",
+            self.keys.create_account("Conformance", plan).await,
+        )
+    }
+
+    async fn key(&self, account: &Account, spec: KeySpec) -> NewKey {
+        ok(
+            "create a key",
+            self.keys.create_key(&account.id, spec).await,
+        )
+    }
+
+    async fn lookup(&self, key: &ApiKey) -> Option<std::sync::Arc<crate::KeyRecord>> {
+        let storage = self.keys.storage();
+        ok(
+            "look a key up",
+            storage.lookup(&storage.digest(key), self.clock.now()).await,
+        )
+    }
+
+    async fn accounts(&self) {
+        let made = self.account(Plan::Scale).await;
+        let read = ok("read an account", self.keys.account(&made.id).await);
+        check(
+            "an account reads back as written",
+            read == made,
+            (&read, &made),
+        );
+        let changed = ok(
+            "change a plan",
+            self.keys.set_plan(&made.id, Plan::Growth).await,
+        );
+        check(
+            "a plan change is kept",
+            changed.plan == Plan::Growth,
+            &changed,
+        );
+        let read = ok("read an account", self.keys.account(&made.id).await);
+        check("a plan change reads back", read.plan == Plan::Growth, &read);
+        let unknown = self.keys.account(&"acc_never_made".into()).await;
+        check(
+            "an unknown account is not found",
+            matches!(unknown, Err(ManageError::NotFound)),
+            &unknown,
+        );
+    }
+
+    async fn keys_read_back_and_list(&self) {
+        let account = self.account(Plan::Scale).await;
+        let first = self
+            .key(
+                &account,
+                KeySpec::new("First", [Permission::Generate, Permission::ProjectsRead])
+                    .expiration(Expiration::Days30)
+                    .rate_limit(RateLimit::new(5, Duration::from_secs(10))),
+            )
+            .await;
+        self.clock.advance(Duration::from_secs(1));
+        let second = self
+            .key(
+                &account,
+                KeySpec::new("Second", [Permission::Publish]).expiration(Expiration::Never),
+            )
+            .await;
+        let read = ok(
+            "read a key",
+            self.keys.key(&account.id, &first.info.id).await,
+        );
+        check(
+            "a key reads back exactly as made",
+            read == first.info,
+            (&read, &first.info),
+        );
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        check(
+            "keys are listed newest first, as made",
+            listed == [second.info.clone(), first.info.clone()],
+            &listed,
+        );
+        // Made in the same instant: the id decides, descending.
+        self.clock.advance(Duration::from_secs(1));
+        let (a, b) = (
+            self.key(&account, KeySpec::new("Same", [Permission::Publish]))
+                .await,
+            self.key(&account, KeySpec::new("Same", [Permission::Publish]))
+                .await,
+        );
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        let ids: Vec<&KeyId> = listed.iter().take(2).map(|k| &k.id).collect();
+        let mut expected = [&a.info.id, &b.info.id];
+        expected.sort_by(|x, y| y.cmp(x));
+        check(
+            "keys made in one instant are listed by id, descending",
+            ids == expected,
+            (&ids, &expected),
+        );
+        let other = self.account(Plan::Scale).await;
+        let theirs = self.keys.key(&other.id, &first.info.id).await;
+        check(
+            "another account's key is not found",
+            matches!(theirs, Err(ManageError::NotFound)),
+            &theirs,
+        );
+        let none = ok("list keys", self.keys.keys(&other.id).await);
+        check("another account lists none of them", none.is_empty(), &none);
+    }
+
+    async fn lookups(&self) {
+        let account = self.account(Plan::Scale).await;
+        let made = self
+            .key(
+                &account,
+                KeySpec::new("Looked up", [Permission::AnalyticsRead])
+                    .expiration(Expiration::Days7)
+                    .rate_limit(RateLimit::new(7, Duration::from_secs(70))),
+            )
+            .await;
+        let Some(record) = self.lookup(&made.key).await else {
+            panic!("conformance: a live key is found by its digest: not found");
+        };
+        let expected = crate::KeyRecord::new(
+            made.info.id.clone(),
+            account.id.clone(),
+            "Looked up",
+            Plan::Scale,
+            Permission::AnalyticsRead.into(),
+        )
+        .expires_at(made.info.expires_at)
+        .rate_limit(Some(RateLimit::new(7, Duration::from_secs(70))));
+        check(
+            "a lookup answers the key's record",
+            *record == expected,
+            (&record, &expected),
+        );
+        check(
+            "an unknown digest is not found",
+            self.lookup(&ApiKey::generate()).await.is_none(),
+            "found",
+        );
+        ok(
+            "change a plan",
+            self.keys.set_plan(&account.id, Plan::Starter).await,
+        );
+        let record = self.lookup(&made.key).await;
+        check(
+            "a lookup answers the account's plan as changed",
+            record.as_ref().is_some_and(|r| r.plan == Plan::Starter),
+            &record,
+        );
+        self.clock.advance(Duration::from_secs(8 * 86_400));
+        let record = self.lookup(&made.key).await;
+        check(
+            "an expired key is still found (the layer refuses it)",
+            record.is_some(),
+            "not found",
+        );
+        let info = ok(
+            "read a key",
+            self.keys.key(&account.id, &made.info.id).await,
+        );
+        check(
+            "an expired key lists as expired",
+            info.status == KeyStatus::Expired,
+            &info,
+        );
+    }
+
+    async fn rotation(&self) {
+        let account = self.account(Plan::Business).await;
+        let old = self
+            .key(
+                &account,
+                KeySpec::new("Rotated", [Permission::Generate, Permission::CopilotChat])
+                    .expiration(Expiration::Days30)
+                    .rate_limit(RateLimit::new(3, Duration::from_secs(30))),
+            )
+            .await;
+        self.clock.advance(Duration::from_secs(60));
+        let new = ok(
+            "rotate a key",
+            self.keys
+                .rotate_key(&account.id, &old.info.id, Duration::from_secs(600))
+                .await,
+        );
+        check(
+            "a replacement keeps the name and permissions",
+            new.info.name == old.info.name && new.info.permissions == old.info.permissions,
+            &new.info,
+        );
+        check(
+            "a replacement's option counts from the rotation",
+            new.info.expires_at == Some(self.clock.now() + Duration::from_secs(30 * 86_400)),
+            &new.info,
+        );
+        let record = self.lookup(&new.key).await;
+        check(
+            "a replacement keeps the limit",
+            record
+                .as_ref()
+                .is_some_and(|r| r.rate_limit == Some(RateLimit::new(3, Duration::from_secs(30)))),
+            &record,
+        );
+        let grace_end = self.clock.now() + Duration::from_secs(600);
+        let read = ok("read a key", self.keys.key(&account.id, &old.info.id).await);
+        check(
+            "the old key expires at the end of its grace",
+            read.expires_at == Some(grace_end),
+            &read,
+        );
+        let record = self.lookup(&old.key).await;
+        check(
+            "lookups see the old key's new expiration",
+            record
+                .as_ref()
+                .is_some_and(|r| r.expires_at == Some(grace_end)),
+            &record,
+        );
+        // A longer grace never pushes the expiration back.
+        self.clock.advance(Duration::from_secs(1));
+        let again = ok(
+            "rotate a key",
+            self.keys
+                .rotate_key(&account.id, &old.info.id, Duration::from_secs(86_400))
+                .await,
+        );
+        let read = ok("read a key", self.keys.key(&account.id, &old.info.id).await);
+        check(
+            "a rotation never pushes an expiration back",
+            read.expires_at == Some(grace_end),
+            &read,
+        );
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        check(
+            "old and new keys are all listed",
+            listed.len() == 3 && listed[0].id == again.info.id,
+            &listed,
+        );
+    }
+
+    async fn deletion(&self) {
+        let account = self.account(Plan::Scale).await;
+        let kept = self
+            .key(&account, KeySpec::new("Kept", [Permission::Publish]))
+            .await;
+        let gone = self
+            .key(&account, KeySpec::new("Gone", [Permission::Publish]))
+            .await;
+        ok(
+            "delete a key",
+            self.keys.delete_key(&account.id, &gone.info.id).await,
+        );
+        check(
+            "a deleted key is not found by lookups",
+            self.lookup(&gone.key).await.is_none(),
+            "found",
+        );
+        let read = self.keys.key(&account.id, &gone.info.id).await;
+        check(
+            "a deleted key is not found",
+            matches!(read, Err(ManageError::NotFound)),
+            &read,
+        );
+        let again = self.keys.delete_key(&account.id, &gone.info.id).await;
+        check(
+            "a second delete is not found",
+            matches!(again, Err(ManageError::NotFound)),
+            &again,
+        );
+        let rotated = self
+            .keys
+            .rotate_key(&account.id, &gone.info.id, Duration::ZERO)
+            .await;
+        check(
+            "a deleted key cannot be rotated",
+            matches!(rotated, Err(ManageError::NotFound)),
+            &rotated,
+        );
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        check(
+            "deleted keys are left out of lists",
+            listed
+                == [ok(
+                    "read a key",
+                    self.keys.key(&account.id, &kept.info.id).await,
+                )],
+            &listed,
+        );
+        let other = self.account(Plan::Scale).await;
+        let theirs = self.keys.delete_key(&other.id, &kept.info.id).await;
+        check(
+            "another account cannot delete a key",
+            matches!(theirs, Err(ManageError::NotFound)),
+            &theirs,
+        );
+        check(
+            "a key another account tried to delete still works",
+            self.lookup(&kept.key).await.is_some(),
+            "not found",
+        );
+    }
+
+    async fn usage(&self) {
+        let account = self.account(Plan::Scale).await;
+        let key = self
+            .key(&account, KeySpec::new("Used", [Permission::Generate]))
+            .await;
+        let at = |seconds| T0 + Duration::from_secs(seconds);
+        let batch = |admitted, rate_limited, last_used: Option<u64>, last_request| UsageReport {
+            key_id: key.info.id.clone(),
+            usage: Usage {
+                admitted,
+                rejected: crate::RejectionCounts {
+                    rate_limited,
+                    ..Default::default()
+                },
+                last_request_at: Some(at(last_request)),
+            },
+            last_used_at: last_used.map(at),
+        };
+        let unknown = UsageReport {
+            key_id: "key_never_made".into(),
+            ..batch(1, 0, Some(1), 1)
+        };
+        let storage = self.keys.storage();
+        ok(
+            "record usage",
+            storage
+                .record_usage(&[batch(3, 1, Some(20), 30), unknown])
+                .await,
+        );
+        ok(
+            "record usage",
+            storage.record_usage(&[batch(2, 0, Some(10), 40)]).await,
+        );
+        let info = ok("read a key", self.keys.key(&account.id, &key.info.id).await);
+        check(
+            "usage batches add up, keeping the latest times",
+            info.usage.admitted == 5
+                && info.usage.rejected.rate_limited == 1
+                && info.usage.last_request_at == Some(at(40))
+                && info.last_used_at == Some(at(20)),
+            &info,
+        );
+    }
+
+    async fn ids_never_made(&self) {
+        let account = self.account(Plan::Scale).await;
+        let long = "k".repeat(10_000);
+        for id in [
+            "key_\0",
+            "\0",
+            "key_ünïcödé",
+            "key_'; --",
+            long.as_str(),
+            "",
+        ] {
+            let key = KeyId::from(id);
+            let read = self.keys.key(&account.id, &key).await;
+            check(
+                "a key id never made is not found",
+                matches!(read, Err(ManageError::NotFound)),
+                (id.get(..20), &read),
+            );
+            let deleted = self.keys.delete_key(&account.id, &key).await;
+            check(
+                "deleting a key id never made is not found",
+                matches!(deleted, Err(ManageError::NotFound)),
+                (id.get(..20), &deleted),
+            );
+            let account = AccountId::from(id);
+            let read = self.keys.account(&account).await;
+            check(
+                "an account id never made is not found",
+                matches!(read, Err(ManageError::NotFound)),
+                (id.get(..20), &read),
+            );
+            let listed = self.keys.keys(&account).await;
+            check(
+                "listing an account id never made is not found",
+                matches!(listed, Err(ManageError::NotFound)),
+                (id.get(..20), &listed),
+            );
+        }
+    }
+
+    async fn concurrent_creates(&self) {
+        let account = self.account(Plan::Scale).await;
+        let creates = (0..16).map(|i| {
+            self.keys.create_key(
+                &account.id,
+                KeySpec::new(format!("Key {i}"), [Permission::Generate]),
+            )
+        });
+        let made: Vec<NewKey> = futures_util::future::join_all(creates)
+            .await
+            .into_iter()
+            .map(|made| ok("create keys concurrently", made))
+            .collect();
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        let listed_ids: HashSet<&KeyId> = listed.iter().map(|k| &k.id).collect();
+        check(
+            "concurrent creates all land, each once",
+            listed.len() == 16 && made.iter().all(|m| listed_ids.contains(&m.info.id)),
+            listed.len(),
+        );
+        for made in &made {
+            check(
+                "every concurrently made key is found",
+                self.lookup(&made.key).await.is_some(),
+                &made.info.id,
+            );
+        }
+    }
+
+    async fn refusals_leave_nothing(&self) {
+        let account = self.account(Plan::Scale).await;
+        let bad = KeySpec::new(" ", []).expiration(Expiration::At(T0 - Duration::from_secs(1)));
+        let refused = self.keys.create_key(&account.id, bad).await;
+        let fields: Vec<String> = match &refused {
+            Err(ManageError::Invalid(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
+            _ => Vec::new(),
+        };
+        check(
+            "bad input is refused with every field at once",
+            fields == ["name", "permissions", "expiration"],
+            &refused,
+        );
+        let kept = self
+            .key(&account, KeySpec::new("Kept", [Permission::Generate]))
+            .await;
+        let too_long = self
+            .keys
+            .rotate_key(
+                &account.id,
+                &kept.info.id,
+                Duration::from_secs(400 * 86_400),
+            )
+            .await;
+        check(
+            "a grace over a year is refused",
+            matches!(too_long, Err(ManageError::Invalid(_))),
+            &too_long,
+        );
+        ok(
+            "change a plan",
+            self.keys.set_plan(&account.id, Plan::Growth).await,
+        );
+        let refused = self
+            .keys
+            .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+            .await;
+        check(
+            "a plan without keys refuses new keys",
+            matches!(refused, Err(ManageError::PlanRequired(Plan::Growth))),
+            &refused,
+        );
+        let refused = self
+            .keys
+            .rotate_key(&account.id, &kept.info.id, Duration::ZERO)
+            .await;
+        check(
+            "a plan without keys refuses rotations",
+            matches!(refused, Err(ManageError::PlanRequired(Plan::Growth))),
+            &refused,
+        );
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        check(
+            "refused actions leave nothing behind",
+            listed
+                == [ok(
+                    "read a key",
+                    self.keys.key(&account.id, &kept.info.id).await,
+                )]
+                && listed[0].expires_at == kept.info.expires_at,
+            &listed,
+        );
+    }
+}

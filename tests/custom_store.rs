@@ -1,0 +1,24 @@
+//! The store of `examples/custom_store.rs` passes the conformance kit, as the built-in
+//! stores do (`tests/postgres.rs`, and the memory store below).
+
+#[allow(dead_code, unreachable_pub)] // the example's `main` is not called from here
+#[path = "../examples/custom_store.rs"]
+mod custom_store;
+
+#[tokio::test]
+async fn the_example_store_conforms() {
+    nouvel_auth::testing::conformance(custom_store::TableStore::default()).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_conforms() {
+    nouvel_auth::testing::conformance(nouvel_auth::MemoryKeyStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_cached_memory_store_conforms() {
+    nouvel_auth::testing::conformance(nouvel_auth::store::CachedKeyStore::new(
+        nouvel_auth::MemoryKeyStore::new(),
+    ))
+    .await;
+}
