@@ -7,6 +7,7 @@
 //! ```
 #![allow(clippy::print_stdout)] // a report
 
+use nouvel_auth::nouvel;
 use std::{
     convert::Infallible,
     sync::Arc,
@@ -18,7 +19,7 @@ use http::{Request, Response};
 use nouvel_auth::{
     limit::RedisRateLimiter,
     store::{CachedKeyStore, PostgresKeyStore},
-    KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, Permission, Plan, RateLimit,
+    KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, RateLimit,
 };
 use tower::{service_fn, Layer, ServiceExt};
 
@@ -44,8 +45,8 @@ async fn main() {
 
     let store = MemoryKeyStore::new();
     let keys = KeyManager::new(store.clone());
-    let account = keys.create_account("Bench", Plan::Scale).await.unwrap();
-    let spec = KeySpec::new("bench", [Permission::Generate]).rate_limit(NEVER_LIMITED);
+    let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
+    let spec = KeySpec::new("bench", [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
     let key = keys.create_key(&account.id, spec.clone()).await.unwrap();
     let bearer = format!("Bearer {}", key.key.expose_secret());
     let prefix = servers::unique("bench");
@@ -118,7 +119,10 @@ async fn main() {
         .unwrap();
     postgres.migrate().await.unwrap();
     let pg_keys = KeyManager::new(postgres.clone());
-    let pg_account = pg_keys.create_account("Bench", Plan::Scale).await.unwrap();
+    let pg_account = pg_keys
+        .create_account("Bench", nouvel::SCALE)
+        .await
+        .unwrap();
     let pg_key = pg_keys.create_key(&pg_account.id, spec).await.unwrap();
     let cached = CachedKeyStore::new(postgres);
     let now = time::OffsetDateTime::now_utc();

@@ -10,6 +10,7 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::{hint::black_box, time::Duration};
 
 use axum::body::Body;
@@ -17,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Request;
 use nouvel_auth::{
     ApiKey, Decision, KeyId, KeyManager, KeySpec, KeyStore, MemoryRateLimiter, NouvelAuthLayer,
-    Permission, Plan, RateLimit, RateLimiter, RouteTable,
+    RateLimit, RateLimiter, RouteTable,
 };
 use tower::{Layer, Service, ServiceExt};
 
@@ -100,13 +101,13 @@ fn requests(c: &mut Criterion) {
     );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
     let limited_account = rt
-        .block_on(KeyManager::new(fixture.store.clone()).create_account("Limited", Plan::Scale))
+        .block_on(KeyManager::new(fixture.store.clone()).create_account("Limited", nouvel::SCALE))
         .unwrap();
     let limited_key = rt
         .block_on(
             KeyManager::new(fixture.store.clone()).create_key(
                 &limited_account.id,
-                KeySpec::new("limited", [Permission::Generate])
+                KeySpec::new("limited", [nouvel::GENERATE])
                     .rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
             ),
         )
@@ -197,11 +198,11 @@ fn contention(c: &mut Criterion) {
     let fixture = fixture(&rt);
     let many: Vec<String> = rt.block_on(async {
         let keys = KeyManager::new(fixture.store.clone());
-        let account = keys.create_account("Many", Plan::Scale).await.unwrap();
+        let account = keys.create_account("Many", nouvel::SCALE).await.unwrap();
         let mut bearers = Vec::new();
         for i in 0..1_000 {
             let spec =
-                KeySpec::new(format!("many {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
+                KeySpec::new(format!("many {i}"), [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
             let key = keys.create_key(&account.id, spec).await.unwrap().key;
             bearers.push(format!("Bearer {}", key.expose_secret()));
         }

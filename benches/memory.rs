@@ -6,13 +6,14 @@
 //! ```
 #![allow(clippy::print_stdout)] // a report
 
+use nouvel_auth::nouvel;
 use std::{alloc::System, convert::Infallible, time::Duration};
 
 use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
     ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
-    Permission, Plan, RateLimit, RateLimiter,
+    RateLimit, RateLimiter,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
@@ -60,8 +61,8 @@ fn main() {
     rt.block_on(async {
         let store = MemoryKeyStore::new();
         let keys = KeyManager::new(store.clone());
-        let account = keys.create_account("Bench", Plan::Scale).await.unwrap();
-        keys.create_key(&account.id, KeySpec::new("real", [Permission::Generate]))
+        let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
+        keys.create_key(&account.id, KeySpec::new("real", [nouvel::GENERATE]))
             .await
             .unwrap();
         let limiter = std::sync::Arc::new(MemoryRateLimiter::new());

@@ -9,6 +9,7 @@
 //! ```
 #![allow(clippy::print_stdout)] // prints the key for the load generator
 
+use nouvel_auth::nouvel;
 use std::{
     convert::Infallible,
     hint::black_box,
@@ -27,7 +28,7 @@ use dashmap::DashMap;
 use futures_util::{future::Map, FutureExt};
 use nouvel_auth::{
     ApiKey, Decision, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter,
-    NouvelAuthLayer, Permission, Plan, RateLimit, RateLimiter, RouteTable,
+    NouvelAuthLayer, RateLimit, RateLimiter, RouteTable,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -80,8 +81,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         _ => {
             let store = MemoryKeyStore::new();
             let keys = KeyManager::new(store.clone());
-            let account = keys.create_account("Bench", Plan::Scale).await?;
-            let spec = KeySpec::new("bench", Permission::ALL).rate_limit(UNLIMITED);
+            let account = keys.create_account("Bench", nouvel::SCALE).await?;
+            let spec = KeySpec::new("bench", nouvel::PERMISSIONS.all()).rate_limit(UNLIMITED);
             let key = keys.create_key(&account.id, spec).await?;
             println!("{}", key.key.expose_secret());
             routes.layer(NouvelAuthLayer::new(store))

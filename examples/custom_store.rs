@@ -11,6 +11,7 @@
 //! the same kit the built-in stores pass.
 #![allow(clippy::print_stdout)] // the example reports what it did
 
+use nouvel_auth::nouvel;
 use std::{
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -19,7 +20,7 @@ use std::{
 use axum::{body::Body, http::Request, routing::get, Router};
 use nouvel_auth::{
     store::StoredKey, Account, AccountId, BackendError, KeyDigest, KeyId, KeyManager, KeyRecord,
-    KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Permission, Plan, UsageReport,
+    KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan, UsageReport,
 };
 use time::OffsetDateTime;
 use tower::ServiceExt;
@@ -74,12 +75,9 @@ impl KeyStore for TableStore {
         else {
             return Ok(None);
         };
-        let plan = tables
-            .accounts
-            .iter()
-            .find(|a| a.id == key.account_id)
-            .map_or(Plan::Starter, |a| a.plan);
-        Ok(Some(Arc::new(key.record(plan))))
+        // As `JOIN accounts`: the record carries the account's plan as it is now.
+        let account = tables.accounts.iter().find(|a| a.id == key.account_id);
+        Ok(account.map(|account| Arc::new(key.record(account.plan.clone()))))
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -174,11 +172,11 @@ impl KeyStorage for TableStore {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = TableStore::default();
     let keys = KeyManager::new(store.clone());
-    let account = keys.create_account("Acme", Plan::Business).await?;
+    let account = keys.create_account("Acme", nouvel::BUSINESS).await?;
     let created = keys
         .create_key(
             &account.id,
-            KeySpec::new("Reports", [Permission::AnalyticsRead]),
+            KeySpec::new("Reports", [nouvel::ANALYTICS_READ]),
         )
         .await?;
 

@@ -20,6 +20,7 @@
 //! through one's `/admin` works on the other, and the limit is shared.
 #![allow(clippy::print_stdout)] // printing the demo key is this example's job
 
+use nouvel_auth::nouvel;
 use std::net::SocketAddr;
 
 use axum::{
@@ -32,7 +33,7 @@ use nouvel_auth::{
     limit::RedisRateLimiter,
     store::{CachedKeyStore, PostgresKeyStore},
     ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryKeyStore,
-    MemoryRateLimiter, NouvelAuthLayer, Permission, Plan, RateLimiter,
+    MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
 };
 use serde_json::{json, Value};
 
@@ -106,11 +107,11 @@ where
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
     let keys = KeyManager::new(store.clone());
-    let account = keys.create_account("Demo", Plan::Scale).await?;
+    let account = keys.create_account("Demo", nouvel::SCALE).await?;
     let demo = keys
         .create_key(
             &account.id,
-            KeySpec::new("Demo key", Permission::ALL).expiration(Expiration::Days90),
+            KeySpec::new("Demo key", nouvel::PERMISSIONS.all()).expiration(Expiration::Days90),
         )
         .await?;
     let admin_token = std::env::var("NOUVEL_ADMIN_TOKEN").ok();

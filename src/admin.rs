@@ -44,9 +44,9 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     credentials::bearer_token,
-    reject::{render_problem, ProblemStyle, PROBLEM_JSON},
+    reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
     AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, KeyStorage,
-    ManageError, Permission, Permissions, Plan,
+    ManageError, PermissionSet, Permissions, Plan,
 };
 
 /// The admin API's bearer token: a secret, compared in constant time.
@@ -122,8 +122,8 @@ enum Extra<'a> {
         errors: &'a [FieldError],
     },
     Plan {
-        plan: Plan,
-        required_plans: [Plan; 2],
+        plan: &'a Plan,
+        required_plans: &'a [Plan],
     },
 }
 
@@ -154,15 +154,13 @@ impl IntoResponse for AdminError {
                 "Some fields cannot be accepted; see `errors`.".to_owned(),
                 Extra::Invalid { errors },
             ),
-            Self::Manage(ManageError::PlanRequired(plan)) => (
+            Self::Manage(ManageError::PlanRequired { plan, required }) => (
                 StatusCode::PAYMENT_REQUIRED,
                 "plan_required",
-                format!(
-                    "API keys need the Scale or Business plan; this account is on the {plan} plan."
-                ),
+                plan_required(plan, required),
                 Extra::Plan {
-                    plan: *plan,
-                    required_plans: Plan::WITH_API_KEYS,
+                    plan,
+                    required_plans: required,
                 },
             ),
             Self::Manage(error) => {
@@ -264,14 +262,14 @@ impl Fields {
             .ok()
     }
 
-    fn permissions(&mut self) -> Option<Permissions> {
+    fn permissions(&mut self, set: &'static PermissionSet) -> Option<Permissions> {
         let Some(Value::Array(items)) = self.object.remove("permissions") else {
             self.reject("permissions", "must be an array of permissions");
             return None;
         };
-        let mut permissions = Permissions::NONE;
+        let mut permissions = Permissions::default();
         for item in items {
-            match item.as_str().map(str::parse::<Permission>) {
+            match item.as_str().map(|name| set.parse(name)) {
                 Some(Ok(permission)) => permissions = permissions.with(permission),
                 Some(Err(unknown)) => self.reject("permissions", unknown.to_string()),
                 None => self.reject("permissions", "each permission must be a string"),
@@ -311,7 +309,7 @@ async fn create_account<S: KeyStorage>(
 ) -> Result<impl IntoResponse, AdminError> {
     let mut fields = Fields::parse(&body)?;
     let name = fields.string("name", true);
-    let plan = fields.parsed::<Plan>("plan", true);
+    let plan = fields.string("plan", true).map(Plan::new);
     let (name, plan) = fields.finish(name.zip(plan))?;
     Ok((
         StatusCode::CREATED,
@@ -332,7 +330,7 @@ async fn set_plan<S: KeyStorage>(
     body: Bytes,
 ) -> Result<impl IntoResponse, AdminError> {
     let plan = Fields::parse(&body).and_then(|mut fields| {
-        let plan = fields.parsed::<Plan>("plan", true);
+        let plan = fields.string("plan", true).map(Plan::new);
         fields.finish(plan)
     });
     Ok(Json(m.set_plan_parsed(&AccountId::from(id), plan).await?))
@@ -345,7 +343,7 @@ async fn create_key<S: KeyStorage>(
 ) -> Result<impl IntoResponse, AdminError> {
     let spec = Fields::parse(&body).and_then(|mut fields| {
         let name = fields.string("name", true);
-        let permissions = fields.permissions();
+        let permissions = fields.permissions(m.vocabulary.permissions());
         let expiration = fields
             .parsed::<Expiration>("expiration", false)
             .unwrap_or_default();

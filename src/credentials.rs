@@ -2,15 +2,17 @@
 
 use http::{header::AUTHORIZATION, HeaderMap};
 
-use crate::{key::every_byte, ApiKey, Rejection};
+use crate::{key::every_byte, ApiKey, KeyPrefix, Rejection};
 
 /// The key in `Authorization: Bearer nvl_…`.
 ///
 /// The scheme is matched case-insensitively (RFC 6750 via RFC 9110); exactly one space
 /// and one token follow it. The key's format and checksum are checked here, so a made-up
 /// string costs no hashing and no store lookup.
-pub(crate) fn presented_key(headers: &HeaderMap) -> Result<ApiKey, Rejection> {
-    ApiKey::from_bytes(bearer_token(headers)?).map_err(Rejection::MalformedApiKey)
+pub(crate) fn presented_key(headers: &HeaderMap, prefix: KeyPrefix) -> Result<ApiKey, Rejection> {
+    prefix
+        .parse_bytes(bearer_token(headers)?)
+        .map_err(Rejection::MalformedApiKey)
 }
 
 /// The token of the one `Authorization: Bearer <token>` header: visible ASCII, no spaces.
@@ -44,7 +46,7 @@ mod tests {
         for v in values {
             headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
         }
-        presented_key(&headers)
+        presented_key(&headers, KeyPrefix::NOUVEL)
     }
 
     #[test]
@@ -82,7 +84,7 @@ mod tests {
         );
         assert_eq!(
             parse(&[b"Bearer nvl_short"]).unwrap_err(),
-            Rejection::MalformedApiKey(KeyFormatError::Length)
+            Rejection::MalformedApiKey(KeyFormatError::Length(KeyPrefix::NOUVEL))
         );
     }
 }

@@ -92,8 +92,12 @@ mod axum_extract {
             match self {
                 Self::Missing => {
                     let problems = crate::reject::Problems::new(ProblemStyle::default());
-                    Rejection::MissingApiKey
-                        .to_response(&problems, Default::default(), Default::default())
+                    problems
+                        .respond(
+                            &Rejection::MissingApiKey,
+                            Default::default(),
+                            Default::default(),
+                        )
                         .map(axum::body::Body::from)
                 }
                 Self::LayerMissing => {

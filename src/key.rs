@@ -1,20 +1,27 @@
-//! API keys: the secret [`ApiKey`], its [`KeyDigest`], and the ids of keys and accounts.
+//! API keys: the secret [`ApiKey`], its [`KeyPrefix`], its [`KeyDigest`], and the ids of
+//! keys and accounts.
 //!
-//! A key is `nvl_`, then 22 base62 characters from the OS CSPRNG (131 bits), then a
-//! 6-character base62 CRC32 of everything before it: 32 ASCII characters in all.
-//! The checksum lets the layer turn away a typo or a made-up string before it hashes
-//! anything or asks the store.
+//! A key is its prefix (Nouvel's `nvl_`), then 22 base62 characters from the OS CSPRNG
+//! (131 bits), then a 6-character base62 CRC32 of everything before it: 32 ASCII characters
+//! with Nouvel's prefix. The checksum lets the layer turn away a typo or a made-up string
+//! before it hashes anything or asks the store.
 //!
 //! ```
-//! use nouvel_auth::ApiKey;
+//! use nouvel_auth::{ApiKey, KeyPrefix};
 //!
 //! let key = ApiKey::generate();
 //! assert!(key.expose_secret().starts_with("nvl_"));
-//! assert_eq!(key.expose_secret().len(), ApiKey::LEN);
+//! assert_eq!(key.expose_secret().len(), 32);
 //!
 //! // Parsing checks prefix, charset, length and checksum.
 //! let again = ApiKey::parse(key.expose_secret()).unwrap();
 //! assert_eq!(again.digest(), key.digest());
+//!
+//! // An application's own prefix: the checksum covers it too.
+//! let prefix = KeyPrefix::new("acme_live_").unwrap();
+//! let own = prefix.generate();
+//! assert!(prefix.parse(own.expose_secret()).is_ok());
+//! assert!(ApiKey::parse(own.expose_secret()).is_err());
 //!
 //! // `Debug` never shows the secret.
 //! let shown = format!("{key:?}");
@@ -27,40 +34,71 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-const PREFIX: &[u8] = b"nvl_";
 const RANDOM_LEN: usize = 22;
 const CHECKSUM_LEN: usize = 6;
+const MAX_PREFIX_LEN: usize = 16;
+const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + RANDOM_LEN + CHECKSUM_LEN;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// A plaintext API key (`nvl_…`): a secret.
-///
-/// It has no `Display`; its `Debug` shows only the [display prefix](Self::display_prefix).
-/// The plaintext is reachable only through [`expose_secret`](Self::expose_secret), which the
-/// crate calls in exactly one place: when a new key is shown to its owner.
-#[derive(Clone)]
-pub struct ApiKey([u8; ApiKey::LEN]);
-
-/// Why a string is not a well-formed API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyFormatError {
-    /// The string is not [`ApiKey::LEN`] bytes long.
-    #[error("an API key is {} characters long", ApiKey::LEN)]
-    Length,
-    /// The string does not start with `nvl_`.
-    #[error("an API key starts with `nvl_`")]
-    Prefix,
-    /// A character after the prefix is not in `[0-9A-Za-z]`.
-    #[error("an API key holds only the characters 0-9, A-Z and a-z after `nvl_`")]
-    Charset,
-    /// The last six characters are not the checksum of the rest.
-    #[error("the API key's checksum does not match; check for a typo")]
-    Checksum,
+/// What every key of an application starts with: 1 to 16 characters of `a-z`, `0-9` and
+/// `_`, starting with a letter (Nouvel's is `nvl_`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyPrefix {
+    bytes: [u8; MAX_PREFIX_LEN],
+    len: u8,
 }
 
-impl ApiKey {
-    /// Length of every key in bytes: `nvl_` (4) + 22 random + 6 checksum characters.
-    pub const LEN: usize = PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+/// A prefix that breaks the rule of [`KeyPrefix`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a key prefix is 1 to 16 characters of a-z, 0-9 and _, starting with a letter")]
+pub struct InvalidPrefix;
+
+impl KeyPrefix {
+    /// Nouvel's: `nvl_`.
+    pub const NOUVEL: Self = match Self::from_str_const("nvl_") {
+        Some(prefix) => prefix,
+        None => unreachable!(),
+    };
+
+    /// The prefix `prefix`.
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        Self::from_str_const(prefix).ok_or(InvalidPrefix)
+    }
+
+    const fn from_str_const(prefix: &str) -> Option<Self> {
+        let text = prefix.as_bytes();
+        if text.is_empty() || text.len() > MAX_PREFIX_LEN || !text[0].is_ascii_lowercase() {
+            return None;
+        }
+        let mut bytes = [0; MAX_PREFIX_LEN];
+        let mut i = 0;
+        while i < text.len() {
+            let c = text[i];
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
+                return None;
+            }
+            bytes[i] = c;
+            i += 1;
+        }
+        Some(Self {
+            bytes,
+            len: text.len() as u8,
+        })
+    }
+
+    /// The prefix as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("ASCII by construction")
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// How long each key with this prefix is.
+    pub fn key_len(&self) -> usize {
+        usize::from(self.len) + RANDOM_LEN + CHECKSUM_LEN
+    }
 
     /// Makes a new key from the operating system's CSPRNG.
     ///
@@ -68,50 +106,130 @@ impl ApiKey {
     ///
     /// Panics only if the operating system cannot provide randomness, in which
     /// case no key could be made safely.
-    pub fn generate() -> Self {
-        let mut key = [0u8; Self::LEN];
-        key[..PREFIX.len()].copy_from_slice(PREFIX);
-        fill_base62(&mut key[PREFIX.len()..PREFIX.len() + RANDOM_LEN]);
-        let crc = crc32fast::hash(&key[..PREFIX.len() + RANDOM_LEN]);
-        encode_checksum(crc, &mut key[PREFIX.len() + RANDOM_LEN..]);
-        Self(key)
+    pub fn generate(&self) -> ApiKey {
+        let prefix = usize::from(self.len);
+        let mut key = ApiKey {
+            bytes: [0; MAX_KEY_LEN],
+            len: self.key_len() as u8,
+            prefix: self.len,
+        };
+        key.bytes[..prefix].copy_from_slice(self.as_bytes());
+        fill_base62(&mut key.bytes[prefix..prefix + RANDOM_LEN]);
+        let crc = crc32fast::hash(&key.bytes[..prefix + RANDOM_LEN]);
+        encode_checksum(
+            crc,
+            &mut key.bytes[prefix + RANDOM_LEN..usize::from(key.len)],
+        );
+        key
     }
 
-    /// Parses a presented key, checking length, prefix, charset and checksum.
-    ///
-    /// This does no I/O and no hashing.
-    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
-        Self::from_bytes(s.as_bytes())
+    /// Parses a presented key, checking length, prefix, charset and checksum. This does
+    /// no I/O and no hashing.
+    pub fn parse(&self, key: &str) -> Result<ApiKey, KeyFormatError> {
+        self.parse_bytes(key.as_bytes())
     }
 
     /// [`parse`](Self::parse) for bytes straight from a header: a key is ASCII, so no
     /// UTF-8 check is needed first.
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, KeyFormatError> {
-        let bytes: [u8; Self::LEN] = bytes.try_into().map_err(|_| KeyFormatError::Length)?;
-        if &bytes[..PREFIX.len()] != PREFIX {
-            return Err(KeyFormatError::Prefix);
+    pub(crate) fn parse_bytes(&self, bytes: &[u8]) -> Result<ApiKey, KeyFormatError> {
+        let prefix = usize::from(self.len);
+        if bytes.len() != self.key_len() {
+            return Err(KeyFormatError::Length(*self));
         }
-        if !every_byte(&bytes[PREFIX.len()..], u8::is_ascii_alphanumeric) {
-            return Err(KeyFormatError::Charset);
+        if &bytes[..prefix] != self.as_bytes() {
+            return Err(KeyFormatError::Prefix(*self));
         }
-        let (body, checksum) = bytes.split_at(PREFIX.len() + RANDOM_LEN);
+        if !every_byte(&bytes[prefix..], u8::is_ascii_alphanumeric) {
+            return Err(KeyFormatError::Charset(*self));
+        }
+        let (body, checksum) = bytes.split_at(prefix + RANDOM_LEN);
         let mut expected = [0u8; CHECKSUM_LEN];
         encode_checksum(crc32fast::hash(body), &mut expected);
         if checksum != expected {
             return Err(KeyFormatError::Checksum);
         }
-        Ok(Self(bytes))
+        let mut key = ApiKey {
+            bytes: [0; MAX_KEY_LEN],
+            len: self.key_len() as u8,
+            prefix: self.len,
+        };
+        key.bytes[..bytes.len()].copy_from_slice(bytes);
+        Ok(key)
+    }
+}
+
+impl Default for KeyPrefix {
+    fn default() -> Self {
+        Self::NOUVEL
+    }
+}
+
+impl fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPrefix({})", self.as_str())
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plaintext API key (`nvl_…`): a secret.
+///
+/// It has no `Display`; its `Debug` shows only the [display prefix](Self::display_prefix).
+/// The plaintext is reachable only through [`expose_secret`](Self::expose_secret), which the
+/// crate calls in exactly one place: when a new key is shown to its owner.
+#[derive(Clone)]
+pub struct ApiKey {
+    bytes: [u8; MAX_KEY_LEN],
+    len: u8,
+    prefix: u8,
+}
+
+/// Why a string is not a well-formed API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFormatError {
+    /// The string is not as long as a key with the prefix is.
+    #[error("an API key is {} characters long", .0.key_len())]
+    Length(KeyPrefix),
+    /// The string does not start with the prefix.
+    #[error("an API key starts with `{0}`")]
+    Prefix(KeyPrefix),
+    /// A character after the prefix is not in `[0-9A-Za-z]`.
+    #[error("an API key holds only the characters 0-9, A-Z and a-z after `{0}`")]
+    Charset(KeyPrefix),
+    /// The last six characters are not the checksum of the rest.
+    #[error("the API key's checksum does not match; check for a typo")]
+    Checksum,
+}
+
+impl ApiKey {
+    /// Makes a new key with Nouvel's prefix; see [`KeyPrefix::generate`].
+    pub fn generate() -> Self {
+        KeyPrefix::NOUVEL.generate()
+    }
+
+    /// Parses a key with Nouvel's prefix; see [`KeyPrefix::parse`].
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        KeyPrefix::NOUVEL.parse(s)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 
     /// The plaintext. Show it to the key's owner once, at creation; never log it.
     pub fn expose_secret(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("keys are ASCII by construction")
+        std::str::from_utf8(self.as_bytes()).expect("keys are ASCII by construction")
     }
 
-    /// `nvl_` and the next four characters (`nvl_AbCd`): enough for a person to tell
+    /// The prefix and the next four characters (`nvl_AbCd`): enough for a person to tell
     /// keys apart, far too little to guess one.
     pub fn display_prefix(&self) -> &str {
-        &self.expose_secret()[..PREFIX.len() + 4]
+        &self.expose_secret()[..usize::from(self.prefix) + 4]
     }
 
     /// The SHA-256 digest of the key, as stores keep it (see [`KeyHasher`] for a peppered one).
@@ -130,7 +248,7 @@ pub(crate) fn every_byte(bytes: &[u8], test: fn(&u8) -> bool) -> bool {
 impl Drop for ApiKey {
     fn drop(&mut self) {
         // Leave no copy of the secret in freed memory.
-        zeroize::Zeroize::zeroize(&mut self.0);
+        zeroize::Zeroize::zeroize(&mut self.bytes);
     }
 }
 
@@ -256,10 +374,10 @@ impl KeyHasher {
     /// The digest of `key`.
     pub fn digest(&self, key: &ApiKey) -> KeyDigest {
         match self {
-            Self::Sha256 => KeyDigest(Sha256::digest(key.0).into()),
+            Self::Sha256 => KeyDigest(Sha256::digest(key.as_bytes()).into()),
             Self::HmacSha256(mac) => {
                 let mut mac = mac.clone();
-                mac.update(&key.0);
+                mac.update(key.as_bytes());
                 KeyDigest(mac.finalize().into_bytes().into())
             }
         }
@@ -350,26 +468,51 @@ mod tests {
     fn every_malformation_is_named() {
         let good = ApiKey::generate();
         let good = good.expose_secret();
-        assert_eq!(ApiKey::parse("").unwrap_err(), KeyFormatError::Length);
+        let nvl = KeyPrefix::NOUVEL;
+        assert_eq!(ApiKey::parse("").unwrap_err(), KeyFormatError::Length(nvl));
         assert_eq!(
             ApiKey::parse(&good[1..]).unwrap_err(),
-            KeyFormatError::Length
+            KeyFormatError::Length(nvl)
         );
         assert_eq!(
             ApiKey::parse(&good.replacen("nvl_", "nvk_", 1)).unwrap_err(),
-            KeyFormatError::Prefix
+            KeyFormatError::Prefix(nvl)
         );
         let mut bad_char = good.to_owned();
         bad_char.replace_range(10..11, "-");
         assert_eq!(
             ApiKey::parse(&bad_char).unwrap_err(),
-            KeyFormatError::Charset
+            KeyFormatError::Charset(nvl)
         );
         // One changed character of the random part breaks the checksum.
         let mut typo = good.as_bytes().to_vec();
         typo[8] = if typo[8] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(typo).unwrap();
         assert_eq!(ApiKey::parse(&typo).unwrap_err(), KeyFormatError::Checksum);
+    }
+
+    #[test]
+    fn a_prefix_of_its_own_is_checked_and_covered_by_the_checksum() {
+        let prefix = KeyPrefix::new("sk_test_").unwrap();
+        let key = prefix.generate();
+        assert_eq!(key.expose_secret().len(), prefix.key_len());
+        assert_eq!(key.display_prefix().len(), 12);
+        assert_eq!(
+            prefix.parse(key.expose_secret()).unwrap().digest(),
+            key.digest()
+        );
+        // Another prefix of the same length with the same rest fails the checksum.
+        let moved = key.expose_secret().replacen("sk_test_", "sk_live_", 1);
+        assert_eq!(
+            KeyPrefix::new("sk_live_")
+                .unwrap()
+                .parse(&moved)
+                .unwrap_err(),
+            KeyFormatError::Checksum
+        );
+        for bad in ["", "Upper_", "1abc", "with space", "seventeen_chars__"] {
+            assert_eq!(KeyPrefix::new(bad), Err(InvalidPrefix), "{bad}");
+        }
     }
 
     #[test]
@@ -385,7 +528,7 @@ mod tests {
     fn base62_alphabet_is_uniformly_used() {
         let mut seen = [false; 62];
         for _ in 0..200 {
-            for &b in &ApiKey::generate().0[4..26] {
+            for &b in &ApiKey::generate().bytes[4..26] {
                 seen[BASE62.iter().position(|&c| c == b).unwrap()] = true;
             }
         }

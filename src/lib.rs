@@ -8,16 +8,16 @@
 //! ```
 //! use axum::{body::Body, routing::post, Router};
 //! use http::{Request, StatusCode};
-//! use nouvel_auth::{AuthenticatedKey, KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission, Plan};
+//! use nouvel_auth::{nouvel, AuthenticatedKey, KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let store = MemoryKeyStore::new();
 //! let keys = KeyManager::new(store.clone());
-//! let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+//! let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
 //! let created = keys
-//!     .create_key(&account.id, KeySpec::new("Production Server", [Permission::Generate]))
+//!     .create_key(&account.id, KeySpec::new("Production Server", [nouvel::GENERATE]))
 //!     .await
 //!     .unwrap();
 //!
@@ -66,14 +66,16 @@ mod extract;
 mod key;
 pub mod limit;
 mod manage;
+pub mod nouvel;
 mod permission;
-pub mod plan;
+mod plan;
 pub mod reject;
 pub mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod usage;
+mod vocabulary;
 
 /// The concurrent map of the memory store, limiter and usage counters. Its keys are ids
 /// and digests the server made, so a fast seeded hash (foldhash) is safe where SipHash
@@ -89,14 +91,17 @@ pub use expiration::{Expiration, ExpirationError};
 pub use extract::AuthenticatedKey;
 #[cfg(feature = "axum")]
 pub use extract::KeyRejection;
-pub use key::{AccountId, ApiKey, KeyDigest, KeyFormatError, KeyHasher, KeyId};
+pub use key::{
+    AccountId, ApiKey, InvalidPrefix, KeyDigest, KeyFormatError, KeyHasher, KeyId, KeyPrefix,
+};
 pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter, RATE_LIMIT_HEADERS};
 pub use manage::{
     Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus, ManageError, NewKey,
 };
-pub use permission::{Permission, Permissions, UnknownPermission};
-pub use plan::Plan;
-pub use reject::Rejection;
+pub use permission::{Permission, PermissionSet, Permissions, UnknownPermission};
+pub use plan::{Plan, Plans, UnknownPlan};
+pub use reject::{Rejection, Responder};
 pub use routes::RouteTable;
 pub use store::{KeyRecord, KeyStorage, KeyStore, MemoryKeyStore};
 pub use usage::{Outcome, RejectionCounts, Usage, UsageReport};
+pub use vocabulary::Vocabulary;

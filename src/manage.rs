@@ -8,12 +8,12 @@
 //! so every store refuses the same input the same way.
 //!
 //! ```
-//! use nouvel_auth::{KeyManager, KeySpec, MemoryKeyStore, Permission, Plan};
+//! use nouvel_auth::{nouvel, KeyManager, KeySpec, MemoryKeyStore};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let keys = KeyManager::new(MemoryKeyStore::new());
-//! let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
-//! let spec = KeySpec::new("Production Server", [Permission::Generate, Permission::ProjectsRead]);
+//! let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+//! let spec = KeySpec::new("Production Server", [nouvel::GENERATE, nouvel::PROJECTS_READ]);
 //! let created = keys.create_key(&account.id, spec).await.unwrap();
 //! // The plaintext is shown once, here.
 //! assert!(created.key.expose_secret().starts_with("nvl_"));
@@ -31,7 +31,8 @@ use time::OffsetDateTime;
 
 use crate::{
     clock::SharedClock, key::random_id, store::StoredKey, AccountId, ApiKey, BackendError, Clock,
-    Expiration, KeyId, KeyStorage, Permission, Permissions, Plan, RateLimit, SystemClock, Usage,
+    Expiration, KeyId, KeyStorage, Permission, PermissionSet, Permissions, Plan, RateLimit,
+    SystemClock, Usage, Vocabulary,
 };
 
 /// An account: it owns keys and has a plan.
@@ -65,7 +66,7 @@ pub struct KeyInfo {
     pub id: KeyId,
     /// Its name.
     pub name: String,
-    /// `nvl_` and the next four characters, to tell keys apart.
+    /// The key prefix and the next four characters (`nvl_AbCd`), to tell keys apart.
     pub prefix: String,
     /// What it may do.
     pub permissions: Permissions,
@@ -162,6 +163,7 @@ impl KeySpec {
     /// The trimmed name and the expiration instant at `now`, or every field error at once.
     fn validate(
         &self,
+        set: &'static PermissionSet,
         now: OffsetDateTime,
     ) -> Result<(String, Option<OffsetDateTime>), ManageError> {
         let mut errors = Vec::new();
@@ -170,6 +172,16 @@ impl KeySpec {
             errors.push(FieldError::new(
                 "permissions",
                 "at least one permission is required",
+            ));
+        }
+        for foreign in self
+            .permissions
+            .iter()
+            .filter(|&p| set.parse(p.as_str()) != Ok(p))
+        {
+            errors.push(FieldError::new(
+                "permissions",
+                format!("'{foreign}' is not a permission of this application"),
             ));
         }
         let expires_at = self
@@ -226,9 +238,14 @@ pub enum ManageError {
     /// Invalid input (422), every field error at once.
     #[error("invalid request: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
-    /// The account's plan has no API keys (402).
-    #[error("API keys need the Scale or Business plan; the account is on {0}")]
-    PlanRequired(Plan),
+    /// The account's plan has no API keys (402); `required` lists the plans that have.
+    #[error("the account's plan, {plan}, has no API keys")]
+    PlanRequired {
+        /// The account's plan.
+        plan: Plan,
+        /// The plans with API keys.
+        required: Vec<Plan>,
+    },
     /// The storage failed (503).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -243,6 +260,7 @@ pub enum ManageError {
 pub struct KeyManager<S> {
     storage: Arc<S>,
     clock: SharedClock,
+    pub(crate) vocabulary: Vocabulary,
 }
 
 impl<S> Clone for KeyManager<S> {
@@ -250,6 +268,7 @@ impl<S> Clone for KeyManager<S> {
         Self {
             storage: self.storage.clone(),
             clock: self.clock.clone(),
+            vocabulary: self.vocabulary.clone(),
         }
     }
 }
@@ -263,12 +282,21 @@ impl<S: fmt::Debug> fmt::Debug for KeyManager<S> {
 }
 
 impl<S: KeyStorage> KeyManager<S> {
-    /// A manager over `storage`, on the system clock.
+    /// A manager over `storage`, on the system clock, with Nouvel's vocabulary.
     pub fn new(storage: S) -> Self {
         Self {
             storage: Arc::new(storage),
             clock: Arc::new(SystemClock),
+            vocabulary: Vocabulary::nouvel(),
         }
+    }
+
+    /// Makes keys with the prefix of `vocabulary`, and takes only its permissions and plans
+    /// (default Nouvel's). Give the layer the same one.
+    #[must_use]
+    pub fn vocabulary(mut self, vocabulary: Vocabulary) -> Self {
+        self.vocabulary = vocabulary;
+        self
     }
 
     /// Reads creation and expiry times from `clock`.
@@ -285,7 +313,12 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// Creates an account.
     pub async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
-        let name = valid_name(name).map_err(|e| ManageError::Invalid(vec![e]))?;
+        let mut errors = Vec::new();
+        let name = valid_name(name).map_err(|e| errors.push(e)).ok();
+        let plan = self.known_plan(&plan).map_err(|e| errors.push(e)).ok();
+        let (Some(name), Some(plan)) = (name, plan) else {
+            return Err(ManageError::Invalid(errors));
+        };
         let account = Account {
             id: random_id("acc_").into(),
             name,
@@ -362,9 +395,12 @@ impl<S: KeyStorage> KeyManager<S> {
         plan: Result<Plan, E>,
     ) -> Result<Account, E> {
         self.account(id).await?;
+        let plan = self
+            .known_plan(&plan?)
+            .map_err(|e| ManageError::Invalid(vec![e]))?;
         let account = self
             .storage
-            .set_plan(id, plan?)
+            .set_plan(id, plan)
             .await
             .map_err(ManageError::from)?;
         Ok(account.ok_or(ManageError::NotFound)?)
@@ -429,6 +465,13 @@ impl<S: KeyStorage> KeyManager<S> {
         })
     }
 
+    fn known_plan(&self, plan: &Plan) -> Result<Plan, FieldError> {
+        self.vocabulary
+            .plans()
+            .parse(plan.as_str())
+            .map_err(|e| FieldError::new("plan", e.to_string()))
+    }
+
     async fn stored_key(&self, account: &AccountId, key: &KeyId) -> Result<StoredKey, ManageError> {
         self.storage
             .key(account, key)
@@ -443,11 +486,19 @@ impl<S: KeyStorage> KeyManager<S> {
         spec: &KeySpec,
         now: OffsetDateTime,
     ) -> Result<(ApiKey, StoredKey), ManageError> {
-        let (name, expires_at) = spec.validate(now)?;
-        if !account.plan.allows_api_keys() {
-            return Err(ManageError::PlanRequired(account.plan));
+        let (name, expires_at) = spec.validate(self.vocabulary.permissions(), now)?;
+        if !self.vocabulary.plans().allows_api_keys(&account.plan) {
+            return Err(ManageError::PlanRequired {
+                plan: account.plan.clone(),
+                required: self
+                    .vocabulary
+                    .plans()
+                    .with_api_keys()
+                    .unwrap_or_default()
+                    .to_vec(),
+            });
         }
-        let key = ApiKey::generate();
+        let key = self.vocabulary.prefix().generate();
         let stored = StoredKey {
             id: random_id("key_").into(),
             account_id: account.id.clone(),

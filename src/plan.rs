@@ -1,47 +1,75 @@
-//! The account plans, and which of them may use API keys.
+//! Plans: an account's [`Plan`] is a name of the application's, and [`Plans`] says which
+//! names exist and which of them may use API keys (or that any may).
+//!
+//! ```
+//! use nouvel_auth::{nouvel, Plan, Plans};
+//!
+//! // Nouvel's: four plans, keys on Scale and Business.
+//! let plans = nouvel::plans();
+//! assert!(plans.allows_api_keys(&nouvel::SCALE));
+//! assert!(!plans.allows_api_keys(&plans.parse("growth").unwrap()));
+//!
+//! // An application's own: keys on "team" only.
+//! let plans = Plans::new([Plan::from_static("free"), Plan::from_static("team")])
+//!     .api_keys_on([Plan::from_static("team")]);
+//! assert!(!plans.allows_api_keys(&Plan::from_static("free")));
+//! assert!(plans.parse("gold").is_err());
+//!
+//! // Or no plan gate at all.
+//! assert!(Plans::any().allows_api_keys(&Plan::new("whatever")));
+//! ```
 
-use std::{fmt, str::FromStr};
+use std::{fmt, sync::Arc};
 
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, Serializer};
 
-/// An account's plan. API keys work only on [`Scale`](Plan::Scale) and [`Business`](Plan::Business).
-///
-/// ```
-/// use nouvel_auth::Plan;
-///
-/// assert!(Plan::Scale.allows_api_keys());
-/// assert!(!"growth".parse::<Plan>().unwrap().allows_api_keys());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Plan {
-    /// `starter`: no API keys.
-    Starter,
-    /// `growth`: no API keys.
-    Growth,
-    /// `scale`: API keys.
-    Scale,
-    /// `business`: API keys.
-    Business,
+/// An account's plan: a name such as `scale`. Cloning is cheap.
+#[derive(Clone)]
+pub struct Plan(Name);
+
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
 }
 
 impl Plan {
-    /// The plans whose accounts may use API keys, as listed in a 402 body.
-    pub const WITH_API_KEYS: [Plan; 2] = [Plan::Scale, Plan::Business];
-
-    /// Whether accounts on this plan may use API keys.
-    pub const fn allows_api_keys(self) -> bool {
-        matches!(self, Self::Scale | Self::Business)
+    /// A plan named by a string constant.
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(Name::Static(name))
     }
 
-    /// The wire string (`starter`, `growth`, `scale`, `business`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Starter => "starter",
-            Self::Growth => "growth",
-            Self::Scale => "scale",
-            Self::Business => "business",
+    /// A plan named `name` (read from a store, say).
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(Name::Shared(name.into()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
         }
+    }
+}
+
+impl PartialEq for Plan {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Plan {}
+
+impl std::hash::Hash for Plan {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plan({})", self.as_str())
     }
 }
 
@@ -51,18 +79,94 @@ impl fmt::Display for Plan {
     }
 }
 
+impl Serialize for Plan {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// A string that names no plan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown plan '{0}'; expected starter, growth, scale or business")]
-pub struct UnknownPlan(pub String);
+#[error("unknown plan '{name}'; expected {expected}")]
+pub struct UnknownPlan {
+    name: String,
+    expected: String,
+}
 
-impl FromStr for Plan {
-    type Err = UnknownPlan;
+/// Which plans exist, and which may use API keys: the plan gate (402 `plan_required`).
+#[derive(Debug, Clone)]
+pub struct Plans {
+    /// Every plan an account may be on; empty for any name.
+    known: Arc<[Plan]>,
+    /// The plans that may use keys; `None` for every plan.
+    with_api_keys: Option<Arc<[Plan]>>,
+}
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Starter, Self::Growth, Self::Scale, Self::Business]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownPlan(s.to_owned()))
+impl Plans {
+    /// These plans, every one of them with API keys (no gate until
+    /// [`api_keys_on`](Self::api_keys_on)).
+    pub fn new(known: impl IntoIterator<Item = Plan>) -> Self {
+        Self {
+            known: known.into_iter().collect(),
+            with_api_keys: None,
+        }
+    }
+
+    /// Any plan name (1 to 64 characters), and no plan gate at all: no request gets 402.
+    pub fn any() -> Self {
+        Self::new([])
+    }
+
+    /// Only `plans` may use API keys; the others get 402.
+    #[must_use]
+    pub fn api_keys_on(mut self, plans: impl IntoIterator<Item = Plan>) -> Self {
+        self.with_api_keys = Some(plans.into_iter().collect());
+        self
+    }
+
+    /// Whether accounts on `plan` may use API keys.
+    pub fn allows_api_keys(&self, plan: &Plan) -> bool {
+        self.with_api_keys
+            .as_deref()
+            .is_none_or(|allowed| allowed.contains(plan))
+    }
+
+    /// The plans that may use API keys, as a 402 names them; `None` when every plan may.
+    pub fn with_api_keys(&self) -> Option<&[Plan]> {
+        self.with_api_keys.as_deref()
+    }
+
+    /// The plans without API keys among the known ones.
+    pub(crate) fn without_api_keys(&self) -> impl Iterator<Item = &Plan> {
+        self.known.iter().filter(|plan| !self.allows_api_keys(plan))
+    }
+
+    /// The plan named `name`, if it is one.
+    pub fn parse(&self, name: &str) -> Result<Plan, UnknownPlan> {
+        if self.known.is_empty() && (1..=64).contains(&name.chars().count()) {
+            return Ok(Plan::new(name));
+        }
+        self.known
+            .iter()
+            .find(|plan| plan.as_str() == name)
+            .cloned()
+            .ok_or_else(|| UnknownPlan {
+                name: name.to_owned(),
+                expected: if self.known.is_empty() {
+                    "1 to 64 characters".to_owned()
+                } else {
+                    or_list(self.known.iter().map(Plan::as_str))
+                },
+            })
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+pub(crate) fn or_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<&str> = items.collect();
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
     }
 }

@@ -1,9 +1,9 @@
 //! Every way the layer refuses a request, and the response it gets.
 //!
 //! Each [`Rejection`] becomes an `application/problem+json` body (RFC 9457) with a stable
-//! `code`, plus `WWW-Authenticate` on 401 and 403 and the rate-limit headers on 429. The
-//! rejection itself rides in the response's extensions, for logging or for a
-//! `map_response` that wants to answer differently.
+//! `code`, plus `WWW-Authenticate` on 401 and 403 and the rate-limit headers on 429. A
+//! [`Responder`] given to the layer may answer differently (its own status, headers, body
+//! and texts); either way the typed rejection rides in the response's extensions.
 //!
 //! | status | `code` | cause |
 //! |---|---|---|
@@ -11,7 +11,7 @@
 //! | 401 | `invalid_authorization` | not `Bearer <token>` |
 //! | 401 | `invalid_api_key` | malformed, unknown, deleted or revoked key |
 //! | 401 | `expired_api_key` | past its expiration (or its rotation grace) |
-//! | 402 | `plan_required` | the account is on `starter` or `growth` |
+//! | 402 | `plan_required` | the account's plan has no API keys (Nouvel: `starter`, `growth`) |
 //! | 403 | `missing_permission` | the key lacks the route's permission |
 //! | 403 | `route_not_allowed` | the route is in no table entry |
 //! | 429 | `rate_limited` | over the key's limit |
@@ -25,8 +25,9 @@ use serde::Serialize;
 
 use crate::{
     limit::{header_value, number, Decision},
+    plan::or_list,
     usage::Outcome,
-    ConcurrentMap, KeyFormatError, Permission, Plan, RateLimit,
+    ConcurrentMap, KeyFormatError, Permission, Plan, RateLimit, Vocabulary,
 };
 
 /// Why the layer refused a request. Found in the response's extensions.
@@ -56,11 +57,54 @@ pub enum Rejection {
     Unavailable,
 }
 
-/// How problem bodies and challenges are written: the `type` base URI and the realm.
+/// How a rejection becomes a response, when the problem+json default will not do: an
+/// application's own status, headers, body or texts. Works with any framework, since the
+/// body is plain bytes; the layer puts the typed [`Rejection`] in the response's
+/// extensions afterwards.
+///
+/// A closure `Fn(&Rejection, Response<Bytes>) -> Response<Bytes>` is a responder.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Response, StatusCode};
+/// use nouvel_auth::{MemoryKeyStore, NouvelAuthLayer, Rejection};
+///
+/// // Plain text for refused keys, the default for the rest.
+/// let layer = NouvelAuthLayer::new(MemoryKeyStore::new()).responder(
+///     |rejection: &Rejection, problem: Response<Bytes>| {
+///         if rejection.status() != StatusCode::UNAUTHORIZED {
+///             return problem;
+///         }
+///         Response::builder()
+///             .status(StatusCode::UNAUTHORIZED)
+///             .header("content-type", "text/plain")
+///             .body(Bytes::from("who are you?"))
+///             .unwrap()
+///     },
+/// );
+/// ```
+pub trait Responder: Send + Sync + 'static {
+    /// The response to `rejection`. `problem` is the default one, made in advance: return
+    /// it as it is for the rejections this responder leaves alone.
+    fn respond(&self, rejection: &Rejection, problem: Response<Bytes>) -> Response<Bytes>;
+}
+
+impl<F> Responder for F
+where
+    F: Fn(&Rejection, Response<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
+{
+    fn respond(&self, rejection: &Rejection, problem: Response<Bytes>) -> Response<Bytes> {
+        self(rejection, problem)
+    }
+}
+
+/// How problem bodies and challenges are written: the `type` base URI, the realm, and the
+/// vocabulary the texts name.
 #[derive(Debug, Clone)]
 pub(crate) struct ProblemStyle {
     pub(crate) type_base: Option<String>,
     pub(crate) realm: String,
+    pub(crate) vocabulary: Vocabulary,
 }
 
 impl Default for ProblemStyle {
@@ -68,6 +112,7 @@ impl Default for ProblemStyle {
         Self {
             type_base: None,
             realm: "nouvel".to_owned(),
+            vocabulary: Vocabulary::nouvel(),
         }
     }
 }
@@ -87,11 +132,11 @@ struct Problem<'a, E> {
 
 #[derive(Serialize)]
 #[serde(untagged)]
-enum Extra {
+enum Extra<'a> {
     None {},
     Plan {
-        plan: Plan,
-        required_plans: [Plan; 2],
+        plan: &'a Plan,
+        required_plans: &'a [Plan],
     },
     Permission {
         required_permission: Permission,
@@ -134,43 +179,6 @@ impl Rejection {
         }
     }
 
-    /// A sentence that helps the caller fix the request. Never echoes the key.
-    pub fn detail(&self) -> Cow<'static, str> {
-        match self {
-            Self::MissingApiKey => "Send your API key as `Authorization: Bearer nvl_…`.".into(),
-            Self::InvalidAuthorization => {
-                "The Authorization header must be exactly one `Bearer <key>`.".into()
-            }
-            Self::MalformedApiKey(why) => format!("The API key is malformed: {why}.").into(),
-            Self::UnknownApiKey => {
-                "The API key is not valid: it may have been deleted or revoked. Create a new one in Settings → API Keys.".into()
-            }
-            Self::ExpiredApiKey => {
-                "The API key has expired. Create a new one in Settings → API Keys.".into()
-            }
-            Self::PlanRequired(plan) => format!(
-                "API keys need the Scale or Business plan; this account is on the {} plan.",
-                plan.as_str()
-            )
-            .into(),
-            Self::MissingPermission(permission) => format!(
-                "This key lacks the `{permission}` permission that this route needs."
-            )
-            .into(),
-            Self::RouteNotAllowed => "No API key may use this route.".into(),
-            Self::RateLimited(decision) => format!(
-                "Over the limit of {} requests per {} seconds; retry in {} seconds.",
-                decision.limit.requests(),
-                decision.limit.window().as_secs(),
-                decision.retry_after()
-            )
-            .into(),
-            Self::Unavailable => {
-                "Authentication is unavailable right now; retry shortly.".into()
-            }
-        }
-    }
-
     /// How the rejection counts in the key's [`Usage`](crate::Usage); `None` when no key
     /// authenticated, or the failure was ours (503).
     pub(crate) fn outcome(&self) -> Option<Outcome> {
@@ -180,25 +188,6 @@ impl Rejection {
             Self::RouteNotAllowed => Some(Outcome::RouteNotAllowed),
             Self::RateLimited(_) => Some(Outcome::RateLimited),
             _ => None,
-        }
-    }
-
-    /// The members beyond `type`, `title`, `status`, `detail` and `code`.
-    fn extra_members(&self) -> Extra {
-        match *self {
-            Self::PlanRequired(plan) => Extra::Plan {
-                plan,
-                required_plans: Plan::WITH_API_KEYS,
-            },
-            Self::MissingPermission(required_permission) => Extra::Permission {
-                required_permission,
-            },
-            Self::RateLimited(decision) => Extra::RateLimit {
-                limit: decision.limit.requests(),
-                window_seconds: decision.limit.window().as_secs(),
-                retry_after: decision.retry_after(),
-            },
-            _ => Extra::None {},
         }
     }
 
@@ -224,75 +213,27 @@ impl Rejection {
             r#"Bearer realm="{realm}"{error}"#
         )))
     }
-
-    /// The problem+json response for this rejection, written into `headers` and
-    /// `extensions` after emptying them: given the refused request's, the response reuses
-    /// their allocations instead of making its own.
-    pub(crate) fn to_response(
-        &self,
-        problems: &Problems,
-        mut headers: HeaderMap,
-        mut extensions: Extensions,
-    ) -> Response<Bytes> {
-        let (body, challenge) = problems.body_and_challenge(self);
-        headers.clear();
-        headers.insert(header::CONTENT_TYPE, PROBLEM_JSON);
-        if let Some(challenge) = challenge {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        if let Self::RateLimited(decision) = self {
-            decision.write_headers(&mut headers);
-            headers.insert(header::RETRY_AFTER, number(decision.retry_after()));
-        }
-        extensions.clear();
-        extensions.insert(self.clone());
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status();
-        *response.headers_mut() = headers;
-        *response.extensions_mut() = extensions;
-        response
-    }
-
-    fn render(&self, style: &ProblemStyle) -> Bytes {
-        render_problem(
-            self.status(),
-            self.code(),
-            &self.detail(),
-            self.extra_members(),
-            style,
-        )
-    }
-
-    /// Every rejection whose response never varies: all but [`RateLimited`](Self::RateLimited).
-    fn constant() -> impl Iterator<Item = Rejection> {
-        use KeyFormatError::*;
-        let fixed = [
-            Self::MissingApiKey,
-            Self::InvalidAuthorization,
-            Self::UnknownApiKey,
-            Self::ExpiredApiKey,
-            Self::RouteNotAllowed,
-            Self::Unavailable,
-        ];
-        let malformed = [Length, Prefix, Charset, Checksum].map(Self::MalformedApiKey);
-        let plans = [Plan::Starter, Plan::Growth].map(Self::PlanRequired);
-        let permissions = Permission::ALL.map(Self::MissingPermission);
-        fixed
-            .into_iter()
-            .chain(malformed)
-            .chain(plans)
-            .chain(permissions)
-    }
 }
 
-/// The problem bodies and challenges of every constant rejection, rendered once per layer:
-/// a refusal then costs no JSON and no formatting.
-#[derive(Debug, Clone)]
+/// The layer's answers to rejections: the problem+json bodies and challenges of every
+/// constant rejection, rendered once per layer (a refusal then costs no JSON and no
+/// formatting), and the application's [`Responder`], if it has one.
+#[derive(Clone)]
 pub(crate) struct Problems {
     style: ProblemStyle,
     rendered: Vec<Rendered>,
     /// 429 bodies by limit and seconds to wait, the only things they vary by.
     rate_limited: ConcurrentMap<(RateLimit, u64), Bytes>,
+    responder: Option<std::sync::Arc<dyn Responder>>,
+}
+
+impl std::fmt::Debug for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Problems")
+            .field("style", &self.style)
+            .field("responder", &self.responder.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many 429 bodies a layer keeps before it starts afresh (a few hundred bytes each).
@@ -307,9 +248,9 @@ struct Rendered {
 
 impl Problems {
     pub(crate) fn new(style: ProblemStyle) -> Self {
-        let rendered = Rejection::constant()
+        let rendered = constant_rejections(&style.vocabulary)
             .map(|rejection| Rendered {
-                body: rejection.render(&style),
+                body: render(&rejection, &style),
                 challenge: rejection.challenge(&style.realm),
                 rejection,
             })
@@ -318,6 +259,7 @@ impl Problems {
             style,
             rendered,
             rate_limited: ConcurrentMap::default(),
+            responder: None,
         }
     }
 
@@ -325,7 +267,49 @@ impl Problems {
     pub(crate) fn restyle(&mut self, change: impl FnOnce(&mut ProblemStyle)) {
         let mut style = self.style.clone();
         change(&mut style);
+        let responder = self.responder.take();
         *self = Self::new(style);
+        self.responder = responder;
+    }
+
+    pub(crate) fn set_responder(&mut self, responder: impl Responder) {
+        self.responder = Some(std::sync::Arc::new(responder));
+    }
+
+    pub(crate) fn vocabulary(&self) -> &Vocabulary {
+        &self.style.vocabulary
+    }
+
+    /// The response refusing a request for `rejection`, written into `headers` and
+    /// `extensions` after emptying them: given the refused request's, the response reuses
+    /// their allocations instead of making its own.
+    pub(crate) fn respond(
+        &self,
+        rejection: &Rejection,
+        mut headers: HeaderMap,
+        mut extensions: Extensions,
+    ) -> Response<Bytes> {
+        let (body, challenge) = self.body_and_challenge(rejection);
+        headers.clear();
+        headers.insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Rejection::RateLimited(decision) = rejection {
+            decision.write_headers(&mut headers);
+            headers.insert(header::RETRY_AFTER, number(decision.retry_after()));
+        }
+        extensions.clear();
+        let mut response = Response::new(body);
+        *response.status_mut() = rejection.status();
+        *response.headers_mut() = headers;
+        if let Some(responder) = &self.responder {
+            response = responder.respond(rejection, response);
+            extensions.extend(std::mem::take(response.extensions_mut()));
+        }
+        extensions.insert(rejection.clone());
+        *response.extensions_mut() = extensions;
+        response
     }
 
     /// The body and `WWW-Authenticate` challenge of `rejection`'s response: rendered in
@@ -342,7 +326,7 @@ impl Problems {
     /// (a bounded number of them).
     fn body(&self, rejection: &Rejection) -> Bytes {
         let Rejection::RateLimited(decision) = rejection else {
-            return rejection.render(&self.style);
+            return render(rejection, &self.style);
         };
         let key = (decision.limit, decision.retry_after());
         if let Some(body) = self.rate_limited.get(&key) {
@@ -351,10 +335,126 @@ impl Problems {
         if self.rate_limited.len() >= RATE_LIMITED_KEPT {
             self.rate_limited.clear();
         }
-        let body = rejection.render(&self.style);
+        let body = render(rejection, &self.style);
         self.rate_limited.insert(key, body.clone());
         body
     }
+}
+
+/// Every rejection whose response never varies for a vocabulary: all but
+/// [`RateLimited`](Rejection::RateLimited) and 402s on plans it does not know.
+fn constant_rejections(vocabulary: &Vocabulary) -> impl Iterator<Item = Rejection> + '_ {
+    let prefix = vocabulary.prefix();
+    let fixed = [
+        Rejection::MissingApiKey,
+        Rejection::InvalidAuthorization,
+        Rejection::UnknownApiKey,
+        Rejection::ExpiredApiKey,
+        Rejection::RouteNotAllowed,
+        Rejection::Unavailable,
+    ];
+    let malformed = [
+        KeyFormatError::Length(prefix),
+        KeyFormatError::Prefix(prefix),
+        KeyFormatError::Charset(prefix),
+        KeyFormatError::Checksum,
+    ]
+    .map(Rejection::MalformedApiKey);
+    let plans = vocabulary
+        .plans()
+        .without_api_keys()
+        .cloned()
+        .map(Rejection::PlanRequired);
+    let permissions = vocabulary
+        .permissions()
+        .iter()
+        .map(Rejection::MissingPermission);
+    fixed
+        .into_iter()
+        .chain(malformed)
+        .chain(plans)
+        .chain(permissions)
+}
+
+/// A sentence that helps the caller fix the request. Never echoes the key.
+fn detail(rejection: &Rejection, vocabulary: &Vocabulary) -> Cow<'static, str> {
+    match rejection {
+        Rejection::MissingApiKey => format!(
+            "Send your API key as `Authorization: Bearer {}…`.",
+            vocabulary.prefix()
+        )
+        .into(),
+        Rejection::InvalidAuthorization => {
+            "The Authorization header must be exactly one `Bearer <key>`.".into()
+        }
+        Rejection::MalformedApiKey(why) => format!("The API key is malformed: {why}.").into(),
+        Rejection::UnknownApiKey => {
+            "The API key is not valid: it may have been deleted or revoked. Create a new one in Settings → API Keys.".into()
+        }
+        Rejection::ExpiredApiKey => {
+            "The API key has expired. Create a new one in Settings → API Keys.".into()
+        }
+        Rejection::PlanRequired(plan) => plan_required(
+            plan,
+            vocabulary.plans().with_api_keys().unwrap_or_default(),
+        )
+        .into(),
+        Rejection::MissingPermission(permission) => {
+            format!("This key lacks the `{permission}` permission that this route needs.").into()
+        }
+        Rejection::RouteNotAllowed => "No API key may use this route.".into(),
+        Rejection::RateLimited(decision) => format!(
+            "Over the limit of {} requests per {} seconds; retry in {} seconds.",
+            decision.limit.requests(),
+            decision.limit.window().as_secs(),
+            decision.retry_after()
+        )
+        .into(),
+        Rejection::Unavailable => "Authentication is unavailable right now; retry shortly.".into(),
+    }
+}
+
+/// The detail of a 402, from the layer or from the admin API.
+pub(crate) fn plan_required(plan: &Plan, required: &[Plan]) -> String {
+    let names: Vec<String> = required.iter().map(|p| capitalized(p.as_str())).collect();
+    format!(
+        "API keys need the {} plan; this account is on the {plan} plan.",
+        or_list(names.iter().map(String::as_str))
+    )
+}
+
+fn capitalized(name: &str) -> String {
+    let mut chars = name.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+/// The problem+json body of `rejection` in `style`.
+fn render(rejection: &Rejection, style: &ProblemStyle) -> Bytes {
+    let required = style.vocabulary.plans().with_api_keys().unwrap_or_default();
+    let extra = match rejection {
+        Rejection::PlanRequired(plan) => Extra::Plan {
+            plan,
+            required_plans: required,
+        },
+        Rejection::MissingPermission(permission) => Extra::Permission {
+            required_permission: *permission,
+        },
+        Rejection::RateLimited(decision) => Extra::RateLimit {
+            limit: decision.limit.requests(),
+            window_seconds: decision.limit.window().as_secs(),
+            retry_after: decision.retry_after(),
+        },
+        _ => Extra::None {},
+    };
+    render_problem(
+        rejection.status(),
+        rejection.code(),
+        &detail(rejection, &style.vocabulary),
+        extra,
+        style,
+    )
 }
 
 /// The body of an `application/problem+json` response: the RFC 9457 members, `code`, and
@@ -404,7 +504,7 @@ mod tests {
     }
 
     fn body(problems: &Problems, rejection: &Rejection) -> Bytes {
-        let response = rejection.to_response(problems, HeaderMap::new(), Extensions::new());
+        let response = problems.respond(rejection, HeaderMap::new(), Extensions::new());
         response.into_body()
     }
 

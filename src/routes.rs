@@ -2,23 +2,23 @@
 //!
 //! ```
 //! use http::Method;
-//! use nouvel_auth::{Permission, RouteTable, routes::Access};
+//! use nouvel_auth::{nouvel, RouteTable, routes::Access};
 //!
 //! let table = RouteTable::nouvel();
 //! assert_eq!(
 //!     table.access(&Method::GET, "/api/v1/jobs/job_123"),
-//!     Access::Requires(Permission::ProjectsRead),
+//!     Access::Requires(nouvel::PROJECTS_READ),
 //! );
 //! // HEAD is treated as GET.
 //! assert_eq!(
 //!     table.access(&Method::HEAD, "/api/v1/projects"),
-//!     Access::Requires(Permission::ProjectsRead),
+//!     Access::Requires(nouvel::PROJECTS_READ),
 //! );
 //! // Routes in no entry are denied by default.
 //! assert_eq!(table.access(&Method::DELETE, "/api/v1/projects"), Access::Denied);
 //!
 //! let custom = RouteTable::new()
-//!     .route(Method::GET, "/v2/reports/{id}", Permission::AnalyticsRead).unwrap()
+//!     .route(Method::GET, "/v2/reports/{id}", nouvel::ANALYTICS_READ).unwrap()
 //!     .public("/healthz").unwrap()
 //!     .authenticate_unlisted();
 //! assert_eq!(custom.access(&Method::GET, "/healthz"), Access::Public);
@@ -106,15 +106,15 @@ impl RouteTable {
 
     /// The seven routes of the Nouvel API.
     pub fn nouvel() -> Self {
-        use Permission::*;
+        use crate::nouvel::*;
         [
-            (Method::POST, "/api/v1/generate", Generate),
-            (Method::GET, "/api/v1/jobs/{jobId}", ProjectsRead),
-            (Method::GET, "/api/v1/projects", ProjectsRead),
-            (Method::POST, "/api/v1/publish", Publish),
-            (Method::GET, "/api/v1/publish/{id}", Publish),
-            (Method::GET, "/api/v1/analytics", AnalyticsRead),
-            (Method::POST, "/api/v1/copilot/chat", CopilotChat),
+            (Method::POST, "/api/v1/generate", GENERATE),
+            (Method::GET, "/api/v1/jobs/{jobId}", PROJECTS_READ),
+            (Method::GET, "/api/v1/projects", PROJECTS_READ),
+            (Method::POST, "/api/v1/publish", PUBLISH),
+            (Method::GET, "/api/v1/publish/{id}", PUBLISH),
+            (Method::GET, "/api/v1/analytics", ANALYTICS_READ),
+            (Method::POST, "/api/v1/copilot/chat", COPILOT_CHAT),
         ]
         .into_iter()
         .try_fold(Self::new(), |table, (method, path, permission)| {

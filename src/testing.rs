@@ -28,13 +28,14 @@
 //! * concurrent creates all land, each once;
 //! * refused actions (bad input, wrong plan, unknown key) leave nothing behind.
 
+use crate::nouvel;
 use std::{collections::HashSet, time::Duration};
 
 use time::{macros::datetime, OffsetDateTime};
 
 use crate::{
     Account, AccountId, ApiKey, Clock, Expiration, KeyId, KeyManager, KeySpec, KeyStatus,
-    KeyStorage, ManageError, ManualClock, NewKey, Permission, Plan, RateLimit, Usage, UsageReport,
+    KeyStorage, ManageError, ManualClock, NewKey, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -106,7 +107,7 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn accounts(&self) {
-        let made = self.account(Plan::Scale).await;
+        let made = self.account(nouvel::SCALE).await;
         let read = ok("read an account", self.keys.account(&made.id).await);
         check(
             "an account reads back as written",
@@ -115,15 +116,19 @@ impl<S: KeyStorage> Kit<S> {
         );
         let changed = ok(
             "change a plan",
-            self.keys.set_plan(&made.id, Plan::Growth).await,
+            self.keys.set_plan(&made.id, nouvel::GROWTH).await,
         );
         check(
             "a plan change is kept",
-            changed.plan == Plan::Growth,
+            changed.plan == nouvel::GROWTH,
             &changed,
         );
         let read = ok("read an account", self.keys.account(&made.id).await);
-        check("a plan change reads back", read.plan == Plan::Growth, &read);
+        check(
+            "a plan change reads back",
+            read.plan == nouvel::GROWTH,
+            &read,
+        );
         let unknown = self.keys.account(&"acc_never_made".into()).await;
         check(
             "an unknown account is not found",
@@ -133,11 +138,11 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn keys_read_back_and_list(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let first = self
             .key(
                 &account,
-                KeySpec::new("First", [Permission::Generate, Permission::ProjectsRead])
+                KeySpec::new("First", [nouvel::GENERATE, nouvel::PROJECTS_READ])
                     .expiration(Expiration::Days30)
                     .rate_limit(RateLimit::new(5, Duration::from_secs(10))),
             )
@@ -146,7 +151,7 @@ impl<S: KeyStorage> Kit<S> {
         let second = self
             .key(
                 &account,
-                KeySpec::new("Second", [Permission::Publish]).expiration(Expiration::Never),
+                KeySpec::new("Second", [nouvel::PUBLISH]).expiration(Expiration::Never),
             )
             .await;
         let read = ok(
@@ -167,9 +172,9 @@ impl<S: KeyStorage> Kit<S> {
         // Made in the same instant: the id decides, descending.
         self.clock.advance(Duration::from_secs(1));
         let (a, b) = (
-            self.key(&account, KeySpec::new("Same", [Permission::Publish]))
+            self.key(&account, KeySpec::new("Same", [nouvel::PUBLISH]))
                 .await,
-            self.key(&account, KeySpec::new("Same", [Permission::Publish]))
+            self.key(&account, KeySpec::new("Same", [nouvel::PUBLISH]))
                 .await,
         );
         let listed = ok("list keys", self.keys.keys(&account.id).await);
@@ -181,7 +186,7 @@ impl<S: KeyStorage> Kit<S> {
             ids == expected,
             (&ids, &expected),
         );
-        let other = self.account(Plan::Scale).await;
+        let other = self.account(nouvel::SCALE).await;
         let theirs = self.keys.key(&other.id, &first.info.id).await;
         check(
             "another account's key is not found",
@@ -193,11 +198,11 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn lookups(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let made = self
             .key(
                 &account,
-                KeySpec::new("Looked up", [Permission::AnalyticsRead])
+                KeySpec::new("Looked up", [nouvel::ANALYTICS_READ])
                     .expiration(Expiration::Days7)
                     .rate_limit(RateLimit::new(7, Duration::from_secs(70))),
             )
@@ -209,8 +214,8 @@ impl<S: KeyStorage> Kit<S> {
             made.info.id.clone(),
             account.id.clone(),
             "Looked up",
-            Plan::Scale,
-            Permission::AnalyticsRead.into(),
+            nouvel::SCALE,
+            nouvel::ANALYTICS_READ.into(),
         )
         .expires_at(made.info.expires_at)
         .rate_limit(Some(RateLimit::new(7, Duration::from_secs(70))));
@@ -226,12 +231,12 @@ impl<S: KeyStorage> Kit<S> {
         );
         ok(
             "change a plan",
-            self.keys.set_plan(&account.id, Plan::Starter).await,
+            self.keys.set_plan(&account.id, nouvel::STARTER).await,
         );
         let record = self.lookup(&made.key).await;
         check(
             "a lookup answers the account's plan as changed",
-            record.as_ref().is_some_and(|r| r.plan == Plan::Starter),
+            record.as_ref().is_some_and(|r| r.plan == nouvel::STARTER),
             &record,
         );
         self.clock.advance(Duration::from_secs(8 * 86_400));
@@ -253,11 +258,11 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn rotation(&self) {
-        let account = self.account(Plan::Business).await;
+        let account = self.account(nouvel::BUSINESS).await;
         let old = self
             .key(
                 &account,
-                KeySpec::new("Rotated", [Permission::Generate, Permission::CopilotChat])
+                KeySpec::new("Rotated", [nouvel::GENERATE, nouvel::COPILOT_CHAT])
                     .expiration(Expiration::Days30)
                     .rate_limit(RateLimit::new(3, Duration::from_secs(30))),
             )
@@ -325,12 +330,12 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn deletion(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let kept = self
-            .key(&account, KeySpec::new("Kept", [Permission::Publish]))
+            .key(&account, KeySpec::new("Kept", [nouvel::PUBLISH]))
             .await;
         let gone = self
-            .key(&account, KeySpec::new("Gone", [Permission::Publish]))
+            .key(&account, KeySpec::new("Gone", [nouvel::PUBLISH]))
             .await;
         ok(
             "delete a key",
@@ -372,7 +377,7 @@ impl<S: KeyStorage> Kit<S> {
                 )],
             &listed,
         );
-        let other = self.account(Plan::Scale).await;
+        let other = self.account(nouvel::SCALE).await;
         let theirs = self.keys.delete_key(&other.id, &kept.info.id).await;
         check(
             "another account cannot delete a key",
@@ -387,9 +392,9 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn usage(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let key = self
-            .key(&account, KeySpec::new("Used", [Permission::Generate]))
+            .key(&account, KeySpec::new("Used", [nouvel::GENERATE]))
             .await;
         let at = |seconds| T0 + Duration::from_secs(seconds);
         let batch = |admitted, rate_limited, last_used: Option<u64>, last_request| UsageReport {
@@ -431,7 +436,7 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn ids_never_made(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let long = "k".repeat(10_000);
         for id in [
             "key_\0",
@@ -471,11 +476,11 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn concurrent_creates(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let creates = (0..16).map(|i| {
             self.keys.create_key(
                 &account.id,
-                KeySpec::new(format!("Key {i}"), [Permission::Generate]),
+                KeySpec::new(format!("Key {i}"), [nouvel::GENERATE]),
             )
         });
         let made: Vec<NewKey> = futures_util::future::join_all(creates)
@@ -500,7 +505,7 @@ impl<S: KeyStorage> Kit<S> {
     }
 
     async fn refusals_leave_nothing(&self) {
-        let account = self.account(Plan::Scale).await;
+        let account = self.account(nouvel::SCALE).await;
         let bad = KeySpec::new(" ", []).expiration(Expiration::At(T0 - Duration::from_secs(1)));
         let refused = self.keys.create_key(&account.id, bad).await;
         let fields: Vec<String> = match &refused {
@@ -513,7 +518,7 @@ impl<S: KeyStorage> Kit<S> {
             &refused,
         );
         let kept = self
-            .key(&account, KeySpec::new("Kept", [Permission::Generate]))
+            .key(&account, KeySpec::new("Kept", [nouvel::GENERATE]))
             .await;
         let too_long = self
             .keys
@@ -530,15 +535,15 @@ impl<S: KeyStorage> Kit<S> {
         );
         ok(
             "change a plan",
-            self.keys.set_plan(&account.id, Plan::Growth).await,
+            self.keys.set_plan(&account.id, nouvel::GROWTH).await,
         );
         let refused = self
             .keys
-            .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+            .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
             .await;
         check(
             "a plan without keys refuses new keys",
-            matches!(refused, Err(ManageError::PlanRequired(Plan::Growth))),
+            matches!(&refused, Err(ManageError::PlanRequired { plan, .. }) if *plan == nouvel::GROWTH),
             &refused,
         );
         let refused = self
@@ -547,7 +552,7 @@ impl<S: KeyStorage> Kit<S> {
             .await;
         check(
             "a plan without keys refuses rotations",
-            matches!(refused, Err(ManageError::PlanRequired(Plan::Growth))),
+            matches!(&refused, Err(ManageError::PlanRequired { plan, .. }) if *plan == nouvel::GROWTH),
             &refused,
         );
         let listed = ok("list keys", self.keys.keys(&account.id).await);

@@ -5,7 +5,8 @@ mod common;
 
 use axum::{routing::get, Router};
 use common::{send, Harness};
-use nouvel_auth::{AuthenticatedKey, NouvelAuthLayer, Permission, RouteTable};
+use nouvel_auth::nouvel;
+use nouvel_auth::{AuthenticatedKey, NouvelAuthLayer, RouteTable};
 
 async fn greet(key: Option<AuthenticatedKey>) -> String {
     match key {
@@ -34,7 +35,7 @@ async fn an_optional_route_serves_without_a_key_and_checks_one_that_comes() {
                 .clock(h.clock.clone())
                 .routes(routes),
         );
-    let key = h.key([Permission::Publish]).await;
+    let key = h.key([nouvel::PUBLISH]).await;
 
     let anonymous = send(&app, "GET", "/greeting", None).await;
     assert_eq!(anonymous.status, 200);
@@ -53,7 +54,7 @@ async fn an_optional_route_serves_without_a_key_and_checks_one_that_comes() {
     send(&app, "GET", "/greeting", Some("Basic abc"))
         .await
         .assert_problem(401, "invalid_authorization");
-    let deleted = h.key([Permission::Publish]).await;
+    let deleted = h.key([nouvel::PUBLISH]).await;
     h.keys
         .delete_key(&h.account, &deleted.info.id)
         .await
@@ -93,11 +94,7 @@ async fn a_handler_without_the_layer_answers_a_clear_500() {
 async fn under_nest_the_route_table_sees_the_path_the_client_sent() {
     let h = Harness::new().await;
     let routes = RouteTable::new()
-        .route(
-            http::Method::GET,
-            "/v3/videos/{id}",
-            Permission::ProjectsRead,
-        )
+        .route(http::Method::GET, "/v3/videos/{id}", nouvel::PROJECTS_READ)
         .unwrap();
     let api = Router::new().route("/videos/{id}", get(whoami)).layer(
         NouvelAuthLayer::new(h.store.clone())
@@ -105,8 +102,8 @@ async fn under_nest_the_route_table_sees_the_path_the_client_sent() {
             .routes(routes),
     );
     let app = Router::new().nest("/v3", api);
-    let reader = h.key([Permission::ProjectsRead]).await;
-    let other = h.key([Permission::Publish]).await;
+    let reader = h.key([nouvel::PROJECTS_READ]).await;
+    let other = h.key([nouvel::PUBLISH]).await;
 
     let reply = send(
         &app,
@@ -130,7 +127,7 @@ async fn under_nest_the_route_table_sees_the_path_the_client_sent() {
 #[tokio::test]
 async fn the_extractor_gives_the_record_the_store_holds() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let app = Router::new()
         .route(
             "/api/v1/generate",

@@ -2,6 +2,7 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -14,7 +15,7 @@ use common::T0;
 use nouvel_auth::{
     store::{CachedKeyStore, Invalidation},
     AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore,
-    ManualClock, MemoryKeyStore, NewKey, Permission, Plan, UsageReport,
+    ManualClock, MemoryKeyStore, NewKey, UsageReport,
 };
 use std::task::Poll;
 use time::OffsetDateTime;
@@ -69,11 +70,11 @@ async fn setup() -> Fixture {
         CachedKeyStore::with_capacity(counting.clone(), 1_000).fresh_for(Duration::from_secs(30));
     let elsewhere = KeyManager::new(counting.inner.clone()).clock(clock.clone());
     let account = elsewhere
-        .create_account("Acme", Plan::Scale)
+        .create_account("Acme", nouvel::SCALE)
         .await
         .unwrap()
         .id;
-    let spec = KeySpec::new("k", [Permission::Generate]);
+    let spec = KeySpec::new("k", [nouvel::GENERATE]);
     let key = elsewhere.create_key(&account, spec).await.unwrap();
     Fixture {
         elsewhere,
@@ -117,15 +118,15 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
     // Fresh for an hour: only the invalidations can make changes visible.
     let cache = CachedKeyStore::new(MemoryKeyStore::new()).fresh_for(Duration::from_secs(3600));
     let keys = KeyManager::new(cache.clone()).clock(clock.clone());
-    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
         .await
         .unwrap();
     let digest = cache.digest(&key.key);
     assert!(cache.lookup(&digest, clock.now()).await.unwrap().is_some());
 
-    keys.set_plan(&account.id, Plan::Growth).await.unwrap();
+    keys.set_plan(&account.id, nouvel::GROWTH).await.unwrap();
     assert_eq!(
         cache
             .lookup(&digest, clock.now())
@@ -133,9 +134,9 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
             .unwrap()
             .unwrap()
             .plan,
-        Plan::Growth
+        nouvel::GROWTH
     );
-    keys.set_plan(&account.id, Plan::Scale).await.unwrap();
+    keys.set_plan(&account.id, nouvel::SCALE).await.unwrap();
 
     let rotated = keys
         .rotate_key(&account.id, &key.info.id, Duration::ZERO)

@@ -3,13 +3,14 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
     BackendError, Decision, Expiration, KeyDigest, KeyId, KeyManager, KeyRecord, KeySpec, KeyStore,
-    MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permission, Permissions, Plan, RateLimit,
-    RateLimiter, RouteTable, UsageReport,
+    MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permissions, RateLimit, RateLimiter,
+    RouteTable, UsageReport,
 };
 
 const INVALID_TOKEN: &str =
@@ -18,7 +19,7 @@ const INVALID_TOKEN: &str =
 #[tokio::test]
 async fn a_valid_key_reaches_the_service_with_its_record() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let reply = h.send_key("POST", "/api/v1/generate", &key).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["key_id"], key.info.id.as_str());
@@ -31,7 +32,7 @@ async fn a_valid_key_reaches_the_service_with_its_record() {
 #[tokio::test]
 async fn the_authorization_header_can_be_kept() {
     let h = Harness::with_layer(|l| l.keep_authorization_header()).await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let reply = h.send_key("POST", "/api/v1/generate", &key).await;
     assert_eq!(reply.body["authorization_seen"], true);
 }
@@ -51,7 +52,7 @@ async fn missing_header_is_missing_api_key() {
 #[tokio::test]
 async fn a_header_that_is_not_one_bearer_token_is_invalid_authorization() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let secret = key.key.expose_secret();
     for auth in [
         format!("Basic {secret}"),
@@ -75,7 +76,7 @@ async fn a_header_that_is_not_one_bearer_token_is_invalid_authorization() {
 #[tokio::test]
 async fn several_authorization_headers_are_invalid_authorization() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let bearer = common::bearer(&key.key);
     let request = axum::http::Request::post("/api/v1/generate")
         .header("authorization", &bearer)
@@ -94,7 +95,7 @@ async fn several_authorization_headers_are_invalid_authorization() {
 #[tokio::test]
 async fn the_scheme_is_case_insensitive() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     for scheme in ["bearer", "BEARER", "bEaReR"] {
         let auth = format!("{scheme} {}", key.key.expose_secret());
         assert_eq!(
@@ -107,7 +108,7 @@ async fn the_scheme_is_case_insensitive() {
 #[tokio::test]
 async fn malformed_keys_are_invalid_api_key() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let good = key.key.expose_secret();
     let mut typo = good.as_bytes().to_vec();
     typo[10] = if typo[10] == b'x' { b'y' } else { b'x' };
@@ -139,12 +140,12 @@ async fn malformed_keys_are_invalid_api_key() {
 async fn unknown_deleted_and_revoked_keys_get_one_answer() {
     let h = Harness::new().await;
     let unknown = nouvel_auth::ApiKey::generate();
-    let deleted = h.key([Permission::Generate]).await;
+    let deleted = h.key([nouvel::GENERATE]).await;
     h.keys
         .delete_key(&h.account, &deleted.info.id)
         .await
         .unwrap();
-    let rotated_now = h.key([Permission::Generate]).await;
+    let rotated_now = h.key([nouvel::GENERATE]).await;
 
     let unknown_reply = h
         .send("POST", "/api/v1/generate", Some(&common::bearer(&unknown)))
@@ -169,7 +170,7 @@ async fn unknown_deleted_and_revoked_keys_get_one_answer() {
 async fn expired_keys_are_expired_api_key() {
     let h = Harness::new().await;
     let key = h
-        .key_with(KeySpec::new("week", [Permission::Generate]).expiration(Expiration::Days7))
+        .key_with(KeySpec::new("week", [nouvel::GENERATE]).expiration(Expiration::Days7))
         .await;
     h.advance(Duration::from_secs(7 * 86_400 - 1));
     assert_eq!(
@@ -191,7 +192,7 @@ async fn expired_keys_are_expired_api_key() {
 async fn keys_expiring_within_7_days_carry_a_warning_header() {
     let h = Harness::new().await;
     let key = h
-        .key_with(KeySpec::new("month", [Permission::Generate]).expiration(Expiration::Days30))
+        .key_with(KeySpec::new("month", [nouvel::GENERATE]).expiration(Expiration::Days30))
         .await;
     let never = h.all_permissions_key().await;
     assert_eq!(
@@ -213,9 +214,9 @@ async fn keys_expiring_within_7_days_carry_a_warning_header() {
 #[tokio::test]
 async fn starter_and_growth_accounts_get_plan_required() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
-    for plan in [Plan::Starter, Plan::Growth] {
-        h.keys.set_plan(&h.account, plan).await.unwrap();
+    let key = h.key([nouvel::GENERATE]).await;
+    for plan in [nouvel::STARTER, nouvel::GROWTH] {
+        h.keys.set_plan(&h.account, plan.clone()).await.unwrap();
         let reply = h.send_key("POST", "/api/v1/generate", &key).await;
         reply.assert_problem(402, "plan_required");
         assert_eq!(reply.body["plan"], plan.as_str());
@@ -226,7 +227,7 @@ async fn starter_and_growth_accounts_get_plan_required() {
         assert_eq!(reply.header("www-authenticate"), None);
         assert_eq!(reply.header("ratelimit"), None);
     }
-    h.keys.set_plan(&h.account, Plan::Business).await.unwrap();
+    h.keys.set_plan(&h.account, nouvel::BUSINESS).await.unwrap();
     assert_eq!(
         h.send_key("POST", "/api/v1/generate", &key).await.status,
         200
@@ -236,7 +237,7 @@ async fn starter_and_growth_accounts_get_plan_required() {
 #[tokio::test]
 async fn a_missing_permission_is_named() {
     let h = Harness::new().await;
-    let key = h.key([Permission::ProjectsRead]).await;
+    let key = h.key([nouvel::PROJECTS_READ]).await;
     let reply = h.send_key("POST", "/api/v1/publish", &key).await;
     reply.assert_problem(403, "missing_permission");
     assert_eq!(reply.body["required_permission"], "publish");
@@ -276,7 +277,7 @@ async fn unlisted_routes_can_need_only_a_valid_key_and_public_paths_none() {
         .unwrap()
         .authenticate_unlisted();
     let h = Harness::with_layer(|l| l.routes(routes)).await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     assert_eq!(h.send_key("GET", "/api/v1/other", &key).await.status, 200);
     h.send("GET", "/api/v1/other", None)
         .await
@@ -295,7 +296,7 @@ async fn unlisted_routes_can_need_only_a_valid_key_and_public_paths_none() {
 async fn the_checks_run_in_the_contracts_order() {
     let h =
         Harness::with_layer(|l| l.default_limit(RateLimit::new(1, Duration::from_secs(60)))).await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     assert_eq!(
         h.send_key("POST", "/api/v1/generate", &key).await.status,
         200
@@ -311,7 +312,7 @@ async fn the_checks_run_in_the_contracts_order() {
         .await
         .assert_problem(429, "rate_limited");
     // A starter key on an unknown route: 402 first.
-    h.keys.set_plan(&h.account, Plan::Starter).await.unwrap();
+    h.keys.set_plan(&h.account, nouvel::STARTER).await.unwrap();
     h.send_key("GET", "/api/v1/other", &key)
         .await
         .assert_problem(402, "plan_required");
@@ -362,7 +363,7 @@ async fn realm_and_problem_type_are_configurable() {
 
 #[tokio::test]
 async fn changing_a_clone_of_the_layer_leaves_the_original_as_it_was() {
-    let (store, key) = common::store_with_key(Permission::ProjectsRead).await;
+    let (store, key) = common::store_with_key(nouvel::PROJECTS_READ).await;
     let original = NouvelAuthLayer::new(store);
     let changed = original
         .clone()
@@ -467,7 +468,7 @@ impl nouvel_auth::RateLimiter for BrokenLimiter {
 
 #[tokio::test]
 async fn a_limiter_outage_answers_503() {
-    let (store, key) = common::store_with_key(Permission::Generate).await;
+    let (store, key) = common::store_with_key(nouvel::GENERATE).await;
     let app = common::routes().layer(NouvelAuthLayer::new(store).limiter(BrokenLimiter));
     let reply = common::send(
         &app,
@@ -501,8 +502,8 @@ async fn a_custom_store_record_drives_the_checks() {
         "key_1",
         "acc_1",
         "custom",
-        Plan::Scale,
-        Permissions::from(Permission::Publish),
+        nouvel::SCALE,
+        Permissions::from(nouvel::PUBLISH),
     )
     .expires_at(Some(time::macros::datetime!(2100-01-01 00:00 UTC)))
     .rate_limit(Some(RateLimit::new(1, Duration::from_secs(10))));
@@ -527,9 +528,9 @@ async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
     let hasher = nouvel_auth::KeyHasher::hmac_sha256(b"server-side pepper");
     let store = nouvel_auth::MemoryKeyStore::with_hasher(hasher);
     let keys = KeyManager::new(store.clone()).clock(clock.clone());
-    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
         .await
         .unwrap();
     // The layer asks the store how it digests, so the pepper is configured once.
@@ -703,8 +704,8 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
     ] {
         let store = MemoryKeyStore::new();
         let keys = KeyManager::new(store.clone());
-        let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
-        let spec = KeySpec::new("k", [Permission::Generate])
+        let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+        let spec = KeySpec::new("k", [nouvel::GENERATE])
             .rate_limit(RateLimit::new(2, Duration::from_secs(60)));
         let key = keys.create_key(&account.id, spec).await.unwrap();
         let answering = Answering {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +14,7 @@ use common::{servers, T0};
 use nouvel_auth::{
     limit::RedisRateLimiter,
     store::{CachedKeyStore, PostgresKeyStore},
-    KeyManager, KeySpec, ManualClock, NewKey, NouvelAuthLayer, Permission, Plan,
+    KeyManager, KeySpec, ManualClock, NewKey, NouvelAuthLayer,
 };
 
 struct Instance {
@@ -87,13 +88,13 @@ async fn a_key_made_on_one_instance_works_on_another_and_the_limit_is_shared() {
     let instances = Arc::new(cluster(3, &clock).await);
     let account = instances[0]
         .keys
-        .create_account("Acme", Plan::Scale)
+        .create_account("Acme", nouvel::SCALE)
         .await
         .unwrap();
     let key = Arc::new(
         instances[1]
             .keys
-            .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+            .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
             .await
             .unwrap(),
     );
@@ -117,10 +118,10 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
     let clock = ManualClock::new(T0);
     let instances = cluster(2, &clock).await;
     let (a, b) = (&instances[0], &instances[1]);
-    let account = a.keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = a.keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = a
         .keys
-        .create_key(&account.id, KeySpec::new("k", [Permission::ProjectsRead]))
+        .create_key(&account.id, KeySpec::new("k", [nouvel::PROJECTS_READ]))
         .await
         .unwrap();
     // Warm both caches.
@@ -128,10 +129,10 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
     assert_eq!(b.status(&key, "/api/v1/projects").await, 200);
 
     // Plan change on A: 402 at once on A, and soon on B.
-    a.keys.set_plan(&account.id, Plan::Starter).await.unwrap();
+    a.keys.set_plan(&account.id, nouvel::STARTER).await.unwrap();
     assert_eq!(a.status(&key, "/api/v1/projects").await, 402);
     let plan_delay = time_until(b, &key, "/api/v1/projects", 402).await;
-    a.keys.set_plan(&account.id, Plan::Scale).await.unwrap();
+    a.keys.set_plan(&account.id, nouvel::SCALE).await.unwrap();
     time_until(b, &key, "/api/v1/projects", 200).await;
 
     // Rotation with no grace on A.
@@ -171,13 +172,13 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
         .stale_for(Duration::from_secs(300));
     let app = common::routes().layer(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
     let keys = KeyManager::new(store).clock(clock.clone());
-    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let warm = keys
-        .create_key(&account.id, KeySpec::new("warm", [Permission::Publish]))
+        .create_key(&account.id, KeySpec::new("warm", [nouvel::PUBLISH]))
         .await
         .unwrap();
     let cold = keys
-        .create_key(&account.id, KeySpec::new("cold", [Permission::Publish]))
+        .create_key(&account.id, KeySpec::new("cold", [nouvel::PUBLISH]))
         .await
         .unwrap();
     let send = |key: &NewKey| {
@@ -214,9 +215,12 @@ async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_lis
     let elsewhere =
         KeyManager::new(servers::postgres_store_at(&servers::database_url(), &schema).await)
             .clock(clock.clone());
-    let account = elsewhere.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = elsewhere
+        .create_account("Acme", nouvel::SCALE)
+        .await
+        .unwrap();
     let key = elsewhere
-        .create_key(&account.id, KeySpec::new("k", [Permission::ProjectsRead]))
+        .create_key(&account.id, KeySpec::new("k", [nouvel::PROJECTS_READ]))
         .await
         .unwrap();
 

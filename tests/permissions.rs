@@ -3,13 +3,13 @@
 mod common;
 
 use common::{Harness, ROUTES};
-use nouvel_auth::Permission;
+use nouvel_auth::nouvel;
 
 #[tokio::test]
 async fn each_permission_opens_exactly_its_routes() {
     let h = Harness::new().await;
     let mut cases = 0;
-    for held in Permission::ALL {
+    for held in nouvel::PERMISSIONS.all() {
         let key = h.key([held]).await;
         for (method, path, needed) in ROUTES {
             let reply = h.send_key(method, path, &key).await;
@@ -37,7 +37,7 @@ async fn each_permission_opens_exactly_its_routes() {
 #[tokio::test]
 async fn path_parameters_match_any_segment_but_not_deeper_paths() {
     let h = Harness::new().await;
-    let key = h.key([Permission::ProjectsRead, Permission::Publish]).await;
+    let key = h.key([nouvel::PROJECTS_READ, nouvel::PUBLISH]).await;
     for path in [
         "/api/v1/jobs/1",
         "/api/v1/jobs/job_abc-DEF",
@@ -55,8 +55,8 @@ async fn path_parameters_match_any_segment_but_not_deeper_paths() {
 #[tokio::test]
 async fn head_is_treated_as_get() {
     let h = Harness::new().await;
-    let reader = h.key([Permission::ProjectsRead]).await;
-    let generator = h.key([Permission::Generate]).await;
+    let reader = h.key([nouvel::PROJECTS_READ]).await;
+    let generator = h.key([nouvel::GENERATE]).await;
     assert_eq!(
         h.send_key("HEAD", "/api/v1/projects", &reader).await.status,
         200

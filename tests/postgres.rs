@@ -2,12 +2,13 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::time::Duration;
 
 use common::{servers, T0};
 use nouvel_auth::{
     store::{Invalidation, PostgresKeyStore},
-    BackendError, KeyManager, KeySpec, ManageError, ManualClock, NouvelAuthLayer, Permission, Plan,
+    BackendError, KeyManager, KeySpec, ManageError, ManualClock, NouvelAuthLayer,
 };
 
 #[tokio::test]
@@ -19,12 +20,15 @@ async fn migrations_are_explicit_and_repeatable() {
         .unwrap();
     // Before `migrate`, nothing exists: the store never makes tables on its own.
     let keys = KeyManager::new(store.clone()).clock(clock);
-    let error = keys.create_account("Acme", Plan::Scale).await.unwrap_err();
+    let error = keys
+        .create_account("Acme", nouvel::SCALE)
+        .await
+        .unwrap_err();
     assert!(matches!(error, ManageError::Backend(_)), "{error:?}");
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     assert_eq!(
-        keys.create_account("Acme", Plan::Scale)
+        keys.create_account("Acme", nouvel::SCALE)
             .await
             .unwrap()
             .created_at,
@@ -72,9 +76,9 @@ async fn usage_arrives_in_batches() {
     let clock = ManualClock::new(T0);
     let store = servers::postgres_store().await;
     let keys = KeyManager::new(store.clone()).clock(clock.clone());
-    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
         .await
         .unwrap();
     let layer = NouvelAuthLayer::new(store.clone())
@@ -134,9 +138,9 @@ async fn a_listener_that_lost_its_connection_says_all_once_listening_again() {
     let schema = servers::unique("nouvel_test");
     let store = servers::postgres_store_at(&servers::database_url(), &schema).await;
     let keys = KeyManager::new(store.clone());
-    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
-        .create_key(&account.id, KeySpec::new("k", [Permission::Generate]))
+        .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
         .await
         .unwrap();
     let (heard, mut changes) = tokio::sync::mpsc::unbounded_channel();
@@ -169,4 +173,78 @@ async fn a_listener_that_lost_its_connection_says_all_once_listening_again() {
     // By then it listens again, so a change made now arrives as itself.
     keys.delete_key(&account.id, &key.info.id).await.unwrap();
     assert_eq!(next_change().await, Invalidation::Key(key.info.id.clone()));
+}
+
+#[tokio::test]
+async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+
+    let schema = servers::unique("nouvel_migrate");
+    let options = PgConnectOptions::from_str(&servers::database_url())
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The schema as the first release made it: its one migration, and a key written by it,
+    // with `generate`, `projects:read` and `copilot:chat` as the bits 1, 2 and 16.
+    let mut first = sqlx::migrate!("./migrations");
+    first.migrations = first.migrations[..1].to_vec().into();
+    first.run(&pool).await.unwrap();
+    let key = nouvel_auth::ApiKey::generate();
+    sqlx::query("INSERT INTO accounts VALUES ('acc_old', 'Old', 'business', $1)")
+        .bind(T0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
+            rate_limit_requests, rate_limit_window_ms, created_at, expires_at)
+         VALUES ('key_old', 'acc_old', 'Old key', $1, $2, 19, '30d', 5, 10000, $3, $4)",
+    )
+    .bind(key.display_prefix())
+    .bind(&key.digest().as_bytes()[..])
+    .bind(T0)
+    .bind(T0 + Duration::from_secs(30 * 86_400))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let store = PostgresKeyStore::connect(&servers::database_url(), &schema)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let expected = [
+        nouvel::GENERATE,
+        nouvel::PROJECTS_READ,
+        nouvel::COPILOT_CHAT,
+    ];
+    let record = nouvel_auth::KeyStore::lookup(&store, &key.digest(), T0)
+        .await
+        .unwrap()
+        .expect("the old key is found");
+    assert_eq!(record.permissions.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(record.plan, nouvel::BUSINESS);
+    assert_eq!(
+        record.rate_limit,
+        Some(nouvel_auth::RateLimit::new(5, Duration::from_secs(10)))
+    );
+    let keys = KeyManager::new(store).clock(ManualClock::new(T0));
+    let info = keys
+        .key(&"acc_old".into(), &"key_old".into())
+        .await
+        .unwrap();
+    assert_eq!(info.name, "Old key");
+    assert_eq!(info.permissions.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(info.created_at, T0);
+    assert_eq!(info.expires_at, Some(T0 + Duration::from_secs(30 * 86_400)));
+    // It rotates as any key: the option was kept.
+    let rotated = keys
+        .rotate_key(&"acc_old".into(), &"key_old".into(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(rotated.info.permissions, info.permissions);
 }

@@ -3,10 +3,11 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::{sync::Arc, time::Duration};
 
 use common::{Harness, T0};
-use nouvel_auth::{KeyId, MemoryRateLimiter, Permission, RateLimit, RateLimiter};
+use nouvel_auth::{KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
 use proptest::prelude::*;
 
 fn check_exactness(limit: RateLimit, arrivals: &[u64]) -> Result<(), TestCaseError> {
@@ -64,7 +65,7 @@ async fn racing_tasks_on_one_key_get_exactly_n() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_requests_through_the_layer_get_exactly_n() {
     let h = Harness::new().await;
-    let key = Arc::new(h.key([Permission::Generate]).await);
+    let key = Arc::new(h.key([nouvel::GENERATE]).await);
     let app = Arc::new(h.app.clone());
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -92,7 +93,7 @@ async fn racing_requests_through_the_layer_get_exactly_n() {
 #[tokio::test]
 async fn headers_count_down_and_429_says_when_to_retry() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     for i in 1..=60u32 {
         let reply = h.send_key("POST", "/api/v1/generate", &key).await;
         assert_eq!(reply.status, 200);
@@ -131,7 +132,7 @@ async fn headers_count_down_and_429_says_when_to_retry() {
 #[tokio::test]
 async fn retry_after_rounds_up_and_is_never_zero() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     for _ in 0..60 {
         assert_eq!(
             h.send_key("POST", "/api/v1/generate", &key).await.status,
@@ -145,7 +146,7 @@ async fn retry_after_rounds_up_and_is_never_zero() {
     assert_eq!(refused.body["retry_after"], 1);
     // 1.5 s before: 2.
     let h2 = Harness::new().await;
-    let key2 = h2.key([Permission::Generate]).await;
+    let key2 = h2.key([nouvel::GENERATE]).await;
     for _ in 0..60 {
         h2.send_key("POST", "/api/v1/generate", &key2).await;
     }
@@ -161,7 +162,7 @@ async fn retry_after_rounds_up_and_is_never_zero() {
 #[tokio::test]
 async fn refusals_are_not_recorded_so_backing_off_works() {
     let h = Harness::new().await;
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     for _ in 0..60 {
         h.send_key("POST", "/api/v1/generate", &key).await;
     }
@@ -184,8 +185,8 @@ async fn refusals_are_not_recorded_so_backing_off_works() {
 async fn limits_are_per_key() {
     let h =
         Harness::with_layer(|l| l.default_limit(RateLimit::new(2, Duration::from_secs(60)))).await;
-    let a = h.key([Permission::Generate]).await;
-    let b = h.key([Permission::Generate]).await;
+    let a = h.key([nouvel::GENERATE]).await;
+    let b = h.key([nouvel::GENERATE]).await;
     for _ in 0..2 {
         assert_eq!(h.send_key("POST", "/api/v1/generate", &a).await.status, 200);
     }
@@ -218,7 +219,7 @@ async fn unauthenticated_traffic_leaves_no_limiter_state() {
         );
     }
     assert_eq!(limiter.tracked_keys(), 0);
-    let key = h.key([Permission::Generate]).await;
+    let key = h.key([nouvel::GENERATE]).await;
     let auth = common::bearer(&key.key);
     assert_eq!(
         common::send(&app, "POST", "/api/v1/generate", Some(&auth))

@@ -4,19 +4,20 @@
 
 mod common;
 
+use nouvel_auth::nouvel;
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use nouvel_auth::{NouvelAuth, NouvelAuthLayer, Permission, RateLimit};
+use nouvel_auth::{NouvelAuth, NouvelAuthLayer, RateLimit};
 use tower::{service_fn, Layer, ServiceExt};
 
 fn assert_fits_axum<T: Clone + Send + Sync + 'static>(_: &T) {}
 
 #[tokio::test]
 async fn wraps_a_service_fn_with_its_own_body_types() {
-    let (store, key) = common::store_with_key(Permission::Publish).await;
+    let (store, key) = common::store_with_key(nouvel::PUBLISH).await;
 
     let inner = service_fn(|request: Request<Full<Bytes>>| async move {
         let body = request.into_body().collect().await.unwrap().to_bytes();
@@ -49,7 +50,7 @@ async fn wraps_a_service_fn_with_its_own_body_types() {
 async fn serves_over_a_real_hyper_connection() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let (store, key) = common::store_with_key(Permission::Generate).await;
+    let (store, key) = common::store_with_key(nouvel::GENERATE).await;
     let inner = service_fn(|_request: Request<hyper::body::Incoming>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"generated"))))
     });
@@ -83,7 +84,7 @@ async fn serves_over_a_real_hyper_connection() {
 async fn under_axum_serve_one_limit_holds_across_connections_and_routes() {
     // axum applies the layer to each route again for every connection: all of those
     // services must count in the one limiter.
-    let (store, key) = common::store_with_key(Permission::ProjectsRead).await;
+    let (store, key) = common::store_with_key(nouvel::PROJECTS_READ).await;
     let limit = RateLimit::new(2, Duration::from_secs(60));
     let app = common::routes().layer(NouvelAuthLayer::new(store).default_limit(limit));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

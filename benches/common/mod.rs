@@ -2,6 +2,7 @@
 //! memory store with 100 000 keys, the floor, and the parts of the lower bound.
 #![allow(dead_code, unreachable_pub)] // each bench uses a different part
 
+use nouvel_auth::nouvel;
 use std::{fmt::Debug, hint::black_box, sync::Arc, time::Duration};
 
 use axum::{body::Body, routing::post, Router};
@@ -9,8 +10,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use nouvel_auth::{
-    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, Permission, Plan,
-    RateLimit, RateLimiter, RouteTable, RATE_LIMIT_HEADERS,
+    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, RateLimit, RateLimiter,
+    RouteTable, RATE_LIMIT_HEADERS,
 };
 use time::OffsetDateTime;
 use tower::{Layer, Service};
@@ -54,11 +55,11 @@ pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     rt.block_on(async {
         let store = MemoryKeyStore::new();
         let keys = KeyManager::new(store.clone());
-        let account = keys.create_account("Bench", Plan::Scale).await.unwrap();
+        let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
         let mut last = None;
         for i in 0..KEYS {
             let spec =
-                KeySpec::new(format!("key {i}"), [Permission::Generate]).rate_limit(NEVER_LIMITED);
+                KeySpec::new(format!("key {i}"), [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
             last = Some(keys.create_key(&account.id, spec).await.unwrap().key);
         }
         let key = last.unwrap();

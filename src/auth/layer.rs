@@ -6,16 +6,17 @@ use super::{Checks, Config, NouvelAuth};
 use crate::{
     reject::{ProblemStyle, Problems},
     usage::UsageRecorder,
-    BackendError, Clock, KeyStore, MemoryRateLimiter, RateLimit, RateLimiter, RouteTable,
-    SystemClock,
+    BackendError, Clock, KeyStore, MemoryRateLimiter, RateLimit, RateLimiter, Responder,
+    RouteTable, SystemClock, Vocabulary,
 };
 
 /// Puts the Nouvel key rules in front of a service.
 ///
-/// Defaults: the seed's [route table](RouteTable::nouvel) with unlisted routes denied, 60
-/// requests per 60 s per key in a [`MemoryRateLimiter`], the system clock, 1 s timeouts on
-/// store and limiter, realm `nouvel`, problem `type` `about:blank`, the `Authorization`
-/// header removed before the inner service, usage flushed every 5 s.
+/// Defaults: Nouvel's [vocabulary](Vocabulary::nouvel) and [route table](RouteTable::nouvel)
+/// with unlisted routes denied, 60 requests per 60 s per key in a [`MemoryRateLimiter`],
+/// the system clock, 1 s timeouts on store and limiter, problem+json rejections with realm
+/// `nouvel` and problem `type` `about:blank`, the `Authorization` header removed before
+/// the inner service, usage flushed every 5 s.
 ///
 /// The services run on Tokio: timeouts use its timer, and the first request starts the
 /// usage flush task on the runtime it runs on (axum and hyper servers are Tokio already).
@@ -116,6 +117,25 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     #[must_use]
     pub fn limiter_timeout(self, timeout: Duration) -> Self {
         self.change(|checks| checks.config.limiter_timeout = timeout)
+    }
+
+    /// The application's permissions, plans and key prefix (default Nouvel's): the plan
+    /// gate (402), the key format (401) and the texts of rejections follow it. Give the
+    /// [`KeyManager`](crate::KeyManager) the same one.
+    #[must_use]
+    pub fn vocabulary(self, vocabulary: Vocabulary) -> Self {
+        self.change(|checks| {
+            checks
+                .problems
+                .restyle(|style| style.vocabulary = vocabulary)
+        })
+    }
+
+    /// Answers rejections through `responder` (see [`Responder`]) instead of with the
+    /// problem+json default, which it is handed to change or keep.
+    #[must_use]
+    pub fn responder(self, responder: impl Responder) -> Self {
+        self.change(|checks| checks.problems.set_responder(responder))
     }
 
     /// The realm of `WWW-Authenticate` challenges (default `nouvel`). Characters that

@@ -127,7 +127,8 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         {
             return Err(Stop::Pass);
         }
-        let key = presented_key(request.headers()).inspect_err(log_unauthenticated)?;
+        let key = presented_key(request.headers(), self.problems.vocabulary().prefix())
+            .inspect_err(log_unauthenticated)?;
         let digest = self.store.digest(&key);
         if !self.config.keep_authorization {
             request.headers_mut().remove(AUTHORIZATION);
@@ -181,10 +182,15 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         access: Access,
         now: OffsetDateTime,
     ) -> Result<RateLimit, Rejection> {
-        let authorized = if key.plan.allows_api_keys() {
+        let authorized = if self
+            .problems
+            .vocabulary()
+            .plans()
+            .allows_api_keys(&key.plan)
+        {
             access.authorize(key.permissions)
         } else {
-            Err(Rejection::PlanRequired(key.plan))
+            Err(Rejection::PlanRequired(key.plan.clone()))
         };
         authorized
             .map(|()| key.rate_limit.unwrap_or(self.config.default_limit))

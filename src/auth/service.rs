@@ -61,7 +61,9 @@ where
         // Only this part waits (on the store or the limiter), so only it is boxed.
         let verification = Box::pin(async move {
             checks.resume(wait).await.map_err(|rejection| {
-                rejection.to_response(&checks.problems, HeaderMap::new(), Extensions::new())
+                checks
+                    .problems
+                    .respond(&rejection, HeaderMap::new(), Extensions::new())
             })
         });
         // The clone may not be ready: keep the one that is, as tower-http does.
@@ -80,7 +82,9 @@ fn refuse<K, L, B>(
     request: Request<B>,
 ) -> Response<Bytes> {
     let (parts, _) = request.into_parts();
-    rejection.to_response(&checks.problems, parts.headers, parts.extensions)
+    checks
+        .problems
+        .respond(rejection, parts.headers, parts.extensions)
 }
 
 impl<S: Clone, K, L> Clone for NouvelAuth<S, K, L> {

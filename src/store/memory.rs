@@ -17,13 +17,13 @@ use crate::{
 /// key is gone from the next lookup on. Usage reports are applied in place.
 ///
 /// ```
-/// use nouvel_auth::{KeyManager, KeySpec, KeyStore, MemoryKeyStore, Permission, Plan};
+/// use nouvel_auth::{nouvel, KeyManager, KeySpec, KeyStore, MemoryKeyStore};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryKeyStore::new();
 /// let keys = KeyManager::new(store.clone());
-/// let account = keys.create_account("Acme", Plan::Business).await.unwrap();
-/// let created = keys.create_key(&account.id, KeySpec::new("CI", [Permission::Publish])).await.unwrap();
+/// let account = keys.create_account("Acme", nouvel::BUSINESS).await.unwrap();
+/// let created = keys.create_key(&account.id, KeySpec::new("CI", [nouvel::PUBLISH])).await.unwrap();
 ///
 /// let now = time::OffsetDateTime::now_utc();
 /// let record = store.lookup(&store.digest(&created.key), now).await.unwrap().unwrap();
@@ -82,7 +82,7 @@ impl KeyEntry {
             .record
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let plan = plan.unwrap_or(record.plan);
+        let plan = plan.unwrap_or_else(|| record.plan.clone());
         *record = Arc::new(stored.record(plan));
     }
 }
@@ -122,15 +122,17 @@ impl MemoryKeyStore {
         belongs.then_some(entry)
     }
 
-    fn insert(&self, key: &StoredKey) {
+    fn insert(&self, key: &StoredKey) -> Result<(), BackendError> {
         // The account stays read-locked until the key is in: a plan change waits for it,
         // then updates it with the others.
-        let account = self.inner.accounts.get(&key.account_id);
-        let plan = account.as_ref().map_or(Plan::Starter, |a| a.plan);
-        let entry = Arc::new(KeyEntry::new(key.clone(), plan));
+        let account = self.inner.accounts.get(&key.account_id).ok_or_else(|| {
+            BackendError::failed(format!("no account {} for key {}", key.account_id, key.id))
+        })?;
+        let entry = Arc::new(KeyEntry::new(key.clone(), account.plan.clone()));
         self.inner.by_id.insert(key.id.clone(), entry.clone());
         self.inner.by_digest.insert(key.digest, entry);
         drop(account);
+        Ok(())
     }
 }
 
@@ -184,19 +186,18 @@ impl KeyStorage for MemoryKeyStore {
         let Some(mut account) = self.inner.accounts.get_mut(id) else {
             return Ok(None);
         };
-        account.plan = plan;
+        account.plan = plan.clone();
         // Under the account's entry lock: a key inserted meanwhile waits, then reads the new plan.
         for entry in self.inner.by_id.iter() {
             if lock(&entry.stored).account_id == *id {
-                entry.update(Some(plan), |_| {});
+                entry.update(Some(plan.clone()), |_| {});
             }
         }
         Ok(Some(account.clone()))
     }
 
     async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        self.insert(key);
-        Ok(())
+        self.insert(key)
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
@@ -238,7 +239,7 @@ impl KeyStorage for MemoryKeyStore {
         let Some(entry) = self.entry(&replacement.account_id, old) else {
             return Ok(false);
         };
-        self.insert(replacement);
+        self.insert(replacement)?;
         entry.update(None, |stored| {
             stored.expires_at = Some(
                 stored

@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use super::{Invalidation, KeyRecord, KeyStorage, KeyStore, StoredKey};
 use crate::{
-    Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permissions,
-    Plan, RateLimit, RejectionCounts, Usage, UsageReport,
+    Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permission,
+    PermissionSet, Permissions, Plan, RateLimit, RejectionCounts, Usage, UsageReport,
 };
 
 /// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyStorage`].
@@ -37,6 +37,7 @@ pub struct PostgresKeyStore {
     schema: Arc<str>,
     channel: Arc<str>,
     hasher: KeyHasher,
+    permissions: &'static PermissionSet,
 }
 
 fn db(error: sqlx::Error) -> BackendError {
@@ -70,7 +71,17 @@ impl PostgresKeyStore {
             schema: schema.into(),
             channel: format!("nouvel_keys_{schema}").into(),
             hasher: KeyHasher::default(),
+            permissions: crate::nouvel::PERMISSIONS,
         })
+    }
+
+    /// Reads permission names as permissions of `set` (default Nouvel's): the set of the
+    /// application's [`Vocabulary`](crate::Vocabulary). Stored are the names, so a set may
+    /// grow, or change its order, without touching a row.
+    #[must_use]
+    pub fn permissions(mut self, set: &'static PermissionSet) -> Self {
+        self.permissions = set;
+        self
     }
 
     /// Digests keys with `hasher` (for example with a pepper). Every instance must agree.
@@ -168,8 +179,7 @@ fn storable(id: &str) -> bool {
 }
 
 fn plan(row: &PgRow) -> Result<Plan, sqlx::Error> {
-    let text: String = row.try_get("plan")?;
-    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    Ok(Plan::new(row.try_get::<String, _>("plan")?))
 }
 
 fn account(row: &PgRow) -> Result<Account, sqlx::Error> {
@@ -190,7 +200,7 @@ fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
 }
 
-fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
+fn stored_key(row: &PgRow, set: &'static PermissionSet) -> Result<StoredKey, sqlx::Error> {
     let digest: Vec<u8> = row.try_get("digest")?;
     let digest: [u8; 32] = digest
         .try_into()
@@ -202,7 +212,7 @@ fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         digest: KeyDigest::from_bytes(digest),
-        permissions: permissions(row)?,
+        permissions: permissions(row, set)?,
         expiration: expiration
             .parse::<Expiration>()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
@@ -223,10 +233,19 @@ fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
     })
 }
 
-fn permissions(row: &PgRow) -> Result<Permissions, sqlx::Error> {
-    Ok(Permissions::from_bits(
-        row.try_get::<i16, _>("permissions")? as u8,
-    ))
+/// The row's permission names, as permissions of `set`. A name the set no longer has
+/// grants nothing (and is logged): a vocabulary that dropped a permission takes it from
+/// every key.
+fn permissions(row: &PgRow, set: &'static PermissionSet) -> Result<Permissions, sqlx::Error> {
+    let names: Vec<String> = row.try_get("permissions")?;
+    Ok(names
+        .iter()
+        .filter_map(|name| {
+            set.parse(name)
+                .inspect_err(|_| tracing::warn!(permission = %name, "nouvel-auth: a stored permission is not in the vocabulary; ignoring it"))
+                .ok()
+        })
+        .collect())
 }
 
 fn rate_limit(row: &PgRow) -> Result<Option<RateLimit>, sqlx::Error> {
@@ -267,7 +286,7 @@ impl KeyStore for PostgresKeyStore {
                 row.try_get::<String, _>("account_id")?,
                 row.try_get::<String, _>("name")?,
                 plan(&row)?,
-                permissions(&row)?,
+                permissions(&row, self.permissions)?,
             )
             .expires_at(row.try_get("expires_at")?)
             .rate_limit(rate_limit(&row)?))
@@ -382,7 +401,7 @@ impl KeyStorage for PostgresKeyStore {
         .await
         .map_err(db)?;
         rows.iter()
-            .map(stored_key)
+            .map(|row| stored_key(row, self.permissions))
             .collect::<Result<_, _>>()
             .map_err(db)
     }
@@ -404,7 +423,10 @@ impl KeyStorage for PostgresKeyStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.as_ref().map(stored_key).transpose().map_err(db)
+        row.as_ref()
+            .map(|row| stored_key(row, self.permissions))
+            .transpose()
+            .map_err(db)
     }
 
     async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
@@ -477,7 +499,12 @@ async fn insert_key<'e>(
     .bind(&key.name)
     .bind(&key.prefix)
     .bind(&key.digest.as_bytes()[..])
-    .bind(i16::from(key.permissions.bits()))
+    .bind(
+        key.permissions
+            .iter()
+            .map(Permission::as_str)
+            .collect::<Vec<_>>(),
+    )
     .bind(key.expiration.to_string())
     .bind(key.rate_limit.map(|l| i64::from(l.requests())))
     .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))

@@ -5,6 +5,7 @@
 pub mod exactness;
 pub mod servers;
 
+use nouvel_auth::nouvel;
 use std::time::Duration;
 
 use axum::{
@@ -16,7 +17,7 @@ use axum::{
 use http_body_util::BodyExt;
 use nouvel_auth::{
     AccountId, AuthenticatedKey, Expiration, KeyManager, KeySpec, ManualClock, MemoryKeyStore,
-    NewKey, NouvelAuthLayer, Permission, Plan,
+    NewKey, NouvelAuthLayer, Permission,
 };
 use serde_json::{json, Value};
 use time::{macros::datetime, OffsetDateTime};
@@ -26,13 +27,13 @@ pub const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
 /// The seven Nouvel routes as `(method, concrete path, permission)`.
 pub const ROUTES: [(&str, &str, Permission); 7] = [
-    ("POST", "/api/v1/generate", Permission::Generate),
-    ("GET", "/api/v1/jobs/job_42", Permission::ProjectsRead),
-    ("GET", "/api/v1/projects", Permission::ProjectsRead),
-    ("POST", "/api/v1/publish", Permission::Publish),
-    ("GET", "/api/v1/publish/pub_7", Permission::Publish),
-    ("GET", "/api/v1/analytics", Permission::AnalyticsRead),
-    ("POST", "/api/v1/copilot/chat", Permission::CopilotChat),
+    ("POST", "/api/v1/generate", nouvel::GENERATE),
+    ("GET", "/api/v1/jobs/job_42", nouvel::PROJECTS_READ),
+    ("GET", "/api/v1/projects", nouvel::PROJECTS_READ),
+    ("POST", "/api/v1/publish", nouvel::PUBLISH),
+    ("GET", "/api/v1/publish/pub_7", nouvel::PUBLISH),
+    ("GET", "/api/v1/analytics", nouvel::ANALYTICS_READ),
+    ("POST", "/api/v1/copilot/chat", nouvel::COPILOT_CHAT),
 ];
 
 async fn echo(key: AuthenticatedKey, request: Request<Body>) -> Json<Value> {
@@ -62,7 +63,7 @@ pub fn routes() -> Router {
 pub async fn store_with_key(permission: Permission) -> (MemoryKeyStore, NewKey) {
     let store = MemoryKeyStore::new();
     let keys = KeyManager::new(store.clone());
-    let account = keys.create_account("Acme", Plan::Scale).await.unwrap();
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
         .create_key(&account.id, KeySpec::new("k", [permission]))
         .await
@@ -90,7 +91,7 @@ impl Harness {
         let clock = ManualClock::new(T0);
         let store = MemoryKeyStore::new();
         let keys = KeyManager::new(store.clone()).clock(clock.clone());
-        let account = keys.create_account("Acme", Plan::Scale).await.unwrap().id;
+        let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap().id;
         let layer = configure(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
         let app = routes().layer(layer.clone());
         Self {
@@ -112,7 +113,7 @@ impl Harness {
     }
 
     pub async fn all_permissions_key(&self) -> NewKey {
-        self.key_with(KeySpec::new("all", Permission::ALL).expiration(Expiration::Never))
+        self.key_with(KeySpec::new("all", nouvel::PERMISSIONS.all()).expiration(Expiration::Never))
             .await
     }
 
