@@ -10,7 +10,7 @@
 
 mod common;
 
-use nouvel_auth::nouvel;
+use nouvel_auth::{limit::MemoryWindow, nouvel};
 use std::{hint::black_box, time::Duration};
 
 use axum::body::Body;
@@ -155,10 +155,10 @@ fn parts(c: &mut Criterion) {
     });
     let routes = RouteTable::nouvel();
     c.bench_function("part/route_match", |b| b.iter(|| match_route(&routes)));
-    let limiter = MemoryRateLimiter::new();
+    let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
     let id = KeyId::from("key_part");
     c.bench_function("part/window_check", |b| {
-        b.iter(|| limiter.check_now(black_box(&id), NEVER_LIMITED, now))
+        b.iter(|| limiter.check_now(&window, black_box(&id), NEVER_LIMITED, now))
     });
     let decision = Decision {
         allowed: true,

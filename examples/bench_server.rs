@@ -9,7 +9,7 @@
 //! ```
 #![allow(clippy::print_stdout)] // prints the key for the load generator
 
-use nouvel_auth::nouvel;
+use nouvel_auth::{limit::MemoryWindow, nouvel};
 use std::{
     convert::Infallible,
     hint::black_box,
@@ -66,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let key = ApiKey::generate();
             println!("{}", key.expose_secret());
             let digests = DashMap::new();
-            digests.insert(*key.digest().as_bytes(), KeyId::from("key_floor"));
+            digests.insert(
+                *key.digest().as_bytes(),
+                (KeyId::from("key_floor"), MemoryWindow::default()),
+            );
             let state = Arc::new(FloorState {
                 routes: RouteTable::nouvel(),
                 digests,
@@ -120,7 +123,7 @@ struct FloorParts {
 
 struct FloorState {
     routes: RouteTable,
-    digests: DashMap<[u8; 32], KeyId>,
+    digests: DashMap<[u8; 32], (KeyId, MemoryWindow)>,
     limiter: MemoryRateLimiter,
 }
 
@@ -159,11 +162,12 @@ fn check(state: &FloorState, request: &Request<Body>) {
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok()?.strip_prefix("Bearer "))
         .and_then(|token| ApiKey::parse(token).ok());
-    let id = key.and_then(|key| Some(state.digests.get(key.digest().as_bytes())?.clone()));
-    let decision = id.map(|id| {
+    let found = key.and_then(|key| state.digests.get(key.digest().as_bytes()));
+    let decision = found.map(|entry| {
+        let (id, window) = &*entry;
         state
             .limiter
-            .check_now(&id, UNLIMITED, OffsetDateTime::now_utc())
+            .check_now(window, id, UNLIMITED, OffsetDateTime::now_utc())
     });
     black_box((access, decision));
 }

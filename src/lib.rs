@@ -103,5 +103,5 @@ pub use plan::{Plan, Plans, UnknownPlan};
 pub use reject::{Rejection, Responder};
 pub use routes::RouteTable;
 pub use store::{KeyRecord, KeyStorage, KeyStore, MemoryKeyStore};
-pub use usage::{Outcome, RejectionCounts, Usage, UsageReport};
+pub use usage::{RejectionCounts, Usage, UsageReport};
 pub use vocabulary::Vocabulary;

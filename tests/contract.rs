@@ -456,13 +456,20 @@ async fn a_store_that_hangs_times_out_with_503() {
 struct BrokenLimiter;
 
 impl nouvel_auth::RateLimiter for BrokenLimiter {
+    type Window = ();
+
     async fn check(
         &self,
+        _window: &(),
         _key: &nouvel_auth::KeyId,
         _limit: RateLimit,
         _now: time::OffsetDateTime,
     ) -> Result<nouvel_auth::Decision, BackendError> {
         Err(BackendError::failed("redis down"))
+    }
+
+    fn is_idle(&self, _window: &(), _now: time::OffsetDateTime) -> bool {
+        true
     }
 }
 
@@ -668,18 +675,22 @@ impl KeyStore for Answering {
 }
 
 impl RateLimiter for Answering {
+    type Window = nouvel_auth::limit::MemoryWindow;
+
     async fn check(
         &self,
+        window: &Self::Window,
         key: &KeyId,
         limit: RateLimit,
         now: time::OffsetDateTime,
     ) -> Result<Decision, BackendError> {
         self.ask("check");
-        self.limiter.check(key, limit, now).await
+        self.limiter.check(window, key, limit, now).await
     }
 
     fn check_now(
         &self,
+        window: &Self::Window,
         key: &KeyId,
         limit: RateLimit,
         now: time::OffsetDateTime,
@@ -687,10 +698,14 @@ impl RateLimiter for Answering {
         self.ask("check_now");
         // Declining must record nothing, as the trait asks.
         if self.limiter_now {
-            self.limiter.check_now(key, limit, now)
+            self.limiter.check_now(window, key, limit, now)
         } else {
             std::task::Poll::Pending
         }
+    }
+
+    fn is_idle(&self, window: &Self::Window, now: time::OffsetDateTime) -> bool {
+        self.limiter.is_idle(window, now)
     }
 }
 

@@ -10,15 +10,19 @@ use std::{
 
 use common::{
     servers::{redis_url, unique, RedisServer},
-    T0,
+    Keyed, T0,
 };
 use nouvel_auth::{
     limit::{RedisFailure, RedisRateLimiter},
-    BackendError, KeyId, RateLimit, RateLimiter,
+    BackendError, KeyId, RateLimit,
 };
 use proptest::prelude::*;
 
-async fn limiter(prefix: &str) -> RedisRateLimiter {
+async fn limiter(prefix: &str) -> Keyed<RedisRateLimiter> {
+    Keyed::new(connect(prefix).await)
+}
+
+async fn connect(prefix: &str) -> RedisRateLimiter {
     RedisRateLimiter::connect(&redis_url())
         .await
         .unwrap()
@@ -35,7 +39,7 @@ fn the_window_is_exact_on_redis() {
         .enable_all()
         .build()
         .unwrap();
-    let limiter = runtime.block_on(limiter(&unique("exact"))).layer_clock();
+    let limiter = Keyed::new(runtime.block_on(connect(&unique("exact"))).layer_clock());
     proptest!(ProptestConfig::with_cases(40), |(
         n in 1u32..20,
         w in 1u64..3_000,
@@ -91,10 +95,12 @@ async fn headers_come_from_redis_time() {
 #[tokio::test]
 async fn one_command_per_request_and_none_while_blocked() {
     let server = RedisServer::start().await;
-    let limiter = RedisRateLimiter::connect(&server.url())
-        .await
-        .unwrap()
-        .layer_clock();
+    let limiter = Keyed::new(
+        RedisRateLimiter::connect(&server.url())
+            .await
+            .unwrap()
+            .layer_clock(),
+    );
     let key = KeyId::from("k");
     // Load the script once so the count below is of requests alone.
     limiter
@@ -144,10 +150,12 @@ async fn one_command_per_request_and_none_while_blocked() {
 #[tokio::test]
 async fn idle_keys_leave_nothing_in_redis() {
     let server = RedisServer::start().await;
-    let limiter = RedisRateLimiter::connect(&server.url())
-        .await
-        .unwrap()
-        .key_prefix("idle");
+    let limiter = Keyed::new(
+        RedisRateLimiter::connect(&server.url())
+            .await
+            .unwrap()
+            .key_prefix("idle"),
+    );
     limiter
         .check(
             &KeyId::from("k"),
@@ -181,12 +189,14 @@ async fn fault_policies_do_what_they_promise() {
     let make = |policy| {
         let url = server.url();
         async move {
-            RedisRateLimiter::connect(&url)
-                .await
-                .unwrap()
-                .timeout(timeout)
-                .on_failure(policy)
-                .layer_clock()
+            Keyed::new(
+                RedisRateLimiter::connect(&url)
+                    .await
+                    .unwrap()
+                    .timeout(timeout)
+                    .on_failure(policy)
+                    .layer_clock(),
+            )
         }
     };
     let local = make(RedisFailure::FallBackToLocal).await;
@@ -238,11 +248,13 @@ async fn fault_policies_do_what_they_promise() {
 #[tokio::test]
 async fn a_slow_redis_costs_at_most_the_timeout() {
     let server = RedisServer::start().await;
-    let limiter = RedisRateLimiter::connect(&server.url())
-        .await
-        .unwrap()
-        .timeout(Duration::from_millis(50))
-        .on_failure(RedisFailure::FailClosed);
+    let limiter = Keyed::new(
+        RedisRateLimiter::connect(&server.url())
+            .await
+            .unwrap()
+            .timeout(Duration::from_millis(50))
+            .on_failure(RedisFailure::FailClosed),
+    );
     let client = redis::Client::open(server.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CLIENT")

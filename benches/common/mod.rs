@@ -2,7 +2,7 @@
 //! memory store with 100 000 keys, the floor, and the parts of the lower bound.
 #![allow(dead_code, unreachable_pub)] // each bench uses a different part
 
-use nouvel_auth::nouvel;
+use nouvel_auth::{limit::MemoryWindow, nouvel};
 use std::{fmt::Debug, hint::black_box, sync::Arc, time::Duration};
 
 use axum::{body::Body, routing::post, Router};
@@ -102,9 +102,9 @@ impl tower_governor::key_extractor::KeyExtractor for Bearer {
 }
 
 /// The essential work, called directly: SHA-256 of a key, one map lookup of its digest
-/// among 100 000, one sliding-window check.
+/// among 100 000 (which finds its window), one sliding-window check.
 pub struct Floor {
-    digests: DashMap<[u8; 32], u64>,
+    digests: DashMap<[u8; 32], MemoryWindow>,
     limiter: MemoryRateLimiter,
     id: KeyId,
     now: OffsetDateTime,
@@ -113,10 +113,13 @@ pub struct Floor {
 impl Floor {
     pub fn new(fixture: &Fixture) -> Self {
         let digests = DashMap::new();
-        for i in 0..KEYS as u64 {
-            digests.insert(ApiKey::generate().digest().as_bytes().to_owned(), i);
+        for _ in 0..KEYS {
+            digests.insert(
+                ApiKey::generate().digest().as_bytes().to_owned(),
+                MemoryWindow::default(),
+            );
         }
-        digests.insert(*fixture.key.digest().as_bytes(), 0);
+        digests.insert(*fixture.key.digest().as_bytes(), MemoryWindow::default());
         Self {
             digests,
             limiter: MemoryRateLimiter::new(),
@@ -130,11 +133,11 @@ impl Floor {
             <sha2::Sha256 as sha2::Digest>::new(),
             secret,
         ));
-        let found = self.digests.get(digest.as_slice()).map(|v| *v);
-        (
-            found,
-            self.limiter.check_now(&self.id, NEVER_LIMITED, self.now),
-        )
+        let found = self.digests.get(digest.as_slice());
+        found.map(|window| {
+            self.limiter
+                .check_now(&window, &self.id, NEVER_LIMITED, self.now)
+        })
     }
 }
 

@@ -2,10 +2,9 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{Checks, Config, NouvelAuth};
+use super::{slots::Slots, Checks, Config, NouvelAuth};
 use crate::{
     reject::{ProblemStyle, Problems},
-    usage::UsageRecorder,
     BackendError, Clock, KeyStore, MemoryRateLimiter, RateLimit, RateLimiter, Responder,
     RouteTable, SystemClock, Vocabulary,
 };
@@ -38,7 +37,7 @@ use crate::{
 ///     .route("/api/v1/generate", post(generate))
 ///     .layer(NouvelAuthLayer::new(store));
 /// ```
-pub struct NouvelAuthLayer<K, L = MemoryRateLimiter> {
+pub struct NouvelAuthLayer<K, L: RateLimiter = MemoryRateLimiter> {
     // Made once: axum applies a layer to each route, and again for each connection
     // (`Router::with_state`), so `layer` must cost no more than a count on an `Arc`.
     checks: Arc<Checks<K, L>>,
@@ -53,7 +52,7 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
             checks: Arc::new(Checks {
                 store: Arc::new(store),
                 limiter: Arc::new(MemoryRateLimiter::new()),
-                usage: Arc::new(UsageRecorder::new(DEFAULT_FLUSH_INTERVAL)),
+                slots: Arc::new(Slots::new(DEFAULT_FLUSH_INTERVAL)),
                 problems: Problems::new(ProblemStyle::default()),
                 config: Config {
                     routes: RouteTable::nouvel(),
@@ -62,6 +61,7 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
                     lookup_timeout: Duration::from_secs(1),
                     limiter_timeout: Duration::from_secs(1),
                     keep_authorization: false,
+                    flush_interval: DEFAULT_FLUSH_INTERVAL,
                 },
             }),
         }
@@ -73,7 +73,6 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     pub fn limiter<L2: RateLimiter>(self, limiter: L2) -> NouvelAuthLayer<K, L2> {
         let Checks {
             store,
-            usage,
             problems,
             config,
             ..
@@ -82,7 +81,7 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
             checks: Arc::new(Checks {
                 store,
                 limiter: Arc::new(limiter),
-                usage,
+                slots: Arc::new(Slots::new(config.flush_interval)),
                 problems,
                 config,
             }),
@@ -173,13 +172,16 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     /// `last_used_at` and the usage counters may be.
     #[must_use]
     pub fn usage_flush_interval(self, interval: Duration) -> Self {
-        self.change(|checks| checks.usage = Arc::new(UsageRecorder::new(interval)))
+        self.change(|checks| {
+            checks.config.flush_interval = interval;
+            checks.slots = Arc::new(Slots::new(interval));
+        })
     }
 
     /// Hands pending usage to the store now. Call it at shutdown, after the server has
     /// stopped taking requests, so the last interval's usage is kept.
     pub async fn flush_usage(&self) -> Result<(), BackendError> {
-        self.checks.usage.flush(&*self.checks.store).await
+        self.checks.slots.flush(&*self.checks.store).await
     }
 
     /// This layer with one setting changed. Its checks are copied only if a clone of the
@@ -193,7 +195,7 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     }
 }
 
-impl<K, L> Clone for NouvelAuthLayer<K, L> {
+impl<K, L: RateLimiter> Clone for NouvelAuthLayer<K, L> {
     fn clone(&self) -> Self {
         Self {
             checks: self.checks.clone(),
@@ -209,7 +211,7 @@ impl<S, K: KeyStore, L: RateLimiter> Layer<S> for NouvelAuthLayer<K, L> {
     }
 }
 
-impl<K, L> fmt::Debug for NouvelAuthLayer<K, L> {
+impl<K, L: RateLimiter> fmt::Debug for NouvelAuthLayer<K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NouvelAuthLayer")
             .field("routes", &self.checks.config.routes)

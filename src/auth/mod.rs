@@ -6,6 +6,10 @@ mod body;
 mod future;
 mod layer;
 mod service;
+mod slots;
+
+pub(crate) use slots::SlotCell;
+use slots::{Slot, Slots};
 
 use std::{sync::Arc, task::Poll, time::Duration};
 
@@ -24,7 +28,7 @@ use crate::{
     limit::Decision,
     reject::Problems,
     routes::{client_path, Access},
-    usage::{Outcome, UsageRecorder},
+    usage::Outcome,
     BackendError, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
 };
 
@@ -44,26 +48,27 @@ pub(crate) struct Config {
     pub(crate) lookup_timeout: Duration,
     pub(crate) limiter_timeout: Duration,
     pub(crate) keep_authorization: bool,
+    pub(crate) flush_interval: Duration,
 }
 
 /// Everything a request is checked against: store, limiter, usage and settings. Made once
 /// per layer and shared by every service the layer makes.
-pub(crate) struct Checks<K, L> {
+pub(crate) struct Checks<K, L: RateLimiter> {
     pub(crate) store: Arc<K>,
     pub(crate) limiter: Arc<L>,
-    pub(crate) usage: Arc<UsageRecorder>,
+    pub(crate) slots: Arc<Slots<L>>,
     pub(crate) problems: Problems,
     pub(crate) config: Config,
 }
 
 /// A copy for a layer whose settings change while a clone shares them: the same store,
 /// limiter and usage.
-impl<K, L> Clone for Checks<K, L> {
+impl<K, L: RateLimiter> Clone for Checks<K, L> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
             limiter: self.limiter.clone(),
-            usage: self.usage.clone(),
+            slots: self.slots.clone(),
             problems: self.problems.clone(),
             config: self.config.clone(),
         }
@@ -140,10 +145,17 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             Poll::Ready(found) => authenticate(found, now)?,
             Poll::Pending => return Err(wait(Step::Lookup(digest))),
         };
-        let limit = self.authorize(&key, access, now)?;
-        match self.limiter.check_now(&key.id, limit, now) {
-            Poll::Ready(decision) => Ok(self.admit(key, limited(decision), now)?),
-            Poll::Pending => Err(wait(Step::Limit(key, limit))),
+        let decided = {
+            let slot = self.slots.of(&key);
+            let limit = self.authorize(&key, &slot, access, now)?;
+            match self.limiter.check_now(&slot.window, &key.id, limit, now) {
+                Poll::Ready(decision) => Ok(self.admit(&key, &slot, limited(decision), now)?),
+                Poll::Pending => Err(limit),
+            }
+        };
+        match decided {
+            Ok(headers) => Ok(Admission { key, headers }),
+            Err(limit) => Err(wait(Step::Limit(key, limit))),
         }
     }
 
@@ -159,19 +171,23 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
                     .await
                     .map_err(|error| unavailable("key store", &error))?;
                 let key = authenticate(found, now)?;
-                let limit = self.authorize(&key, access, now)?;
+                let limit = self.authorize(&key, &self.slots.of(&key), access, now)?;
                 (key, limit)
             }
             Step::Limit(key, limit) => (key, limit),
         };
-        let decision = within(
-            self.config.limiter_timeout,
-            self.limiter.check(&key.id, limit, now),
-        )
-        .await
-        .map_err(|error| unavailable("rate limiter", &error))
-        .and_then(limited);
-        self.admit(key, decision, now)
+        let headers = {
+            let slot = self.slots.of(&key);
+            let decision = within(
+                self.config.limiter_timeout,
+                self.limiter.check(&slot.window, &key.id, limit, now),
+            )
+            .await
+            .map_err(|error| unavailable("rate limiter", &error))
+            .and_then(limited);
+            self.admit(&key, &slot, decision, now)?
+        };
+        Ok(Admission { key, headers })
     }
 
     /// Plan (402), then the route's permission (403); the key's limit if both pass. A
@@ -179,6 +195,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
     fn authorize(
         &self,
         key: &KeyRecord,
+        slot: &Slot<L::Window>,
         access: Access,
         now: OffsetDateTime,
     ) -> Result<RateLimit, Rejection> {
@@ -194,36 +211,34 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         };
         authorized
             .map(|()| key.rate_limit.unwrap_or(self.config.default_limit))
-            .inspect_err(|rejection| self.count_refusal(key, rejection, now))
+            .inspect_err(|rejection| refused(key, slot, rejection, now))
     }
 
     /// The limiter's `decision` (429 or 503 when it refused or failed), counted in the
-    /// key's usage.
+    /// key's usage; for an admission, what its response's headers say.
     fn admit(
         &self,
-        key: Arc<KeyRecord>,
+        key: &KeyRecord,
+        slot: &Slot<L::Window>,
         decision: Result<Decision, Rejection>,
         now: OffsetDateTime,
-    ) -> Result<Admission, Rejection> {
-        let decision =
-            decision.inspect_err(|rejection| self.count_refusal(&key, rejection, now))?;
-        self.usage.record(&key.id, Outcome::Admitted, now);
-        let expires_soon = key.expires_at.filter(|&at| at - now <= EXPIRY_WARNING);
-        Ok(Admission {
-            key,
-            headers: ResponseHeaders {
-                decision,
-                expires_soon,
-            },
+    ) -> Result<ResponseHeaders, Rejection> {
+        let decision = decision.inspect_err(|rejection| refused(key, slot, rejection, now))?;
+        slot.count(Outcome::Admitted, now);
+        self.slots.sweep_if_due(&self.limiter, now);
+        Ok(ResponseHeaders {
+            decision,
+            expires_soon: key.expires_at.filter(|&at| at - now <= EXPIRY_WARNING),
         })
     }
+}
 
-    fn count_refusal(&self, key: &KeyRecord, rejection: &Rejection, now: OffsetDateTime) {
-        if let Some(outcome) = rejection.outcome() {
-            self.usage.record(&key.id, outcome, now);
-        }
-        tracing::info!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
+/// Counts a refusal of an authenticated request in the key's usage, and logs it.
+fn refused<W>(key: &KeyRecord, slot: &Slot<W>, rejection: &Rejection, now: OffsetDateTime) {
+    if let Some(outcome) = rejection.outcome() {
+        slot.count(outcome, now);
     }
+    tracing::info!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
 }
 
 /// 401: the store's record of the digest, and its expiry at `now`.

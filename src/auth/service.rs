@@ -14,12 +14,12 @@ use crate::{extract::Unauthenticated, KeyStore, RateLimiter, Rejection};
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
 ///
 /// Rejections are responses (`Ok`), never errors: `Error` stays `S::Error`.
-pub struct NouvelAuth<S, K, L> {
+pub struct NouvelAuth<S, K, L: RateLimiter> {
     inner: S,
     checks: Arc<Checks<K, L>>,
 }
 
-impl<S, K, L> NouvelAuth<S, K, L> {
+impl<S, K, L: RateLimiter> NouvelAuth<S, K, L> {
     pub(crate) fn new(inner: S, checks: Arc<Checks<K, L>>) -> Self {
         Self { inner, checks }
     }
@@ -45,7 +45,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let checks = &self.checks;
-        checks.usage.start_flushing(&checks.store);
+        checks.slots.start_flushing(&checks.store);
         let wait = match checks.begin(&mut request) {
             Ok(admission) => return ResponseFuture::admitted(&mut self.inner, request, admission),
             Err(Stop::Pass) => {
@@ -76,7 +76,7 @@ where
 /// The response refusing `request`, made in its header map and extensions (emptied): the
 /// response reuses their allocations (behind `Router::layer`, axum has already put its own
 /// extensions there).
-fn refuse<K, L, B>(
+fn refuse<K, L: RateLimiter, B>(
     rejection: &Rejection,
     checks: &Checks<K, L>,
     request: Request<B>,
@@ -87,7 +87,7 @@ fn refuse<K, L, B>(
         .respond(rejection, parts.headers, parts.extensions)
 }
 
-impl<S: Clone, K, L> Clone for NouvelAuth<S, K, L> {
+impl<S: Clone, K, L: RateLimiter> Clone for NouvelAuth<S, K, L> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -96,7 +96,7 @@ impl<S: Clone, K, L> Clone for NouvelAuth<S, K, L> {
     }
 }
 
-impl<S: fmt::Debug, K, L> fmt::Debug for NouvelAuth<S, K, L> {
+impl<S: fmt::Debug, K, L: RateLimiter> fmt::Debug for NouvelAuth<S, K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NouvelAuth")
             .field("inner", &self.inner)

@@ -1,6 +1,6 @@
 use std::{
     collections::VecDeque,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{Mutex, MutexGuard},
     task::Poll,
     time::Duration,
 };
@@ -8,51 +8,66 @@ use std::{
 use time::OffsetDateTime;
 
 use super::{Decision, RateLimit, RateLimiter};
-use crate::{BackendError, ConcurrentMap, KeyId};
+use crate::{BackendError, KeyId};
 
 /// The in-memory sliding-log limiter: the default, exact for one process.
 ///
-/// Each active key keeps the times of its admitted requests in the window, as `u32`
-/// millisecond offsets from a per-key base: at N = 60 that is 240 bytes of ring plus a
-/// 56-byte map slot (key id, base, ring header) and the map's spare capacity, 347 bytes
-/// per key as counted by the allocator (`cargo bench --bench memory`). A key's state
-/// is dropped once its window is empty, by a sweep that runs at most once a minute; keys
-/// that never authenticated have no state at all.
+/// Each key's [`MemoryWindow`] keeps the times of its admitted requests in the window, as
+/// `u32` millisecond offsets from a per-key base: at N = 60 a ring of 240 bytes. The layer
+/// keeps the window beside the key's record and drops it once the window is empty and the
+/// key is no longer held (`cargo bench --bench memory` counts the bytes per active key);
+/// keys that never authenticated have no window at all.
 ///
 /// ```
 /// use std::time::Duration;
-/// use nouvel_auth::{KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
+/// use nouvel_auth::{limit::MemoryWindow, KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
 /// use time::macros::datetime;
 ///
 /// # tokio_test_block_on(async {
-/// let limiter = MemoryRateLimiter::new();
+/// let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
 /// let key = KeyId::from("key_1");
 /// let limit = RateLimit::new(2, Duration::from_secs(60));
 /// let now = datetime!(2026-01-01 00:00 UTC);
 ///
-/// assert!(limiter.check(&key, limit, now).await.unwrap().allowed);
-/// assert!(limiter.check(&key, limit, now).await.unwrap().allowed);
-/// let refused = limiter.check(&key, limit, now).await.unwrap();
+/// assert!(limiter.check(&window, &key, limit, now).await.unwrap().allowed);
+/// assert!(limiter.check(&window, &key, limit, now).await.unwrap().allowed);
+/// let refused = limiter.check(&window, &key, limit, now).await.unwrap();
 /// assert!(!refused.allowed);
 /// assert_eq!(refused.retry_after(), 60);
 /// // A minute after the first request, one slot is free again.
 /// let later = now + Duration::from_secs(60);
-/// assert!(limiter.check(&key, limit, later).await.unwrap().allowed);
+/// assert!(limiter.check(&window, &key, limit, later).await.unwrap().allowed);
 /// # });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 /// # }
 /// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryRateLimiter;
+
+/// One key's admitted requests, for the [`MemoryRateLimiter`].
 #[derive(Debug, Default)]
-pub struct MemoryRateLimiter {
-    windows: ConcurrentMap<KeyId, Window>,
-    last_sweep: AtomicU64,
+pub struct MemoryWindow(Mutex<Window>);
+
+impl MemoryWindow {
+    /// Admits or refuses one request at `now` under `limit`: the sliding log's decision.
+    pub(crate) fn admit(&self, limit: RateLimit, now: OffsetDateTime) -> Decision {
+        lock(&self.0).admit(unix_millis(now), limit)
+    }
+
+    pub(crate) fn is_idle(&self, now: OffsetDateTime) -> bool {
+        lock(&self.0).is_idle(unix_millis(now))
+    }
 }
 
-/// How often, at most, idle keys are swept out (in milliseconds).
-const SWEEP_EVERY_MS: u64 = 60_000;
+/// Locks `mutex`, going on after a panic elsewhere: every update leaves a valid window.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Window {
     /// Unix milliseconds that the offsets count from.
     base: u64,
@@ -63,15 +78,6 @@ struct Window {
 }
 
 impl Window {
-    fn new(now: u64, limit: RateLimit) -> Self {
-        Self {
-            base: now,
-            window: limit.window_millis(),
-            // Enough for the default limit; a huge per-key limit grows only as it is used.
-            admitted: VecDeque::with_capacity(limit.requests().min(64) as usize),
-        }
-    }
-
     /// Offset of `now`, never before the newest admitted request (clocks may step back).
     fn offset(&mut self, now: u64) -> u32 {
         let mut offset = now.saturating_sub(self.base);
@@ -93,6 +99,13 @@ impl Window {
     }
 
     fn admit(&mut self, now: u64, limit: RateLimit) -> Decision {
+        if self.window == 0 {
+            // A new window (a window's length is never 0 once used): it counts from now. Room for the default limit at once; a huge
+            // per-key limit grows only as it is used.
+            self.base = now;
+            self.admitted
+                .reserve_exact(limit.requests().min(64) as usize);
+        }
         self.window = limit.window_millis();
         let now = self.offset(now);
         // A request admitted at t counts during [t, t + W).
@@ -134,57 +147,37 @@ pub(super) fn unix_millis(at: OffsetDateTime) -> u64 {
 }
 
 impl MemoryRateLimiter {
-    /// An empty limiter.
+    /// The limiter.
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How many keys have state now: those with admitted requests in their window
-    /// (and, until the next sweep, some whose window just emptied).
-    pub fn tracked_keys(&self) -> usize {
-        self.windows.len()
-    }
-
-    /// The decision, made at once: what `check` and `check_now` both answer.
-    pub(crate) fn decide(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Decision {
-        let now = unix_millis(now);
-        self.sweep_if_due(now);
-        if let Some(mut window) = self.windows.get_mut(key) {
-            return window.admit(now, limit);
-        }
-        self.windows
-            .entry(key.clone())
-            .or_insert_with(|| Window::new(now, limit))
-            .admit(now, limit)
-    }
-
-    fn sweep_if_due(&self, now: u64) {
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        let due = now >= last + SWEEP_EVERY_MS;
-        // One caller wins the exchange and sweeps; the others go on.
-        if due
-            && self
-                .last_sweep
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.windows.retain(|_, window| !window.is_idle(now));
-        }
+        Self
     }
 }
 
 impl RateLimiter for MemoryRateLimiter {
+    type Window = MemoryWindow;
+
     async fn check(
         &self,
-        key: &KeyId,
+        window: &MemoryWindow,
+        _key: &KeyId,
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        Ok(self.decide(key, limit, now))
+        Ok(window.admit(limit, now))
     }
 
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
-        Poll::Ready(self.decide(key, limit, now))
+    fn check_now(
+        &self,
+        window: &MemoryWindow,
+        _key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Poll<Decision> {
+        Poll::Ready(window.admit(limit, now))
+    }
+
+    fn is_idle(&self, window: &MemoryWindow, now: OffsetDateTime) -> bool {
+        window.is_idle(now)
     }
 }
 
@@ -196,30 +189,27 @@ mod tests {
     const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
     #[test]
-    fn idle_keys_are_swept() {
-        let limiter = MemoryRateLimiter::new();
+    fn a_window_is_idle_once_its_last_request_left_it() {
+        let window = MemoryWindow::default();
         let limit = RateLimit::default();
-        limiter.decide(&"a".into(), limit, T0);
-        limiter.decide(&"b".into(), limit, T0 + Duration::from_secs(30));
-        assert_eq!(limiter.tracked_keys(), 2);
-        // At T0 + 61 s, a's window is empty, b's is not.
-        limiter.decide(&"b".into(), limit, T0 + Duration::from_secs(61));
-        assert_eq!(limiter.tracked_keys(), 1);
+        assert!(window.is_idle(T0));
+        window.admit(limit, T0);
+        assert!(!window.is_idle(T0 + Duration::from_secs(59)));
+        assert!(window.is_idle(T0 + Duration::from_secs(60)));
     }
 
     #[test]
     fn offsets_survive_a_rebase() {
-        let limiter = MemoryRateLimiter::new();
+        let window = MemoryWindow::default();
         let limit = RateLimit::new(2, Duration::from_secs(60));
-        let key = KeyId::from("k");
         // Keep the key busy for 30 days so its base must move past u32 milliseconds.
         let mut now = T0;
         for _ in 0..(30 * 24 * 60) {
-            assert!(limiter.decide(&key, limit, now).allowed);
+            assert!(window.admit(limit, now).allowed);
             now += Duration::from_secs(59);
         }
-        assert!(limiter.decide(&key, limit, now).allowed);
-        let refused = limiter.decide(&key, limit, now);
+        assert!(window.admit(limit, now).allowed);
+        let refused = window.admit(limit, now);
         assert!(!refused.allowed);
         assert_eq!(refused.reset, Duration::from_secs(1));
     }
@@ -228,7 +218,11 @@ mod tests {
     fn a_window_idle_for_weeks_starts_empty() {
         let limit = RateLimit::new(1, Duration::from_secs(60));
         let start = unix_millis(T0);
-        let mut window = Window::new(start, limit);
+        let mut window = Window {
+            base: start,
+            window: limit.window_millis(),
+            admitted: VecDeque::new(),
+        };
         // Admitted 11.6 days after the base: stored as offset 10^9.
         assert!(window.admit(start + 1_000_000_000, limit).allowed);
         // Idle until the shift needed exceeds u32 (2^32 ms is 49.7 days), with no sweep in
@@ -241,14 +235,9 @@ mod tests {
 
     #[test]
     fn a_clock_stepping_back_admits_nothing_extra() {
-        let limiter = MemoryRateLimiter::new();
+        let window = MemoryWindow::default();
         let limit = RateLimit::new(1, Duration::from_secs(60));
-        let key = KeyId::from("k");
-        assert!(limiter.decide(&key, limit, T0).allowed);
-        assert!(
-            !limiter
-                .decide(&key, limit, T0 - Duration::from_secs(3600))
-                .allowed
-        );
+        assert!(window.admit(limit, T0).allowed);
+        assert!(!window.admit(limit, T0 - Duration::from_secs(3600)).allowed);
     }
 }

@@ -15,9 +15,9 @@ use std::{cell::RefCell, future::Future, sync::OnceLock, task::Poll, time::Durat
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
-pub use memory::MemoryRateLimiter;
+pub use memory::{MemoryRateLimiter, MemoryWindow};
 #[cfg(feature = "redis")]
-pub use redis::{RedisFailure, RedisRateLimiter};
+pub use redis::{RedisFailure, RedisRateLimiter, RedisWindow};
 
 use crate::{BackendError, KeyId};
 
@@ -224,11 +224,23 @@ pub(crate) fn header_value(text: std::fmt::Arguments<'_>) -> HeaderValue {
 /// Keyed by [`KeyId`] only: a limiter never sees the key, nor anything an unauthenticated
 /// client controls, since only requests that passed authentication, plan and permission
 /// reach it.
+///
+/// A limiter keeps no map of keys of its own: what it remembers of a key is its
+/// [`Window`](Self::Window), which the layer keeps beside the key's record, so that a
+/// request reaches the record, the window and the usage counters through the store's one
+/// lookup. The layer drops a key's window once [`is_idle`](Self::is_idle) says it holds
+/// nothing and no record refers to it.
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Admits (and records) or refuses one request of `key` under `limit`. `now` is the
-    /// layer's clock; a limiter shared by several instances may use its own clock instead.
+    /// What the limiter keeps for one key (a memory limiter: the admitted requests in the
+    /// window).
+    type Window: Default + Send + Sync + 'static;
+
+    /// Admits (and records) or refuses one request of `key` under `limit`, `window` being
+    /// the key's. `now` is the layer's clock; a limiter shared by several instances may use
+    /// its own clock instead.
     fn check(
         &self,
+        window: &Self::Window,
         key: &KeyId,
         limit: RateLimit,
         now: OffsetDateTime,
@@ -243,35 +255,58 @@ pub trait RateLimiter: Send + Sync + 'static {
     ///
     /// ```
     /// use std::{task::Poll, time::Duration};
-    /// use nouvel_auth::{KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
+    /// use nouvel_auth::{limit::MemoryWindow, KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
     ///
-    /// let limiter = MemoryRateLimiter::new();
+    /// let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
     /// let limit = RateLimit::new(1, Duration::from_secs(60));
     /// let (key, now) = (KeyId::from("key_1"), time::OffsetDateTime::now_utc());
-    /// let Poll::Ready(first) = limiter.check_now(&key, limit, now) else { unreachable!() };
+    /// let Poll::Ready(first) = limiter.check_now(&window, &key, limit, now) else { unreachable!() };
     /// assert!(first.allowed);
-    /// let Poll::Ready(second) = limiter.check_now(&key, limit, now) else { unreachable!() };
+    /// let Poll::Ready(second) = limiter.check_now(&window, &key, limit, now) else { unreachable!() };
     /// assert!(!second.allowed);
     /// ```
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
-        let _ = (key, limit, now);
+    fn check_now(
+        &self,
+        window: &Self::Window,
+        key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Poll<Decision> {
+        let _ = (window, key, limit, now);
         Poll::Pending
     }
+
+    /// Whether `window` remembers nothing that matters at `now` any more, so the layer may
+    /// drop it.
+    fn is_idle(&self, window: &Self::Window, now: OffsetDateTime) -> bool;
 }
 
 /// A shared limiter: several layers (or a test) can hold one.
 impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
+    type Window = L::Window;
+
     fn check(
         &self,
+        window: &Self::Window,
         key: &KeyId,
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send {
-        (**self).check(key, limit, now)
+        (**self).check(window, key, limit, now)
     }
 
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
-        (**self).check_now(key, limit, now)
+    fn check_now(
+        &self,
+        window: &Self::Window,
+        key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Poll<Decision> {
+        (**self).check_now(window, key, limit, now)
+    }
+
+    fn is_idle(&self, window: &Self::Window, now: OffsetDateTime) -> bool {
+        (**self).is_idle(window, now)
     }
 }
 

@@ -10,8 +10,8 @@ use std::{
 use redis::{aio::ConnectionManager, Script};
 use time::OffsetDateTime;
 
-use super::{memory::unix_millis, Decision, MemoryRateLimiter, RateLimit, RateLimiter};
-use crate::{BackendError, ConcurrentMap, KeyId};
+use super::{memory::unix_millis, Decision, MemoryWindow, RateLimit, RateLimiter};
+use crate::{BackendError, KeyId};
 
 /// The sliding log as one atomic script: drop what left the window, count, admit if under
 /// the limit, and report the oldest admitted request. One sorted set per API key, its
@@ -51,7 +51,7 @@ return {allowed, count, reset}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RedisFailure {
-    /// Count locally, in this instance's own [`MemoryRateLimiter`], until Redis is back:
+    /// Count locally, in this instance's own memory, until Redis is back:
     /// the limit holds per instance instead of globally. The default.
     #[default]
     FallBackToLocal,
@@ -68,8 +68,9 @@ pub enum RedisFailure {
 ///   on `NOSCRIPT`), using Redis `TIME` as the clock, so instances' clocks may disagree.
 /// * One Redis key per API key, `{prefix}:{<key id>}`, a sorted set of admission times;
 ///   the hash tag makes the slot follow the key id on Redis Cluster.
-/// * A key the script refused is remembered locally until its oldest request leaves the
-///   window: a client hammering past its limit costs no Redis call (headers stay right).
+/// * A key the script refused is remembered (in its [`RedisWindow`]) until its oldest
+///   request leaves the window: a client hammering past its limit costs no Redis call
+///   (headers stay right).
 /// * Each call has a timeout (default 50 ms); on a fault the limiter follows its
 ///   [`RedisFailure`] policy, logs a warning at most every 10 s, and goes back to Redis
 ///   on the next call: recovery needs nothing.
@@ -89,16 +90,20 @@ pub struct RedisRateLimiter {
     timeout: Duration,
     on_failure: RedisFailure,
     server_time: bool,
-    local: MemoryRateLimiter,
-    blocked: ConcurrentMap<KeyId, u64>,
     last_warning: AtomicU64,
     started: Instant,
 }
 
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// How many blocked keys are remembered before expired ones are swept out.
-const BLOCKED_SWEEP_AT: usize = 1024;
+/// What a [`RedisRateLimiter`] remembers of one key in this instance: until when Redis
+/// refuses it, and the local count it falls back to.
+#[derive(Debug, Default)]
+pub struct RedisWindow {
+    /// Unix milliseconds until which the key is refused without asking Redis; 0 for none.
+    blocked_until: AtomicU64,
+    local: MemoryWindow,
+}
 
 impl RedisRateLimiter {
     /// Connects to the Redis at `url` (`redis://host:port/db`).
@@ -114,8 +119,6 @@ impl RedisRateLimiter {
             timeout: Duration::from_millis(50),
             on_failure: RedisFailure::default(),
             server_time: true,
-            local: MemoryRateLimiter::new(),
-            blocked: ConcurrentMap::default(),
             last_warning: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -179,14 +182,10 @@ impl RedisRateLimiter {
         })
     }
 
-    /// The refusal for a key known to be over its limit until `until` (ms), if still so.
-    fn still_blocked(&self, key: &KeyId, limit: RateLimit, now: u64) -> Option<Decision> {
-        let until = *self.blocked.get(key)?;
-        if now >= until {
-            self.blocked.remove_if(key, |_, &u| u == until);
-            return None;
-        }
-        Some(Decision {
+    /// The refusal for a key known to be over its limit, if it still is at `now` (ms).
+    fn still_blocked(window: &RedisWindow, limit: RateLimit, now: u64) -> Option<Decision> {
+        let until = window.blocked_until.load(Ordering::Relaxed);
+        (now < until).then(|| Decision {
             allowed: false,
             limit,
             remaining: 0,
@@ -194,20 +193,10 @@ impl RedisRateLimiter {
         })
     }
 
-    /// Remembers that `key` is refused until `until`. Keys that stop asking would stay
-    /// forever, so past a thousand entries the expired ones are dropped first.
-    fn remember_blocked(&self, key: &KeyId, until: u64, now: u64) {
-        if self.blocked.len() >= BLOCKED_SWEEP_AT {
-            self.blocked
-                .retain(|_, &mut blocked_until| blocked_until > now);
-        }
-        self.blocked.insert(key.clone(), until);
-    }
-
     fn on_fault(
         &self,
         error: &BackendError,
-        key: &KeyId,
+        window: &RedisWindow,
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
@@ -223,7 +212,7 @@ impl RedisRateLimiter {
             tracing::warn!(%error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable");
         }
         match self.on_failure {
-            RedisFailure::FallBackToLocal => Ok(self.local.decide(key, limit, now)),
+            RedisFailure::FallBackToLocal => Ok(window.local.admit(limit, now)),
             RedisFailure::FailOpen => Ok(Decision {
                 allowed: true,
                 limit,
@@ -236,32 +225,45 @@ impl RedisRateLimiter {
 }
 
 impl RateLimiter for RedisRateLimiter {
+    type Window = RedisWindow;
+
     async fn check(
         &self,
+        window: &RedisWindow,
         key: &KeyId,
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
         let now_ms = unix_millis(now);
-        if let Some(refusal) = self.still_blocked(key, limit, now_ms) {
+        if let Some(refusal) = Self::still_blocked(window, limit, now_ms) {
             return Ok(refusal);
         }
         match self.eval(key, limit, now_ms).await {
             Ok(decision) => {
                 if !decision.allowed {
                     let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
-                    self.remember_blocked(key, until, now_ms);
+                    window.blocked_until.fetch_max(until, Ordering::Relaxed);
                 }
                 Ok(decision)
             }
-            Err(error) => self.on_fault(&error, key, limit, now),
+            Err(error) => self.on_fault(&error, window, limit, now),
         }
     }
 
     /// A key known to be blocked is refused without asking Redis.
-    fn check_now(&self, key: &KeyId, limit: RateLimit, now: OffsetDateTime) -> Poll<Decision> {
-        self.still_blocked(key, limit, unix_millis(now))
-            .map_or(Poll::Pending, Poll::Ready)
+    fn check_now(
+        &self,
+        window: &RedisWindow,
+        _key: &KeyId,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Poll<Decision> {
+        Self::still_blocked(window, limit, unix_millis(now)).map_or(Poll::Pending, Poll::Ready)
+    }
+
+    fn is_idle(&self, window: &RedisWindow, now: OffsetDateTime) -> bool {
+        window.blocked_until.load(Ordering::Relaxed) <= unix_millis(now)
+            && window.local.is_idle(now)
     }
 }
 

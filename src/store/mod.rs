@@ -24,13 +24,12 @@ pub use memory::MemoryKeyStore;
 pub use postgres::PostgresKeyStore;
 
 use crate::{
-    limit::RateLimit, usage::UsageReport, Account, AccountId, ApiKey, BackendError, Expiration,
-    KeyDigest, KeyId, Permissions, Plan, Usage,
+    auth::SlotCell, limit::RateLimit, usage::UsageReport, Account, AccountId, ApiKey, BackendError,
+    Expiration, KeyDigest, KeyId, Permissions, Plan, Usage,
 };
 
-/// What the layer needs to know about a live key. Handlers find it in the request's
-/// extensions (`Extension<KeyRecord>` in axum) once the layer has admitted the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the layer needs to know about a live key. Handlers get it as an
+/// [`AuthenticatedKey`](crate::AuthenticatedKey) once the layer has admitted the request.
 #[non_exhaustive]
 pub struct KeyRecord {
     /// The key's id.
@@ -47,6 +46,62 @@ pub struct KeyRecord {
     pub expires_at: Option<OffsetDateTime>,
     /// A limit for this key instead of the layer's default.
     pub rate_limit: Option<RateLimit>,
+    /// The layer's state for this key (window, pending usage), once it has seen the record.
+    pub(crate) slot: SlotCell,
+}
+
+/// A copy of the record's fields; the copy is a new record, with no layer state yet.
+impl Clone for KeyRecord {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            name: self.name.clone(),
+            plan: self.plan.clone(),
+            permissions: self.permissions,
+            expires_at: self.expires_at,
+            rate_limit: self.rate_limit,
+            slot: SlotCell::new(),
+        }
+    }
+}
+
+impl PartialEq for KeyRecord {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.id,
+            &self.account_id,
+            &self.name,
+            &self.plan,
+            self.permissions,
+            self.expires_at,
+            self.rate_limit,
+        ) == (
+            &other.id,
+            &other.account_id,
+            &other.name,
+            &other.plan,
+            other.permissions,
+            other.expires_at,
+            other.rate_limit,
+        )
+    }
+}
+
+impl Eq for KeyRecord {}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("plan", &self.plan)
+            .field("permissions", &self.permissions)
+            .field("expires_at", &self.expires_at)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
 }
 
 impl KeyRecord {
@@ -66,6 +121,7 @@ impl KeyRecord {
             permissions,
             expires_at: None,
             rate_limit: None,
+            slot: SlotCell::new(),
         }
     }
 

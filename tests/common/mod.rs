@@ -196,3 +196,47 @@ impl Reply {
         assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
 }
+
+/// A limiter driven outside the layer: one window per key id, kept as the layer keeps
+/// them beside each key's record.
+pub struct Keyed<L: nouvel_auth::RateLimiter> {
+    limiter: L,
+    windows:
+        std::sync::Mutex<std::collections::HashMap<nouvel_auth::KeyId, std::sync::Arc<L::Window>>>,
+}
+
+impl<L: nouvel_auth::RateLimiter> Keyed<L> {
+    pub fn new(limiter: L) -> Self {
+        Self {
+            limiter,
+            windows: Default::default(),
+        }
+    }
+
+    fn window(&self, key: &nouvel_auth::KeyId) -> std::sync::Arc<L::Window> {
+        self.windows
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    pub async fn check(
+        &self,
+        key: &nouvel_auth::KeyId,
+        limit: nouvel_auth::RateLimit,
+        now: OffsetDateTime,
+    ) -> Result<nouvel_auth::Decision, nouvel_auth::BackendError> {
+        self.limiter.check(&self.window(key), key, limit, now).await
+    }
+
+    pub fn check_now(
+        &self,
+        key: &nouvel_auth::KeyId,
+        limit: nouvel_auth::RateLimit,
+        now: OffsetDateTime,
+    ) -> std::task::Poll<nouvel_auth::Decision> {
+        self.limiter.check_now(&self.window(key), key, limit, now)
+    }
+}

@@ -1,0 +1,387 @@
+//! What a layer keeps per key: the limiter's window and the usage not yet flushed, in one
+//! [`Slot`] reached from the key's record. A request thus reaches record, window and
+//! usage through one map lookup, the store's: the slot is attached to the record the
+//! store holds (a memory store, a cache) the first time the layer sees it, and found by
+//! key id only when a record is new (a store that builds one per lookup, or a record
+//! rebuilt after a change).
+//!
+//! Slots are dropped once nothing refers to them but this map, their window is idle and
+//! their usage flushed: a sweep at most once a minute. A slot is never dropped while a
+//! record holds it, so a key never gets two windows.
+
+use std::{
+    any::Any,
+    ops::Deref,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Once, OnceLock, Weak,
+    },
+    time::Duration,
+};
+
+use time::OffsetDateTime;
+
+use crate::{
+    usage::{Outcome, RejectionCounts},
+    BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, RateLimiter, Usage, UsageReport,
+};
+
+/// A layer's slots, by key id.
+pub(crate) struct Slots<L: RateLimiter> {
+    /// Tells this layer's slots from another's on a record two layers share.
+    id: u64,
+    map: ConcurrentMap<KeyId, Arc<Slot<L::Window>>>,
+    last_sweep: AtomicI64,
+    flusher: Once,
+    interval: Duration,
+}
+
+/// One key's window and pending usage.
+pub(crate) struct Slot<W> {
+    pub(crate) window: W,
+    usage: PendingUsage,
+}
+
+/// The slot a record carries: whose it is, and the slot.
+pub(crate) struct Attached {
+    layer: u64,
+    slot: Arc<dyn Any + Send + Sync>,
+}
+
+/// A record's field: its slot, once a layer has attached one.
+pub(crate) type SlotCell = OnceLock<Attached>;
+
+/// A slot reached from a record (borrowed), or from the map (shared).
+pub(crate) enum SlotRef<'r, W> {
+    Attached(&'r Slot<W>),
+    Shared(Arc<Slot<W>>),
+}
+
+impl<W> Deref for SlotRef<'_, W> {
+    type Target = Slot<W>;
+
+    fn deref(&self) -> &Slot<W> {
+        match self {
+            Self::Attached(slot) => slot,
+            Self::Shared(slot) => slot,
+        }
+    }
+}
+
+const SWEEP_EVERY_MICROS: i64 = 60_000_000;
+
+static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
+
+impl<L: RateLimiter> Slots<L> {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
+            map: ConcurrentMap::default(),
+            last_sweep: AtomicI64::new(i64::MIN),
+            flusher: Once::new(),
+            interval,
+        }
+    }
+
+    /// The slot of `record`'s key: the one the record carries, else the map's (made if
+    /// need be, and attached to the record for next time).
+    pub(crate) fn of<'r>(&self, record: &'r KeyRecord) -> SlotRef<'r, L::Window> {
+        if let Some(attached) = record.slot.get() {
+            if attached.layer == self.id {
+                if let Some(slot) = attached.slot.downcast_ref::<Slot<L::Window>>() {
+                    return SlotRef::Attached(slot);
+                }
+            }
+        }
+        let slot = self.by_id(&record.id);
+        let _ = record.slot.set(Attached {
+            layer: self.id,
+            slot: slot.clone(),
+        });
+        SlotRef::Shared(slot)
+    }
+
+    fn by_id(&self, id: &KeyId) -> Arc<Slot<L::Window>> {
+        if let Some(slot) = self.map.get(id) {
+            return slot.clone();
+        }
+        self.map
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    window: L::Window::default(),
+                    usage: PendingUsage::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Drops the slots nothing else holds, whose window is idle and usage flushed; at most
+    /// once a minute, by whichever request comes first.
+    pub(crate) fn sweep_if_due(&self, limiter: &L, now: OffsetDateTime) {
+        let now_micros = micros(now);
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        let due = last == i64::MIN || now_micros >= last.saturating_add(SWEEP_EVERY_MICROS);
+        if due
+            && self
+                .last_sweep
+                .compare_exchange(last, now_micros, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.map.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || !slot.usage.is_empty()
+                    || !limiter.is_idle(&slot.window, now)
+            });
+        }
+    }
+
+    /// Hands the pending usage to `store`; on failure keeps it for the next flush.
+    pub(crate) async fn flush<K: KeyStore>(&self, store: &K) -> Result<(), BackendError> {
+        let reports: Vec<UsageReport> = self
+            .map
+            .iter()
+            .filter_map(|entry| entry.value().usage.take(entry.key()))
+            .collect();
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let flushed = store.record_usage(&reports).await;
+        if let Err(error) = &flushed {
+            tracing::warn!(%error, "nouvel-auth could not flush key usage; will retry");
+            for report in &reports {
+                self.by_id(&report.key_id).usage.restore(report);
+            }
+        }
+        flushed
+    }
+
+    /// Starts the periodic flush once, on the runtime of the first request. The task
+    /// holds weak references, so it ends when the layer and its services are dropped.
+    pub(crate) fn start_flushing<K: KeyStore>(self: &Arc<Self>, store: &Arc<K>) {
+        self.flusher.call_once(|| {
+            let (slots, store) = (Arc::downgrade(self), Arc::downgrade(store));
+            tokio::spawn(flush_periodically(slots, store, self.interval));
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl<W> Slot<W> {
+    /// Counts one request of the key with `outcome` at `at`.
+    pub(crate) fn count(&self, outcome: Outcome, at: OffsetDateTime) {
+        self.usage.count(outcome, at);
+    }
+}
+
+async fn flush_periodically<L: RateLimiter, K: KeyStore>(
+    slots: Weak<Slots<L>>,
+    store: Weak<K>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (Some(slots), Some(store)) = (slots.upgrade(), store.upgrade()) else {
+            return;
+        };
+        // A failure was logged and the usage kept; try again next tick.
+        let _ = slots.flush(&*store).await;
+    }
+}
+
+/// Usage since the last flush, as counters a request adds to without a lock.
+#[derive(Default)]
+struct PendingUsage {
+    admitted: AtomicU64,
+    plan_required: AtomicU64,
+    missing_permission: AtomicU64,
+    route_not_allowed: AtomicU64,
+    rate_limited: AtomicU64,
+    /// Unix microseconds, `NONE` for none.
+    last_used: AtomicI64Time,
+    last_request: AtomicI64Time,
+}
+
+/// A time kept as unix microseconds in an atomic; `i64::MIN` for none.
+struct AtomicI64Time(AtomicI64);
+
+impl Default for AtomicI64Time {
+    fn default() -> Self {
+        Self(AtomicI64::new(i64::MIN))
+    }
+}
+
+impl AtomicI64Time {
+    fn at_least(&self, at: Option<OffsetDateTime>) {
+        if let Some(at) = at {
+            self.0.fetch_max(micros(at), Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self) -> Option<OffsetDateTime> {
+        match self.0.swap(i64::MIN, Ordering::Relaxed) {
+            i64::MIN => None,
+            micros => OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok(),
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == i64::MIN
+    }
+}
+
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+impl PendingUsage {
+    fn counter(&self, outcome: Outcome) -> &AtomicU64 {
+        match outcome {
+            Outcome::Admitted => &self.admitted,
+            Outcome::PlanRequired => &self.plan_required,
+            Outcome::MissingPermission => &self.missing_permission,
+            Outcome::RouteNotAllowed => &self.route_not_allowed,
+            Outcome::RateLimited => &self.rate_limited,
+        }
+    }
+
+    fn count(&self, outcome: Outcome, at: OffsetDateTime) {
+        self.counter(outcome).fetch_add(1, Ordering::Relaxed);
+        self.last_request.at_least(Some(at));
+        if outcome == Outcome::Admitted {
+            self.last_used.at_least(Some(at));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.last_request.is_none()
+    }
+
+    /// What was counted since the last take, as `key`'s report; `None` if nothing was.
+    /// The time goes first, so a request counted meanwhile is in this report or the next.
+    fn take(&self, key: &KeyId) -> Option<UsageReport> {
+        let last_request_at = self.last_request.take()?;
+        let last_used_at = self.last_used.take();
+        let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
+        Some(UsageReport {
+            key_id: key.clone(),
+            usage: Usage {
+                admitted: take(&self.admitted),
+                rejected: RejectionCounts {
+                    plan_required: take(&self.plan_required),
+                    missing_permission: take(&self.missing_permission),
+                    route_not_allowed: take(&self.route_not_allowed),
+                    rate_limited: take(&self.rate_limited),
+                },
+                last_request_at: Some(last_request_at),
+            },
+            last_used_at,
+        })
+    }
+
+    /// Puts a report that could not be flushed back.
+    fn restore(&self, report: &UsageReport) {
+        let add = |counter: &AtomicU64, n| counter.fetch_add(n, Ordering::Relaxed);
+        let usage = &report.usage;
+        add(&self.admitted, usage.admitted);
+        add(&self.plan_required, usage.rejected.plan_required);
+        add(&self.missing_permission, usage.rejected.missing_permission);
+        add(&self.route_not_allowed, usage.rejected.route_not_allowed);
+        add(&self.rate_limited, usage.rejected.rate_limited);
+        self.last_used.at_least(report.last_used_at);
+        self.last_request.at_least(usage.last_request_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::{nouvel, MemoryRateLimiter, RateLimit};
+
+    const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    fn record(id: &str) -> KeyRecord {
+        KeyRecord::new(id, "acc", "k", nouvel::SCALE, nouvel::GENERATE.into())
+    }
+
+    #[test]
+    fn a_record_reaches_its_slot_without_the_map_and_two_layers_keep_their_own() {
+        let (a, b) = (
+            Slots::<MemoryRateLimiter>::new(Duration::from_secs(5)),
+            Slots::<MemoryRateLimiter>::new(Duration::from_secs(5)),
+        );
+        let key = record("key_1");
+        assert!(
+            matches!(a.of(&key), SlotRef::Shared(_)),
+            "first sight: from the map"
+        );
+        assert!(
+            matches!(a.of(&key), SlotRef::Attached(_)),
+            "then from the record"
+        );
+        a.of(&key)
+            .window
+            .admit(RateLimit::new(1, Duration::from_secs(60)), T0);
+        // Another layer on the same record: its own slot, by the map each time.
+        let theirs = b.of(&key);
+        assert!(matches!(theirs, SlotRef::Shared(_)));
+        assert!(theirs.window.is_idle(T0));
+        // A record rebuilt for the same key (after a plan change) finds the same slot.
+        let rebuilt = record("key_1");
+        assert!(
+            !a.of(&rebuilt)
+                .window
+                .admit(RateLimit::new(1, Duration::from_secs(60)), T0)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn only_idle_slots_nothing_holds_are_swept() {
+        let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5));
+        let limit = RateLimit::default();
+        let held = record("held");
+        slots.of(&held).window.admit(limit, T0);
+        {
+            let dropped = record("dropped");
+            slots.of(&dropped).window.admit(limit, T0);
+            let counted = record("counted");
+            slots.of(&counted).count(Outcome::Admitted, T0);
+        }
+        assert_eq!(slots.len(), 3);
+        // A minute on, every window is idle; only the held record and the unflushed usage stay.
+        slots.sweep_if_due(&MemoryRateLimiter, T0 + Duration::from_secs(61));
+        assert_eq!(slots.len(), 2);
+        assert!(slots.map.contains_key(&KeyId::from("held")));
+        assert!(slots.map.contains_key(&KeyId::from("counted")));
+    }
+
+    #[test]
+    fn pending_usage_is_taken_once_and_restored_whole() {
+        let usage = PendingUsage::default();
+        let key = KeyId::from("k");
+        assert!(usage.take(&key).is_none());
+        usage.count(Outcome::Admitted, T0);
+        usage.count(Outcome::RateLimited, T0 + Duration::from_secs(2));
+        let report = usage.take(&key).unwrap();
+        assert_eq!(report.usage.admitted, 1);
+        assert_eq!(report.usage.rejected.rate_limited, 1);
+        assert_eq!(report.last_used_at, Some(T0));
+        assert_eq!(
+            report.usage.last_request_at,
+            Some(T0 + Duration::from_secs(2))
+        );
+        assert!(usage.take(&key).is_none());
+        usage.restore(&report);
+        assert_eq!(usage.take(&key), Some(report));
+    }
+}
