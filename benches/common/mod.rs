@@ -48,7 +48,12 @@ pub struct Fixture {
     pub store: MemoryKeyStore,
     pub bearer: String,
     pub key: ApiKey,
+    /// The bearer headers of `MANY` distinct keys, for requests in round robin.
+    pub many: Vec<String>,
 }
+
+/// How many distinct keys the many-keys case sends in round robin.
+pub const MANY: usize = 10_000;
 
 /// A memory store with 100 000 keys, and the bearer header of one of them.
 pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
@@ -57,16 +62,22 @@ pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
         let keys = KeyManager::new(store.clone());
         let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
         let mut last = None;
+        let mut many = Vec::with_capacity(MANY);
         for i in 0..KEYS {
             let spec =
                 KeySpec::new(format!("key {i}"), [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
-            last = Some(keys.create_key(&account.id, spec).await.unwrap().key);
+            let key = keys.create_key(&account.id, spec).await.unwrap().key;
+            if i % (KEYS / MANY) == 0 {
+                many.push(format!("Bearer {}", key.expose_secret()));
+            }
+            last = Some(key);
         }
         let key = last.unwrap();
         Fixture {
             bearer: format!("Bearer {}", key.expose_secret()),
             store,
             key,
+            many,
         }
     })
 }

@@ -1,7 +1,4 @@
-use std::{
-    fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock},
-};
+use std::{fmt, sync::Arc, task::Poll};
 
 use time::OffsetDateTime;
 
@@ -13,8 +10,10 @@ use crate::{
 
 /// The embedded key store: accounts and keys in memory (DashMap), for one process.
 ///
-/// Clones share the same keys. A lookup is one map read and a reference count; a deleted
-/// key is gone from the next lookup on. Usage reports are applied in place.
+/// Clones share the same keys. A lookup is one map read and a reference count: the map
+/// holds each live key's record as lookups answer it, made again whenever the key or its
+/// account changes. A deleted key is gone from the next lookup on. Usage reports are
+/// applied in place.
 ///
 /// ```
 /// use nouvel_auth::{nouvel, KeyManager, KeySpec, KeyStore, MemoryKeyStore};
@@ -41,50 +40,10 @@ pub struct MemoryKeyStore {
 struct Inner {
     hasher: KeyHasher,
     accounts: ConcurrentMap<AccountId, Account>,
-    by_digest: ConcurrentMap<KeyDigest, Arc<KeyEntry>>,
-    by_id: ConcurrentMap<KeyId, Arc<KeyEntry>>,
-}
-
-/// A stored key, and the record lookups answer, made from it whenever it changes.
-struct KeyEntry {
-    record: RwLock<Arc<KeyRecord>>,
-    stored: Mutex<StoredKey>,
-}
-
-/// Locks `mutex`, going on after a panic elsewhere: every update here leaves valid state.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl KeyEntry {
-    fn new(stored: StoredKey, plan: Plan) -> Self {
-        Self {
-            record: RwLock::new(Arc::new(stored.record(plan))),
-            stored: Mutex::new(stored),
-        }
-    }
-
-    fn record(&self) -> Arc<KeyRecord> {
-        let record = self
-            .record
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(&record)
-    }
-
-    /// Changes the stored key, and the record with it.
-    fn update(&self, plan: Option<Plan>, change: impl FnOnce(&mut StoredKey)) {
-        let mut stored = lock(&self.stored);
-        change(&mut stored);
-        let mut record = self
-            .record
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let plan = plan.unwrap_or_else(|| record.plan.clone());
-        *record = Arc::new(stored.record(plan));
-    }
+    /// What lookups answer: the live keys' records.
+    records: ConcurrentMap<KeyDigest, Arc<KeyRecord>>,
+    /// What management reads and writes: the live keys as stored.
+    keys: ConcurrentMap<KeyId, StoredKey>,
 }
 
 impl Default for MemoryKeyStore {
@@ -105,32 +64,25 @@ impl MemoryKeyStore {
             inner: Arc::new(Inner {
                 hasher,
                 accounts: ConcurrentMap::default(),
-                by_digest: ConcurrentMap::default(),
-                by_id: ConcurrentMap::default(),
+                records: ConcurrentMap::default(),
+                keys: ConcurrentMap::default(),
             }),
         }
     }
 
     fn find(&self, digest: &KeyDigest) -> Option<Arc<KeyRecord>> {
-        self.inner.by_digest.get(digest).map(|entry| entry.record())
+        self.inner.records.get(digest).map(|record| record.clone())
     }
 
-    /// The live key `key` of `account`.
-    fn entry(&self, account: &AccountId, key: &KeyId) -> Option<Arc<KeyEntry>> {
-        let entry = self.inner.by_id.get(key)?.clone();
-        let belongs = lock(&entry.stored).account_id == *account;
-        belongs.then_some(entry)
-    }
-
-    fn insert(&self, key: &StoredKey) -> Result<(), BackendError> {
-        // The account stays read-locked until the key is in: a plan change waits for it,
-        // then updates it with the others.
+    /// Writes `key` and the record lookups answer for it. The account stays read-locked
+    /// meanwhile: a plan change waits for it, then updates it with the others.
+    fn put(&self, key: StoredKey) -> Result<(), BackendError> {
         let account = self.inner.accounts.get(&key.account_id).ok_or_else(|| {
             BackendError::failed(format!("no account {} for key {}", key.account_id, key.id))
         })?;
-        let entry = Arc::new(KeyEntry::new(key.clone(), account.plan.clone()));
-        self.inner.by_id.insert(key.id.clone(), entry.clone());
-        self.inner.by_digest.insert(key.digest, entry);
+        let record = Arc::new(key.record(account.plan.clone()));
+        self.inner.records.insert(key.digest, record);
+        self.inner.keys.insert(key.id.clone(), key);
         drop(account);
         Ok(())
     }
@@ -149,21 +101,16 @@ impl KeyStore for MemoryKeyStore {
         Ok(self.find(digest))
     }
 
-    fn lookup_now(
-        &self,
-        digest: &KeyDigest,
-        _now: OffsetDateTime,
-    ) -> std::task::Poll<Option<Arc<KeyRecord>>> {
-        std::task::Poll::Ready(self.find(digest))
+    fn lookup_now(&self, digest: &KeyDigest, _now: OffsetDateTime) -> Poll<Option<Arc<KeyRecord>>> {
+        Poll::Ready(self.find(digest))
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         for report in reports {
             // A key deleted since has nobody left to show its usage to.
-            if let Some(entry) = self.inner.by_id.get(&report.key_id) {
-                let mut stored = lock(&entry.stored);
-                stored.usage.merge(&report.usage);
-                stored.last_used_at = stored.last_used_at.max(report.last_used_at);
+            if let Some(mut key) = self.inner.keys.get_mut(&report.key_id) {
+                key.usage.merge(&report.usage);
+                key.last_used_at = key.last_used_at.max(report.last_used_at);
             }
         }
         Ok(())
@@ -187,26 +134,25 @@ impl KeyStorage for MemoryKeyStore {
             return Ok(None);
         };
         account.plan = plan.clone();
-        // Under the account's entry lock: a key inserted meanwhile waits, then reads the new plan.
-        for entry in self.inner.by_id.iter() {
-            if lock(&entry.stored).account_id == *id {
-                entry.update(Some(plan.clone()), |_| {});
-            }
+        // Under the account's lock: a key being put meanwhile waits, then reads the new plan.
+        for key in self.inner.keys.iter().filter(|key| key.account_id == *id) {
+            let record = Arc::new(key.record(plan.clone()));
+            self.inner.records.insert(key.digest, record);
         }
         Ok(Some(account.clone()))
     }
 
     async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        self.insert(key)
+        self.put(key.clone())
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
         Ok(self
             .inner
-            .by_id
+            .keys
             .iter()
-            .map(|entry| lock(&entry.stored).clone())
             .filter(|key| key.account_id == *account)
+            .map(|key| key.clone())
             .collect())
     }
 
@@ -215,19 +161,21 @@ impl KeyStorage for MemoryKeyStore {
         account: &AccountId,
         key: &KeyId,
     ) -> Result<Option<StoredKey>, BackendError> {
-        Ok(self
-            .entry(account, key)
-            .map(|entry| lock(&entry.stored).clone()))
+        let key = self.inner.keys.get(key);
+        Ok(key
+            .filter(|key| key.account_id == *account)
+            .map(|key| key.clone()))
     }
 
     async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
-        let Some(entry) = self.entry(account, key) else {
-            return Ok(false);
-        };
-        let digest = lock(&entry.stored).digest;
-        // Digest first: from here on the key answers 401.
-        self.inner.by_digest.remove(&digest);
-        Ok(self.inner.by_id.remove(key).is_some())
+        let removed = self
+            .inner
+            .keys
+            .remove_if(key, |_, stored| stored.account_id == *account);
+        if let Some((_, stored)) = &removed {
+            self.inner.records.remove(&stored.digest);
+        }
+        Ok(removed.is_some())
     }
 
     async fn replace_key(
@@ -236,17 +184,26 @@ impl KeyStorage for MemoryKeyStore {
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
     ) -> Result<bool, BackendError> {
-        let Some(entry) = self.entry(&replacement.account_id, old) else {
+        let account = self.inner.accounts.get(&replacement.account_id);
+        let Some(account) = account else {
             return Ok(false);
         };
-        self.insert(replacement)?;
-        entry.update(None, |stored| {
-            stored.expires_at = Some(
-                stored
-                    .expires_at
-                    .map_or(old_expires_at, |at| at.min(old_expires_at)),
-            );
-        });
+        let Some(mut old) = self
+            .inner
+            .keys
+            .get_mut(old)
+            .filter(|key| key.account_id == replacement.account_id)
+        else {
+            return Ok(false);
+        };
+        old.expires_at = Some(
+            old.expires_at
+                .map_or(old_expires_at, |at| at.min(old_expires_at)),
+        );
+        let record = Arc::new(old.record(account.plan.clone()));
+        self.inner.records.insert(old.digest, record);
+        drop((old, account));
+        self.put(replacement.clone())?;
         Ok(true)
     }
 }
@@ -255,7 +212,7 @@ impl fmt::Debug for MemoryKeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryKeyStore")
             .field("accounts", &self.inner.accounts.len())
-            .field("keys", &self.inner.by_id.len())
+            .field("keys", &self.inner.keys.len())
             .field("hasher", &self.inner.hasher)
             .finish_non_exhaustive()
     }
