@@ -74,7 +74,101 @@ struct Window {
     /// The window length that applied last, for the sweep.
     window: u32,
     /// Admitted requests in the window, oldest first, as offsets from `base`.
-    admitted: VecDeque<u32>,
+    admitted: Ring,
+}
+
+/// How many admissions a window holds in place, beside its key's other state: the default
+/// limit and any below it need no allocation of their own (and no second cache miss).
+const INLINE: usize = 64;
+
+/// The admitted requests' offsets, oldest first: in place up to [`INLINE`] of them, on
+/// the heap for larger limits.
+#[derive(Debug)]
+enum Ring {
+    Inline {
+        slots: [u32; INLINE],
+        head: usize,
+        len: usize,
+    },
+    Heap(VecDeque<u32>),
+}
+
+impl Default for Ring {
+    fn default() -> Self {
+        Self::Inline {
+            slots: [0; INLINE],
+            head: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Ring {
+    fn len(&self) -> usize {
+        match self {
+            Self::Inline { len, .. } => *len,
+            Self::Heap(times) => times.len(),
+        }
+    }
+
+    fn front(&self) -> Option<u32> {
+        match self {
+            Self::Inline { len: 0, .. } => None,
+            Self::Inline { slots, head, .. } => Some(slots[*head]),
+            Self::Heap(times) => times.front().copied(),
+        }
+    }
+
+    fn back(&self) -> Option<u32> {
+        match self {
+            Self::Inline { len: 0, .. } => None,
+            Self::Inline { slots, head, len } => Some(slots[(head + len - 1) % INLINE]),
+            Self::Heap(times) => times.back().copied(),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        match self {
+            Self::Inline { len: 0, .. } => {}
+            Self::Inline { head, len, .. } => {
+                *head = (*head + 1) % INLINE;
+                *len -= 1;
+            }
+            Self::Heap(times) => drop(times.pop_front()),
+        }
+    }
+
+    /// Adds the newest admission; a full inline ring moves to the heap first.
+    fn push_back(&mut self, t: u32) {
+        if let Self::Inline {
+            slots,
+            head,
+            len: INLINE,
+        } = self
+        {
+            let mut times = VecDeque::with_capacity(INLINE * 2);
+            times.extend((0..INLINE).map(|i| slots[(*head + i) % INLINE]));
+            *self = Self::Heap(times);
+        }
+        match self {
+            Self::Inline { slots, head, len } => {
+                slots[(*head + *len) % INLINE] = t;
+                *len += 1;
+            }
+            Self::Heap(times) => times.push_back(t),
+        }
+    }
+
+    fn for_each_mut(&mut self, mut change: impl FnMut(&mut u32)) {
+        match self {
+            Self::Inline { slots, head, len } => {
+                for i in 0..*len {
+                    change(&mut slots[(*head + i) % INLINE]);
+                }
+            }
+            Self::Heap(times) => times.iter_mut().for_each(change),
+        }
+    }
 }
 
 impl Window {
@@ -84,27 +178,24 @@ impl Window {
         if offset >= 1 << 31 {
             // Rebase so offsets stay in u32; live entries are within one window of now.
             let shift = offset - u64::from(self.window);
-            for t in &mut self.admitted {
-                // Entries older than the shift are out of the window: they become 0 and
-                // are pruned just below. (The shift may exceed u32 after a long idle.)
+            // Entries older than the shift are out of the window: they become 0 and are
+            // pruned just below. (The shift may exceed u32 after a long idle.)
+            self.admitted.for_each_mut(|t| {
                 *t = u32::try_from(u64::from(*t).saturating_sub(shift)).unwrap_or(0);
-            }
+            });
             self.base += shift;
             offset -= shift;
         }
         let offset = offset as u32;
         self.admitted
             .back()
-            .map_or(offset, |&newest| offset.max(newest))
+            .map_or(offset, |newest| offset.max(newest))
     }
 
     fn admit(&mut self, now: u64, limit: RateLimit) -> Decision {
         if self.window == 0 {
-            // A new window (a window's length is never 0 once used): it counts from now. Room for the default limit at once; a huge
-            // per-key limit grows only as it is used.
+            // A new window (a window's length is never 0 once used): it counts from now.
             self.base = now;
-            self.admitted
-                .reserve_exact(limit.requests().min(64) as usize);
         }
         self.window = limit.window_millis();
         let now = self.offset(now);
@@ -112,7 +203,7 @@ impl Window {
         while self
             .admitted
             .front()
-            .is_some_and(|&t| now - t >= self.window)
+            .is_some_and(|t| now - t >= self.window)
         {
             self.admitted.pop_front();
         }
@@ -123,7 +214,7 @@ impl Window {
         let reset = self
             .admitted
             .front()
-            .map_or(0, |&oldest| oldest + self.window - now);
+            .map_or(0, |oldest| oldest + self.window - now);
         Decision {
             allowed,
             limit,
@@ -133,10 +224,7 @@ impl Window {
     }
 
     fn is_idle(&self, now: u64) -> bool {
-        let newest = self
-            .admitted
-            .back()
-            .map_or(0, |&t| self.base + u64::from(t));
+        let newest = self.admitted.back().map_or(0, |t| self.base + u64::from(t));
         now >= newest + u64::from(self.window)
     }
 }
@@ -221,7 +309,7 @@ mod tests {
         let mut window = Window {
             base: start,
             window: limit.window_millis(),
-            admitted: VecDeque::new(),
+            admitted: Ring::default(),
         };
         // Admitted 11.6 days after the base: stored as offset 10^9.
         assert!(window.admit(start + 1_000_000_000, limit).allowed);
@@ -231,6 +319,55 @@ mod tests {
         let decision = window.admit(later, limit);
         assert!(decision.allowed, "{decision:?}");
         assert_eq!(decision.reset, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_limit_above_the_inline_ring_moves_to_the_heap_and_stays_exact() {
+        let window = MemoryWindow::default();
+        let limit = RateLimit::new(100, Duration::from_secs(60));
+        for i in 0..100 {
+            let decision = window.admit(limit, T0 + Duration::from_millis(i));
+            assert!(decision.allowed, "{i}");
+            assert_eq!(decision.remaining, 99 - i as u32);
+        }
+        let refused = window.admit(limit, T0 + Duration::from_millis(500));
+        assert!(!refused.allowed);
+        assert_eq!(refused.reset, Duration::from_millis(59_500));
+        // The oldest leaves first, a millisecond apart.
+        assert!(
+            window
+                .admit(limit, T0 + Duration::from_millis(60_000))
+                .allowed
+        );
+        assert!(
+            !window
+                .admit(limit, T0 + Duration::from_millis(60_000))
+                .allowed
+        );
+        assert!(
+            window
+                .admit(limit, T0 + Duration::from_millis(60_001))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn the_inline_ring_wraps_around() {
+        let window = MemoryWindow::default();
+        let limit = RateLimit::new(3, Duration::from_secs(1));
+        // 200 requests a second apart cycle the ring's head many times round.
+        for i in 0..200 {
+            let decision = window.admit(limit, T0 + Duration::from_secs(i));
+            assert!(
+                decision.allowed && decision.remaining == 2,
+                "{i}: {decision:?}"
+            );
+        }
+        let at = T0 + Duration::from_secs(300);
+        for remaining in [2, 1, 0] {
+            assert_eq!(window.admit(limit, at).remaining, remaining);
+        }
+        assert!(!window.admit(limit, at).allowed);
     }
 
     #[test]
