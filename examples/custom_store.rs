@@ -19,8 +19,8 @@ use std::{
 
 use axum::{body::Body, http::Request, routing::get, Router};
 use nouvel_auth::{
-    store::StoredKey, Account, AccountId, BackendError, KeyDigest, KeyId, KeyManager, KeyRecord,
-    KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan, UsageReport,
+    manage::Account, store::UsageReport, AccountId, BackendError, KeyDigest, KeyId, KeyManager,
+    KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan, StoredKey,
 };
 use time::OffsetDateTime;
 use tower::ServiceExt;

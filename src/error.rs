@@ -3,7 +3,7 @@
 use std::{future::Future, task::Poll, time::Duration};
 
 /// A boxed error from a backend (database, Redis, …).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A key store or rate limiter could not answer. The layer answers 503
 /// `auth_unavailable` (fail closed) and logs the cause; the cause never reaches the client.

@@ -56,8 +56,8 @@
 //! Every refusal is a [`Rejection`], rendered by [`reject`] as `application/problem+json`.
 
 #[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
-mod auth;
 mod clock;
 mod credentials;
 mod error;
@@ -65,14 +65,16 @@ mod expiration;
 mod extract;
 mod key;
 pub mod limit;
-mod manage;
+pub mod manage;
+pub mod middleware;
 pub mod nouvel;
 mod permission;
 mod plan;
-pub mod reject;
-pub mod routes;
+mod reject;
+mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod usage;
 mod vocabulary;
@@ -82,26 +84,32 @@ mod vocabulary;
 /// would cost more than the rest of a lookup.
 type ConcurrentMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 
-pub use auth::{
-    NouvelAuth, NouvelAuthLayer, ResponseBody, ResponseFuture, EXPIRY_WARNING, KEY_EXPIRES_HEADER,
-};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{BackendError, BoxError};
+pub use error::BackendError;
 pub use expiration::{Expiration, ExpirationError};
 pub use extract::AuthenticatedKey;
-#[cfg(feature = "axum")]
-pub use extract::KeyRejection;
 pub use key::{
     AccountId, ApiKey, InvalidPrefix, KeyDigest, KeyFormatError, KeyHasher, KeyId, KeyPrefix,
 };
-pub use limit::{Decision, MemoryRateLimiter, RateLimit, RateLimiter, RATE_LIMIT_HEADERS};
-pub use manage::{
-    Account, FieldError, KeyInfo, KeyManager, KeySpec, KeyStatus, ManageError, NewKey,
+pub use limit::{
+    memory::MemoryRateLimiter,
+    rule::{Decision, RateLimit, RateLimiter},
 };
-pub use permission::{Permission, PermissionSet, Permissions, UnknownPermission};
+pub use manage::manager::{KeyManager, KeySpec, ManageError};
+pub use middleware::layer::NouvelAuthLayer;
+pub use permission::{Permission, PermissionIter, PermissionSet, Permissions, UnknownPermission};
 pub use plan::{Plan, Plans, UnknownPlan};
 pub use reject::{Rejection, Responder};
-pub use routes::RouteTable;
-pub use store::{KeyRecord, KeyStorage, KeyStore, MemoryKeyStore};
-pub use usage::{RejectionCounts, Usage, UsageReport};
+pub use routes::{Access, RouteError, RouteTable};
+pub use store::{
+    memory::MemoryKeyStore,
+    traits::{KeyRecord, KeyStorage, KeyStore, StoredKey},
+};
+/// The `time` crate, whose [`OffsetDateTime`](time::OffsetDateTime) is every instant in
+/// this crate's signatures (expirations, the clock, `now` in lookups).
+pub use time;
 pub use vocabulary::Vocabulary;
+
+// Short paths for the crate's own code; each item's public path is its module's.
+pub(crate) use manage::{Account, FieldError, KeyInfo, KeyStatus, NewKey};
+pub(crate) use usage::{RejectionCounts, Usage, UsageReport};

@@ -294,16 +294,16 @@ impl Permissions {
     }
 
     /// The permissions in the set, in the set's order.
-    pub fn iter(self) -> Iter {
-        Iter(self)
+    pub fn iter(self) -> PermissionIter {
+        PermissionIter(self)
     }
 }
 
 /// The permissions of a [`Permissions`], in their set's order.
 #[derive(Debug, Clone)]
-pub struct Iter(Permissions);
+pub struct PermissionIter(Permissions);
 
-impl Iterator for Iter {
+impl Iterator for PermissionIter {
     type Item = Permission;
 
     fn next(&mut self) -> Option<Permission> {
@@ -339,9 +339,9 @@ impl FromIterator<Permission> for Permissions {
 
 impl IntoIterator for Permissions {
     type Item = Permission;
-    type IntoIter = Iter;
+    type IntoIter = PermissionIter;
 
-    fn into_iter(self) -> Iter {
+    fn into_iter(self) -> PermissionIter {
         self.iter()
     }
 }

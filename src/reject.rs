@@ -24,10 +24,10 @@ use http::{header, Extensions, HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::{
-    limit::{header_value, number, Decision},
+    limit::{header_value, number},
     plan::or_list,
     usage::Outcome,
-    ConcurrentMap, KeyFormatError, Permission, Plan, RateLimit, Vocabulary,
+    ConcurrentMap, Decision, KeyFormatError, Permission, Plan, RateLimit, Vocabulary,
 };
 
 /// Why the layer refused a request. Found in the response's extensions.

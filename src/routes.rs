@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use http::Method;
-//! use nouvel_auth::{nouvel, RouteTable, routes::Access};
+//! use nouvel_auth::{nouvel, RouteTable, Access};
 //!
 //! let table = RouteTable::nouvel();
 //! assert_eq!(

@@ -13,9 +13,11 @@ use std::{
 
 use common::T0;
 use nouvel_auth::{
+    manage::NewKey,
+    store::UsageReport,
     store::{CachedKeyStore, Invalidation},
     AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore,
-    ManualClock, MemoryKeyStore, NewKey, UsageReport,
+    ManualClock, MemoryKeyStore,
 };
 use std::task::Poll;
 use time::OffsetDateTime;

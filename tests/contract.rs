@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
-    BackendError, Decision, Expiration, KeyDigest, KeyId, KeyManager, KeyRecord, KeySpec, KeyStore,
-    MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permissions, RateLimit, RateLimiter,
-    RouteTable, UsageReport,
+    store::UsageReport, BackendError, Decision, Expiration, KeyDigest, KeyId, KeyManager,
+    KeyRecord, KeySpec, KeyStore, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permissions,
+    RateLimit, RateLimiter, RouteTable,
 };
 
 const INVALID_TOKEN: &str =

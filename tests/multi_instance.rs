@@ -13,8 +13,9 @@ use axum::Router;
 use common::{servers, T0};
 use nouvel_auth::{
     limit::RedisRateLimiter,
+    manage::NewKey,
     store::{CachedKeyStore, PostgresKeyStore},
-    KeyManager, KeySpec, ManualClock, NewKey, NouvelAuthLayer,
+    KeyManager, KeySpec, ManualClock, NouvelAuthLayer,
 };
 
 struct Instance {

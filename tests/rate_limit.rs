@@ -37,6 +37,16 @@ proptest! {
     ) {
         check_exactness(RateLimit::new(n, Duration::from_millis(w)), &arrivals)?;
     }
+
+    /// Limits around the 64 admissions a window holds in place, where it moves to the heap.
+    #[test]
+    fn the_window_is_exact_past_its_inline_capacity(
+        n in 40u32..140,
+        w in 100u64..2_000,
+        arrivals in common::exactness::arrivals(600, 400),
+    ) {
+        check_exactness(RateLimit::new(n, Duration::from_millis(w)), &arrivals)?;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use nouvel_auth::{NouvelAuth, NouvelAuthLayer, RateLimit};
+use nouvel_auth::{middleware::NouvelAuth, NouvelAuthLayer, RateLimit};
 use tower::{service_fn, Layer, ServiceExt};
 
 fn assert_fits_axum<T: Clone + Send + Sync + 'static>(_: &T) {}

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use nouvel_auth::{
-    ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter, RateLimit, RateLimiter,
-    RouteTable, RATE_LIMIT_HEADERS,
+    limit::RATE_LIMIT_HEADERS, ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore,
+    MemoryRateLimiter, RateLimit, RateLimiter, RouteTable,
 };
 use time::OffsetDateTime;
 use tower::{Layer, Service};

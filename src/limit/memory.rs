@@ -7,8 +7,8 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::{Decision, RateLimit, RateLimiter};
 use crate::{BackendError, KeyId};
+use crate::{Decision, RateLimit, RateLimiter};
 
 /// The in-memory sliding-log limiter: the default, exact for one process.
 ///

@@ -10,8 +10,9 @@ use std::{
 use redis::{aio::ConnectionManager, Script};
 use time::OffsetDateTime;
 
-use super::{memory::unix_millis, Decision, MemoryWindow, RateLimit, RateLimiter};
+use super::{memory::unix_millis, MemoryWindow};
 use crate::{BackendError, KeyId};
+use crate::{Decision, RateLimit, RateLimiter};
 
 /// The sliding log as one atomic script: drop what left the window, count, admit if under
 /// the limit, and report the oldest admitted request. One sorted set per API key, its

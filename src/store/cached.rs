@@ -12,10 +12,11 @@ use std::{
 use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
-use super::{Invalidation, KeyRecord, KeyStorage, KeyStore, StoredKey};
+use super::Invalidation;
 use crate::{
     error::within, Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, Plan, UsageReport,
 };
+use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
 /// Caches lookups of any [`KeyStore`] (feature `cache`, crate `quick_cache`).
 ///

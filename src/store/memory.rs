@@ -2,11 +2,11 @@ use std::{fmt, sync::Arc, task::Poll};
 
 use time::OffsetDateTime;
 
-use super::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 use crate::{
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId, Plan,
     UsageReport,
 };
+use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
 /// The embedded key store: accounts and keys in memory (DashMap), for one process.
 ///

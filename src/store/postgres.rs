@@ -8,11 +8,12 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::{Invalidation, KeyRecord, KeyStorage, KeyStore, StoredKey};
+use super::Invalidation;
 use crate::{
     Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Permissions, Plan, RateLimit, RejectionCounts, Usage, UsageReport,
 };
+use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
 /// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyStorage`].
 ///

@@ -16,8 +16,8 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use nouvel_auth::{
-    AccountId, AuthenticatedKey, Expiration, KeyManager, KeySpec, ManualClock, MemoryKeyStore,
-    NewKey, NouvelAuthLayer, Permission,
+    manage::NewKey, AccountId, AuthenticatedKey, Expiration, KeyManager, KeySpec, ManualClock,
+    MemoryKeyStore, NouvelAuthLayer, Permission,
 };
 use serde_json::{json, Value};
 use time::{macros::datetime, OffsetDateTime};

@@ -1,10 +1,13 @@
-//! The middleware: [`NouvelAuthLayer`], [`NouvelAuth`], [`ResponseFuture`], [`ResponseBody`],
-//! and the request's path through the checks ([`Checks::begin`], continued by
-//! [`Checks::resume`] when the store or the limiter must be waited for).
+//! The middleware's types besides [`NouvelAuthLayer`](crate::NouvelAuthLayer): the service
+//! it makes, [`NouvelAuth`], its [`ResponseFuture`] and [`ResponseBody`], and the headers
+//! it adds.
+//!
+//! Inside, the request's path through the checks is `Checks::begin`, continued by
+//! `Checks::resume` when the store or the limiter must be waited for.
 
 mod body;
 mod future;
-mod layer;
+pub(crate) mod layer;
 mod service;
 mod slots;
 
@@ -16,20 +19,22 @@ use std::{sync::Arc, task::Poll, time::Duration};
 use http::{header::AUTHORIZATION, HeaderName, HeaderValue, Request};
 use time::OffsetDateTime;
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::extract::KeyRejection;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
-pub use layer::NouvelAuthLayer;
 pub use service::NouvelAuth;
 
 use crate::{
     clock::SharedClock,
     credentials::presented_key,
     error::within,
-    limit::Decision,
     reject::Problems,
     routes::{client_path, Access},
     usage::Outcome,
-    BackendError, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection, RouteTable,
+    BackendError, Decision, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection,
+    RouteTable,
 };
 
 /// The header on successful responses whose key expires within [`EXPIRY_WARNING`]:

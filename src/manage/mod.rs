@@ -1,0 +1,139 @@
+//! Key management, as "Settings → API Keys" describes it: accounts with a plan; keys
+//! created with a name, permissions and an expiration, listed, rotated and deleted. The
+//! [`KeyManager`](crate::KeyManager) is at the crate root; here are what it answers.
+//!
+//! [`KeyManager`](crate::KeyManager) holds every rule of management, once, over any
+//! [`KeyStorage`](crate::store::KeyStorage): what a name may be, which expirations are
+//! valid, which plans may have keys, what a rotation makes, and the order errors are
+//! checked in (unknown ids, then input, then plan). Storage only keeps what it is given,
+//! so every store refuses the same input the same way.
+//!
+//! ```
+//! use nouvel_auth::{nouvel, KeyManager, KeySpec, MemoryKeyStore};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let keys = KeyManager::new(MemoryKeyStore::new());
+//! let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+//! let spec = KeySpec::new("Production Server", [nouvel::GENERATE, nouvel::PROJECTS_READ]);
+//! let created = keys.create_key(&account.id, spec).await.unwrap();
+//! // The plaintext is shown once, here.
+//! assert!(created.key.expose_secret().starts_with("nvl_"));
+//!
+//! let listed = keys.keys(&account.id).await.unwrap();
+//! assert_eq!(listed[0].name, "Production Server");
+//! assert_eq!(listed[0].prefix, created.key.display_prefix());
+//! # });
+//! ```
+
+pub(crate) mod manager;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+pub use crate::usage::{RejectionCounts, Usage};
+use crate::{AccountId, ApiKey, KeyId, Permissions, Plan, StoredKey};
+
+/// An account: it owns keys and has a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Its id.
+    pub id: AccountId,
+    /// Its name.
+    pub name: String,
+    /// Its plan.
+    pub plan: Plan,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Whether a listed key still works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// It works.
+    Active,
+    /// Past its expiration.
+    Expired,
+}
+
+/// A key as its owner sees it: never the secret, never the digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// Its id.
+    pub id: KeyId,
+    /// Its name.
+    pub name: String,
+    /// The key prefix and the next four characters (`nvl_AbCd`), to tell keys apart.
+    pub prefix: String,
+    /// What it may do.
+    pub permissions: Permissions,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The last request that reached the service with it (at most one flush interval stale).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it stops working; `None` for never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Active or expired, now.
+    pub status: KeyStatus,
+    /// Its requests, by outcome.
+    pub usage: Usage,
+}
+
+impl KeyInfo {
+    /// The key as its owner sees it at `now`.
+    fn new(key: StoredKey, now: OffsetDateTime) -> Self {
+        let status = match key.expires_at {
+            Some(at) if at <= now => KeyStatus::Expired,
+            _ => KeyStatus::Active,
+        };
+        Self {
+            id: key.id,
+            name: key.name,
+            prefix: key.prefix,
+            permissions: key.permissions,
+            created_at: key.created_at,
+            last_used_at: key.last_used_at,
+            expires_at: key.expires_at,
+            status,
+            usage: key.usage,
+        }
+    }
+}
+
+/// A freshly made key: the only time its plaintext is shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewKey {
+    /// The key as it will be listed.
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// The plaintext. Give it to the owner once; it cannot be shown again.
+    #[serde(serialize_with = "serialize_secret")]
+    pub key: ApiKey,
+}
+
+fn serialize_secret<S: serde::Serializer>(key: &ApiKey, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(key.expose_secret())
+}
+
+/// One field of a request that cannot be accepted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's name in the admin API.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

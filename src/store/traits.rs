@@ -1,0 +1,367 @@
+//! What a store is: [`KeyStore`] (the layer's lookups), [`KeyStorage`] (the manager's
+//! writes), the [`KeyRecord`] a lookup answers and the [`StoredKey`] storage keeps.
+
+use std::{fmt, future::Future, sync::Arc, task::Poll};
+
+use time::OffsetDateTime;
+
+use crate::{
+    middleware::SlotCell, Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyId,
+    Permissions, Plan, RateLimit, Usage, UsageReport,
+};
+
+/// What the layer needs to know about a live key. Handlers get it as an
+/// [`AuthenticatedKey`](crate::AuthenticatedKey) once the layer has admitted the request.
+#[non_exhaustive]
+pub struct KeyRecord {
+    /// The key's id.
+    pub id: KeyId,
+    /// The account that owns the key.
+    pub account_id: AccountId,
+    /// The key's name, as its owner gave it.
+    pub name: std::sync::Arc<str>,
+    /// The account's plan, now.
+    pub plan: Plan,
+    /// What the key may do.
+    pub permissions: Permissions,
+    /// When the key stops working; `None` for never.
+    pub expires_at: Option<OffsetDateTime>,
+    /// A limit for this key instead of the layer's default.
+    pub rate_limit: Option<RateLimit>,
+    /// The layer's state for this key (window, pending usage), once it has seen the record.
+    pub(crate) slot: SlotCell,
+}
+
+/// A copy of the record's fields; the copy is a new record, with no layer state yet.
+impl Clone for KeyRecord {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            name: self.name.clone(),
+            plan: self.plan.clone(),
+            permissions: self.permissions,
+            expires_at: self.expires_at,
+            rate_limit: self.rate_limit,
+            slot: SlotCell::new(),
+        }
+    }
+}
+
+impl PartialEq for KeyRecord {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.id,
+            &self.account_id,
+            &self.name,
+            &self.plan,
+            self.permissions,
+            self.expires_at,
+            self.rate_limit,
+        ) == (
+            &other.id,
+            &other.account_id,
+            &other.name,
+            &other.plan,
+            other.permissions,
+            other.expires_at,
+            other.rate_limit,
+        )
+    }
+}
+
+impl Eq for KeyRecord {}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("plan", &self.plan)
+            .field("permissions", &self.permissions)
+            .field("expires_at", &self.expires_at)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+impl KeyRecord {
+    /// A record that never expires and uses the layer's default limit.
+    pub fn new(
+        id: impl Into<KeyId>,
+        account_id: impl Into<AccountId>,
+        name: impl Into<std::sync::Arc<str>>,
+        plan: Plan,
+        permissions: Permissions,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            account_id: account_id.into(),
+            name: name.into(),
+            plan,
+            permissions,
+            expires_at: None,
+            rate_limit: None,
+            slot: SlotCell::new(),
+        }
+    }
+
+    /// Sets when the key expires.
+    #[must_use]
+    pub fn expires_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.expires_at = at;
+        self
+    }
+
+    /// Overrides the layer's default limit for this key.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Whether the key has expired at `now` (an expiration instant is already expired).
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// The read path of a key store: what the layer needs. Look a digest up, take usage reports.
+///
+/// Implement it to back keys with your own database; implement [`KeyStorage`] too for the
+/// keys to be managed there. Return only live keys from [`lookup`](Self::lookup): unknown,
+/// deleted and revoked keys are all `Ok(None)`, so they get one and the same 401. Expiry is
+/// checked by the layer, so an expired key may be returned (and gets 401
+/// `expired_api_key`). Return `Err` when the backend fails; the layer answers 503, never
+/// 401, so an outage never looks like a bad key.
+///
+/// ```
+/// use std::sync::Arc;
+/// use nouvel_auth::{BackendError, KeyDigest, KeyRecord, KeyStore, store::{UsageReport}};
+/// use time::OffsetDateTime;
+///
+/// struct NoKeys;
+///
+/// impl KeyStore for NoKeys {
+///     async fn lookup(
+///         &self,
+///         _digest: &KeyDigest,
+///         _now: OffsetDateTime,
+///     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
+///         Ok(None)
+///     }
+///
+///     async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait KeyStore: Send + Sync + 'static {
+    /// The digest under which this store keeps `key`. Plain SHA-256 unless the store
+    /// uses a pepper ([`KeyHasher`](crate::KeyHasher)).
+    fn digest(&self, key: &ApiKey) -> KeyDigest {
+        key.digest()
+    }
+
+    /// The live key with this digest, if any. The record is shared (an `Arc`), so the
+    /// layer hands it to the handler without copying it.
+    ///
+    /// `now` is the instant the layer judges the request at, read once from its clock: a
+    /// store that caches judges freshness by it instead of reading a clock of its own.
+    fn lookup(
+        &self,
+        digest: &KeyDigest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, BackendError>> + Send;
+
+    /// What [`lookup`](Self::lookup) would answer, if the store knows it without waiting
+    /// (a store in memory, a warm cache); `Pending` (the default) sends the layer to
+    /// `lookup`.
+    ///
+    /// The layer asks this first, in its `call`: an answer here lets it check the request
+    /// and call the inner service at once, with no allocation. It must have no side effects
+    /// the layer could repeat, since `Pending` is followed by `lookup`.
+    ///
+    /// ```
+    /// use std::{collections::HashMap, sync::Arc, task::Poll};
+    /// use nouvel_auth::{ApiKey, BackendError, KeyDigest, KeyRecord, KeyStore, store::{UsageReport}};
+    /// use time::OffsetDateTime;
+    ///
+    /// /// Keys loaded at start-up: every answer is at hand.
+    /// struct Preloaded(HashMap<KeyDigest, Arc<KeyRecord>>);
+    ///
+    /// impl KeyStore for Preloaded {
+    ///     async fn lookup(
+    ///         &self,
+    ///         digest: &KeyDigest,
+    ///         _now: OffsetDateTime,
+    ///     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
+    ///         Ok(self.0.get(digest).cloned())
+    ///     }
+    ///
+    ///     fn lookup_now(&self, digest: &KeyDigest, _now: OffsetDateTime) -> Poll<Option<Arc<KeyRecord>>> {
+    ///         Poll::Ready(self.0.get(digest).cloned())
+    ///     }
+    ///
+    ///     async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let store = Preloaded(HashMap::new());
+    /// let unknown = ApiKey::generate().digest();
+    /// assert_eq!(store.lookup_now(&unknown, OffsetDateTime::now_utc()), Poll::Ready(None));
+    /// ```
+    fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Poll<Option<Arc<KeyRecord>>> {
+        let _ = (digest, now);
+        Poll::Pending
+    }
+
+    /// Adds a batch of usage (admitted and rejected requests, last-used times) to the
+    /// keys' totals. The layer calls it once per flush interval, not once per request.
+    fn record_usage(
+        &self,
+        reports: &[UsageReport],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// A shared store: several layers (or a manager) can hold one.
+impl<K: KeyStore> KeyStore for Arc<K> {
+    fn digest(&self, key: &ApiKey) -> KeyDigest {
+        (**self).digest(key)
+    }
+
+    fn lookup(
+        &self,
+        digest: &KeyDigest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, BackendError>> + Send {
+        (**self).lookup(digest, now)
+    }
+
+    fn lookup_now(&self, digest: &KeyDigest, now: OffsetDateTime) -> Poll<Option<Arc<KeyRecord>>> {
+        (**self).lookup_now(digest, now)
+    }
+
+    fn record_usage(
+        &self,
+        reports: &[UsageReport],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        (**self).record_usage(reports)
+    }
+}
+
+/// A key as storage keeps it: everything but the secret. The [`KeyManager`](crate::KeyManager)
+/// makes it, validated; storage writes it and reads it back as it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Its id.
+    pub id: KeyId,
+    /// The account that owns it.
+    pub account_id: AccountId,
+    /// Its name, trimmed.
+    pub name: String,
+    /// The key's first characters, to tell keys apart (`nvl_AbCd`).
+    pub prefix: String,
+    /// The digest a lookup finds it by ([`KeyStore::digest`] of the key).
+    pub digest: KeyDigest,
+    /// What it may do.
+    pub permissions: Permissions,
+    /// The expiration option it was made with; a rotation makes its replacement with it again.
+    pub expiration: Expiration,
+    /// A limit for this key instead of the layer's default.
+    pub rate_limit: Option<RateLimit>,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+    /// When it stops working; `None` for never. A rotation brings it forward.
+    pub expires_at: Option<OffsetDateTime>,
+    /// The last admitted request, as usage reports tell.
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Its requests, as usage reports tell.
+    pub usage: Usage,
+}
+
+impl StoredKey {
+    /// The record a lookup answers for this key, its account being on `plan`.
+    pub fn record(&self, plan: Plan) -> KeyRecord {
+        KeyRecord::new(
+            self.id.clone(),
+            self.account_id.clone(),
+            self.name.as_str(),
+            plan,
+            self.permissions,
+        )
+        .expires_at(self.expires_at)
+        .rate_limit(self.rate_limit)
+    }
+}
+
+/// The write side of a store: accounts and keys, read and written as given.
+///
+/// Storage validates nothing and decides nothing: the [`KeyManager`](crate::KeyManager)
+/// checks names, permissions, expirations, plans and rotation rules before it calls any
+/// of these, so every store behaves alike. Storage only has to keep what it is given,
+/// answer lookups from it ([`KeyStore`]), and make each call atomic: a call that fails
+/// leaves nothing half-written.
+///
+/// `None` and `false` answers mean "no such account", or "no such live key in that
+/// account" (deleted keys are gone for every method). An id that storage never made,
+/// whatever its bytes, is such an answer, never an error. `Err` is for a backend that failed.
+///
+/// Run [`testing::conformance`](crate::testing::conformance) (feature `testing`) on a
+/// store of your own to check that it keeps this contract.
+pub trait KeyStorage: KeyStore {
+    /// Writes a new account.
+    fn insert_account(
+        &self,
+        account: &Account,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Reads an account.
+    fn account(
+        &self,
+        id: &AccountId,
+    ) -> impl Future<Output = Result<Option<Account>, BackendError>> + Send;
+
+    /// Changes an account's plan; lookups of its keys answer the new plan from now on.
+    fn set_plan(
+        &self,
+        id: &AccountId,
+        plan: Plan,
+    ) -> impl Future<Output = Result<Option<Account>, BackendError>> + Send;
+
+    /// Writes a new key of an existing account.
+    fn insert_key(&self, key: &StoredKey) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// The account's live keys, in any order (the manager lists them newest first).
+    fn keys(
+        &self,
+        account: &AccountId,
+    ) -> impl Future<Output = Result<Vec<StoredKey>, BackendError>> + Send;
+
+    /// One live key of the account.
+    fn key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> impl Future<Output = Result<Option<StoredKey>, BackendError>> + Send;
+
+    /// Deletes a live key of the account: lookups stop finding it at once. `false` if
+    /// there was none.
+    fn delete_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// In one atomic step: writes `replacement` (a key of the same account) and brings the
+    /// expiration of the live key `old` forward to `old_expires_at` (never back: the
+    /// earlier of the two stays). `false`, and nothing written, if `old` is not live.
+    fn replace_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: OffsetDateTime,
+        replacement: &StoredKey,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+}
