@@ -32,7 +32,7 @@ fn bench_service<S>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
     name: &str,
-    service: S,
+    service: &S,
     bearer: &str,
 ) where
     S: Service<Request<Body>> + Clone,
@@ -52,14 +52,14 @@ fn requests(c: &mut Criterion) {
     let fixture = fixture(&rt);
     let _guard = rt.enter();
 
-    bench_service(c, &rt, "request/bare", inner(), &fixture.bearer);
+    bench_service(c, &rt, "request/bare", &inner(), &fixture.bearer);
 
     let layer = NouvelAuthLayer::new(fixture.store.clone());
     bench_service(
         c,
         &rt,
         "request/nouvel_auth",
-        layer.layer(inner()),
+        &layer.layer(inner()),
         &fixture.bearer,
     );
 
@@ -67,7 +67,7 @@ fn requests(c: &mut Criterion) {
         c,
         &rt,
         "request/tower_governor",
-        governor(inner()),
+        &governor(inner()),
         &fixture.bearer,
     );
 
@@ -78,7 +78,7 @@ fn requests(c: &mut Criterion) {
         c,
         &rt,
         "request/tower_http_bearer",
-        validate.layer(inner()),
+        &validate.layer(inner()),
         &format!("Bearer {static_token}"),
     );
 
@@ -87,7 +87,7 @@ fn requests(c: &mut Criterion) {
         c,
         &rt,
         "reject/malformed_401",
-        layer.layer(inner()),
+        &layer.layer(inner()),
         MALFORMED,
     );
     // The peers' cheapest refusal, for scale: tower-http's 401 for a wrong token (empty
@@ -96,7 +96,7 @@ fn requests(c: &mut Criterion) {
         c,
         &rt,
         "reject/tower_http_bearer_401",
-        validate.layer(inner()),
+        &validate.layer(inner()),
         MALFORMED,
     );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
@@ -120,7 +120,7 @@ fn requests(c: &mut Criterion) {
         c,
         &rt,
         "reject/rate_limited_429",
-        limited_service,
+        &limited_service,
         &limited_bearer,
     );
 }
@@ -212,7 +212,7 @@ fn contention(c: &mut Criterion) {
         let _guard = rt.enter();
         NouvelAuthLayer::new(fixture.store.clone()).layer(inner())
     };
-    let one = vec![fixture.bearer.clone()];
+    let one = vec![fixture.bearer];
     for (name, bearers) in [
         ("contention/two_threads_one_key", &one),
         ("contention/two_threads_many_keys", &many),

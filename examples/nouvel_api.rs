@@ -62,23 +62,20 @@ async fn main() -> Result<(), Error> {
         Some(url) => Some(RedisRateLimiter::connect(&url).await?),
         None => None,
     };
-    match env("DATABASE_URL") {
-        Some(url) => {
-            let schema = env("NOUVEL_SCHEMA").unwrap_or_else(|| "nouvel".to_owned());
-            let postgres = PostgresKeyStore::connect(&url, &schema).await?;
-            postgres.migrate().await?;
-            let store = CachedKeyStore::new(postgres.clone());
-            let cache = store.clone();
-            postgres
-                .listen(move |change| cache.invalidate(&change))
-                .await?;
-            println!("Keys: PostgreSQL (schema {schema}), cached");
-            with_limiter(store, redis).await
-        }
-        None => {
-            println!("Keys: in memory");
-            with_limiter(MemoryKeyStore::new(), redis).await
-        }
+    if let Some(url) = env("DATABASE_URL") {
+        let schema = env("NOUVEL_SCHEMA").unwrap_or_else(|| "nouvel".to_owned());
+        let postgres = PostgresKeyStore::connect(&url, &schema).await?;
+        postgres.migrate().await?;
+        let store = CachedKeyStore::new(postgres.clone());
+        let cache = store.clone();
+        postgres
+            .listen(move |change| cache.invalidate(&change))
+            .await?;
+        println!("Keys: PostgreSQL (schema {schema}), cached");
+        with_limiter(store, redis).await
+    } else {
+        println!("Keys: in memory");
+        with_limiter(MemoryKeyStore::new(), redis).await
     }
 }
 
@@ -86,15 +83,12 @@ async fn with_limiter<K>(store: K, redis: Option<RedisRateLimiter>) -> Result<()
 where
     K: KeyStorage + Clone,
 {
-    match redis {
-        Some(limiter) => {
-            println!("Rate limit: Redis, shared by every instance");
-            serve(store, limiter).await
-        }
-        None => {
-            println!("Rate limit: in memory, this instance alone");
-            serve(store, MemoryRateLimiter::new()).await
-        }
+    if let Some(limiter) = redis {
+        println!("Rate limit: Redis, shared by every instance");
+        serve(store, limiter).await
+    } else {
+        println!("Rate limit: in memory, this instance alone");
+        serve(store, MemoryRateLimiter::new()).await
     }
 }
 

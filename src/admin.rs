@@ -44,9 +44,10 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     credentials::bearer_token,
+    manage::{FieldError, KeyInfo},
     reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
-    AccountId, Expiration, FieldError, KeyId, KeyInfo, KeyManager, KeySpec, KeyStorage,
-    ManageError, PermissionSet, Permissions, Plan,
+    AccountId, Expiration, KeyId, KeyManager, KeySpec, KeyStorage, ManageError, PermissionSet,
+    Permissions, Plan,
 };
 
 /// The admin API's bearer token: a secret, compared in constant time.
@@ -55,6 +56,7 @@ pub struct AdminToken([u8; 32]);
 
 impl AdminToken {
     /// A token from a configured secret (for example `NOUVEL_ADMIN_TOKEN`).
+    #[must_use]
     pub fn new(secret: &str) -> Self {
         Self(Sha256::digest(secret.as_bytes()).into())
     }

@@ -50,6 +50,7 @@ pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
     /// A clock that reads `start` until moved (kept to the microsecond).
+    #[must_use]
     pub fn new(start: OffsetDateTime) -> Self {
         Self(Arc::new(AtomicI64::new(micros(start))))
     }

@@ -44,6 +44,7 @@ impl AuthenticatedKey {
     }
 
     /// The shared record.
+    #[must_use]
     pub fn record(&self) -> &Arc<KeyRecord> {
         &self.0
     }

@@ -87,6 +87,7 @@ impl KeyPrefix {
     }
 
     /// The prefix as text.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).expect("ASCII by construction")
     }
@@ -96,6 +97,7 @@ impl KeyPrefix {
     }
 
     /// How long each key with this prefix is.
+    #[must_use]
     pub fn key_len(&self) -> usize {
         usize::from(self.len) + RANDOM_LEN + CHECKSUM_LEN
     }
@@ -106,6 +108,7 @@ impl KeyPrefix {
     ///
     /// Panics only if the operating system cannot provide randomness, in which
     /// case no key could be made safely.
+    #[must_use]
     pub fn generate(&self) -> ApiKey {
         let prefix = usize::from(self.len);
         let mut key = ApiKey {
@@ -208,6 +211,7 @@ pub enum KeyFormatError {
 
 impl ApiKey {
     /// Makes a new key with Nouvel's prefix; see [`KeyPrefix::generate`].
+    #[must_use]
     pub fn generate() -> Self {
         KeyPrefix::NOUVEL.generate()
     }
@@ -222,17 +226,20 @@ impl ApiKey {
     }
 
     /// The plaintext. Show it to the key's owner once, at creation; never log it.
+    #[must_use]
     pub fn expose_secret(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).expect("keys are ASCII by construction")
     }
 
     /// The prefix and the next four characters (`nvl_AbCd`): enough for a person to tell
     /// keys apart, far too little to guess one.
+    #[must_use]
     pub fn display_prefix(&self) -> &str {
         &self.expose_secret()[..usize::from(self.prefix) + 4]
     }
 
     /// The SHA-256 digest of the key, as stores keep it (see [`KeyHasher`] for a peppered one).
+    #[must_use]
     pub fn digest(&self) -> KeyDigest {
         KeyHasher::Sha256.digest(self)
     }
@@ -302,11 +309,13 @@ pub struct KeyDigest([u8; 32]);
 
 impl KeyDigest {
     /// Wraps 32 digest bytes read back from a store.
+    #[must_use]
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
     /// The digest's bytes, to write into a store.
+    #[must_use]
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -367,11 +376,13 @@ pub enum KeyHasher {
 
 impl KeyHasher {
     /// An HMAC-SHA-256 hasher keyed with `pepper`.
+    #[must_use]
     pub fn hmac_sha256(pepper: &[u8]) -> Self {
         Self::HmacSha256(Hmac::new_from_slice(pepper).expect("HMAC accepts keys of any length"))
     }
 
     /// The digest of `key`.
+    #[must_use]
     pub fn digest(&self, key: &ApiKey) -> KeyDigest {
         match self {
             Self::Sha256 => KeyDigest(Sha256::digest(key.as_bytes()).into()),

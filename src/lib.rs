@@ -43,17 +43,29 @@
 //!
 //! # The request's path
 //!
-//! Each step has its own module, so the answer to "why did I get 403" is in one place:
+//! Each step has one place, so the answer to "why did I get 403" is in one module:
 //!
-//! 1. [`routes`]: which permission the route needs (public paths stop here, unchecked);
-//! 2. `credentials`: the `Bearer` key, its format and checksum (401, no I/O);
-//! 3. [`store`]: digest, lookup (401 unknown, 503 outage), expiry (401 expired);
-//! 4. [`plan`]: the account's plan (402);
-//! 5. [`routes`]: [`Access::authorize`](routes::Access::authorize) (403);
-//! 6. [`limit`]: the rate limit (429);
-//! 7. the inner service, with the [`KeyRecord`] in the request's extensions.
+//! 1. route: [`RouteTable`] says what the path needs ([`Access`]); public paths stop here;
+//! 2. credentials: the `Bearer` key, its prefix, format and checksum (401, no I/O);
+//! 3. lookup: the [`KeyStore`] finds the digest (401 unknown, 503 outage), then expiry
+//!    (401 expired);
+//! 4. plan: the [`Vocabulary`]'s [`Plans`] (402);
+//! 5. permission: the route's [`Permission`] against the key's (403);
+//! 6. limit: the [`RateLimiter`] (429);
+//! 7. the inner service, with the key as an [`AuthenticatedKey`].
 //!
-//! Every refusal is a [`Rejection`], rendered by [`reject`] as `application/problem+json`.
+//! Every refusal is a [`Rejection`], answered as `application/problem+json` unless a
+//! [`Responder`] answers otherwise. Management (accounts, keys, rotation) is the
+//! [`KeyManager`]'s, over any [`KeyStorage`].
+//!
+//! # Features
+//!
+//! `axum` (default): the extractor, and route matching under `nest`. `admin`: the operator's
+//! HTTP API ([`admin`]). `cache`, `postgres`: [`store::CachedKeyStore`] and
+//! [`store::PostgresKeyStore`]. `redis`: [`limit::RedisRateLimiter`]. `testing`: the
+//! conformance kit for stores ([`testing`]).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
@@ -111,5 +123,5 @@ pub use time;
 pub use vocabulary::Vocabulary;
 
 // Short paths for the crate's own code; each item's public path is its module's.
-pub(crate) use manage::{Account, FieldError, KeyInfo, KeyStatus, NewKey};
-pub(crate) use usage::{RejectionCounts, Usage, UsageReport};
+pub(crate) use manage::Account;
+pub(crate) use usage::{Usage, UsageReport};

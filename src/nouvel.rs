@@ -41,6 +41,7 @@ pub const SCALE: Plan = Plan::from_static("scale");
 pub const BUSINESS: Plan = Plan::from_static("business");
 
 /// The four plans, API keys on Scale and Business.
+#[must_use]
 pub fn plans() -> Plans {
     Plans::new([STARTER, GROWTH, SCALE, BUSINESS]).api_keys_on([SCALE, BUSINESS])
 }

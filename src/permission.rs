@@ -43,6 +43,7 @@ impl PermissionSet {
     ///
     /// If there are more than 64 names, a name is empty, longer than 64 characters or holds
     /// another character, or two names are alike: at compile time when used in a `const`.
+    #[must_use]
     pub const fn new(names: &'static [&'static str]) -> Self {
         assert!(names.len() <= MAX_PERMISSIONS, "at most 64 permissions");
         let mut i = 0;
@@ -114,6 +115,7 @@ impl PermissionSet {
     /// # Panics
     ///
     /// If the set has no such name: at compile time when used in a `const`.
+    #[must_use]
     pub const fn permission(&'static self, name: &str) -> Permission {
         let mut i = 0;
         while i < self.names.len() {
@@ -149,11 +151,13 @@ impl PermissionSet {
     }
 
     /// Every permission of the set, as a [`Permissions`].
+    #[must_use]
     pub fn all(&'static self) -> Permissions {
         self.iter().collect()
     }
 
     /// The names, in the set's order.
+    #[must_use]
     pub fn names(&self) -> &'static [&'static str] {
         self.names
     }
@@ -190,11 +194,13 @@ pub struct Permission {
 
 impl Permission {
     /// The wire string (`generate`, `videos:read`, …).
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         self.set.names[usize::from(self.bit)]
     }
 
     /// The set it belongs to.
+    #[must_use]
     pub fn set(self) -> &'static PermissionSet {
         self.set
     }
@@ -262,6 +268,7 @@ impl Default for Permissions {
 
 impl Permissions {
     /// Whether the set holds `permission`.
+    #[must_use]
     pub fn contains(self, permission: Permission) -> bool {
         self.bits & permission.mask() != 0
     }
@@ -289,11 +296,13 @@ impl Permissions {
     }
 
     /// Whether the set is empty.
+    #[must_use]
     pub fn is_empty(self) -> bool {
         self.bits == 0
     }
 
     /// The permissions in the set, in the set's order.
+    #[must_use]
     pub fn iter(self) -> PermissionIter {
         PermissionIter(self)
     }

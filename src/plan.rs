@@ -35,6 +35,7 @@ enum Name {
 
 impl Plan {
     /// A plan named by a string constant.
+    #[must_use]
     pub const fn from_static(name: &'static str) -> Self {
         Self(Name::Static(name))
     }
@@ -45,6 +46,7 @@ impl Plan {
     }
 
     /// The name.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Name::Static(name) => name,
@@ -113,6 +115,7 @@ impl Plans {
     }
 
     /// Any plan name (1 to 64 characters), and no plan gate at all: no request gets 402.
+    #[must_use]
     pub fn any() -> Self {
         Self::new([])
     }
@@ -125,6 +128,7 @@ impl Plans {
     }
 
     /// Whether accounts on `plan` may use API keys.
+    #[must_use]
     pub fn allows_api_keys(&self, plan: &Plan) -> bool {
         self.with_api_keys
             .as_deref()
@@ -132,6 +136,7 @@ impl Plans {
     }
 
     /// The plans that may use API keys, as a 402 names them; `None` when every plan may.
+    #[must_use]
     pub fn with_api_keys(&self) -> Option<&[Plan]> {
         self.with_api_keys.as_deref()
     }

@@ -150,6 +150,7 @@ enum Extra<'a> {
 
 impl Rejection {
     /// The HTTP status.
+    #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingApiKey
@@ -165,6 +166,7 @@ impl Rejection {
     }
 
     /// The stable, machine-readable `code` of the body.
+    #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingApiKey => "missing_api_key",

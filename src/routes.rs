@@ -95,6 +95,7 @@ impl Default for RouteTable {
 
 impl RouteTable {
     /// An empty table that denies every route.
+    #[must_use]
     pub fn new() -> Self {
         Self {
             paths: matchit::Router::new(),
@@ -105,6 +106,7 @@ impl RouteTable {
     }
 
     /// The seven routes of the Nouvel API.
+    #[must_use]
     pub fn nouvel() -> Self {
         use crate::nouvel::*;
         [
@@ -159,20 +161,19 @@ impl RouteTable {
     }
 
     fn entry(&mut self, template: &str) -> Result<&mut PathEntry, RouteError> {
-        let index = match self.templates.iter().position(|t| t == template) {
-            Some(index) => index,
-            None => {
-                let index = self.entries.len();
-                self.paths
-                    .insert(template, index)
-                    .map_err(|source| RouteError {
-                        template: template.to_owned(),
-                        source,
-                    })?;
-                self.entries.push(PathEntry::default());
-                self.templates.push(template.to_owned());
-                index
-            }
+        let index = if let Some(index) = self.templates.iter().position(|t| t == template) {
+            index
+        } else {
+            let index = self.entries.len();
+            self.paths
+                .insert(template, index)
+                .map_err(|source| RouteError {
+                    template: template.to_owned(),
+                    source,
+                })?;
+            self.entries.push(PathEntry::default());
+            self.templates.push(template.to_owned());
+            index
         };
         Ok(&mut self.entries[index])
     }

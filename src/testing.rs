@@ -34,8 +34,9 @@ use std::{collections::HashSet, time::Duration};
 use time::{macros::datetime, OffsetDateTime};
 
 use crate::{
-    Account, AccountId, ApiKey, Clock, Expiration, KeyId, KeyManager, KeySpec, KeyStatus,
-    KeyStorage, ManageError, ManualClock, NewKey, Plan, RateLimit, Usage, UsageReport,
+    manage::{KeyStatus, NewKey},
+    Account, AccountId, ApiKey, Clock, Expiration, KeyId, KeyManager, KeySpec, KeyStorage,
+    ManageError, ManualClock, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -401,7 +402,7 @@ impl<S: KeyStorage> Kit<S> {
             key_id: key.info.id.clone(),
             usage: Usage {
                 admitted,
-                rejected: crate::RejectionCounts {
+                rejected: crate::usage::RejectionCounts {
                     rate_limited,
                     ..Default::default()
                 },

@@ -53,7 +53,7 @@ pub struct Usage {
 
 impl Usage {
     /// Adds `other`'s counts to these, keeping the later time.
-    pub fn merge(&mut self, other: &Usage) {
+    pub fn merge(&mut self, other: &Self) {
         self.admitted += other.admitted;
         self.rejected.plan_required += other.rejected.plan_required;
         self.rejected.missing_permission += other.rejected.missing_permission;
@@ -63,7 +63,7 @@ impl Usage {
     }
 }
 
-/// One key's usage since the last flush: what [`KeyStore::record_usage`] receives.
+/// One key's usage since the last flush: what [`KeyStore::record_usage`](crate::KeyStore::record_usage) receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UsageReport {

@@ -34,6 +34,7 @@ pub struct Vocabulary {
 
 impl Vocabulary {
     /// An application's own words.
+    #[must_use]
     pub fn new(permissions: &'static PermissionSet, plans: Plans, prefix: KeyPrefix) -> Self {
         Self {
             permissions,
@@ -43,21 +44,25 @@ impl Vocabulary {
     }
 
     /// Nouvel's: five permissions, four plans with keys on Scale and Business, `nvl_`.
+    #[must_use]
     pub fn nouvel() -> Self {
         Self::new(nouvel::PERMISSIONS, nouvel::plans(), KeyPrefix::NOUVEL)
     }
 
     /// The permission names.
+    #[must_use]
     pub fn permissions(&self) -> &'static PermissionSet {
         self.permissions
     }
 
     /// The plans, and which may use API keys.
+    #[must_use]
     pub fn plans(&self) -> &Plans {
         &self.plans
     }
 
     /// What every key starts with.
+    #[must_use]
     pub fn prefix(&self) -> KeyPrefix {
         self.prefix
     }

@@ -84,6 +84,8 @@ const INLINE: usize = 64;
 /// The admitted requests' offsets, oldest first: in place up to [`INLINE`] of them, on
 /// the heap for larger limits.
 #[derive(Debug)]
+// The inline variant is the point: the common limits keep their ring beside the key.
+#[allow(clippy::large_enum_variant)]
 enum Ring {
     Inline {
         slots: [u32; INLINE],
@@ -236,6 +238,7 @@ pub(super) fn unix_millis(at: OffsetDateTime) -> u64 {
 
 impl MemoryRateLimiter {
     /// The limiter.
+    #[must_use]
     pub fn new() -> Self {
         Self
     }

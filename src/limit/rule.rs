@@ -25,16 +25,19 @@ pub struct RateLimit {
 impl RateLimit {
     /// `requests` per `window`. A window is kept to the millisecond and to at most
     /// 24 days; a zero window counts as one millisecond.
+    #[must_use]
     pub const fn new(requests: u32, window: Duration) -> Self {
         Self { requests, window }
     }
 
     /// N: how many requests a window admits.
+    #[must_use]
     pub const fn requests(self) -> u32 {
         self.requests
     }
 
     /// W: the window's length.
+    #[must_use]
     pub const fn window(self) -> Duration {
         self.window
     }
@@ -71,7 +74,7 @@ pub struct Decision {
 /// The rate-limit headers on every response that reached the limiter, in the order they
 /// are written: `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
 /// then the `X-RateLimit-*` triple. A CORS layer must expose them (with `Retry-After` and
-/// [`KEY_EXPIRES_HEADER`](crate::KEY_EXPIRES_HEADER)) for browser code to read them.
+/// [`KEY_EXPIRES_HEADER`](crate::middleware::KEY_EXPIRES_HEADER)) for browser code to read them.
 ///
 /// ```
 /// use nouvel_auth::limit::RATE_LIMIT_HEADERS;
@@ -92,12 +95,14 @@ pub const RATE_LIMIT_HEADERS: [HeaderName; 5] = [
 
 impl Decision {
     /// Whole seconds until a slot frees, rounded up.
+    #[must_use]
     pub fn reset_seconds(&self) -> u64 {
         let millis = u64::try_from(self.reset.as_millis()).unwrap_or(u64::MAX);
         millis.div_ceil(1000)
     }
 
     /// The `Retry-After` of a refusal: [`reset_seconds`](Self::reset_seconds), at least 1.
+    #[must_use]
     pub fn retry_after(&self) -> u64 {
         self.reset_seconds().max(1)
     }

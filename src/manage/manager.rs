@@ -178,6 +178,7 @@ impl<S: KeyStorage> KeyManager<S> {
     }
 
     /// The storage it manages.
+    #[must_use]
     pub fn storage(&self) -> &S {
         &self.storage
     }

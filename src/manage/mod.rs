@@ -3,7 +3,7 @@
 //! [`KeyManager`](crate::KeyManager) is at the crate root; here are what it answers.
 //!
 //! [`KeyManager`](crate::KeyManager) holds every rule of management, once, over any
-//! [`KeyStorage`](crate::store::KeyStorage): what a name may be, which expirations are
+//! [`KeyStorage`](crate::KeyStorage): what a name may be, which expirations are
 //! valid, which plans may have keys, what a rotation makes, and the order errors are
 //! checked in (unknown ids, then input, then plan). Storage only keeps what it is given,
 //! so every store refuses the same input the same way.

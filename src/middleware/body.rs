@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The body of a response from [`NouvelAuth`](crate::NouvelAuth): the inner service's
+    /// The body of a response from [`NouvelAuth`](crate::middleware::NouvelAuth): the inner service's
     /// body, or the problem+json body of a rejection.
     #[derive(Debug)]
     pub struct ResponseBody<B> {

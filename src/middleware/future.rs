@@ -19,7 +19,7 @@ pub(crate) type Verification =
     Pin<Box<dyn Future<Output = Result<Admission, Response<Bytes>>> + Send>>;
 
 pin_project! {
-    /// The future of [`NouvelAuth`](crate::NouvelAuth): the verification of the key (which
+    /// The future of [`NouvelAuth`](crate::middleware::NouvelAuth): the verification of the key (which
     /// may wait on the key store and the limiter), then the inner service.
     pub struct ResponseFuture<S, ReqBody>
     where

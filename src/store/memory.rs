@@ -54,11 +54,13 @@ impl Default for MemoryKeyStore {
 
 impl MemoryKeyStore {
     /// An empty store with plain SHA-256 digests.
+    #[must_use]
     pub fn new() -> Self {
         Self::with_hasher(KeyHasher::default())
     }
 
     /// An empty store with `hasher` for digests.
+    #[must_use]
     pub fn with_hasher(hasher: KeyHasher) -> Self {
         Self {
             inner: Arc::new(Inner {

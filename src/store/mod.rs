@@ -48,6 +48,7 @@ pub enum Invalidation {
 
 impl Invalidation {
     /// Reads the text form; `None` if it is not one.
+    #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
         if text == "*" {
             return Some(Self::All);

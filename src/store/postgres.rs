@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use super::Invalidation;
 use crate::{
-    Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permission,
-    PermissionSet, Permissions, Plan, RateLimit, RejectionCounts, Usage, UsageReport,
+    usage::RejectionCounts, Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest,
+    KeyHasher, KeyId, Permission, PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 

@@ -284,6 +284,7 @@ pub struct StoredKey {
 
 impl StoredKey {
     /// The record a lookup answers for this key, its account being on `plan`.
+    #[must_use]
     pub fn record(&self, plan: Plan) -> KeyRecord {
         KeyRecord::new(
             self.id.clone(),
