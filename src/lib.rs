@@ -1,45 +1,68 @@
-//! Tower middleware that puts the Nouvel API's key rules in front of any axum or hyper
-//! service: `Authorization: Bearer nvl_…` keys checked against a pluggable [`KeyStore`],
-//! per-route [permissions](Permission), [plan](Plan) gating, expiry, and an exact
-//! per-key sliding-window [rate limit](RateLimit).
+//! Tower middleware that puts API-key rules in front of any axum or hyper service:
+//! `Authorization: Bearer <prefix>…` keys checked against a pluggable [`KeyStore`],
+//! per-route [permissions](Permission), [plan](Plans) gating, expiry, and an exact per-key
+//! sliding-window [rate limit](RateLimit), in the application's own [`Vocabulary`] or the
+//! Nouvel API's, the default.
 //!
 //! # Quick start
 //!
+//! An application with its own routes, permissions and key prefix:
+//!
 //! ```
-//! use axum::{body::Body, routing::post, Router};
-//! use http::{Request, StatusCode};
-//! use nouvel_auth::{nouvel, AuthenticatedKey, KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer};
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{Method, Request, StatusCode};
+//! use nouvel_auth::{
+//!     AuthenticatedKey, KeyManager, KeyPrefix, KeySpec, MemoryKeyStore, NouvelAuthLayer,
+//!     Permission, PermissionSet, Plan, Plans, RouteTable, Vocabulary,
+//! };
 //! use tower::ServiceExt;
+//!
+//! const SCOPES: &PermissionSet = &PermissionSet::new(&["videos:read", "videos:write"]);
+//! const VIDEOS_READ: Permission = SCOPES.permission("videos:read");
+//! const VIDEOS_WRITE: Permission = SCOPES.permission("videos:write");
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
+//! let words = Vocabulary::new(SCOPES, Plans::any(), KeyPrefix::new("vid_").unwrap());
 //! let store = MemoryKeyStore::new();
-//! let keys = KeyManager::new(store.clone());
-//! let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+//! let keys = KeyManager::new(store.clone()).vocabulary(words.clone());
+//! let account = keys.create_account("Acme", Plan::from_static("pro")).await.unwrap();
 //! let created = keys
-//!     .create_key(&account.id, KeySpec::new("Production Server", [nouvel::GENERATE]))
+//!     .create_key(&account.id, KeySpec::new("Reporting", [VIDEOS_READ]))
 //!     .await
 //!     .unwrap();
+//! assert!(created.key.expose_secret().starts_with("vid_"));
 //!
+//! let routes = RouteTable::new()
+//!     .route(Method::GET, "/videos", VIDEOS_READ).unwrap()
+//!     .route(Method::POST, "/videos", VIDEOS_WRITE).unwrap();
 //! let app = Router::new()
-//!     .route("/api/v1/generate", post(|key: AuthenticatedKey| async move {
-//!         format!("generating for {}", key.id)
-//!     }))
-//!     .layer(NouvelAuthLayer::new(store));
+//!     .route("/videos", get(|key: AuthenticatedKey| async move { key.name.to_string() })
+//!         .post(|| async { "uploaded" }))
+//!     .layer(NouvelAuthLayer::new(store).vocabulary(words).routes(routes));
 //!
-//! let request = |auth: &str| {
-//!     Request::post("/api/v1/generate").header("authorization", auth).body(Body::empty()).unwrap()
+//! let request = |method: Method, auth: &str| {
+//!     Request::builder().method(method).uri("/videos").header("authorization", auth)
+//!         .body(Body::empty()).unwrap()
 //! };
 //! let bearer = format!("Bearer {}", created.key.expose_secret());
-//! let ok = app.clone().oneshot(request(&bearer)).await.unwrap();
+//! let ok = app.clone().oneshot(request(Method::GET, &bearer)).await.unwrap();
 //! assert_eq!(ok.status(), StatusCode::OK);
 //! assert_eq!(ok.headers()["x-ratelimit-remaining"], "59");
 //!
-//! let refused = app.oneshot(request("Bearer nvl_madeup")).await.unwrap();
-//! assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+//! // Least privilege: a read key cannot write.
+//! let refused = app.clone().oneshot(request(Method::POST, &bearer)).await.unwrap();
+//! assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 //! assert_eq!(refused.headers()["content-type"], "application/problem+json");
+//!
+//! let made_up = app.oneshot(request(Method::GET, "Bearer vid_madeup")).await.unwrap();
+//! assert_eq!(made_up.status(), StatusCode::UNAUTHORIZED);
 //! # }
 //! ```
+//!
+//! Nouvel's profile is the default: `NouvelAuthLayer::new(store)` alone checks `nvl_` keys
+//! against the seed's seven routes ([`RouteTable::nouvel`]) with the permissions and plans
+//! of [`nouvel`].
 //!
 //! # The request's path
 //!
