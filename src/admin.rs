@@ -14,9 +14,13 @@
 //! | `DELETE /accounts/{account_id}/keys/{key_id}` | 204 |
 //! | `POST /accounts/{account_id}/keys/{key_id}/rotate` | 201 NewKey |
 //!
-//! Errors are problem+json, checked in this order: 401 `admin_unauthorized`, 404
-//! `not_found`, 400 `malformed_json` / 422 `invalid_request` (with `errors: [{field,
-//! reason}]`), 402 `plan_required`; 503 `auth_unavailable` when the store fails.
+//! Every answer is JSON, every error problem+json, checked in this order: 401
+//! `admin_unauthorized`, 404 `not_found` (unknown ids and paths), 400 `malformed_json` / 413
+//! `payload_too_large` (over 64 KiB) / 422 `invalid_request` (with `errors: [{field,
+//! reason}]`, every field at once; a member the endpoint does not take is `unknown field`),
+//! 402 `plan_required`; 405 `method_not_allowed` with `Allow`; 503 `auth_unavailable` when
+//! the store fails. The key create body may set a key's own
+//! `"rate_limit": {"requests": n, "window_seconds": w}`.
 //!
 //! ```
 //! use axum::Router;
@@ -26,28 +30,29 @@
 //! let app: Router = Router::new().nest("/admin", admin::router(keys, AdminToken::new("s3cret-admin-token")));
 //! ```
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 
 use axum::{
     body::Bytes,
-    extract::{Path, Request, State},
-    http::{header, HeaderValue, StatusCode},
+    extract::{
+        rejection::{BytesRejection, PathRejection},
+        Path, Request, State,
+    },
+    http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use serde::Serialize;
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
     credentials::bearer_token,
-    manage::{FieldError, KeyInfo},
-    reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
-    AccountId, Expiration, KeyId, KeyManager, KeySpec, KeyStorage, ManageError, PermissionSet,
-    Permissions, Plan,
+    manage::KeyInfo,
+    routers::{body, with_problems, Fields, RouterError},
+    AccountId, KeyId, KeyManager, KeyStorage,
 };
 
 /// The admin API's bearer token: a secret, compared in constant time.
@@ -77,7 +82,7 @@ impl fmt::Debug for AdminToken {
 
 /// The admin router over `manager`, guarded by `token`.
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/accounts", post(create_account::<S>))
         .route(
             "/accounts/{account_id}",
@@ -95,101 +100,18 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
             "/accounts/{account_id}/keys/{key_id}/rotate",
             post(rotate_key::<S>),
         )
-        .with_state(manager)
-        .layer(middleware::from_fn_with_state(
-            Arc::new(token),
-            require_token,
-        ))
+        .with_state(manager);
+    with_problems(routes).layer(middleware::from_fn_with_state(
+        Arc::new(token),
+        require_token,
+    ))
 }
 
-/// Why an admin request failed.
-#[derive(Debug)]
-enum AdminError {
-    Unauthorized,
-    MalformedJson(String),
-    Manage(ManageError),
-}
-
-impl From<ManageError> for AdminError {
-    fn from(error: ManageError) -> Self {
-        Self::Manage(error)
-    }
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Extra<'a> {
-    None {},
-    Invalid {
-        errors: &'a [FieldError],
-    },
-    Plan {
-        plan: &'a Plan,
-        required_plans: &'a [Plan],
-    },
-}
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let (status, code, detail, extra) = match &self {
-            Self::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "admin_unauthorized",
-                "Send the admin token as `Authorization: Bearer <token>`.".to_owned(),
-                Extra::None {},
-            ),
-            Self::MalformedJson(why) => (
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("The body is not valid JSON: {why}."),
-                Extra::None {},
-            ),
-            Self::Manage(ManageError::NotFound) => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such account, or no such key in this account.".to_owned(),
-                Extra::None {},
-            ),
-            Self::Manage(ManageError::Invalid(errors)) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                "Some fields cannot be accepted; see `errors`.".to_owned(),
-                Extra::Invalid { errors },
-            ),
-            Self::Manage(ManageError::PlanRequired { plan, required }) => (
-                StatusCode::PAYMENT_REQUIRED,
-                "plan_required",
-                plan_required(plan, required),
-                Extra::Plan {
-                    plan,
-                    required_plans: required,
-                },
-            ),
-            Self::Manage(error) => {
-                tracing::warn!(%error, "nouvel-auth admin: the store is unavailable; answering 503");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    "The key store is unavailable right now; retry shortly.".to_owned(),
-                    Extra::None {},
-                )
-            }
-        };
-        let style = ProblemStyle {
-            realm: "nouvel-admin".to_owned(),
-            ..ProblemStyle::default()
-        };
-        let body = render_problem(status, code, &detail, extra, &style);
-        let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
-        if matches!(self, Self::Unauthorized) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="nouvel-admin""#),
-            );
-        }
-        response
-    }
-}
+const UNAUTHORIZED: RouterError = RouterError::Unauthorized {
+    code: "admin_unauthorized",
+    detail: "Send the admin token as `Authorization: Bearer <token>`.",
+    realm: "nouvel-admin",
+};
 
 async fn require_token(
     State(token): State<Arc<AdminToken>>,
@@ -198,161 +120,56 @@ async fn require_token(
 ) -> Response {
     match bearer_token(request.headers()) {
         Ok(presented) if token.matches(presented) => next.run(request).await,
-        _ => AdminError::Unauthorized.into_response(),
-    }
-}
-
-/// A JSON object body, read field by field so every error names its field.
-struct Fields {
-    object: Map<String, Value>,
-    errors: Vec<FieldError>,
-}
-
-impl Fields {
-    /// Parses `body`; an empty body is an empty object (for optional bodies).
-    fn parse(body: &[u8]) -> Result<Self, AdminError> {
-        let object = if body.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
-        } else {
-            match serde_json::from_slice(body)
-                .map_err(|e| AdminError::MalformedJson(e.to_string()))?
-            {
-                Value::Object(object) => object,
-                _ => {
-                    return Err(ManageError::Invalid(vec![FieldError::new(
-                        "body",
-                        "must be a JSON object",
-                    )])
-                    .into())
-                }
-            }
-        };
-        Ok(Self {
-            object,
-            errors: Vec::new(),
-        })
-    }
-
-    fn reject(&mut self, field: &str, reason: impl Into<String>) {
-        self.errors.push(FieldError::new(field, reason));
-    }
-
-    /// A string field; `None` (and an error if `required`) when absent or not a string.
-    fn string(&mut self, field: &str, required: bool) -> Option<String> {
-        match self.object.remove(field) {
-            Some(Value::String(s)) => Some(s),
-            None | Some(Value::Null) if !required => None,
-            None | Some(Value::Null) => {
-                self.reject(field, "is required");
-                None
-            }
-            Some(_) => {
-                self.reject(field, "must be a string");
-                None
-            }
-        }
-    }
-
-    /// A string field parsed with `FromStr`, whose error names the problem.
-    fn parsed<T: std::str::FromStr>(&mut self, field: &str, required: bool) -> Option<T>
-    where
-        T::Err: fmt::Display,
-    {
-        let text = self.string(field, required)?;
-        text.parse()
-            .map_err(|e: T::Err| self.reject(field, e.to_string()))
-            .ok()
-    }
-
-    fn permissions(&mut self, set: &'static PermissionSet) -> Option<Permissions> {
-        let Some(Value::Array(items)) = self.object.remove("permissions") else {
-            self.reject("permissions", "must be an array of permissions");
-            return None;
-        };
-        let mut permissions = Permissions::default();
-        for item in items {
-            match item.as_str().map(|name| set.parse(name)) {
-                Some(Ok(permission)) => permissions = permissions.with(permission),
-                Some(Err(unknown)) => self.reject("permissions", unknown.to_string()),
-                None => self.reject("permissions", "each permission must be a string"),
-            }
-        }
-        Some(permissions)
-    }
-
-    fn grace(&mut self) -> Duration {
-        const DEFAULT: Duration = Duration::from_secs(86_400);
-        match self.object.remove("grace_seconds") {
-            None | Some(Value::Null) => DEFAULT,
-            Some(value) => value.as_u64().map(Duration::from_secs).unwrap_or_else(|| {
-                self.reject(
-                    "grace_seconds",
-                    "must be a whole number of seconds, 0 or more",
-                );
-                DEFAULT
-            }),
-        }
-    }
-
-    /// `value` if no field failed, else every field error.
-    fn finish<T>(self, value: Option<T>) -> Result<T, AdminError> {
-        match value {
-            Some(value) if self.errors.is_empty() => Ok(value),
-            _ => Err(ManageError::Invalid(self.errors).into()),
-        }
+        _ => UNAUTHORIZED.into_response(),
     }
 }
 
 type Manager<S> = State<KeyManager<S>>;
+type Ids<T> = Result<Path<T>, PathRejection>;
+type Body = Result<Bytes, BytesRejection>;
+
+/// The ids of the path; one that cannot be read (not UTF-8) names nothing the store made.
+fn ids<T>(ids: Ids<T>) -> Result<T, RouterError> {
+    ids.map(|Path(ids)| ids).map_err(|_| RouterError::NoRoute)
+}
 
 async fn create_account<S: KeyStorage>(
     State(m): Manager<S>,
-    body: Bytes,
-) -> Result<impl IntoResponse, AdminError> {
-    let mut fields = Fields::parse(&body)?;
-    let name = fields.string("name", true);
-    let plan = fields.string("plan", true).map(Plan::new);
-    let (name, plan) = fields.finish(name.zip(plan))?;
+    bytes: Body,
+) -> Result<impl IntoResponse, RouterError> {
+    let parsed = Fields::parse(&body(bytes)?)?.account();
     Ok((
         StatusCode::CREATED,
-        Json(m.create_account(&name, plan).await?),
+        Json(m.create_account_parsed(parsed).await?),
     ))
 }
 
 async fn account<S: KeyStorage>(
     State(m): Manager<S>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, AdminError> {
-    Ok(Json(m.account(&AccountId::from(id)).await?))
+    id: Ids<String>,
+) -> Result<impl IntoResponse, RouterError> {
+    Ok(Json(m.account(&AccountId::from(ids(id)?)).await?))
 }
 
 async fn set_plan<S: KeyStorage>(
     State(m): Manager<S>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<impl IntoResponse, AdminError> {
-    let plan = Fields::parse(&body).and_then(|mut fields| {
-        let plan = fields.string("plan", true).map(Plan::new);
-        fields.finish(plan)
-    });
-    Ok(Json(m.set_plan_parsed(&AccountId::from(id), plan).await?))
+    id: Ids<String>,
+    bytes: Body,
+) -> Result<impl IntoResponse, RouterError> {
+    let id = AccountId::from(ids(id)?);
+    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.plan()));
+    Ok(Json(m.set_plan_parsed(&id, parsed).await?))
 }
 
 async fn create_key<S: KeyStorage>(
     State(m): Manager<S>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<impl IntoResponse, AdminError> {
-    let spec = Fields::parse(&body).and_then(|mut fields| {
-        let name = fields.string("name", true);
-        let permissions = fields.permissions(m.vocabulary.permissions());
-        let expiration = fields
-            .parsed::<Expiration>("expiration", false)
-            .unwrap_or_default();
-        let (name, permissions) = fields.finish(name.zip(permissions))?;
-        Ok(KeySpec::new(name, permissions.iter()).expiration(expiration))
-    });
-    let created = m.create_key_parsed(&AccountId::from(id), spec).await?;
+    id: Ids<String>,
+    bytes: Body,
+) -> Result<impl IntoResponse, RouterError> {
+    let id = AccountId::from(ids(id)?);
+    let set = m.vocabulary.permissions();
+    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, true)));
+    let created = m.create_key_parsed(&id, parsed).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -363,39 +180,39 @@ struct KeyList {
 
 async fn keys<S: KeyStorage>(
     State(m): Manager<S>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, AdminError> {
+    id: Ids<String>,
+) -> Result<impl IntoResponse, RouterError> {
     Ok(Json(KeyList {
-        keys: m.keys(&AccountId::from(id)).await?,
+        keys: m.keys(&AccountId::from(ids(id)?)).await?,
     }))
 }
 
 async fn key<S: KeyStorage>(
     State(m): Manager<S>,
-    Path((account, key)): Path<(String, String)>,
-) -> Result<impl IntoResponse, AdminError> {
+    path: Ids<(String, String)>,
+) -> Result<impl IntoResponse, RouterError> {
+    let (account, key) = ids(path)?;
     Ok(Json(m.key(&account.into(), &KeyId::from(key)).await?))
 }
 
 async fn delete_key<S: KeyStorage>(
     State(m): Manager<S>,
-    Path((account, key)): Path<(String, String)>,
-) -> Result<impl IntoResponse, AdminError> {
+    path: Ids<(String, String)>,
+) -> Result<impl IntoResponse, RouterError> {
+    let (account, key) = ids(path)?;
     m.delete_key(&account.into(), &KeyId::from(key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn rotate_key<S: KeyStorage>(
     State(m): Manager<S>,
-    Path((account, key)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<impl IntoResponse, AdminError> {
-    let grace = Fields::parse(&body).and_then(|mut fields| {
-        let grace = fields.grace();
-        fields.finish(Some(grace))
-    });
+    path: Ids<(String, String)>,
+    bytes: Body,
+) -> Result<impl IntoResponse, RouterError> {
+    let (account, key) = ids(path)?;
+    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.rotation()));
     let created = m
-        .rotate_key_parsed(&AccountId::from(account), &KeyId::from(key), grace)
+        .rotate_key_parsed(&AccountId::from(account), &KeyId::from(key), parsed)
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

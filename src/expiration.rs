@@ -33,7 +33,8 @@ pub enum Expiration {
     Year1,
     /// `never`.
     Never,
-    /// A custom date (RFC 3339), which must lie in the future when the key is made.
+    /// A custom date (RFC 3339), which must lie in the future when the key is made and no
+    /// later than [`Expiration::LATEST`]; [`Expiration::at`] makes one in UTC, to the second.
     At(OffsetDateTime),
 }
 
@@ -47,9 +48,41 @@ pub enum ExpirationError {
     /// The custom date is not in the future.
     #[error("the expiration date must lie in the future")]
     InPast,
+    /// The custom date is later than [`Expiration::LATEST`] in UTC.
+    #[error("the expiration date must be no later than 9999-12-31T23:59:59Z")]
+    TooLate,
 }
 
 impl Expiration {
+    /// The latest custom date: 9999-12-31T23:59:59Z.
+    pub const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+
+    /// A custom date, in UTC and to the second (what every store keeps exactly), if it is
+    /// no later than [`LATEST`](Self::LATEST).
+    pub fn at(date: OffsetDateTime) -> Result<Self, ExpirationError> {
+        let utc = date
+            .checked_to_offset(time::UtcOffset::UTC)
+            .filter(|utc| *utc <= Self::LATEST)
+            .ok_or(ExpirationError::TooLate)?;
+        Ok(Self::At(utc.replace_nanosecond(0).unwrap_or(utc)))
+    }
+
+    /// The option a rotation at `now` gives the replacement of a key made at `created`
+    /// with this one: the same option, and for a custom date the same length of life (the
+    /// date less `created`, in whole seconds) from now. So a replacement never dies with
+    /// the key it replaces.
+    pub(crate) fn renewed(
+        self,
+        created: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Self, ExpirationError> {
+        let Self::At(at) = self else {
+            return Ok(self);
+        };
+        let life = Duration::seconds((at - created).whole_seconds());
+        Self::at(now.checked_add(life).ok_or(ExpirationError::TooLate)?)
+    }
+
     /// When a key made at `now` with this option expires; `None` for never.
     pub fn expires_at(
         self,
@@ -62,6 +95,7 @@ impl Expiration {
             Self::Year1 => 365,
             Self::Never => return Ok(None),
             Self::At(at) if at <= now => return Err(ExpirationError::InPast),
+            Self::At(at) if at > Self::LATEST => return Err(ExpirationError::TooLate),
             Self::At(at) => return Ok(Some(at)),
         };
         Ok(Some(now + Duration::days(days)))
@@ -78,11 +112,10 @@ impl FromStr for Expiration {
             "90d" => Self::Days90,
             "1y" => Self::Year1,
             "never" => Self::Never,
-            _ => Self::At(
+            _ => Self::at(
                 OffsetDateTime::parse(s, &Rfc3339)
-                    .map_err(|_| ExpirationError::Unknown(s.to_owned()))?
-                    .to_offset(time::UtcOffset::UTC),
-            ),
+                    .map_err(|_| ExpirationError::Unknown(s.to_owned()))?,
+            )?,
         })
     }
 }
@@ -157,5 +190,24 @@ mod tests {
             custom.expires_at(now).unwrap(),
             Some(datetime!(2026-03-01 22:00 UTC))
         );
+    }
+
+    #[test]
+    fn custom_dates_are_bounded_in_utc_and_kept_to_the_second() {
+        // Legal RFC 3339, but the year 10000 once in UTC: refused, not a panic.
+        for late in ["9999-12-31T23:59:59-00:01", "9999-12-31T23:59:59.5-23:59"] {
+            assert_eq!(
+                late.parse::<Expiration>(),
+                Err(ExpirationError::TooLate),
+                "{late}"
+            );
+        }
+        let latest: Expiration = "9999-12-31T23:59:59Z".parse().unwrap();
+        assert_eq!(latest, Expiration::At(Expiration::LATEST));
+        let earlier: Expiration = "9999-12-31T23:59:59+00:01".parse().unwrap();
+        assert_eq!(earlier, Expiration::At(datetime!(9999-12-31 23:58:59 UTC)));
+        let fine: Expiration = "2030-01-01T00:00:00.999999999Z".parse().unwrap();
+        assert_eq!(fine, Expiration::At(datetime!(2030-01-01 00:00:00 UTC)));
+        assert_eq!(fine.to_string(), "2030-01-01T00:00:00Z");
     }
 }

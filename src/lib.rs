@@ -106,6 +106,8 @@ pub mod nouvel;
 mod permission;
 mod plan;
 mod reject;
+#[cfg(feature = "admin")]
+mod routers;
 mod routes;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -130,7 +132,7 @@ pub use limit::{
     memory::MemoryRateLimiter,
     rule::{Decision, RateLimit, RateLimiter},
 };
-pub use manage::manager::{KeyManager, KeySpec, ManageError};
+pub use manage::manager::{KeyManager, KeySpec, ManageError, Rotation};
 pub use middleware::layer::NouvelAuthLayer;
 pub use permission::{Permission, PermissionIter, PermissionSet, Permissions, UnknownPermission};
 pub use plan::{Plan, Plans, UnknownPlan};

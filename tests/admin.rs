@@ -296,7 +296,12 @@ async fn key_errors_name_the_field_and_make_nothing() {
             "permissions",
             "at least one",
         ),
-        (json!({"name": "k"}), "permissions", "array"),
+        (json!({"name": "k"}), "permissions", "required"),
+        (
+            json!({"name": "k", "permissions": "generate"}),
+            "permissions",
+            "array",
+        ),
         (
             json!({"name": "k", "permissions": [7]}),
             "permissions",

@@ -51,6 +51,17 @@ impl RateLimit {
     }
 }
 
+/// As the admin API shows it: `{"requests": n, "window_seconds": w}`.
+impl serde::Serialize for RateLimit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut limit = serializer.serialize_struct("RateLimit", 2)?;
+        limit.serialize_field("requests", &self.requests)?;
+        limit.serialize_field("window_seconds", &self.window.as_secs())?;
+        limit.end()
+    }
+}
+
 impl Default for RateLimit {
     /// The Nouvel API's limit: 60 requests per minute.
     fn default() -> Self {

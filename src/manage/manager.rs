@@ -50,11 +50,13 @@ impl KeySpec {
         self
     }
 
-    /// The trimmed name and the expiration instant at `now`, or every field error at once.
+    /// The trimmed name and the expiration instant at `now`, or every field error at once,
+    /// `body`'s (what a router found while reading the request) among them.
     fn validate(
         &self,
         set: &'static PermissionSet,
         now: OffsetDateTime,
+        body: Vec<FieldError>,
     ) -> Result<(String, Option<OffsetDateTime>), ManageError> {
         let mut errors = Vec::new();
         let name = valid_name(&self.name).map_err(|e| errors.push(e)).ok();
@@ -79,20 +81,134 @@ impl KeySpec {
             .expires_at(now)
             .map_err(|e| errors.push(FieldError::new("expiration", e.to_string())))
             .ok();
-        match (name, expires_at) {
-            (Some(name), Some(expires_at)) if errors.is_empty() => Ok((name, expires_at)),
-            _ => Err(ManageError::Invalid(errors)),
+        if let Some(limit) = self.rate_limit {
+            if let Err(reason) = valid_limit(limit) {
+                errors.push(FieldError::new("rate_limit", reason));
+            }
+        }
+        if let Some(invalid) = merged(body, errors) {
+            return Err(invalid);
+        }
+        // Each is `None` only with an error on its field, returned just above.
+        name.zip(expires_at)
+            .ok_or_else(|| ManageError::Invalid(Vec::new()))
+    }
+}
+
+/// `body`'s errors and, on fields it found none on, `own`: every field error of a request
+/// once, in the order of the fields; `None` if there are none.
+fn merged(body: Vec<FieldError>, own: Vec<FieldError>) -> Option<ManageError> {
+    let mut errors = body;
+    let fresh: Vec<FieldError> = own
+        .into_iter()
+        .filter(|e| !errors.iter().any(|b| b.field == e.field))
+        .collect();
+    errors.extend(fresh);
+    errors.sort_by_key(|e| {
+        FIELD_ORDER
+            .iter()
+            .position(|f| *f == e.field)
+            .unwrap_or(FIELD_ORDER.len())
+    });
+    (!errors.is_empty()).then_some(ManageError::Invalid(errors))
+}
+
+/// The order the fields of a request are reported in; members no endpoint knows come last.
+const FIELD_ORDER: [&str; 7] = [
+    "body",
+    "name",
+    "plan",
+    "permissions",
+    "expiration",
+    "rate_limit",
+    "grace_seconds",
+];
+
+/// Trims `name` and checks that 1 to 100 characters remain, none of them a control
+/// character, and not all of them invisible (account and key names alike).
+fn valid_name(name: &str) -> Result<String, FieldError> {
+    let invisible = |c: char| {
+        c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    };
+    if name.chars().any(char::is_control) {
+        return Err(FieldError::new("name", "must not hold control characters"));
+    }
+    let trimmed = name.trim();
+    if trimmed.chars().all(invisible) {
+        return Err(FieldError::new("name", "must not be empty"));
+    }
+    match trimmed.chars().count() {
+        1..=100 => Ok(trimmed.to_owned()),
+        _ => Err(FieldError::new("name", "must be at most 100 characters")),
+    }
+}
+
+/// The longest window a key's own limit may have: a day.
+const MAX_LIMIT_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// A key's own limit: at least one request, per a whole number of seconds, 1 to 86 400.
+fn valid_limit(limit: RateLimit) -> Result<(), &'static str> {
+    let window = limit.window();
+    if limit.requests() == 0 {
+        return Err("requests must be at least 1");
+    }
+    if window < Duration::from_secs(1) || window > MAX_LIMIT_WINDOW || window.subsec_nanos() != 0 {
+        return Err("window_seconds must be a whole number from 1 to 86400");
+    }
+    Ok(())
+}
+
+/// A request body as a router read it: the value (with defaults where a field was
+/// missing or bad) and the errors of its fields, which the manager reports with its own,
+/// all at once.
+pub(crate) struct Parsed<T> {
+    pub(crate) value: T,
+    pub(crate) errors: Vec<FieldError>,
+}
+
+impl<T> From<T> for Parsed<T> {
+    fn from(value: T) -> Self {
+        Self {
+            value,
+            errors: Vec::new(),
         }
     }
 }
 
-/// Trims `name` and checks that 1 to 100 characters remain (account and key names alike).
-fn valid_name(name: &str) -> Result<String, FieldError> {
-    let trimmed = name.trim();
-    match trimmed.chars().count() {
-        0 => Err(FieldError::new("name", "must not be empty")),
-        1..=100 => Ok(trimmed.to_owned()),
-        _ => Err(FieldError::new("name", "must be at most 100 characters")),
+/// How a key is rotated: how long the old key keeps working, and the replacement's
+/// expiration. A `Duration` is a rotation with that grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rotation {
+    /// How long the old key keeps working (zero: it stops now; at most a year).
+    pub grace: Duration,
+    /// The replacement's expiration. `None` (the default): the old key's option again,
+    /// counted from now; a custom date becomes the same length of life as the old key had
+    /// (its date less its creation, in whole seconds) from now.
+    pub expiration: Option<Expiration>,
+}
+
+impl Rotation {
+    /// A rotation with `grace`, the replacement expiring by the old key's option.
+    #[must_use]
+    pub fn grace(grace: Duration) -> Self {
+        Self {
+            grace,
+            expiration: None,
+        }
+    }
+
+    /// The replacement expires by `expiration` instead.
+    #[must_use]
+    pub fn expiration(mut self, expiration: Expiration) -> Self {
+        self.expiration = Some(expiration);
+        self
+    }
+}
+
+impl From<Duration> for Rotation {
+    fn from(grace: Duration) -> Self {
+        Self::grace(grace)
     }
 }
 
@@ -132,6 +248,7 @@ pub struct KeyManager<S> {
     storage: Arc<S>,
     clock: SharedClock,
     pub(crate) vocabulary: Vocabulary,
+    default_limit: RateLimit,
 }
 
 impl<S> Clone for KeyManager<S> {
@@ -140,6 +257,7 @@ impl<S> Clone for KeyManager<S> {
             storage: self.storage.clone(),
             clock: self.clock.clone(),
             vocabulary: self.vocabulary.clone(),
+            default_limit: self.default_limit,
         }
     }
 }
@@ -159,7 +277,17 @@ impl<S: KeyStorage> KeyManager<S> {
             storage: Arc::new(storage),
             clock: Arc::new(SystemClock),
             vocabulary: Vocabulary::nouvel(),
+            default_limit: RateLimit::default(),
         }
+    }
+
+    /// The limit listings show for keys without one of their own (default 60 per 60 s):
+    /// the layer's [`default_limit`](crate::NouvelAuthLayer::default_limit), which it
+    /// should match.
+    #[must_use]
+    pub fn default_limit(mut self, limit: RateLimit) -> Self {
+        self.default_limit = limit;
+        self
     }
 
     /// Makes keys with the prefix of `vocabulary`, and takes only its permissions and plans
@@ -185,11 +313,90 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// Creates an account.
     pub async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
-        let mut errors = Vec::new();
-        let name = valid_name(name).map_err(|e| errors.push(e)).ok();
-        let plan = self.known_plan(&plan).map_err(|e| errors.push(e)).ok();
+        self.create_account_parsed(Parsed::from((name.to_owned(), plan)))
+            .await
+    }
+
+    /// Reads an account.
+    pub async fn account(&self, id: &AccountId) -> Result<Account, ManageError> {
+        self.storage.account(id).await?.ok_or(ManageError::NotFound)
+    }
+
+    /// Changes an account's plan. Its keys follow from the next request on.
+    pub async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
+        self.set_plan_parsed(id, Ok::<_, ManageError>(Parsed::from(plan)))
+            .await
+    }
+
+    /// Makes a key. The plaintext is in the result and nowhere else, ever.
+    pub async fn create_key(
+        &self,
+        account: &AccountId,
+        spec: KeySpec,
+    ) -> Result<NewKey, ManageError> {
+        self.create_key_parsed(account, Ok::<_, ManageError>(Parsed::from(spec)))
+            .await
+    }
+
+    /// The account's keys, newest first; deleted keys are left out.
+    pub async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
+        self.account(account).await?;
+        let now = self.clock.now();
+        let mut keys = self.storage.keys(account).await?;
+        // Newest first; keys made in one instant by id, so the order is stable.
+        keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(keys.into_iter().map(|key| self.info(key, now)).collect())
+    }
+
+    /// One key of the account.
+    pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
+        let stored = self.stored_key(account, key).await?;
+        Ok(self.info(stored, self.clock.now()))
+    }
+
+    /// Deletes a key: it answers 401 from the next request on.
+    pub async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<(), ManageError> {
+        match self.storage.delete_key(account, key).await? {
+            true => Ok(()),
+            false => Err(ManageError::NotFound),
+        }
+    }
+
+    /// Replaces a key: a new key with the same name, permissions and limit, and an
+    /// expiration counted from now (see [`Rotation`]); the old one keeps working for the
+    /// rotation's grace (zero: it stops now; at most a year), then answers 401
+    /// `expired_api_key`. Its expiration becomes the end of the grace, unless it expires
+    /// sooner anyway.
+    pub async fn rotate_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        rotation: impl Into<Rotation>,
+    ) -> Result<NewKey, ManageError> {
+        self.rotate_key_parsed(
+            account,
+            key,
+            Ok::<_, ManageError>(Parsed::from(rotation.into())),
+        )
+        .await
+    }
+
+    /// [`create_account`](Self::create_account) from a router's body.
+    pub(crate) async fn create_account_parsed(
+        &self,
+        Parsed {
+            value: (name, plan),
+            errors,
+        }: Parsed<(String, Plan)>,
+    ) -> Result<Account, ManageError> {
+        let mut own = Vec::new();
+        let name = valid_name(&name).map_err(|e| own.push(e)).ok();
+        let plan = self.known_plan(&plan).map_err(|e| own.push(e)).ok();
+        if let Some(invalid) = merged(errors, own) {
+            return Err(invalid);
+        }
         let (Some(name), Some(plan)) = (name, plan) else {
-            return Err(ManageError::Invalid(errors));
+            return Err(ManageError::Invalid(Vec::new()));
         };
         let account = Account {
             id: random_id("acc_").into(),
@@ -201,75 +408,21 @@ impl<S: KeyStorage> KeyManager<S> {
         Ok(account)
     }
 
-    /// Reads an account.
-    pub async fn account(&self, id: &AccountId) -> Result<Account, ManageError> {
-        self.storage.account(id).await?.ok_or(ManageError::NotFound)
-    }
-
-    /// Changes an account's plan. Its keys follow from the next request on.
-    pub async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
-        self.set_plan_parsed(id, Ok::<_, ManageError>(plan)).await
-    }
-
-    /// Makes a key. The plaintext is in the result and nowhere else, ever.
-    pub async fn create_key(
-        &self,
-        account: &AccountId,
-        spec: KeySpec,
-    ) -> Result<NewKey, ManageError> {
-        self.create_key_parsed(account, Ok::<_, ManageError>(spec))
-            .await
-    }
-
-    /// The account's keys, newest first; deleted keys are left out.
-    pub async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
-        self.account(account).await?;
-        let now = self.clock.now();
-        let mut keys = self.storage.keys(account).await?;
-        // Newest first; keys made in one instant by id, so the order is stable.
-        keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        Ok(keys.into_iter().map(|key| KeyInfo::new(key, now)).collect())
-    }
-
-    /// One key of the account.
-    pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
-        let stored = self.stored_key(account, key).await?;
-        Ok(KeyInfo::new(stored, self.clock.now()))
-    }
-
-    /// Deletes a key: it answers 401 from the next request on.
-    pub async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<(), ManageError> {
-        match self.storage.delete_key(account, key).await? {
-            true => Ok(()),
-            false => Err(ManageError::NotFound),
-        }
-    }
-
-    /// Replaces a key: a new key with the same name, permissions, expiration option and
-    /// limit; the old one keeps working for `grace` (zero: it stops now; at most a year),
-    /// then answers 401 `expired_api_key`. Its expiration becomes the end of the grace,
-    /// unless it expires sooner anyway.
-    pub async fn rotate_key(
-        &self,
-        account: &AccountId,
-        key: &KeyId,
-        grace: Duration,
-    ) -> Result<NewKey, ManageError> {
-        self.rotate_key_parsed(account, key, Ok::<_, ManageError>(grace))
-            .await
-    }
-
-    /// [`set_plan`](Self::set_plan) with a plan that may have failed to parse: the
-    /// routers hand their body over as it came, so the order of errors is kept here alone.
+    /// [`set_plan`](Self::set_plan) with a body that may have failed to parse: the routers
+    /// hand their body over as it came, so the order of errors is kept here alone.
     pub(crate) async fn set_plan_parsed<E: From<ManageError>>(
         &self,
         id: &AccountId,
-        plan: Result<Plan, E>,
+        body: Result<Parsed<Plan>, E>,
     ) -> Result<Account, E> {
         self.account(id).await?;
-        let plan = self
-            .known_plan(&plan?)
-            .map_err(|e| ManageError::Invalid(vec![e]))?;
+        let Parsed { value, errors } = body?;
+        let mut own = Vec::new();
+        let plan = self.known_plan(&value).map_err(|e| own.push(e)).ok();
+        if let Some(invalid) = merged(errors, own) {
+            return Err(invalid.into());
+        }
+        let plan = plan.ok_or_else(|| ManageError::Invalid(Vec::new()))?;
         let account = self
             .storage
             .set_plan(id, plan)
@@ -278,63 +431,84 @@ impl<S: KeyStorage> KeyManager<S> {
         Ok(account.ok_or(ManageError::NotFound)?)
     }
 
-    /// [`create_key`](Self::create_key) with a spec that may have failed to parse.
+    /// [`create_key`](Self::create_key) with a body that may have failed to parse.
     pub(crate) async fn create_key_parsed<E: From<ManageError>>(
         &self,
         account: &AccountId,
-        spec: Result<KeySpec, E>,
+        body: Result<Parsed<KeySpec>, E>,
     ) -> Result<NewKey, E> {
         let account = self.account(account).await?;
-        let spec = spec?;
+        let Parsed {
+            value: spec,
+            errors,
+        } = body?;
         let now = self.clock.now();
-        let (key, stored) = self.make_key(&account, &spec, now)?;
+        let (key, stored) = self.make_key(&account, &spec, now, errors)?;
         self.storage
             .insert_key(&stored)
             .await
             .map_err(ManageError::from)?;
         Ok(NewKey {
-            info: KeyInfo::new(stored, now),
+            info: self.info(stored, now),
             key,
         })
     }
 
-    /// [`rotate_key`](Self::rotate_key) with a grace that may have failed to parse.
+    /// [`rotate_key`](Self::rotate_key) with a body that may have failed to parse.
     pub(crate) async fn rotate_key_parsed<E: From<ManageError>>(
         &self,
         account: &AccountId,
         key: &KeyId,
-        grace: Result<Duration, E>,
+        body: Result<Parsed<Rotation>, E>,
     ) -> Result<NewKey, E> {
         let old = self.stored_key(account, key).await?;
-        let grace = grace?;
-        if grace > MAX_GRACE {
-            return Err(ManageError::Invalid(vec![FieldError::new(
+        let Parsed {
+            value: rotation,
+            mut errors,
+        } = body?;
+        if rotation.grace > MAX_GRACE {
+            errors.push(FieldError::new(
                 "grace_seconds",
                 format!("must be at most {} (one year)", MAX_GRACE.as_secs()),
-            )])
-            .into());
+            ));
         }
         let account = self.account(account).await?;
         let now = self.clock.now();
+        let expiration = match rotation.expiration {
+            Some(expiration) => expiration,
+            None => old
+                .expiration
+                .renewed(old.created_at, now)
+                .unwrap_or_else(|error| {
+                    errors.push(FieldError::new("expiration", error.to_string()));
+                    old.expiration
+                }),
+        };
         let spec = KeySpec {
             name: old.name,
             permissions: old.permissions,
-            expiration: old.expiration,
+            expiration,
             rate_limit: old.rate_limit,
         };
-        let (key, stored) = self.make_key(&account, &spec, now)?;
+        let (key, stored) = self.make_key(&account, &spec, now, errors)?;
         let replaced = self
             .storage
-            .replace_key(&old.id, now + grace, &stored)
+            .replace_key(&old.id, now + rotation.grace, &stored)
             .await
             .map_err(ManageError::from)?;
         if !replaced {
             return Err(ManageError::NotFound.into());
         }
         Ok(NewKey {
-            info: KeyInfo::new(stored, now),
+            info: self.info(stored, now),
             key,
         })
+    }
+
+    /// A key as its owner sees it at `now`, with its effective limit.
+    fn info(&self, key: StoredKey, now: OffsetDateTime) -> KeyInfo {
+        let limit = key.rate_limit.unwrap_or(self.default_limit);
+        KeyInfo::new(key, limit, now)
     }
 
     fn known_plan(&self, plan: &Plan) -> Result<Plan, FieldError> {
@@ -351,14 +525,16 @@ impl<S: KeyStorage> KeyManager<S> {
             .ok_or(ManageError::NotFound)
     }
 
-    /// A new key for `account` from `spec`, checked at `now`: input first, then the plan.
+    /// A new key for `account` from `spec`, checked at `now`: input first (with the errors
+    /// a router found in its body), then the plan.
     fn make_key(
         &self,
         account: &Account,
         spec: &KeySpec,
         now: OffsetDateTime,
+        body: Vec<FieldError>,
     ) -> Result<(ApiKey, StoredKey), ManageError> {
-        let (name, expires_at) = spec.validate(self.vocabulary.permissions(), now)?;
+        let (name, expires_at) = spec.validate(self.vocabulary.permissions(), now, body)?;
         if !self.vocabulary.plans().allows_api_keys(&account.plan) {
             return Err(ManageError::PlanRequired {
                 plan: account.plan.clone(),

@@ -31,7 +31,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use crate::usage::{RejectionCounts, Usage};
-use crate::{AccountId, ApiKey, KeyId, Permissions, Plan, StoredKey};
+use crate::{AccountId, ApiKey, KeyId, Permissions, Plan, RateLimit, StoredKey};
 
 /// An account: it owns keys and has a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,13 +79,15 @@ pub struct KeyInfo {
     pub expires_at: Option<OffsetDateTime>,
     /// Active or expired, now.
     pub status: KeyStatus,
+    /// The limit its requests are held to: its own, or the default.
+    pub rate_limit: RateLimit,
     /// Its requests, by outcome.
     pub usage: Usage,
 }
 
 impl KeyInfo {
     /// The key as its owner sees it at `now`.
-    fn new(key: StoredKey, now: OffsetDateTime) -> Self {
+    fn new(key: StoredKey, rate_limit: RateLimit, now: OffsetDateTime) -> Self {
         let status = match key.expires_at {
             Some(at) if at <= now => KeyStatus::Expired,
             _ => KeyStatus::Active,
@@ -99,6 +101,7 @@ impl KeyInfo {
             last_used_at: key.last_used_at,
             expires_at: key.expires_at,
             status,
+            rate_limit,
             usage: key.usage,
         }
     }

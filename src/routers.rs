@@ -1,0 +1,321 @@
+//! What the crate's routers share: reading bodies strictly, field by field, into what the
+//! [`KeyManager`](crate::KeyManager) takes; answering every error as problem+json; and
+//! the answers to paths, methods and bodies no route takes.
+
+use std::{fmt, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, DefaultBodyLimit},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Router,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{
+    manage::{manager::Parsed, FieldError},
+    reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
+    Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, RateLimit, Rotation,
+};
+
+/// The largest body a router reads: 64 KiB.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why a request to one of the crate's routers failed: each becomes a problem+json answer.
+#[derive(Debug)]
+pub(crate) enum RouterError {
+    /// 401: no or the wrong credentials, with the code and challenge realm of the router.
+    Unauthorized {
+        code: &'static str,
+        detail: &'static str,
+        realm: &'static str,
+    },
+    /// 400: the body is not JSON.
+    MalformedJson(String),
+    /// 404: no such route, or an id no store made (a segment that is not UTF-8 included).
+    NoRoute,
+    /// 405: the path exists with other methods, named in `Allow`.
+    MethodNotAllowed(Option<HeaderValue>),
+    /// 413: the body is over 64 KiB.
+    PayloadTooLarge,
+    /// What the manager answered.
+    Manage(ManageError),
+}
+
+impl From<ManageError> for RouterError {
+    fn from(error: ManageError) -> Self {
+        Self::Manage(error)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Extra<'a> {
+    None {},
+    Invalid {
+        errors: &'a [FieldError],
+    },
+    Plan {
+        plan: &'a Plan,
+        required_plans: &'a [Plan],
+    },
+}
+
+impl IntoResponse for RouterError {
+    fn into_response(self) -> Response {
+        let not_found = || {
+            (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such route, account, or key in this account.".to_owned(),
+                Extra::None {},
+            )
+        };
+        let (status, code, detail, extra) = match &self {
+            Self::Unauthorized { code, detail, .. } => (
+                StatusCode::UNAUTHORIZED,
+                *code,
+                (*detail).to_owned(),
+                Extra::None {},
+            ),
+            Self::MalformedJson(why) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("The body is not valid JSON: {why}."),
+                Extra::None {},
+            ),
+            Self::NoRoute | Self::Manage(ManageError::NotFound) => not_found(),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This path does not take this method; see `Allow`.".to_owned(),
+                Extra::None {},
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("The body is over {} KiB.", MAX_BODY / 1024),
+                Extra::None {},
+            ),
+            Self::Manage(ManageError::Invalid(errors)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "Some fields cannot be accepted; see `errors`.".to_owned(),
+                Extra::Invalid { errors },
+            ),
+            Self::Manage(ManageError::PlanRequired { plan, required }) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "plan_required",
+                plan_required(plan, required),
+                Extra::Plan {
+                    plan,
+                    required_plans: required,
+                },
+            ),
+            Self::Manage(error) => {
+                tracing::warn!(%error, "nouvel-auth: the key store is unavailable; answering 503");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "The key store is unavailable right now; retry shortly.".to_owned(),
+                    Extra::None {},
+                )
+            }
+        };
+        let body = render_problem(status, code, &detail, extra, &ProblemStyle::default());
+        let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
+        match self {
+            Self::Unauthorized { realm, .. } => {
+                if let Ok(challenge) = HeaderValue::try_from(format!(r#"Bearer realm="{realm}""#)) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, challenge);
+                }
+            }
+            Self::MethodNotAllowed(Some(allow)) => {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// `router` with every answer of its own in problem+json: 404 for paths it does not
+/// have, 405 (with `Allow`) for methods a path does not take, 413 past 64 KiB.
+pub(crate) fn with_problems<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .fallback(|| async { RouterError::NoRoute })
+        .method_not_allowed_fallback(|| async { RouterError::MethodNotAllowed(None) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// The body, or the reason it could not be read (413 over the limit).
+pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RouterError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => RouterError::PayloadTooLarge,
+        _ => RouterError::MalformedJson(rejection.body_text()),
+    })
+}
+
+/// A JSON object body, read field by field so that every error names its field, and
+/// strictly: a member the endpoint does not take is an error of its own.
+pub(crate) struct Fields {
+    object: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Parses `body`; an empty body is an empty object (for optional bodies).
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, RouterError> {
+        let mut fields = Self {
+            object: Map::new(),
+            errors: Vec::new(),
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(fields);
+        }
+        match serde_json::from_slice(body).map_err(|e| RouterError::MalformedJson(e.to_string()))? {
+            Value::Object(object) => fields.object = object,
+            _ => fields.reject("body", "must be a JSON object"),
+        }
+        Ok(fields)
+    }
+
+    fn reject(&mut self, field: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError::new(field, reason));
+    }
+
+    /// A string field; `None` (and an error if `required`) when absent, null or not a string.
+    pub(crate) fn string(&mut self, field: &str, required: bool) -> Option<String> {
+        match self.object.remove(field) {
+            Some(Value::String(s)) => Some(s),
+            None | Some(Value::Null) if !required => None,
+            None | Some(Value::Null) => {
+                self.reject(field, "is required");
+                None
+            }
+            Some(_) => {
+                self.reject(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A string field parsed with `FromStr`, whose error names the problem.
+    fn parsed<T: std::str::FromStr>(&mut self, field: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let text = self.string(field, false)?;
+        text.parse()
+            .map_err(|e: T::Err| self.reject(field, e.to_string()))
+            .ok()
+    }
+
+    fn permissions(&mut self, set: &'static PermissionSet) -> Permissions {
+        let items = match self.object.remove("permissions") {
+            Some(Value::Array(items)) => items,
+            None | Some(Value::Null) => {
+                self.reject("permissions", "is required");
+                return Permissions::default();
+            }
+            Some(_) => {
+                self.reject("permissions", "must be an array of permissions");
+                return Permissions::default();
+            }
+        };
+        let mut permissions = Permissions::default();
+        for item in items {
+            match item.as_str().map(|name| set.parse(name)) {
+                Some(Ok(permission)) => permissions = permissions.with(permission),
+                Some(Err(unknown)) => self.reject("permissions", unknown.to_string()),
+                None => self.reject("permissions", "each permission must be a string"),
+            }
+        }
+        permissions
+    }
+
+    /// A whole number, 0 or more, if the member is there.
+    fn whole_number(&mut self, field: &str) -> Option<u64> {
+        match self.object.remove(field) {
+            None | Some(Value::Null) => None,
+            Some(value) => value.as_u64().or_else(|| {
+                self.reject(field, "must be a whole number, 0 or more");
+                None
+            }),
+        }
+    }
+
+    /// `{"requests": n, "window_seconds": w}`, both positive, `w` at most a day.
+    fn rate_limit(&mut self) -> Option<RateLimit> {
+        const REASON: &str =
+            "must be {\"requests\": 1 or more, \"window_seconds\": 1 to 86400}, whole numbers";
+        let value = self.object.remove("rate_limit")?;
+        let limit = value.as_object().filter(|o| o.len() == 2).and_then(|o| {
+            let requests = o.get("requests")?.as_u64().filter(|&n| n >= 1)?;
+            let window = o
+                .get("window_seconds")?
+                .as_u64()
+                .filter(|w| (1..=86_400).contains(w))?;
+            Some(RateLimit::new(
+                u32::try_from(requests).ok()?,
+                Duration::from_secs(window),
+            ))
+        });
+        if limit.is_none() && !value.is_null() {
+            self.reject("rate_limit", REASON);
+        }
+        limit
+    }
+
+    /// `value`, with the errors found and one for each member left unread.
+    pub(crate) fn finish<T>(mut self, value: T) -> Parsed<T> {
+        for member in std::mem::take(&mut self.object).keys() {
+            self.reject(member, "unknown field");
+        }
+        Parsed {
+            value,
+            errors: self.errors,
+        }
+    }
+
+    /// An account's name and plan (`POST /accounts`).
+    pub(crate) fn account(mut self) -> Parsed<(String, Plan)> {
+        let name = self.string("name", true).unwrap_or_default();
+        let plan = self.string("plan", true).unwrap_or_default();
+        self.finish((name, Plan::new(plan)))
+    }
+
+    /// A plan (`PATCH /accounts/{id}`).
+    pub(crate) fn plan(mut self) -> Parsed<Plan> {
+        let plan = self.string("plan", true).unwrap_or_default();
+        self.finish(Plan::new(plan))
+    }
+
+    /// What a new key should be (`POST …/keys`); with `take_limit`, a limit of its own.
+    pub(crate) fn key_spec(
+        mut self,
+        set: &'static PermissionSet,
+        take_limit: bool,
+    ) -> Parsed<KeySpec> {
+        let name = self.string("name", true).unwrap_or_default();
+        let permissions = self.permissions(set);
+        let expiration = self.parsed::<Expiration>("expiration").unwrap_or_default();
+        let rate_limit = if take_limit { self.rate_limit() } else { None };
+        let mut spec = KeySpec::new(name, permissions).expiration(expiration);
+        spec.rate_limit = rate_limit;
+        self.finish(spec)
+    }
+
+    /// How to rotate (`POST …/rotate`): a grace (default a day) and an expiration.
+    pub(crate) fn rotation(mut self) -> Parsed<Rotation> {
+        const DAY: u64 = 86_400;
+        let grace = self.whole_number("grace_seconds").unwrap_or(DAY);
+        let mut rotation = Rotation::grace(Duration::from_secs(grace));
+        rotation.expiration = self.parsed::<Expiration>("expiration");
+        self.finish(rotation)
+    }
+}
