@@ -130,3 +130,55 @@ async fn send_on_a_new_connection(
         .insert("host", addr.to_string().parse().unwrap());
     sender.send_request(request).await.unwrap()
 }
+
+#[tokio::test]
+async fn with_cors_outside_a_preflight_is_answered_and_the_limit_headers_are_readable() {
+    use axum::{routing::post, Router};
+    use http::{header, HeaderValue, Method};
+    use tower_http::cors::CorsLayer;
+
+    let (store, key) = common::store_with_key(nouvel::GENERATE).await;
+    let mut exposed: Vec<http::HeaderName> = nouvel_auth::limit::RATE_LIMIT_HEADERS.to_vec();
+    exposed.extend([
+        header::RETRY_AFTER,
+        nouvel_auth::middleware::KEY_EXPIRES_HEADER,
+    ]);
+    let cors = CorsLayer::new()
+        .allow_origin(HeaderValue::from_static("https://app.example"))
+        .allow_methods([Method::POST])
+        .allow_headers([header::AUTHORIZATION])
+        .expose_headers(exposed);
+    let app = Router::new()
+        .route("/api/v1/generate", post(|| async { "generated" }))
+        .layer(NouvelAuthLayer::new(store))
+        .layer(cors);
+
+    let preflight = Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/v1/generate")
+        .header(header::ORIGIN, "https://app.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(preflight).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example"
+    );
+
+    let request = Request::post("/api/v1/generate")
+        .header(header::ORIGIN, "https://app.example")
+        .header(header::AUTHORIZATION, common::bearer(&key.key))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let exposed = response.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "59");
+}
