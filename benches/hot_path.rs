@@ -71,6 +71,20 @@ fn requests(c: &mut Criterion) {
         &fixture.bearer,
     );
 
+    // 10 000 distinct keys in round robin: every key's state is cold, as on a busy server.
+    let service = layer.layer(inner());
+    let mut next = 0;
+    c.bench_function("request/nouvel_auth_10000_keys", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                next = (next + 1) % fixture.many.len();
+                (service.clone(), request(&fixture.many[next]))
+            },
+            |(service, request)| async move { black_box(service.oneshot(request).await.unwrap()) },
+            BatchSize::SmallInput,
+        )
+    });
+
     let static_token = "s3cr3t-static-token";
     #[allow(deprecated)] // the peer the issue names: one static token, no store
     let validate = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(static_token);
