@@ -7,8 +7,11 @@
 //! At start it makes a `scale` account and one key holding all five permissions, and
 //! prints the key with a `curl` line that uses it. The admin API ("Settings → API Keys")
 //! is mounted at `/admin`, guarded by `NOUVEL_ADMIN_TOKEN` (generated and printed when
-//! unset). `NOUVEL_ADDR` sets the address (default `127.0.0.1:8080`). Ctrl-C stops it
-//! cleanly, flushing usage first.
+//! unset; refused at start if shorter than 16 characters or holding whitespace).
+//! `NOUVEL_ADDR` sets the address (default `127.0.0.1:8080`). SIGINT (Ctrl-C) and SIGTERM
+//! both stop it cleanly: it stops accepting, finishes the requests under way, flushes
+//! usage and exits 0. A connection that has not sent a whole request head within 30 s is
+//! closed.
 //!
 //! Keys live in memory, and the limit is counted in memory, unless:
 //! * `DATABASE_URL` is set: keys and accounts live in PostgreSQL (schema `NOUVEL_SCHEMA`,
@@ -21,7 +24,17 @@
 #![allow(clippy::print_stdout)] // printing the demo key is this example's job
 
 use nouvel_auth::nouvel;
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
 
 use axum::{
     extract::Request,
@@ -110,6 +123,15 @@ where
         .await?;
     let admin_token = std::env::var("NOUVEL_ADMIN_TOKEN").ok();
     let generated_token = admin_token.is_none();
+    if let Some(token) = &admin_token {
+        if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
+            return Err(
+                "NOUVEL_ADMIN_TOKEN must be at least 16 characters and hold no whitespace: \
+                 a shorter one is guessed, and a spaced one is never sent whole"
+                    .into(),
+            );
+        }
+    }
     // A fresh key's random part makes a fine throwaway admin token; it opens nothing else.
     let admin_token = admin_token
         .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));
@@ -126,7 +148,7 @@ where
         .layer(auth.clone());
     let app = api.nest("/admin", admin::router(keys, AdminToken::new(&admin_token)));
 
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let secret = demo.key.expose_secret();
     println!("Nouvel API example listening on http://{addr}");
@@ -146,13 +168,53 @@ where
         account.id
     );
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    // The server has stopped taking requests: keep the last interval's usage.
+    serve_until_signalled(listener, app).await?;
+    // The server has stopped taking requests and finished those under way: keep the last
+    // interval's usage.
     auth.flush_usage().await?;
     println!("Stopped.");
     Ok(())
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting and waits for
+/// the connections under way. hyper's own server rather than `axum::serve`, for the 30 s
+/// limit on a request head (a slow client holds no connection longer).
+async fn serve_until_signalled(listener: TcpListener, app: Router) -> Result<(), Error> {
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let connections = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(signalled());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = server
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is its own business.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (what a terminal and a container runtime send).
+async fn signalled() {
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
