@@ -156,9 +156,12 @@ impl KeyStorage for TableStore {
     ) -> Result<bool, BackendError> {
         // One lock for both writes: the transaction of a real store.
         let mut tables = self.tables()?;
-        let Some(old) = live(&mut tables, &replacement.account_id, old) else {
+        let Some(old) =
+            live(&mut tables, &replacement.account_id, old).filter(|old| old.replaced_by.is_none())
+        else {
             return Ok(false);
         };
+        old.replaced_by = Some(replacement.id.clone());
         old.expires_at = Some(
             old.expires_at
                 .map_or(old_expires_at, |at| at.min(old_expires_at)),

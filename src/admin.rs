@@ -15,7 +15,8 @@
 //! | `POST /accounts/{account_id}/keys/{key_id}/rotate` | 201 NewKey |
 //!
 //! Every answer is JSON, every error problem+json, checked in this order: 401
-//! `admin_unauthorized`, 404 `not_found` (unknown ids and paths), 400 `malformed_json` / 413
+//! `admin_unauthorized`, 404 `not_found` (unknown ids and paths), 409 `already_rotated` (a
+//! rotation of a key that has a replacement), 400 `malformed_json` / 413
 //! `payload_too_large` (over 64 KiB) / 422 `invalid_request` (with `errors: [{field,
 //! reason}]`, every field at once; a member the endpoint does not take is `unknown field`),
 //! 402 `plan_required`; 405 `method_not_allowed` with `Allow`; 503 `auth_unavailable` when

@@ -105,6 +105,12 @@ impl IntoResponse for RouterError {
                 "Some fields cannot be accepted; see `errors`.".to_owned(),
                 Extra::Invalid { errors },
             ),
+            Self::Manage(ManageError::AlreadyRotated) => (
+                StatusCode::CONFLICT,
+                "already_rotated",
+                "This key was rotated already; rotate its replacement instead.".to_owned(),
+                Extra::None {},
+            ),
             Self::Manage(ManageError::PlanRequired { plan, required }) => (
                 StatusCode::PAYMENT_REQUIRED,
                 "plan_required",

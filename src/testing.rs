@@ -21,7 +21,8 @@
 //!   digests not found; expired keys still found (the layer refuses them); plan changes
 //!   seen at once;
 //! * rotation: the replacement made with the old key's name, permissions, option and
-//!   limit, the old key's expiration brought forward and never back;
+//!   limit, the old key's expiration brought forward; a rotated key rotated no more, and
+//!   of concurrent rotations of one key exactly one replacement;
 //! * usage: batches added to the totals and the latest times kept;
 //! * ids the storage never made (NUL, non-ASCII, very long) answer "not found", never an
 //!   error;
@@ -308,24 +309,51 @@ impl<S: KeyStorage> Kit<S> {
                 .is_some_and(|r| r.expires_at == Some(grace_end)),
             &record,
         );
-        // A longer grace never pushes the expiration back.
-        self.clock.advance(Duration::from_secs(1));
-        let again = ok(
-            "rotate a key",
-            self.keys
-                .rotate_key(&account.id, &old.info.id, Duration::from_secs(86_400))
-                .await,
+        // A key with a replacement is rotated no more, and nothing is written.
+        let again = self
+            .keys
+            .rotate_key(&account.id, &old.info.id, Duration::from_secs(86_400))
+            .await;
+        check(
+            "a rotated key cannot be rotated again",
+            matches!(again, Err(ManageError::AlreadyRotated)),
+            &again,
         );
         let read = ok("read a key", self.keys.key(&account.id, &old.info.id).await);
         check(
-            "a rotation never pushes an expiration back",
+            "a refused rotation leaves the expiration as it was",
             read.expires_at == Some(grace_end),
             &read,
         );
         let listed = ok("list keys", self.keys.keys(&account.id).await);
         check(
-            "old and new keys are all listed",
-            listed.len() == 3 && listed[0].id == again.info.id,
+            "the old key and its one replacement are listed",
+            listed.len() == 2 && listed[0].id == new.info.id,
+            &listed,
+        );
+        // Concurrent rotations of one key: exactly one replacement.
+        let rotations = (0..8).map(|_| {
+            self.keys
+                .rotate_key(&account.id, &new.info.id, Duration::from_secs(60))
+        });
+        let answers = futures_util::future::join_all(rotations).await;
+        let made = answers.iter().filter(|answer| answer.is_ok()).count();
+        let refused = answers
+            .iter()
+            .filter(|answer| matches!(answer, Err(ManageError::AlreadyRotated)))
+            .count();
+        check(
+            "concurrent rotations of one key make exactly one replacement",
+            made == 1 && refused == answers.len() - 1,
+            answers
+                .iter()
+                .map(|a| a.as_ref().map(|n| n.info.id.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let listed = ok("list keys", self.keys.keys(&account.id).await);
+        check(
+            "three keys in all, after the race",
+            listed.len() == 3,
             &listed,
         );
     }

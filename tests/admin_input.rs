@@ -536,3 +536,33 @@ fn arbitrary_bodies_and_ids_answer_alike_on_both_stores_and_never_5xx() {
         prop_assert_eq!(&answers[0], &answers[1], "{} {} {}", method, template, body);
     });
 }
+
+#[tokio::test]
+async fn a_rotated_key_answers_409_already_rotated_on_every_store() {
+    for (store, app) in both().await {
+        let id = account(&app).await;
+        let made = send(
+            &app,
+            "POST",
+            &format!("/admin/accounts/{id}/keys"),
+            json!({"name": "k", "permissions": ["generate"]}),
+        )
+        .await;
+        let key = made.body["id"].as_str().unwrap();
+        let rotate = format!("/admin/accounts/{id}/keys/{key}/rotate");
+        assert_eq!(
+            send(&app, "POST", &rotate, json!({})).await.status,
+            201,
+            "{store}"
+        );
+        send(&app, "POST", &rotate, json!({}))
+            .await
+            .assert_problem(409, "already_rotated");
+        // Before the body is read: a bad body on a rotated key is still 409.
+        send(&app, "POST", &rotate, json!({"grace_seconds": "soon"}))
+            .await
+            .assert_problem(409, "already_rotated");
+        let listed = call(&app, "GET", &format!("/admin/accounts/{id}/keys"), "").await;
+        assert_eq!(listed.body["keys"].as_array().unwrap().len(), 2, "{store}");
+    }
+}

@@ -233,6 +233,9 @@ pub enum ManageError {
         /// The plans with API keys.
         required: Vec<Plan>,
     },
+    /// The key was rotated already: it has a replacement (409).
+    #[error("the key was rotated already")]
+    AlreadyRotated,
     /// The storage failed (503).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -462,6 +465,9 @@ impl<S: KeyStorage> KeyManager<S> {
         body: Result<Parsed<Rotation>, E>,
     ) -> Result<NewKey, E> {
         let old = self.stored_key(account, key).await?;
+        if old.replaced_by.is_some() {
+            return Err(ManageError::AlreadyRotated.into());
+        }
         let Parsed {
             value: rotation,
             mut errors,
@@ -497,7 +503,13 @@ impl<S: KeyStorage> KeyManager<S> {
             .await
             .map_err(ManageError::from)?;
         if !replaced {
-            return Err(ManageError::NotFound.into());
+            // Deleted meanwhile, or replaced by a rotation that ran beside this one.
+            let now_stored = self.stored_key(&old.account_id, &old.id).await?;
+            let error = match now_stored.replaced_by {
+                Some(_) => ManageError::AlreadyRotated,
+                None => ManageError::NotFound,
+            };
+            return Err(error.into());
         }
         Ok(NewKey {
             info: self.info(stored, now),
@@ -560,6 +572,7 @@ impl<S: KeyStorage> KeyManager<S> {
             expires_at,
             last_used_at: None,
             usage: Usage::default(),
+            replaced_by: None,
         };
         Ok((key, stored))
     }

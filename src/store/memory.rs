@@ -190,14 +190,15 @@ impl KeyStorage for MemoryKeyStore {
         let Some(account) = account else {
             return Ok(false);
         };
-        let Some(mut old) = self
-            .inner
-            .keys
-            .get_mut(old)
-            .filter(|key| key.account_id == replacement.account_id)
+        let Some(mut old) =
+            self.inner.keys.get_mut(old).filter(|key| {
+                key.account_id == replacement.account_id && key.replaced_by.is_none()
+            })
         else {
             return Ok(false);
         };
+        // Under the key's lock: a concurrent replacement finds it replaced.
+        old.replaced_by = Some(replacement.id.clone());
         old.expires_at = Some(
             old.expires_at
                 .map_or(old_expires_at, |at| at.min(old_expires_at)),

@@ -193,7 +193,7 @@ fn account(row: &PgRow) -> Result<Account, sqlx::Error> {
 }
 
 const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
-    rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at,
+    rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at, replaced_by,
     admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
     rejected_rate_limited, last_request_at";
 
@@ -221,6 +221,9 @@ fn stored_key(row: &PgRow, set: &'static PermissionSet) -> Result<StoredKey, sql
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        replaced_by: row
+            .try_get::<Option<String>, _>("replaced_by")?
+            .map(KeyId::from),
         usage: Usage {
             admitted: count(row, "admitted")?,
             rejected: RejectionCounts {
@@ -465,13 +468,18 @@ impl KeyStorage for PostgresKeyStore {
         }
         let replaced = async {
             let mut tx = self.pool.begin().await?;
+            // The row lock this takes makes a concurrent replacement wait, then find it
+            // replaced.
             let shortened = sqlx::query(
-                "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3)
-                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL",
+                "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3),
+                     replaced_by = $4
+                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
+                   AND replaced_by IS NULL",
             )
             .bind(replacement.account_id.as_str())
             .bind(old.as_str())
             .bind(old_expires_at)
+            .bind(replacement.id.as_str())
             .execute(&mut *tx)
             .await?;
             if shortened.rows_affected() != 1 {

@@ -280,6 +280,8 @@ pub struct StoredKey {
     pub last_used_at: Option<OffsetDateTime>,
     /// Its requests, as usage reports tell.
     pub usage: Usage,
+    /// The key a rotation replaced it with; a key is replaced once at most.
+    pub replaced_by: Option<KeyId>,
 }
 
 impl StoredKey {
@@ -356,9 +358,11 @@ pub trait KeyStorage: KeyStore {
         key: &KeyId,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
-    /// In one atomic step: writes `replacement` (a key of the same account) and brings the
-    /// expiration of the live key `old` forward to `old_expires_at` (never back: the
-    /// earlier of the two stays). `false`, and nothing written, if `old` is not live.
+    /// In one atomic step: writes `replacement` (a key of the same account), marks the live
+    /// key `old` as replaced by it, and brings `old`'s expiration forward to
+    /// `old_expires_at` (never back: the earlier of the two stays). `false`, and nothing
+    /// written, if `old` is not live or already replaced: of concurrent replacements of
+    /// one key, exactly one is written.
     fn replace_key(
         &self,
         old: &KeyId,
