@@ -161,11 +161,7 @@ impl KeyStorage for TableStore {
         else {
             return Ok(false);
         };
-        old.replaced_by = Some(replacement.id.clone());
-        old.expires_at = Some(
-            old.expires_at
-                .map_or(old_expires_at, |at| at.min(old_expires_at)),
-        );
+        old.replace_with(&replacement.id, old_expires_at);
         tables.keys.push((replacement.clone(), false));
         Ok(true)
     }

@@ -54,6 +54,11 @@ async fn account(app: &Router) -> String {
     made.body["id"].as_str().unwrap().to_owned()
 }
 
+/// Makes a key in account `id` from `body`.
+async fn new_key(app: &Router, id: &str, body: Value) -> Reply {
+    send(app, "POST", &format!("/admin/accounts/{id}/keys"), body).await
+}
+
 #[track_caller]
 fn fields(reply: &Reply) -> Vec<(String, String)> {
     reply.assert_problem(422, "invalid_request");
@@ -88,10 +93,9 @@ async fn a_date_past_the_year_9999_in_utc_is_422_not_a_panic() {
             "9999-12-31T23:59:60Z",
             "+10000-01-01T00:00:00Z",
         ] {
-            let reply = send(
+            let reply = new_key(
                 &app,
-                "POST",
-                &format!("/admin/accounts/{id}/keys"),
+                &id,
                 json!({"name": "k", "permissions": ["generate"], "expiration": date}),
             )
             .await;
@@ -102,10 +106,9 @@ async fn a_date_past_the_year_9999_in_utc_is_422_not_a_panic() {
                 reply.text
             );
         }
-        let latest = send(
+        let latest = new_key(
             &app,
-            "POST",
-            &format!("/admin/accounts/{id}/keys"),
+            &id,
             json!({"name": "k", "permissions": ["generate"], "expiration": "9999-12-31T23:59:59Z"}),
         )
         .await;
@@ -142,10 +145,9 @@ async fn control_characters_and_ids_no_store_made_are_4xx_on_every_store() {
             );
         }
         let id = account(&app).await;
-        let reply = send(
+        let reply = new_key(
             &app,
-            "POST",
-            &format!("/admin/accounts/{id}/keys"),
+            &id,
             json!({"name": "x\u{0}", "permissions": ["generate"]}),
         )
         .await;
@@ -175,10 +177,9 @@ async fn rotation_renews_a_custom_date_as_the_same_length_of_life() {
     let app = app(MemoryKeyStore::new(), &clock);
     let id = account(&app).await;
     // Made at T0 to die ten days later.
-    let made = send(
+    let made = new_key(
         &app,
-        "POST",
-        &format!("/admin/accounts/{id}/keys"),
+        &id,
         json!({"name": "k", "permissions": ["generate"], "expiration": "2026-06-11T12:00:00Z"}),
     )
     .await;
@@ -402,11 +403,7 @@ async fn a_key_may_have_a_limit_of_its_own_and_every_key_shows_its_limit() {
 async fn timestamps_read_back_as_written_and_the_expiry_header_has_whole_seconds() {
     for (store, app) in both().await {
         let id = account(&app).await;
-        let made = send(
-            &app,
-            "POST",
-            &format!("/admin/accounts/{id}/keys"),
-            json!({"name": "k", "permissions": ["generate"], "expiration": "2026-06-03T12:00:00.999999999Z"}),
+        let made = new_key(&app, &id, json!({"name": "k", "permissions": ["generate"], "expiration": "2026-06-03T12:00:00.999999999Z"}),
         )
         .await;
         assert_eq!(made.body["expires_at"], "2026-06-03T12:00:00Z", "{store}");
@@ -486,13 +483,7 @@ fn arbitrary_bodies_and_ids_answer_alike_on_both_stores_and_never_5xx() {
         let mut ids = Vec::new();
         for (_, app) in &apps {
             let id = account(app).await;
-            let key = send(
-                app,
-                "POST",
-                &format!("/admin/accounts/{id}/keys"),
-                json!({"name": "k", "permissions": ["generate"]}),
-            )
-            .await;
+            let key = new_key(app, &id, json!({"name": "k", "permissions": ["generate"]})).await;
             ids.push((id, key.body["id"].as_str().unwrap().to_owned()));
         }
         (apps, ids)
@@ -541,13 +532,7 @@ fn arbitrary_bodies_and_ids_answer_alike_on_both_stores_and_never_5xx() {
 async fn a_rotated_key_answers_409_already_rotated_on_every_store() {
     for (store, app) in both().await {
         let id = account(&app).await;
-        let made = send(
-            &app,
-            "POST",
-            &format!("/admin/accounts/{id}/keys"),
-            json!({"name": "k", "permissions": ["generate"]}),
-        )
-        .await;
+        let made = new_key(&app, &id, json!({"name": "k", "permissions": ["generate"]})).await;
         let key = made.body["id"].as_str().unwrap();
         let rotate = format!("/admin/accounts/{id}/keys/{key}/rotate");
         assert_eq!(

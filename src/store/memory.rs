@@ -198,11 +198,7 @@ impl KeyStorage for MemoryKeyStore {
             return Ok(false);
         };
         // Under the key's lock: a concurrent replacement finds it replaced.
-        old.replaced_by = Some(replacement.id.clone());
-        old.expires_at = Some(
-            old.expires_at
-                .map_or(old_expires_at, |at| at.min(old_expires_at)),
-        );
+        old.replace_with(&replacement.id, old_expires_at);
         let record = Arc::new(old.record(account.plan.clone()));
         self.inner.records.insert(old.digest, record);
         drop((old, account));

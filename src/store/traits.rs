@@ -285,6 +285,13 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
+    /// What [`KeyStorage::replace_key`] does to the old key: marks it replaced by
+    /// `replacement` and brings its expiration forward to `expires_at` (never back).
+    pub fn replace_with(&mut self, replacement: &KeyId, expires_at: OffsetDateTime) {
+        self.replaced_by = Some(replacement.clone());
+        self.expires_at = Some(self.expires_at.map_or(expires_at, |at| at.min(expires_at)));
+    }
+
     /// The record a lookup answers for this key, its account being on `plan`.
     #[must_use]
     pub fn record(&self, plan: Plan) -> KeyRecord {
