@@ -31,13 +31,18 @@
 //! let app: Router = Router::new().nest("/admin", admin::router(keys, AdminToken::new("s3cret-admin-token")));
 //! ```
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     body::Bytes,
     extract::{
         rejection::{BytesRejection, PathRejection},
-        Path, Request, State,
+        ConnectInfo, Path, Request, State,
     },
     http::StatusCode,
     middleware::{self, Next},
@@ -49,11 +54,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use time::OffsetDateTime;
+
 use crate::{
+    clock::SharedClock,
     credentials::bearer_token,
     manage::KeyInfo,
     routers::{body, with_problems, Fields, RouterError},
-    AccountId, KeyId, KeyManager, KeyStorage,
+    AccountId, ConcurrentMap, KeyId, KeyManager, KeyStorage,
 };
 
 /// The admin API's bearer token: a secret, compared in constant time.
@@ -82,7 +90,19 @@ impl fmt::Debug for AdminToken {
 }
 
 /// The admin router over `manager`, guarded by `token`.
+///
+/// Failed authentications are counted per client address, as axum's
+/// `ConnectInfo<SocketAddr>` gives it (`Router::into_make_service_with_connect_info`, or
+/// the extension inserted by a server of your own): after 20 within a minute, the address
+/// gets 429 (with `Retry-After`) on every admin route until that minute has passed, and
+/// failures are logged as warnings, at most one line per 10 s per address. Without a
+/// client address nothing is counted.
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Router {
+    let guard = Guard {
+        token,
+        clock: manager.clock_handle(),
+        failures: ConcurrentMap::default(),
+    };
     let routes = Router::new()
         .route("/accounts", post(create_account::<S>))
         .route(
@@ -103,7 +123,7 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
         )
         .with_state(manager);
     with_problems(routes).layer(middleware::from_fn_with_state(
-        Arc::new(token),
+        Arc::new(guard),
         require_token,
     ))
 }
@@ -114,14 +134,87 @@ const UNAUTHORIZED: RouterError = RouterError::Unauthorized {
     realm: "nouvel-admin",
 };
 
-async fn require_token(
-    State(token): State<Arc<AdminToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// How many failed authentications an address may make in [`FAILURE_WINDOW`].
+const MAX_FAILURES: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// At most one warning per address this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Past this many addresses, those whose minute has passed are forgotten first.
+const ADDRESSES_KEPT: usize = 10_000;
+
+/// The token, and the failed authentications by client address.
+struct Guard {
+    token: AdminToken,
+    clock: SharedClock,
+    failures: ConcurrentMap<IpAddr, Failures>,
+}
+
+/// One address's failures in its current minute.
+struct Failures {
+    since: OffsetDateTime,
+    count: u32,
+    logged_at: Option<OffsetDateTime>,
+    unlogged: u32,
+}
+
+impl Guard {
+    /// How long `client` must still wait, if it failed too often in its minute.
+    fn blocked(&self, client: IpAddr, now: OffsetDateTime) -> Option<Duration> {
+        let failures = self.failures.get(&client)?;
+        let ends = failures.since + FAILURE_WINDOW;
+        (failures.count >= MAX_FAILURES && now < ends)
+            .then(|| Duration::try_from(ends - now).unwrap_or(FAILURE_WINDOW))
+    }
+
+    /// Counts a failure of `client`, and logs it unless the address was logged lately.
+    fn failed(&self, client: IpAddr, now: OffsetDateTime) {
+        if self.failures.len() >= ADDRESSES_KEPT {
+            self.failures
+                .retain(|_, failures| now < failures.since + FAILURE_WINDOW);
+        }
+        let mut failures = self.failures.entry(client).or_insert(Failures {
+            since: now,
+            count: 0,
+            logged_at: None,
+            unlogged: 0,
+        });
+        if now >= failures.since + FAILURE_WINDOW {
+            failures.since = now;
+            failures.count = 0;
+        }
+        failures.count += 1;
+        if failures.logged_at.is_some_and(|at| now < at + LOG_EVERY) {
+            failures.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            %client,
+            failures_this_minute = failures.count,
+            not_logged_since_last_line = failures.unlogged,
+            "nouvel-auth admin: failed authentication"
+        );
+        failures.logged_at = Some(now);
+        failures.unlogged = 0;
+    }
+}
+
+async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let now = guard.clock.now();
+    if let Some(wait) = client.and_then(|client| guard.blocked(client, now)) {
+        return RouterError::TooManyFailures(wait).into_response();
+    }
     match bearer_token(request.headers()) {
-        Ok(presented) if token.matches(presented) => next.run(request).await,
-        _ => UNAUTHORIZED.into_response(),
+        Ok(presented) if guard.token.matches(presented) => next.run(request).await,
+        _ => {
+            if let Some(client) = client {
+                guard.failed(client, now);
+            }
+            UNAUTHORIZED.into_response()
+        }
     }
 }
 

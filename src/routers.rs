@@ -40,6 +40,8 @@ pub(crate) enum RouterError {
     MethodNotAllowed(Option<HeaderValue>),
     /// 413: the body is over 64 KiB.
     PayloadTooLarge,
+    /// 429: too many failed authentications from this client; retry after the wait.
+    TooManyFailures(Duration),
     /// What the manager answered.
     Manage(ManageError),
 }
@@ -99,6 +101,15 @@ impl IntoResponse for RouterError {
                 format!("The body is over {} KiB.", MAX_BODY / 1024),
                 Extra::None {},
             ),
+            Self::TooManyFailures(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!(
+                    "Too many failed authentications from this address; retry in {} seconds.",
+                    retry_after(*wait)
+                ),
+                Extra::None {},
+            ),
             Self::Manage(ManageError::Invalid(errors)) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
@@ -143,10 +154,24 @@ impl IntoResponse for RouterError {
             Self::MethodNotAllowed(Some(allow)) => {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
+            Self::TooManyFailures(wait) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(wait)));
+            }
             _ => {}
         }
         response
     }
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 /// `router` with every answer of its own in problem+json: 404 for paths it does not

@@ -551,3 +551,70 @@ async fn a_rotated_key_answers_409_already_rotated_on_every_store() {
         assert_eq!(listed.body["keys"].as_array().unwrap().len(), 2, "{store}");
     }
 }
+
+/// A tracing writer that keeps what is written to it.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn twenty_failed_tokens_from_one_address_in_a_minute_get_429_until_it_passes() {
+    use axum::extract::ConnectInfo;
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let clock = ManualClock::new(T0);
+    let app = app(MemoryKeyStore::new(), &clock);
+    let attempt = |from: &str, token: &str| {
+        let request = Request::get("/admin/accounts/acc_x")
+            .header("authorization", format!("Bearer {token}"))
+            .extension(ConnectInfo(from.parse::<std::net::SocketAddr>().unwrap()))
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move { Reply::read(app.oneshot(request).await.unwrap()).await }
+    };
+    for _ in 0..20 {
+        attempt("203.0.113.7:4000", "wrong-guess")
+            .await
+            .assert_problem(401, "admin_unauthorized");
+    }
+    clock.advance(Duration::from_secs(15));
+    // The 21st try, and even the right token, from that address: 429 for the minute's rest.
+    for token in ["wrong-guess", TOKEN] {
+        let refused = attempt("203.0.113.7:4001", token).await;
+        refused.assert_problem(429, "too_many_failures");
+        assert_eq!(refused.header("retry-after"), Some("45"));
+    }
+    // Another address is not held back.
+    attempt("198.51.100.1:5000", TOKEN)
+        .await
+        .assert_problem(404, "not_found");
+    clock.advance(Duration::from_secs(45));
+    attempt("203.0.113.7:4002", TOKEN)
+        .await
+        .assert_problem(404, "not_found");
+    // Twenty failures within one second: one warning line, not twenty.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines = text.matches("failed authentication").count();
+    assert_eq!(lines, 1, "{text}");
+    assert!(text.contains("203.0.113.7"), "{text}");
+    assert!(
+        !text.contains("wrong-guess"),
+        "a presented token is never logged"
+    );
+}

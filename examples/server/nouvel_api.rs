@@ -37,7 +37,7 @@ use tokio::{
 };
 
 use axum::{
-    extract::Request,
+    extract::{ConnectInfo, Request},
     routing::{get, post},
     Json, Router,
 };
@@ -49,6 +49,7 @@ use nouvel_auth::{
     MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
 };
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -188,11 +189,18 @@ async fn serve_until_signalled(listener: TcpListener, app: Router) -> Result<(),
     let connections = GracefulShutdown::new();
     let mut stop = std::pin::pin!(signalled());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, client) = tokio::select! {
             accepted = listener.accept() => accepted?,
             () = &mut stop => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the admin API's count of failed authentications.
+        let service = app
+            .clone()
+            .map_request(move |mut request: axum::http::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(client));
+                request
+            });
+        let service = TowerToHyperService::new(service);
         let connection = server
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

@@ -308,6 +308,12 @@ impl<S: KeyStorage> KeyManager<S> {
         self
     }
 
+    /// Its clock: the routers judge time by it too.
+    #[cfg(feature = "admin")]
+    pub(crate) fn clock_handle(&self) -> SharedClock {
+        self.clock.clone()
+    }
+
     /// The storage it manages.
     #[must_use]
     pub fn storage(&self) -> &S {
