@@ -105,6 +105,7 @@ pub mod middleware;
 pub mod nouvel;
 mod permission;
 mod plan;
+mod quiet;
 mod reject;
 #[cfg(feature = "admin")]
 mod routers;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     manage::{manager::Parsed, FieldError},
+    quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
     Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, RateLimit, Rotation,
 };
@@ -132,7 +133,8 @@ impl IntoResponse for RouterError {
                 },
             ),
             Self::Manage(error) => {
-                tracing::warn!(%error, "nouvel-auth: the key store is unavailable; answering 503");
+                static STORE: Quiet = Quiet::new();
+                warn_quietly!(STORE, %error, "nouvel-auth: the key store is unavailable; answering 503");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "auth_unavailable",

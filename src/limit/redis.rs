@@ -4,15 +4,18 @@ use std::{
     fmt,
     sync::atomic::{AtomicU64, Ordering},
     task::Poll,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use redis::{aio::ConnectionManager, Script};
 use time::OffsetDateTime;
 
 use super::{memory::unix_millis, MemoryWindow};
+use crate::{
+    quiet::{warn_quietly, Quiet},
+    Decision, RateLimit, RateLimiter,
+};
 use crate::{BackendError, KeyId};
-use crate::{Decision, RateLimit, RateLimiter};
 
 /// The sliding log as one atomic script: drop what left the window, count, admit if under
 /// the limit, and report the oldest admitted request. One sorted set per API key, its
@@ -91,11 +94,7 @@ pub struct RedisRateLimiter {
     timeout: Duration,
     on_failure: RedisFailure,
     server_time: bool,
-    last_warning: AtomicU64,
-    started: Instant,
 }
-
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a [`RedisRateLimiter`] remembers of one key in this instance: until when Redis
 /// refuses it, and the local count it falls back to.
@@ -120,8 +119,6 @@ impl RedisRateLimiter {
             timeout: Duration::from_millis(50),
             on_failure: RedisFailure::default(),
             server_time: true,
-            last_warning: AtomicU64::new(0),
-            started: Instant::now(),
         })
     }
 
@@ -201,17 +198,8 @@ impl RedisRateLimiter {
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_warning.load(Ordering::Relaxed);
-        let quiet_for = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
-        if (last == 0 || elapsed >= last + quiet_for)
-            && self
-                .last_warning
-                .compare_exchange(last, elapsed.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(%error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable");
-        }
+        static FAULT: Quiet = Quiet::new();
+        warn_quietly!(FAULT, %error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable");
         match self.on_failure {
             RedisFailure::FallBackToLocal => Ok(window.local.admit(limit, now)),
             RedisFailure::FailOpen => Ok(Decision {

@@ -30,6 +30,7 @@ use crate::{
     clock::SharedClock,
     credentials::presented_key,
     error::within,
+    quiet::{warn_quietly, Quiet},
     reject::Problems,
     routes::{client_path, Access},
     usage::Outcome,
@@ -297,6 +298,13 @@ fn log_unauthenticated(rejection: &Rejection) {
 }
 
 fn unavailable(what: &str, error: &BackendError) -> Rejection {
-    tracing::warn!(%error, "nouvel-auth: the {what} is unavailable; answering 503");
+    static STORE: Quiet = Quiet::new();
+    static LIMITER: Quiet = Quiet::new();
+    let kind = if what == "key store" {
+        &STORE
+    } else {
+        &LIMITER
+    };
+    warn_quietly!(kind, %error, "nouvel-auth: the {what} is unavailable; answering 503");
     Rejection::Unavailable
 }

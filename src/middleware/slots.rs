@@ -22,6 +22,7 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
+    quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts},
     BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, RateLimiter, Usage, UsageReport,
 };
@@ -148,7 +149,8 @@ impl<L: RateLimiter> Slots<L> {
         }
         let flushed = store.record_usage(&reports).await;
         if let Err(error) = &flushed {
-            tracing::warn!(%error, "nouvel-auth could not flush key usage; will retry");
+            static FLUSH: Quiet = Quiet::new();
+            warn_quietly!(FLUSH, %error, "nouvel-auth could not flush key usage; will retry");
             for report in &reports {
                 self.by_id(&report.key_id).usage.restore(report);
             }

@@ -14,7 +14,9 @@ use time::OffsetDateTime;
 
 use super::Invalidation;
 use crate::{
-    error::within, Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, Plan, UsageReport,
+    error::within,
+    quiet::{warn_quietly, Quiet},
+    Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, Plan, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -170,7 +172,8 @@ impl<K: KeyStore> CachedKeyStore<K> {
                     stale_until,
                     ..
                 }) if now < stale_until => {
-                    tracing::warn!(%error, key_id = %record.id, "nouvel-auth: key store failed; serving a cached key");
+                    static STALE: Quiet = Quiet::new();
+                    warn_quietly!(STALE, %error, key_id = %record.id, "nouvel-auth: key store failed; serving a cached key");
                     Ok(Some(record))
                 }
                 _ => Err(error),

@@ -10,8 +10,10 @@ use time::OffsetDateTime;
 
 use super::Invalidation;
 use crate::{
-    usage::RejectionCounts, Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest,
-    KeyHasher, KeyId, Permission, PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
+    quiet::{warn_quietly, Quiet},
+    usage::RejectionCounts,
+    Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permission,
+    PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -151,7 +153,8 @@ impl PostgresKeyStore {
             match self.listener().await {
                 Ok(listener) => return listener,
                 Err(error) => {
-                    tracing::warn!(%error, "nouvel-auth: cannot listen for key changes; retrying");
+                    static LISTEN: Quiet = Quiet::new();
+                    warn_quietly!(LISTEN, %error, "nouvel-auth: cannot listen for key changes; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -1,0 +1,73 @@
+//! An outage does not flood the logs: each kind of backend warning is written at most once
+//! per 10 s. Alone in its binary, since the warnings' quiet periods are the process's.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use nouvel_auth::{
+    store::UsageReport, BackendError, KeyDigest, KeyRecord, KeyStore, NouvelAuthLayer,
+};
+
+/// A store whose backend is down.
+struct Down;
+
+impl KeyStore for Down {
+    async fn lookup(
+        &self,
+        _digest: &KeyDigest,
+        _now: time::OffsetDateTime,
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
+        Err(BackendError::failed("connection refused"))
+    }
+
+    async fn record_usage(&self, _reports: &[UsageReport]) -> Result<(), BackendError> {
+        Err(BackendError::failed("connection refused"))
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_failed_lookups_write_one_warning_then_one_with_the_count() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = common::routes().layer(NouvelAuthLayer::new(Down));
+    let key = common::bearer(&nouvel_auth::ApiKey::generate());
+    for _ in 0..100 {
+        common::send(&app, "POST", "/api/v1/generate", Some(&key))
+            .await
+            .assert_problem(503, "auth_unavailable");
+    }
+    let lines = |logs: &Captured| {
+        String::from_utf8(logs.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("key store is unavailable"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lines(&logs).len(), 1, "{:?}", lines(&logs));
+    tokio::time::advance(std::time::Duration::from_secs(10)).await;
+    common::send(&app, "POST", "/api/v1/generate", Some(&key)).await;
+    let written = lines(&logs);
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert!(written[1].contains("left_out=99"), "{}", written[1]);
+}
