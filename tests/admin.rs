@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{body::Body, http::Request, Router};
 use common::{Harness, Reply};
@@ -602,29 +598,10 @@ async fn rotation_defaults_to_a_day_of_grace() {
     assert_eq!(old_now.body["expires_at"], "2026-06-02T12:00:00Z");
 }
 
-/// A `tracing` writer that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_key_lives_its_whole_life_and_never_reaches_the_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = common::Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::TRACE));
 
     let a = Admin::new().await;
     let account = a.account("scale").await;
@@ -728,7 +705,7 @@ async fn a_key_lives_its_whole_life_and_never_reaches_the_logs() {
         .assert_problem(401, "invalid_api_key");
     a.h.layer.flush_usage().await.unwrap();
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let (by_the_test, by_the_crate) = logs.split_at(leaked_by_the_test);
     assert!(
         by_the_test.contains(&old_key),

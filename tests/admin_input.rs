@@ -552,30 +552,11 @@ async fn a_rotated_key_answers_409_already_rotated_on_every_store() {
     }
 }
 
-/// A tracing writer that keeps what is written to it.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn twenty_failed_tokens_from_one_address_in_a_minute_get_429_until_it_passes() {
     use axum::extract::ConnectInfo;
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = common::Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
 
     let clock = ManualClock::new(T0);
     let app = app(MemoryKeyStore::new(), &clock);
@@ -609,7 +590,7 @@ async fn twenty_failed_tokens_from_one_address_in_a_minute_get_429_until_it_pass
         .await
         .assert_problem(404, "not_found");
     // Twenty failures within one second: one warning line, not twenty.
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines = text.matches("failed authentication").count();
     assert_eq!(lines, 1, "{text}");
     assert!(text.contains("203.0.113.7"), "{text}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nouvel_auth::{
     store::UsageReport, BackendError, KeyDigest, KeyRecord, KeyStore, NouvelAuthLayer,
@@ -26,29 +26,10 @@ impl KeyStore for Down {
     }
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_hundred_failed_lookups_write_one_warning_then_one_with_the_count() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = common::Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
     let app = common::routes().layer(NouvelAuthLayer::new(Down));
     let key = common::bearer(&nouvel_auth::ApiKey::generate());
     for _ in 0..100 {
@@ -56,9 +37,8 @@ async fn a_hundred_failed_lookups_write_one_warning_then_one_with_the_count() {
             .await
             .assert_problem(503, "auth_unavailable");
     }
-    let lines = |logs: &Captured| {
-        String::from_utf8(logs.0.lock().unwrap().clone())
-            .unwrap()
+    let lines = |logs: &common::Captured| {
+        logs.text()
             .lines()
             .filter(|line| line.contains("key store is unavailable"))
             .map(str::to_owned)
