@@ -148,6 +148,19 @@ impl KeyStorage for TableStore {
         Ok(row.map(|(_, deleted)| *deleted = true).is_some())
     }
 
+    async fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let mut tables = self.tables()?;
+        Ok(live(&mut tables, account, key).map(|row| {
+            row.disabled = disabled;
+            row.clone()
+        }))
+    }
+
     async fn replace_key(
         &self,
         old: &KeyId,

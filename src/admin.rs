@@ -13,6 +13,8 @@
 //! | `GET /accounts/{account_id}/keys/{key_id}` | 200 Key |
 //! | `DELETE /accounts/{account_id}/keys/{key_id}` | 204 |
 //! | `POST /accounts/{account_id}/keys/{key_id}/rotate` | 201 NewKey |
+//! | `POST /accounts/{account_id}/keys/{key_id}/disable` | 200 Key |
+//! | `POST /accounts/{account_id}/keys/{key_id}/enable` | 200 Key |
 //!
 //! Every answer is JSON, every error problem+json, checked in this order: 401
 //! `admin_unauthorized`, 404 `not_found` (unknown ids and paths), 409 `already_rotated` (a
@@ -20,8 +22,9 @@
 //! `payload_too_large` (over 64 KiB) / 422 `invalid_request` (with `errors: [{field,
 //! reason}]`, every field at once; a member the endpoint does not take is `unknown field`),
 //! 402 `plan_required`; 405 `method_not_allowed` with `Allow`; 503 `auth_unavailable` when
-//! the store fails. The key create body may set a key's own
-//! `"rate_limit": {"requests": n, "window_seconds": w}`.
+//! the store fails. The key create body may name the key's `"environment"` and set its own
+//! `"rate_limit": {"requests": n, "window_seconds": w}`; `GET …/keys?environment=staging`
+//! lists only the keys for that environment.
 //!
 //! ```
 //! use axum::Router;
@@ -39,18 +42,14 @@ use std::{
 };
 
 use axum::{
-    body::Bytes,
-    extract::{
-        rejection::{BytesRejection, PathRejection},
-        ConnectInfo, Path, Request, State,
-    },
+    extract::{rejection::PathRejection, ConnectInfo, Path, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
-use serde::Serialize;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -59,9 +58,12 @@ use time::OffsetDateTime;
 use crate::{
     clock::SharedClock,
     credentials::bearer_token,
-    manage::KeyInfo,
-    routers::{body, with_problems, Fields, RouterError},
-    AccountId, ConcurrentMap, KeyId, KeyManager, KeyStorage,
+    routers::{
+        body,
+        keys::{key_routes, Owner},
+        with_problems, Body, Fields, RouterError,
+    },
+    AccountId, ConcurrentMap, KeyManager, KeyStorage,
 };
 
 /// The admin API's bearer token: a secret, compared in constant time.
@@ -109,19 +111,11 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
             "/accounts/{account_id}",
             get(account::<S>).patch(set_plan::<S>),
         )
-        .route(
+        .with_state(manager.clone())
+        .nest(
             "/accounts/{account_id}/keys",
-            post(create_key::<S>).get(keys::<S>),
-        )
-        .route(
-            "/accounts/{account_id}/keys/{key_id}",
-            get(key::<S>).delete(delete_key::<S>),
-        )
-        .route(
-            "/accounts/{account_id}/keys/{key_id}/rotate",
-            post(rotate_key::<S>),
-        )
-        .with_state(manager);
+            key_routes(manager, true).route_layer(middleware::from_fn(owner_from_path)),
+        );
     with_problems(routes).layer(middleware::from_fn_with_state(
         Arc::new(guard),
         require_token,
@@ -220,11 +214,27 @@ async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: 
 
 type Manager<S> = State<KeyManager<S>>;
 type Ids<T> = Result<Path<T>, PathRejection>;
-type Body = Result<Bytes, BytesRejection>;
 
 /// The ids of the path; one that cannot be read (not UTF-8) names nothing the store made.
 fn ids<T>(ids: Ids<T>) -> Result<T, RouterError> {
     ids.map(|Path(ids)| ids).map_err(|_| RouterError::NoRoute)
+}
+
+#[derive(Deserialize)]
+struct AccountPath {
+    account_id: String,
+}
+
+/// The key routes' [`Owner`]: the account of the path.
+async fn owner_from_path(path: Ids<AccountPath>, mut request: Request, next: Next) -> Response {
+    match ids(path) {
+        Ok(path) => {
+            let owner = Owner(AccountId::from(path.account_id));
+            request.extensions_mut().insert(owner);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn create_account<S: KeyStorage>(
@@ -253,60 +263,4 @@ async fn set_plan<S: KeyStorage>(
     let id = AccountId::from(ids(id)?);
     let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.plan()));
     Ok(Json(m.set_plan_parsed(&id, parsed).await?))
-}
-
-async fn create_key<S: KeyStorage>(
-    State(m): Manager<S>,
-    id: Ids<String>,
-    bytes: Body,
-) -> Result<impl IntoResponse, RouterError> {
-    let id = AccountId::from(ids(id)?);
-    let set = m.vocabulary.permissions();
-    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, true)));
-    let created = m.create_key_parsed(&id, parsed).await?;
-    Ok((StatusCode::CREATED, Json(created)))
-}
-
-#[derive(Serialize)]
-struct KeyList {
-    keys: Vec<KeyInfo>,
-}
-
-async fn keys<S: KeyStorage>(
-    State(m): Manager<S>,
-    id: Ids<String>,
-) -> Result<impl IntoResponse, RouterError> {
-    Ok(Json(KeyList {
-        keys: m.keys(&AccountId::from(ids(id)?)).await?,
-    }))
-}
-
-async fn key<S: KeyStorage>(
-    State(m): Manager<S>,
-    path: Ids<(String, String)>,
-) -> Result<impl IntoResponse, RouterError> {
-    let (account, key) = ids(path)?;
-    Ok(Json(m.key(&account.into(), &KeyId::from(key)).await?))
-}
-
-async fn delete_key<S: KeyStorage>(
-    State(m): Manager<S>,
-    path: Ids<(String, String)>,
-) -> Result<impl IntoResponse, RouterError> {
-    let (account, key) = ids(path)?;
-    m.delete_key(&account.into(), &KeyId::from(key)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn rotate_key<S: KeyStorage>(
-    State(m): Manager<S>,
-    path: Ids<(String, String)>,
-    bytes: Body,
-) -> Result<impl IntoResponse, RouterError> {
-    let (account, key) = ids(path)?;
-    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.rotation()));
-    let created = m
-        .rotate_key_parsed(&AccountId::from(account), &KeyId::from(key), parsed)
-        .await?;
-    Ok((StatusCode::CREATED, Json(created)))
 }

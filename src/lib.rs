@@ -95,6 +95,7 @@
 pub mod admin;
 mod clock;
 mod credentials;
+mod environment;
 mod error;
 mod expiration;
 mod extract;
@@ -123,6 +124,7 @@ mod vocabulary;
 type ConcurrentMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use environment::{Environment, InvalidEnvironment};
 pub use error::BackendError;
 pub use expiration::{Expiration, ExpirationError};
 pub use extract::AuthenticatedKey;

@@ -11,6 +11,7 @@
 //! | 401 | `invalid_authorization` | not `Bearer <token>` |
 //! | 401 | `invalid_api_key` | malformed, unknown, deleted or revoked key |
 //! | 401 | `expired_api_key` | past its expiration (or its rotation grace) |
+//! | 401 | `disabled_api_key` | disabled by its owner or an operator |
 //! | 402 | `plan_required` | the account's plan has no API keys (Nouvel: `starter`, `growth`) |
 //! | 403 | `missing_permission` | the key lacks the route's permission |
 //! | 403 | `route_not_allowed` | the route is in no table entry |
@@ -45,6 +46,8 @@ pub enum Rejection {
     UnknownApiKey,
     /// 401: the key has expired.
     ExpiredApiKey,
+    /// 401: the key is disabled.
+    DisabledApiKey,
     /// 402: the key's account is on a plan without API keys.
     PlanRequired(Plan),
     /// 403: the key lacks the route's permission.
@@ -157,7 +160,8 @@ impl Rejection {
             | Self::InvalidAuthorization
             | Self::MalformedApiKey(_)
             | Self::UnknownApiKey
-            | Self::ExpiredApiKey => StatusCode::UNAUTHORIZED,
+            | Self::ExpiredApiKey
+            | Self::DisabledApiKey => StatusCode::UNAUTHORIZED,
             Self::PlanRequired(_) => StatusCode::PAYMENT_REQUIRED,
             Self::MissingPermission(_) | Self::RouteNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -173,6 +177,7 @@ impl Rejection {
             Self::InvalidAuthorization => "invalid_authorization",
             Self::MalformedApiKey(_) | Self::UnknownApiKey => "invalid_api_key",
             Self::ExpiredApiKey => "expired_api_key",
+            Self::DisabledApiKey => "disabled_api_key",
             Self::PlanRequired(_) => "plan_required",
             Self::MissingPermission(_) => "missing_permission",
             Self::RouteNotAllowed => "route_not_allowed",
@@ -202,6 +207,9 @@ impl Rejection {
             }
             Self::ExpiredApiKey => {
                 r#", error="invalid_token", error_description="The API key has expired""#
+            }
+            Self::DisabledApiKey => {
+                r#", error="invalid_token", error_description="The API key is disabled""#
             }
             Self::MissingPermission(permission) => {
                 return Some(header_value(format_args!(
@@ -352,6 +360,7 @@ fn constant_rejections(vocabulary: &Vocabulary) -> impl Iterator<Item = Rejectio
         Rejection::InvalidAuthorization,
         Rejection::UnknownApiKey,
         Rejection::ExpiredApiKey,
+        Rejection::DisabledApiKey,
         Rejection::RouteNotAllowed,
         Rejection::Unavailable,
     ];
@@ -395,6 +404,9 @@ fn detail(rejection: &Rejection, vocabulary: &Vocabulary) -> Cow<'static, str> {
         }
         Rejection::ExpiredApiKey => {
             "The API key has expired. Create a new one in Settings → API Keys.".into()
+        }
+        Rejection::DisabledApiKey => {
+            "The API key is disabled. Enable it again in Settings → API Keys.".into()
         }
         Rejection::PlanRequired(plan) => plan_required(
             plan,

@@ -23,6 +23,9 @@
 //! * rotation: the replacement made with the old key's name, permissions, option and
 //!   limit, the old key's expiration brought forward; a rotated key rotated no more, and
 //!   of concurrent rotations of one key exactly one replacement;
+//! * states and environments: a disabled key still found (the layer refuses it), listed
+//!   `disabled`, enabled again; an expired key enabled stays expired; another account
+//!   cannot disable a key; the environment read back, kept by rotation, filtered on;
 //! * usage: batches added to the totals and the latest times kept;
 //! * ids the storage never made (NUL, non-ASCII, very long) answer "not found", never an
 //!   error;
@@ -36,8 +39,8 @@ use time::{macros::datetime, OffsetDateTime};
 
 use crate::{
     manage::{KeyStatus, NewKey},
-    Account, AccountId, ApiKey, Clock, Expiration, KeyId, KeyManager, KeySpec, KeyStorage,
-    ManageError, ManualClock, Plan, RateLimit, Usage, UsageReport,
+    Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
+    KeyStorage, ManageError, ManualClock, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -60,6 +63,7 @@ pub async fn conformance<S: KeyStorage>(storage: S) {
     kit.lookups().await;
     kit.rotation().await;
     kit.deletion().await;
+    kit.states_and_environments().await;
     kit.usage().await;
     kit.ids_never_made().await;
     kit.concurrent_creates().await;
@@ -358,6 +362,125 @@ impl<S: KeyStorage> Kit<S> {
         );
     }
 
+    async fn states_and_environments(&self) {
+        let account = self.account(nouvel::SCALE).await;
+        let staging: Environment = "staging".parse().expect("a valid label");
+        let made = self
+            .key(
+                &account,
+                KeySpec::new("Switched", [nouvel::GENERATE])
+                    .expiration(Expiration::Days7)
+                    .environment(staging.clone()),
+            )
+            .await;
+        let plain = self
+            .key(&account, KeySpec::new("Plain", [nouvel::GENERATE]))
+            .await;
+        check(
+            "a key reads back its environment",
+            made.info.environment.as_ref() == Some(&staging) && plain.info.environment.is_none(),
+            (&made.info, &plain.info),
+        );
+        let record = self.lookup(&made.key).await;
+        check(
+            "a lookup answers the environment",
+            record
+                .as_ref()
+                .is_some_and(|r| r.environment.as_ref() == Some(&staging) && !r.disabled),
+            &record,
+        );
+        let listed = ok(
+            "list keys of an environment",
+            self.keys.keys_in(&account.id, &staging).await,
+        );
+        check(
+            "a list of an environment holds only its keys",
+            listed.len() == 1 && listed[0].id == made.info.id,
+            &listed,
+        );
+        let other = self.account(nouvel::SCALE).await;
+        let theirs = self.keys.disable_key(&other.id, &made.info.id).await;
+        check(
+            "another account cannot disable a key",
+            matches!(theirs, Err(ManageError::NotFound)),
+            &theirs,
+        );
+        let disabled = ok(
+            "disable a key",
+            self.keys.disable_key(&account.id, &made.info.id).await,
+        );
+        check(
+            "a disabled key lists as disabled",
+            disabled.status == KeyStatus::Disabled,
+            &disabled,
+        );
+        let record = self.lookup(&made.key).await;
+        check(
+            "a disabled key is still found, disabled (the layer refuses it)",
+            record.as_ref().is_some_and(|r| r.disabled),
+            &record,
+        );
+        let read = ok(
+            "read a key",
+            self.keys.key(&account.id, &made.info.id).await,
+        );
+        check(
+            "a disabled key reads back disabled",
+            read.status == KeyStatus::Disabled,
+            &read,
+        );
+        let rotated = ok(
+            "rotate a disabled key",
+            self.keys
+                .rotate_key(&account.id, &made.info.id, Duration::from_secs(60))
+                .await,
+        );
+        check(
+            "a replacement keeps the environment, and is enabled",
+            rotated.info.environment.as_ref() == Some(&staging)
+                && rotated.info.status == KeyStatus::Active,
+            &rotated.info,
+        );
+        let enabled = ok(
+            "enable a key",
+            self.keys.enable_key(&account.id, &made.info.id).await,
+        );
+        check(
+            "an enabled key is active again",
+            enabled.status == KeyStatus::Active,
+            &enabled,
+        );
+        let record = self.lookup(&made.key).await;
+        check(
+            "lookups see a key enabled",
+            record.as_ref().is_some_and(|r| !r.disabled),
+            &record,
+        );
+        ok(
+            "disable a key",
+            self.keys.disable_key(&account.id, &plain.info.id).await,
+        );
+        self.clock.advance(Duration::from_secs(91 * 86_400));
+        let enabled = ok(
+            "enable a key",
+            self.keys.enable_key(&account.id, &plain.info.id).await,
+        );
+        check(
+            "an expired key enabled stays expired",
+            enabled.status == KeyStatus::Expired,
+            &enabled,
+        );
+        let never = self
+            .keys
+            .disable_key(&account.id, &"key_never_made".into())
+            .await;
+        check(
+            "an unknown key cannot be disabled",
+            matches!(never, Err(ManageError::NotFound)),
+            &never,
+        );
+    }
+
     async fn deletion(&self) {
         let account = self.account(nouvel::SCALE).await;
         let kept = self
@@ -487,6 +610,12 @@ impl<S: KeyStorage> Kit<S> {
                 "deleting a key id never made is not found",
                 matches!(deleted, Err(ManageError::NotFound)),
                 (id.get(..20), &deleted),
+            );
+            let disabled = self.keys.disable_key(&account.id, &key).await;
+            check(
+                "disabling a key id never made is not found",
+                matches!(disabled, Err(ManageError::NotFound)),
+                (id.get(..20), &disabled),
             );
             let account = AccountId::from(id);
             let read = self.keys.account(&account).await;

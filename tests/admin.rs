@@ -727,3 +727,149 @@ async fn a_key_lives_its_whole_life_and_never_reaches_the_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn keys_are_disabled_enabled_and_labelled_with_an_environment() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let keys = format!("/accounts/{account}/keys");
+    let staging = a
+        .key(
+            &account,
+            json!({"name": "Staging", "permissions": ["generate"], "environment": "staging"}),
+        )
+        .await;
+    assert_eq!(staging.status, 201, "{}", staging.text);
+    assert_eq!(staging.body["environment"], "staging");
+    let plain = a
+        .key(
+            &account,
+            json!({"name": "Plain", "permissions": ["generate"]}),
+        )
+        .await;
+    assert_eq!(plain.body["environment"], Value::Null);
+    for bad in [
+        json!("Staging"),
+        json!("-x"),
+        json!(7),
+        json!("a".repeat(33)),
+    ] {
+        let refused = a
+            .key(
+                &account,
+                json!({"name": "Bad", "permissions": ["generate"], "environment": bad}),
+            )
+            .await;
+        assert_invalid(&refused, "environment", "");
+    }
+    assert_eq!(
+        a.send("GET", &keys, None).await.body["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The list filter.
+    let listed = a
+        .send("GET", &format!("{keys}?environment=staging"), None)
+        .await;
+    assert_eq!(listed.status, 200);
+    let ids: Vec<&Value> = listed.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["id"])
+        .collect();
+    assert_eq!(ids, [&staging.body["id"]]);
+    let none = a
+        .send("GET", &format!("{keys}?environment=production"), None)
+        .await;
+    assert_eq!(none.body["keys"], json!([]));
+    assert_invalid(
+        &a.send("GET", &format!("{keys}?environment=Prod"), None)
+            .await,
+        "environment",
+        "lowercase",
+    );
+    a.send("GET", "/accounts/acc_none/keys?environment=Prod", None)
+        .await
+        .assert_problem(404, "not_found");
+
+    // The handler is told the environment.
+    let key = staging.body["key"].as_str().unwrap();
+    let used = a.use_key("POST", "/api/v1/generate", key).await;
+    assert_eq!(used.status, 200);
+    assert_eq!(used.body["environment"], "staging");
+    let plain_key = plain.body["key"].as_str().unwrap();
+    assert_eq!(
+        a.use_key("POST", "/api/v1/generate", plain_key).await.body["environment"],
+        Value::Null
+    );
+
+    // Disable: 401 disabled_api_key, still listed as disabled.
+    let id = staging.body["id"].as_str().unwrap();
+    let disabled = a.send("POST", &format!("{keys}/{id}/disable"), None).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.text);
+    assert_eq!(disabled.body["status"], "disabled");
+    assert_eq!(disabled.body["id"], id);
+    assert!(disabled.body.get("key").is_none());
+    let refused = a.use_key("POST", "/api/v1/generate", key).await;
+    refused.assert_problem(401, "disabled_api_key");
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(
+            r#"Bearer realm="nouvel", error="invalid_token", error_description="The API key is disabled""#
+        )
+    );
+    assert_eq!(
+        a.send("GET", &format!("{keys}/{id}"), None).await.body["status"],
+        "disabled"
+    );
+    assert_eq!(
+        a.send("POST", &format!("{keys}/{id}/disable"), None)
+            .await
+            .body["status"],
+        "disabled"
+    );
+
+    // Enable: it works again.
+    let enabled = a.send("POST", &format!("{keys}/{id}/enable"), None).await;
+    assert_eq!(enabled.status, 200);
+    assert_eq!(enabled.body["status"], "active");
+    assert_eq!(a.use_key("POST", "/api/v1/generate", key).await.status, 200);
+
+    // Unknown keys and other accounts' keys: 404; wrong method: 405.
+    let other = a.account("scale").await;
+    for path in [
+        format!("{keys}/key_none/disable"),
+        format!("/accounts/{other}/keys/{id}/disable"),
+        format!("/accounts/{other}/keys/{id}/enable"),
+    ] {
+        a.send("POST", &path, None)
+            .await
+            .assert_problem(404, "not_found");
+    }
+    let wrong = a.send("GET", &format!("{keys}/{id}/disable"), None).await;
+    wrong.assert_problem(405, "method_not_allowed");
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    a.call("POST", &format!("{keys}/{id}/disable"), None, None)
+        .await
+        .assert_problem(401, "admin_unauthorized");
+
+    // Rotation keeps the environment; an expired key enabled stays expired.
+    let rotated = a
+        .send(
+            "POST",
+            &format!("{keys}/{id}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+        )
+        .await;
+    assert_eq!(rotated.body["environment"], "staging");
+    a.send("POST", &format!("{keys}/{id}/disable"), None).await;
+    let enabled = a.send("POST", &format!("{keys}/{id}/enable"), None).await;
+    assert_eq!(enabled.body["status"], "expired");
+    a.use_key("POST", "/api/v1/generate", key)
+        .await
+        .assert_problem(401, "expired_api_key");
+}

@@ -6,12 +6,13 @@ use time::OffsetDateTime;
 
 use super::{Account, FieldError, KeyInfo, NewKey};
 use crate::{
-    clock::SharedClock, key::random_id, AccountId, ApiKey, BackendError, Clock, Expiration, KeyId,
-    KeyStorage, Permission, PermissionSet, Permissions, Plan, RateLimit, StoredKey, SystemClock,
-    Usage, Vocabulary,
+    clock::SharedClock, key::random_id, AccountId, ApiKey, BackendError, Clock, Environment,
+    Expiration, KeyId, KeyStorage, Permission, PermissionSet, Permissions, Plan, RateLimit,
+    StoredKey, SystemClock, Usage, Vocabulary,
 };
 
-/// What a new key should be: a name, permissions, an expiration and an optional limit.
+/// What a new key should be: a name, permissions, an expiration, and optionally an
+/// environment and a limit of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeySpec {
@@ -21,6 +22,8 @@ pub struct KeySpec {
     pub permissions: Permissions,
     /// Default `90d`.
     pub expiration: Expiration,
+    /// The environment the key is for (default none).
+    pub environment: Option<Environment>,
     /// A limit for this key instead of the layer's default.
     pub rate_limit: Option<RateLimit>,
 }
@@ -32,6 +35,7 @@ impl KeySpec {
             name: name.into(),
             permissions: permissions.into_iter().collect(),
             expiration: Expiration::default(),
+            environment: None,
             rate_limit: None,
         }
     }
@@ -40,6 +44,13 @@ impl KeySpec {
     #[must_use]
     pub fn expiration(mut self, expiration: Expiration) -> Self {
         self.expiration = expiration;
+        self
+    }
+
+    /// Sets the environment the key is for.
+    #[must_use]
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
         self
     }
 
@@ -114,12 +125,13 @@ fn merged(body: Vec<FieldError>, own: Vec<FieldError>) -> Option<ManageError> {
 }
 
 /// The order the fields of a request are reported in; members no endpoint knows come last.
-const FIELD_ORDER: [&str; 7] = [
+const FIELD_ORDER: [&str; 8] = [
     "body",
     "name",
     "plan",
     "permissions",
     "expiration",
+    "environment",
     "rate_limit",
     "grace_seconds",
 ];
@@ -349,9 +361,29 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// The account's keys, newest first; deleted keys are left out.
     pub async fn keys(&self, account: &AccountId) -> Result<Vec<KeyInfo>, ManageError> {
+        self.listed(account, None).await
+    }
+
+    /// The account's keys for `environment`, newest first.
+    pub async fn keys_in(
+        &self,
+        account: &AccountId,
+        environment: &Environment,
+    ) -> Result<Vec<KeyInfo>, ManageError> {
+        self.listed(account, Some(environment)).await
+    }
+
+    pub(crate) async fn listed(
+        &self,
+        account: &AccountId,
+        environment: Option<&Environment>,
+    ) -> Result<Vec<KeyInfo>, ManageError> {
         self.account(account).await?;
         let now = self.clock.now();
         let mut keys = self.storage.keys(account).await?;
+        if let Some(environment) = environment {
+            keys.retain(|key| key.environment.as_ref() == Some(environment));
+        }
         // Newest first; keys made in one instant by id, so the order is stable.
         keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Ok(keys.into_iter().map(|key| self.info(key, now)).collect())
@@ -371,7 +403,40 @@ impl<S: KeyStorage> KeyManager<S> {
         }
     }
 
-    /// Replaces a key: a new key with the same name, permissions and limit, and an
+    /// Disables a key: it answers 401 `disabled_api_key` from the next request on, and
+    /// still lists (`disabled`). Disabling a disabled key changes nothing.
+    pub async fn disable_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> Result<KeyInfo, ManageError> {
+        self.set_disabled(account, key, true).await
+    }
+
+    /// Enables a disabled key again; an expired key stays expired.
+    pub async fn enable_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> Result<KeyInfo, ManageError> {
+        self.set_disabled(account, key, false).await
+    }
+
+    async fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> Result<KeyInfo, ManageError> {
+        let stored = self
+            .storage
+            .set_disabled(account, key, disabled)
+            .await?
+            .ok_or(ManageError::NotFound)?;
+        Ok(self.info(stored, self.clock.now()))
+    }
+
+    /// Replaces a key: a new key with the same name, permissions, environment and limit, and an
     /// expiration counted from now (see [`Rotation`]); the old one keeps working for the
     /// rotation's grace (zero: it stops now; at most a year), then answers 401
     /// `expired_api_key`. Its expiration becomes the end of the grace, unless it expires
@@ -500,6 +565,7 @@ impl<S: KeyStorage> KeyManager<S> {
             name: old.name,
             permissions: old.permissions,
             expiration,
+            environment: old.environment,
             rate_limit: old.rate_limit,
         };
         let (key, stored) = self.make_key(&account, &spec, now, errors)?;
@@ -579,6 +645,8 @@ impl<S: KeyStorage> KeyManager<S> {
             last_used_at: None,
             usage: Usage::default(),
             replaced_by: None,
+            disabled: false,
+            environment: spec.environment.clone(),
         };
         Ok((key, stored))
     }

@@ -31,7 +31,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use crate::usage::{RejectionCounts, Usage};
-use crate::{AccountId, ApiKey, KeyId, Permissions, Plan, RateLimit, StoredKey};
+use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
 
 /// An account: it owns keys and has a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +55,8 @@ pub enum KeyStatus {
     Active,
     /// Past its expiration.
     Expired,
+    /// Switched off (whether or not it has expired too; enabled, an expired key is expired).
+    Disabled,
 }
 
 /// A key as its owner sees it: never the secret, never the digest.
@@ -77,8 +79,10 @@ pub struct KeyInfo {
     /// When it stops working; `None` for never.
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
-    /// Active or expired, now.
+    /// Active, expired or disabled, now.
     pub status: KeyStatus,
+    /// The environment it is for, if its owner named one.
+    pub environment: Option<Environment>,
     /// The limit its requests are held to: its own, or the default.
     pub rate_limit: RateLimit,
     /// Its requests, by outcome.
@@ -89,6 +93,7 @@ impl KeyInfo {
     /// The key as its owner sees it at `now`.
     fn new(key: StoredKey, rate_limit: RateLimit, now: OffsetDateTime) -> Self {
         let status = match key.expires_at {
+            _ if key.disabled => KeyStatus::Disabled,
             Some(at) if at <= now => KeyStatus::Expired,
             _ => KeyStatus::Active,
         };
@@ -101,6 +106,7 @@ impl KeyInfo {
             last_used_at: key.last_used_at,
             expires_at: key.expires_at,
             status,
+            environment: key.environment,
             rate_limit,
             usage: key.usage,
         }

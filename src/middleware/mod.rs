@@ -247,13 +247,14 @@ fn refused<W>(key: &KeyRecord, slot: &Slot<W>, rejection: &Rejection, now: Offse
     tracing::info!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
 }
 
-/// 401: the store's record of the digest, and its expiry at `now`.
+/// 401: the store's record of the digest, whether it is disabled, and its expiry at `now`.
 fn authenticate(
     found: Option<Arc<KeyRecord>>,
     now: OffsetDateTime,
 ) -> Result<Arc<KeyRecord>, Rejection> {
     let verdict = match found {
         None => Err(Rejection::UnknownApiKey),
+        Some(key) if key.disabled => Err(Rejection::DisabledApiKey),
         Some(key) if key.is_expired(now) => Err(Rejection::ExpiredApiKey),
         Some(key) => Ok(key),
     };

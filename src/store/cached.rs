@@ -255,6 +255,17 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         Ok(deleted)
     }
 
+    async fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let changed = self.inner.set_disabled(account, key, disabled).await?;
+        self.invalidate(&Invalidation::Key(key.clone()));
+        Ok(changed)
+    }
+
     async fn replace_key(
         &self,
         old: &KeyId,

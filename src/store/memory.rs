@@ -180,6 +180,29 @@ impl KeyStorage for MemoryKeyStore {
         Ok(removed.is_some())
     }
 
+    async fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let Some(account) = self.inner.accounts.get(account) else {
+            return Ok(None);
+        };
+        let Some(mut key) = self
+            .inner
+            .keys
+            .get_mut(key)
+            .filter(|key| key.account_id == account.id)
+        else {
+            return Ok(None);
+        };
+        key.disabled = disabled;
+        let record = Arc::new(key.record(account.plan.clone()));
+        self.inner.records.insert(key.digest, record);
+        Ok(Some(key.clone()))
+    }
+
     async fn replace_key(
         &self,
         old: &KeyId,

@@ -12,8 +12,8 @@ use super::Invalidation;
 use crate::{
     quiet::{warn_quietly, Quiet},
     usage::RejectionCounts,
-    Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyHasher, KeyId, Permission,
-    PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
+    Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyHasher, KeyId,
+    Permission, PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -23,7 +23,7 @@ use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 /// * The schema is made by embedded migrations that run only when you call
 ///   [`migrate`](Self::migrate): at deploy time, not silently at every start.
 /// * Usage arrives in batches: one `UPDATE … FROM UNNEST(…)` per flush.
-/// * Every change that affects a lookup (delete, rotate, plan change) sends a `NOTIFY`; [`listen`](Self::listen) hands them to a cache on every instance.
+/// * Every change that affects a lookup (delete, rotate, disable, enable, plan change) sends a `NOTIFY`; [`listen`](Self::listen) hands them to a cache on every instance.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
@@ -197,7 +197,7 @@ fn account(row: &PgRow) -> Result<Account, sqlx::Error> {
 
 const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
     rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at, replaced_by,
-    admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
+    disabled, environment, admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
     rejected_rate_limited, last_request_at";
 
 fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
@@ -227,6 +227,8 @@ fn stored_key(row: &PgRow, set: &'static PermissionSet) -> Result<StoredKey, sql
         replaced_by: row
             .try_get::<Option<String>, _>("replaced_by")?
             .map(KeyId::from),
+        disabled: row.try_get("disabled")?,
+        environment: environment(row)?,
         usage: Usage {
             admitted: count(row, "admitted")?,
             rejected: RejectionCounts {
@@ -255,6 +257,12 @@ fn permissions(row: &PgRow, set: &'static PermissionSet) -> Result<Permissions, 
         .collect())
 }
 
+fn environment(row: &PgRow) -> Result<Option<Environment>, sqlx::Error> {
+    row.try_get::<Option<String>, _>("environment")?
+        .map(|label| label.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
 fn rate_limit(row: &PgRow) -> Result<Option<RateLimit>, sqlx::Error> {
     let requests: Option<i64> = row.try_get("rate_limit_requests")?;
     let window: Option<i64> = row.try_get("rate_limit_window_ms")?;
@@ -278,7 +286,7 @@ impl KeyStore for PostgresKeyStore {
     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
-                    k.rate_limit_requests, k.rate_limit_window_ms
+                    k.rate_limit_requests, k.rate_limit_window_ms, k.disabled, k.environment
              FROM api_keys k JOIN accounts a ON a.id = k.account_id
              WHERE k.digest = $1 AND k.deleted_at IS NULL",
         )
@@ -296,7 +304,9 @@ impl KeyStore for PostgresKeyStore {
                 permissions(&row, self.permissions)?,
             )
             .expires_at(row.try_get("expires_at")?)
-            .rate_limit(rate_limit(&row)?))
+            .rate_limit(rate_limit(&row)?)
+            .disabled(row.try_get("disabled")?)
+            .environment(environment(&row)?))
         })();
         record.map(|r| Some(Arc::new(r))).map_err(db)
     }
@@ -460,6 +470,36 @@ impl KeyStorage for PostgresKeyStore {
         deleted.await.map_err(db)
     }
 
+    async fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        if !storable(account.as_str()) || !storable(key.as_str()) {
+            return Ok(None);
+        }
+        let changed = async {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(&format!(
+                "UPDATE api_keys SET disabled = $3
+                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
+                 RETURNING {KEY_COLUMNS}"
+            ))
+            .bind(account.as_str())
+            .bind(key.as_str())
+            .bind(disabled)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let stored = stored_key(&row, self.permissions)?;
+            self.commit_announcing(tx, &Invalidation::Key(key.clone()))
+                .await?;
+            Ok(Some(stored))
+        };
+        changed.await.map_err(db)
+    }
+
     async fn replace_key(
         &self,
         old: &KeyId,
@@ -503,8 +543,9 @@ async fn insert_key<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
-            rate_limit_requests, rate_limit_window_ms, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            rate_limit_requests, rate_limit_window_ms, created_at, expires_at, disabled,
+            environment)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(key.id.as_str())
     .bind(key.account_id.as_str())
@@ -522,6 +563,8 @@ async fn insert_key<'e>(
     .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))
     .bind(key.created_at)
     .bind(key.expires_at)
+    .bind(key.disabled)
+    .bind(key.environment.as_ref().map(Environment::as_str))
     .execute(executor)
     .await
     .map(drop)

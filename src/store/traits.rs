@@ -6,8 +6,8 @@ use std::{fmt, future::Future, sync::Arc, task::Poll};
 use time::OffsetDateTime;
 
 use crate::{
-    middleware::SlotCell, Account, AccountId, ApiKey, BackendError, Expiration, KeyDigest, KeyId,
-    Permissions, Plan, RateLimit, Usage, UsageReport,
+    middleware::SlotCell, Account, AccountId, ApiKey, BackendError, Environment, Expiration,
+    KeyDigest, KeyId, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// What the layer needs to know about a live key. Handlers get it as an
@@ -28,6 +28,10 @@ pub struct KeyRecord {
     pub expires_at: Option<OffsetDateTime>,
     /// A limit for this key instead of the layer's default.
     pub rate_limit: Option<RateLimit>,
+    /// Switched off by its owner or an operator: the layer answers 401 `disabled_api_key`.
+    pub disabled: bool,
+    /// The environment the key is for, if its owner named one.
+    pub environment: Option<Environment>,
     /// The layer's state for this key (window, pending usage), once it has seen the record.
     pub(crate) slot: SlotCell,
 }
@@ -43,6 +47,8 @@ impl Clone for KeyRecord {
             permissions: self.permissions,
             expires_at: self.expires_at,
             rate_limit: self.rate_limit,
+            disabled: self.disabled,
+            environment: self.environment.clone(),
             slot: SlotCell::new(),
         }
     }
@@ -58,6 +64,8 @@ impl PartialEq for KeyRecord {
             self.permissions,
             self.expires_at,
             self.rate_limit,
+            self.disabled,
+            &self.environment,
         ) == (
             &other.id,
             &other.account_id,
@@ -66,6 +74,8 @@ impl PartialEq for KeyRecord {
             other.permissions,
             other.expires_at,
             other.rate_limit,
+            other.disabled,
+            &other.environment,
         )
     }
 }
@@ -82,12 +92,15 @@ impl fmt::Debug for KeyRecord {
             .field("permissions", &self.permissions)
             .field("expires_at", &self.expires_at)
             .field("rate_limit", &self.rate_limit)
+            .field("disabled", &self.disabled)
+            .field("environment", &self.environment)
             .finish()
     }
 }
 
 impl KeyRecord {
-    /// A record that never expires and uses the layer's default limit.
+    /// An enabled record with no environment, that never expires and uses the layer's
+    /// default limit.
     pub fn new(
         id: impl Into<KeyId>,
         account_id: impl Into<AccountId>,
@@ -103,6 +116,8 @@ impl KeyRecord {
             permissions,
             expires_at: None,
             rate_limit: None,
+            disabled: false,
+            environment: None,
             slot: SlotCell::new(),
         }
     }
@@ -118,6 +133,20 @@ impl KeyRecord {
     #[must_use]
     pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limit = limit;
+        self
+    }
+
+    /// Marks the key disabled (or enabled).
+    #[must_use]
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = disabled;
+        self
+    }
+
+    /// Sets the environment the key is for.
+    #[must_use]
+    pub fn environment(mut self, environment: Option<Environment>) -> Self {
+        self.environment = environment;
         self
     }
 
@@ -282,6 +311,10 @@ pub struct StoredKey {
     pub usage: Usage,
     /// The key a rotation replaced it with; a key is replaced once at most.
     pub replaced_by: Option<KeyId>,
+    /// Switched off, without being deleted.
+    pub disabled: bool,
+    /// The environment it is for; a rotation keeps it.
+    pub environment: Option<Environment>,
 }
 
 impl StoredKey {
@@ -304,6 +337,8 @@ impl StoredKey {
         )
         .expires_at(self.expires_at)
         .rate_limit(self.rate_limit)
+        .disabled(self.disabled)
+        .environment(self.environment.clone())
     }
 }
 
@@ -364,6 +399,15 @@ pub trait KeyStorage: KeyStore {
         account: &AccountId,
         key: &KeyId,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Disables (or enables) a live key of the account: lookups answer the change at once.
+    /// The key as it is now, or `None` if there was none.
+    fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> impl Future<Output = Result<Option<StoredKey>, BackendError>> + Send;
 
     /// In one atomic step: writes `replacement` (a key of the same account), marks the live
     /// key `old` as replaced by it, and brings `old`'s expiration forward to

@@ -39,6 +39,7 @@ pub const ROUTES: [(&str, &str, Permission); 7] = [
 async fn echo(key: AuthenticatedKey, request: Request<Body>) -> Json<Value> {
     Json(json!({
         "key_id": key.id,
+        "environment": key.environment,
         "route": request.uri().path(),
         "authorization_seen": request.headers().contains_key("authorization"),
     }))

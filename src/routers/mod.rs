@@ -2,6 +2,8 @@
 //! [`KeyManager`](crate::KeyManager) takes; answering every error as problem+json; and
 //! the answers to paths, methods and bodies no route takes.
 
+pub(crate) mod keys;
+
 use std::{fmt, time::Duration};
 
 use axum::{
@@ -18,7 +20,8 @@ use crate::{
     manage::{manager::Parsed, FieldError},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
-    Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, RateLimit, Rotation,
+    Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, RateLimit,
+    Rotation,
 };
 
 /// The largest body a router reads: 64 KiB.
@@ -185,8 +188,11 @@ pub(crate) fn with_problems<S: Clone + Send + Sync + 'static>(router: Router<S>)
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
+/// A request's body as axum reads it.
+pub(crate) type Body = Result<Bytes, BytesRejection>;
+
 /// The body, or the reason it could not be read (413 over the limit).
-pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RouterError> {
+pub(crate) fn body(body: Body) -> Result<Bytes, RouterError> {
     body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => RouterError::PayloadTooLarge,
         _ => RouterError::MalformedJson(rejection.body_text()),
@@ -328,7 +334,8 @@ impl Fields {
         self.finish(Plan::new(plan))
     }
 
-    /// What a new key should be (`POST …/keys`); with `take_limit`, a limit of its own.
+    /// What a new key should be (`POST …/keys`); with `take_limit`, a limit of its own
+    /// (without, a `rate_limit` member is an unknown field).
     pub(crate) fn key_spec(
         mut self,
         set: &'static PermissionSet,
@@ -337,8 +344,10 @@ impl Fields {
         let name = self.string("name", true).unwrap_or_default();
         let permissions = self.permissions(set);
         let expiration = self.parsed::<Expiration>("expiration").unwrap_or_default();
+        let environment = self.parsed::<Environment>("environment");
         let rate_limit = if take_limit { self.rate_limit() } else { None };
         let mut spec = KeySpec::new(name, permissions).expiration(expiration);
+        spec.environment = environment;
         spec.rate_limit = rate_limit;
         self.finish(spec)
     }
