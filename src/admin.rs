@@ -15,6 +15,7 @@
 //! | `POST /accounts/{account_id}/keys/{key_id}/rotate` | 201 NewKey |
 //! | `POST /accounts/{account_id}/keys/{key_id}/disable` | 200 Key |
 //! | `POST /accounts/{account_id}/keys/{key_id}/enable` | 200 Key |
+//! | `GET /openapi.json` | 200 this router's OpenAPI 3.1 document |
 //!
 //! Every answer is JSON, every error problem+json, checked in this order: 401
 //! `admin_unauthorized`, 404 `not_found` (unknown ids and paths), 409 `already_rotated` (a
@@ -61,7 +62,8 @@ use crate::{
     routers::{
         body,
         keys::{key_routes, Owner},
-        with_problems, Body, Fields, RouterError,
+        openapi::{document, Api},
+        serve_document, with_problems, Body, Fields, RouterError,
     },
     AccountId, ConcurrentMap, KeyManager, KeyStorage,
 };
@@ -110,6 +112,10 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
         .route(
             "/accounts/{account_id}",
             get(account::<S>).patch(set_plan::<S>),
+        )
+        .route(
+            "/openapi.json",
+            serve_document(&document(Api::Admin, &manager.vocabulary)),
         )
         .with_state(manager.clone())
         .nest(

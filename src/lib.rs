@@ -84,7 +84,8 @@
 //! # Features
 //!
 //! `axum` (default): the extractor, and route matching under `nest`. `admin`: the operator's
-//! HTTP API ([`admin`]). `cache`, `postgres`: [`store::CachedKeyStore`] and
+//! HTTP API ([`admin`]). `settings`: "Settings → API Keys" for the application's signed-in
+//! users, JSON and a page ([`settings`]). `cache`, `postgres`: [`store::CachedKeyStore`] and
 //! [`store::PostgresKeyStore`]. `redis`: [`limit::RedisRateLimiter`]. `testing`: the
 //! conformance kit for stores ([`testing`]).
 
@@ -108,9 +109,12 @@ mod permission;
 mod plan;
 mod quiet;
 mod reject;
-#[cfg(feature = "admin")]
+#[cfg(any(feature = "admin", feature = "settings"))]
 mod routers;
 mod routes;
+#[cfg(feature = "settings")]
+#[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
+pub mod settings;
 pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

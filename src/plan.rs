@@ -141,6 +141,11 @@ impl Plans {
         self.with_api_keys.as_deref()
     }
 
+    /// The known plans; empty when any name is a plan.
+    pub(crate) fn known(&self) -> &[Plan] {
+        &self.known
+    }
+
     /// The plans without API keys among the known ones.
     pub(crate) fn without_api_keys(&self) -> impl Iterator<Item = &Plan> {
         self.known.iter().filter(|plan| !self.allows_api_keys(plan))

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use axum::{body::Body, http::Request, Router};
-use common::{Harness, Reply};
+use common::{openapi::Document, Harness, Reply};
 use nouvel_auth::admin::{self, AdminToken};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -16,6 +16,7 @@ const TOKEN: &str = "test-admin-token";
 struct Admin {
     h: Harness,
     app: Router,
+    document: Document,
 }
 
 impl Admin {
@@ -25,7 +26,16 @@ impl Admin {
             "/admin",
             admin::router(h.keys.clone(), AdminToken::new(TOKEN)),
         );
-        Self { h, app }
+        let fetched = common::send(
+            &app,
+            "GET",
+            "/admin/openapi.json",
+            Some(&format!("Bearer {TOKEN}")),
+        )
+        .await;
+        assert_eq!(fetched.status, 200);
+        let document = Document::new(fetched.body);
+        Self { h, app, document }
     }
 
     async fn call(
@@ -42,14 +52,18 @@ impl Admin {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
-        Reply::read(
+        let reply = Reply::read(
             self.app
                 .clone()
                 .oneshot(request.body(body).unwrap())
                 .await
                 .unwrap(),
         )
-        .await
+        .await;
+        // Every answer is one the router's OpenAPI document describes.
+        let path = path.split('?').next().unwrap_or_default();
+        self.document.check(method, path, &reply);
+        reply
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
@@ -872,4 +886,45 @@ async fn keys_are_disabled_enabled_and_labelled_with_an_environment() {
     a.use_key("POST", "/api/v1/generate", key)
         .await
         .assert_problem(401, "expired_api_key");
+}
+
+#[tokio::test]
+async fn every_route_answers_as_its_openapi_document_says() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    assert_eq!(a.send("GET", "/openapi.json", None).await.status, 200);
+    assert_eq!(
+        a.send("GET", &format!("/accounts/{account}"), None)
+            .await
+            .status,
+        200
+    );
+    let patched = a
+        .send(
+            "PATCH",
+            &format!("/accounts/{account}"),
+            Some(json!({"plan": "business"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    let keys = format!("/accounts/{account}/keys");
+    let made = a.key(&account, json!({"name": "k", "permissions": ["generate"], "rate_limit": {"requests": 5, "window_seconds": 10}})).await;
+    assert_eq!(made.status, 201);
+    let id = made.body["id"].as_str().unwrap();
+    for (method, path, status) in [
+        ("GET", keys.clone(), 200),
+        ("GET", format!("{keys}/{id}"), 200),
+        ("POST", format!("{keys}/{id}/disable"), 200),
+        ("POST", format!("{keys}/{id}/enable"), 200),
+        ("POST", format!("{keys}/{id}/rotate"), 201),
+        ("POST", format!("{keys}/{id}/rotate"), 409),
+        ("DELETE", format!("{keys}/{id}"), 204),
+    ] {
+        assert_eq!(
+            a.send(method, &path, None).await.status,
+            status,
+            "{method} {path}"
+        );
+    }
+    a.document.assert_every_operation_seen();
 }

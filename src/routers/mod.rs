@@ -3,6 +3,7 @@
 //! the answers to paths, methods and bodies no route takes.
 
 pub(crate) mod keys;
+pub(crate) mod openapi;
 
 use std::{fmt, time::Duration};
 
@@ -36,6 +37,10 @@ pub(crate) enum RouterError {
         detail: &'static str,
         realm: &'static str,
     },
+    /// 401: nobody is signed in (the settings router).
+    NotSignedIn,
+    /// 403: a request that changes something came from another origin (the settings router).
+    CsrfRejected,
     /// 400: the body is not JSON.
     MalformedJson(String),
     /// 404: no such route, or an id no store made (a segment that is not UTF-8 included).
@@ -84,6 +89,18 @@ impl IntoResponse for RouterError {
                 StatusCode::UNAUTHORIZED,
                 *code,
                 (*detail).to_owned(),
+                Extra::None {},
+            ),
+            Self::NotSignedIn => (
+                StatusCode::UNAUTHORIZED,
+                "not_signed_in",
+                "Sign in to manage the API keys of your account; API keys cannot.".to_owned(),
+                Extra::None {},
+            ),
+            Self::CsrfRejected => (
+                StatusCode::FORBIDDEN,
+                "csrf_rejected",
+                "This request must come from the settings page itself: its Origin is another site's, or missing.".to_owned(),
                 Extra::None {},
             ),
             Self::MalformedJson(why) => (
@@ -186,6 +203,16 @@ pub(crate) fn with_problems<S: Clone + Send + Sync + 'static>(router: Router<S>)
         .fallback(|| async { RouterError::NoRoute })
         .method_not_allowed_fallback(|| async { RouterError::MethodNotAllowed(None) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// A route answering `document` (an OpenAPI document, rendered once).
+pub(crate) fn serve_document<S: Clone + Send + Sync + 'static>(
+    document: &Value,
+) -> axum::routing::MethodRouter<S> {
+    let body = Bytes::from(document.to_string());
+    axum::routing::get(move || async move {
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    })
 }
 
 /// A request's body as axum reads it.

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 pub mod exactness;
+pub mod openapi;
 pub mod servers;
 
 use nouvel_auth::nouvel;

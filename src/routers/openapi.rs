@@ -1,0 +1,372 @@
+//! The OpenAPI 3.1 documents of both routers, built from one description: the key routes,
+//! bodies, Keys and problems are written once and appear in both documents, as the routers
+//! share their handlers. Tests check every answer of the routers against them.
+
+use serde_json::{json, Map, Value};
+
+use crate::Vocabulary;
+
+/// Which router a document describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// The operator's: behind the admin token, accounts in the path.
+    Admin,
+    /// The signed-in user's: the session names the account.
+    Settings,
+}
+
+/// The document of `api`, for an application speaking `vocabulary`.
+pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
+    let mut paths = Map::new();
+    let keys = match api {
+        Api::Admin => {
+            paths.insert(
+                "/accounts".into(),
+                json!({"post": op("Creates an account.", Some("CreateAccount"), &[(201, "Account")], &[400, 413, 422])}),
+            );
+            paths.insert(
+                "/accounts/{account_id}".into(),
+                json!({
+                    "parameters": [id("account_id")],
+                    "get": op("Reads an account.", None, &[(200, "Account")], &[404]),
+                    "patch": op("Changes an account's plan.", Some("SetPlan"), &[(200, "Account")], &[400, 404, 413, 422]),
+                }),
+            );
+            "/accounts/{account_id}/keys"
+        }
+        Api::Settings => {
+            let html = json!({"text/html; charset=utf-8": {"schema": {"type": "string"}}});
+            paths.insert(
+                "/".into(),
+                json!({"get": {
+                    "summary": "The Settings → API Keys page (the mount point itself, no trailing slash).",
+                    "responses": {
+                        "200": {"description": "The page", "content": html},
+                        "401": {"description": "A page that says to sign in", "content": html},
+                    },
+                }}),
+            );
+            for (asset, content_type) in [
+                ("/assets/settings.js", "text/javascript; charset=utf-8"),
+                ("/assets/settings.css", "text/css; charset=utf-8"),
+            ] {
+                paths.insert(
+                    asset.into(),
+                    json!({"get": {
+                        "summary": "The page's script or style sheet (public).",
+                        "security": [],
+                        "responses": {"200": {"description": "The file", "content": {content_type: {"schema": {"type": "string"}}}}},
+                    }}),
+                );
+            }
+            paths.insert(
+                "/account".into(),
+                json!({"get": op("The signed-in user's account.", None, &[(200, "AccountView")], &[])}),
+            );
+            "/keys"
+        }
+    };
+    let account_id = (api == Api::Admin).then(|| id("account_id"));
+    let with = |extra: Value| -> Value {
+        let mut params: Vec<Value> = account_id.iter().cloned().collect();
+        params.push(extra);
+        Value::Array(params)
+    };
+    let mut list = op(
+        "The account's keys, newest first.",
+        None,
+        &[(200, "KeyList")],
+        &[404, 422],
+    );
+    list["parameters"] = json!([{
+        "name": "environment", "in": "query", "required": false,
+        "description": "Only the keys for this environment.",
+        "schema": {"$ref": "#/components/schemas/Environment"},
+    }]);
+    let mut collection = json!({
+        "get": list,
+        "post": op("Creates a key; the response is the only time its plaintext is shown.", Some("CreateKey"), &[(201, "NewKey")], &[400, 402, 404, 413, 422]),
+    });
+    if let Some(account_id) = &account_id {
+        collection["parameters"] = json!([account_id]);
+    }
+    paths.insert(keys.into(), collection);
+    paths.insert(
+        format!("{keys}/{{key_id}}"),
+        json!({
+            "parameters": with(id("key_id")),
+            "get": op("Reads a key.", None, &[(200, "Key")], &[404]),
+            "delete": op("Deletes a key: it is refused from the next request on.", None, &[(204, "")], &[404]),
+        }),
+    );
+    paths.insert(
+        format!("{keys}/{{key_id}}/rotate"),
+        json!({
+            "parameters": with(id("key_id")),
+            "post": op("Replaces a key; the old one keeps working for the grace.", Some("Rotate"), &[(201, "NewKey")], &[400, 402, 404, 409, 413, 422]),
+        }),
+    );
+    for (action, summary) in [
+        (
+            "disable",
+            "Disables a key: 401 `disabled_api_key` until enabled.",
+        ),
+        ("enable", "Enables a disabled key."),
+    ] {
+        paths.insert(
+            format!("{keys}/{{key_id}}/{action}"),
+            json!({
+                "parameters": with(id("key_id")),
+                "post": op(summary, None, &[(200, "Key")], &[404]),
+            }),
+        );
+    }
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": {
+            "summary": "This document.",
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        }}),
+    );
+
+    let (title, description, unauthorized, extra_errors) = match api {
+        Api::Admin => (
+            "nouvel-auth admin API",
+            "The operator's API: every route needs `Authorization: Bearer <admin token>`. Errors are checked in the order 401, 404, 409, 400/413/422, 402.",
+            "admin_unauthorized",
+            json!({"429": {"$ref": "#/components/responses/TooManyFailures"}}),
+        ),
+        Api::Settings => (
+            "nouvel-auth settings API",
+            "Settings → API Keys for the signed-in user: the application's session names the account. Every POST, PUT, PATCH and DELETE needs an `Origin` equal to the request's own (or `Sec-Fetch-Site: same-origin`), else 403 `csrf_rejected`. API keys never open it.",
+            "not_signed_in",
+            json!({"403": {"$ref": "#/components/responses/CsrfRejected"}}),
+        ),
+    };
+    // Every operation may answer these.
+    for (path, item) in &mut paths {
+        for (method, operation) in item.as_object_mut().into_iter().flatten() {
+            // The page and its files are not JSON routes: they answer as they say.
+            if method == "parameters" || path == "/" || path.starts_with("/assets/") {
+                continue;
+            }
+            let responses = &mut operation["responses"];
+            responses["401"] = json!({"$ref": "#/components/responses/Unauthorized"});
+            responses["405"] = json!({"$ref": "#/components/responses/MethodNotAllowed"});
+            responses["503"] = json!({"$ref": "#/components/responses/Unavailable"});
+            for (status, response) in extra_errors.as_object().into_iter().flatten() {
+                if api == Api::Admin || method != "get" {
+                    responses[status] = response.clone();
+                }
+            }
+        }
+    }
+    let mut document = json!({
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": env!("CARGO_PKG_VERSION"), "description": description},
+        "paths": paths,
+        "components": components(api, vocabulary, unauthorized),
+    });
+    if api == Api::Admin {
+        document["components"]["securitySchemes"] = json!({"admin": {"type": "http", "scheme": "bearer", "description": "The admin token."}});
+        document["security"] = json!([{"admin": []}]);
+    }
+    document
+}
+
+/// A path parameter: an opaque id.
+fn id(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+/// An operation taking the `body` schema (optional for rotations), answering `ok`
+/// (status and schema; an empty schema name is no body) and the problems `errors`.
+fn op(summary: &str, body: Option<&str>, ok: &[(u16, &str)], errors: &[u16]) -> Value {
+    let mut responses = Map::new();
+    for (status, schema) in ok {
+        let response = if schema.is_empty() {
+            json!({"description": "No content"})
+        } else {
+            json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+        };
+        responses.insert(status.to_string(), response);
+    }
+    for status in errors {
+        let name = match status {
+            400 => "MalformedJson",
+            402 => "PlanRequired",
+            404 => "NotFound",
+            409 => "AlreadyRotated",
+            413 => "PayloadTooLarge",
+            _ => "Invalid",
+        };
+        responses.insert(
+            status.to_string(),
+            json!({"$ref": format!("#/components/responses/{name}")}),
+        );
+    }
+    let mut operation = json!({"summary": summary, "responses": responses});
+    if let Some(body) = body {
+        operation["requestBody"] = json!({
+            "required": body != "Rotate",
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
+        });
+    }
+    operation
+}
+
+/// A problem+json response whose `code` is one of `codes`, with `extra` members.
+fn problem(description: &str, codes: &[&str], extra: Value) -> Value {
+    let mut schema = json!({
+        "allOf": [{"$ref": "#/components/schemas/Problem"}],
+    });
+    let mut own = json!({"properties": {"code": {"enum": codes}}});
+    if let Value::Object(extra) = extra {
+        let required: Vec<&String> = extra.keys().collect();
+        own["required"] = json!(required);
+        for (name, member) in &extra {
+            own["properties"][name] = member.clone();
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array_mut() {
+        all.push(own);
+    }
+    json!({"description": description, "content": {"application/problem+json": {"schema": schema}}})
+}
+
+fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
+    let permissions: Vec<&str> = vocabulary.permissions().names().to_vec();
+    let plans: Vec<&str> = vocabulary
+        .plans()
+        .known()
+        .iter()
+        .map(crate::Plan::as_str)
+        .collect();
+    let plan = if plans.is_empty() {
+        json!({"type": "string", "minLength": 1, "maxLength": 64})
+    } else {
+        json!({"enum": plans})
+    };
+    let time = json!({"type": "string", "format": "date-time"});
+    let nullable_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let count = json!({"type": "integer", "minimum": 0});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 100});
+    let expiration = json!({
+        "description": "A preset, or an RFC 3339 date in the future (at most 9999-12-31T23:59:59Z). Default `90d`.",
+        "anyOf": [{"enum": ["7d", "30d", "90d", "1y", "never"]}, {"type": "string", "format": "date-time"}],
+    });
+    let rate_limit = json!({
+        "type": "object", "additionalProperties": false, "required": ["requests", "window_seconds"],
+        "properties": {
+            "requests": {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+            "window_seconds": {"type": "integer", "minimum": 1, "maximum": 86_400},
+        },
+    });
+    let mut create_key = json!({
+        "type": "object", "additionalProperties": false, "required": ["name", "permissions"],
+        "properties": {
+            "name": name,
+            "permissions": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Permission"}},
+            "expiration": expiration,
+            "environment": {"$ref": "#/components/schemas/Environment"},
+        },
+    });
+    if api == Api::Admin {
+        create_key["properties"]["rate_limit"] = rate_limit.clone();
+    }
+    let key_properties = json!({
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "prefix": {"type": "string", "description": "The key prefix and the next four characters."},
+        "permissions": {"type": "array", "items": {"$ref": "#/components/schemas/Permission"}},
+        "created_at": time,
+        "last_used_at": nullable_time,
+        "expires_at": nullable_time,
+        "status": {"enum": ["active", "expired", "disabled"]},
+        "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
+        "rate_limit": rate_limit,
+        "usage": {"$ref": "#/components/schemas/Usage"},
+    });
+    let key_required: Vec<&String> = key_properties
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    let mut new_key_properties = key_properties.clone();
+    new_key_properties["key"] =
+        json!({"type": "string", "description": "The plaintext key, shown this once."});
+    let mut new_key_required = key_required.clone();
+    let key_member = "key".to_owned();
+    new_key_required.push(&key_member);
+    json!({
+        "schemas": {
+            "Permission": {"enum": permissions},
+            "Plan": plan,
+            "Environment": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,31}$"},
+            "Account": {
+                "type": "object", "additionalProperties": false, "required": ["id", "name", "plan", "created_at"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "plan": {"$ref": "#/components/schemas/Plan"}, "created_at": time},
+            },
+            "AccountView": {
+                "type": "object", "additionalProperties": false, "required": ["id", "name", "plan", "api_keys_allowed"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "plan": {"$ref": "#/components/schemas/Plan"}, "api_keys_allowed": {"type": "boolean"}},
+            },
+            "CreateAccount": {
+                "type": "object", "additionalProperties": false, "required": ["name", "plan"],
+                "properties": {"name": name, "plan": {"$ref": "#/components/schemas/Plan"}},
+            },
+            "SetPlan": {
+                "type": "object", "additionalProperties": false, "required": ["plan"],
+                "properties": {"plan": {"$ref": "#/components/schemas/Plan"}},
+            },
+            "CreateKey": create_key,
+            "Rotate": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "grace_seconds": {"type": "integer", "minimum": 0, "maximum": 31_536_000, "description": "How long the old key keeps working; default 86400, 0 = now."},
+                    "expiration": expiration,
+                },
+            },
+            "Usage": {
+                "type": "object", "additionalProperties": false, "required": ["admitted", "rejected", "last_request_at"],
+                "properties": {
+                    "admitted": count,
+                    "rejected": {
+                        "type": "object", "additionalProperties": false,
+                        "required": ["plan_required", "missing_permission", "route_not_allowed", "rate_limited"],
+                        "properties": {"plan_required": count, "missing_permission": count, "route_not_allowed": count, "rate_limited": count},
+                    },
+                    "last_request_at": nullable_time,
+                },
+            },
+            "Key": {"type": "object", "additionalProperties": false, "required": key_required, "properties": key_properties},
+            "NewKey": {"type": "object", "additionalProperties": false, "required": new_key_required, "properties": new_key_properties},
+            "KeyList": {
+                "type": "object", "additionalProperties": false, "required": ["keys"],
+                "properties": {"keys": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}},
+            },
+            "Problem": {
+                "type": "object", "required": ["type", "title", "status", "detail", "code"],
+                "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "detail": {"type": "string"}, "code": {"type": "string"},
+                },
+            },
+        },
+        "responses": {
+            "Unauthorized": problem("Not signed in, or not the admin token.", &[unauthorized], Value::Null),
+            "MalformedJson": problem("The body is not JSON.", &["malformed_json"], Value::Null),
+            "PlanRequired": problem("The account's plan has no API keys.", &["plan_required"], json!({"plan": {"$ref": "#/components/schemas/Plan"}, "required_plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}})),
+            "NotFound": problem("No such route, account, or key in this account.", &["not_found"], Value::Null),
+            "AlreadyRotated": problem("The key has a replacement already.", &["already_rotated"], Value::Null),
+            "PayloadTooLarge": problem("The body is over 64 KiB.", &["payload_too_large"], Value::Null),
+            "Invalid": problem("Some fields cannot be accepted; every one is listed.", &["invalid_request"], json!({"errors": {
+                "type": "array", "minItems": 1,
+                "items": {"type": "object", "additionalProperties": false, "required": ["field", "reason"], "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}},
+            }})),
+            "MethodNotAllowed": problem("The path does not take this method; see `Allow`.", &["method_not_allowed"], Value::Null),
+            "Unavailable": problem("The key store is unavailable.", &["auth_unavailable"], Value::Null),
+            "TooManyFailures": problem("Too many failed authentications from this address.", &["too_many_failures"], Value::Null),
+            "CsrfRejected": problem("A request that changes something came from another origin.", &["csrf_rejected"], Value::Null),
+        },
+    })
+}

@@ -1,0 +1,284 @@
+// Settings → API Keys: the page's behaviour. It only calls the router's JSON routes.
+// A new key's plaintext lives in the dialog's input while the dialog is open, and nowhere
+// else: closing the dialog empties it.
+'use strict';
+
+(() => {
+  const base = document.body.dataset.base;
+  const $ = (id) => document.getElementById(id);
+  const DAY = 86400000;
+  let keys = [];
+  let keysAllowed = true;
+  // The key whose row gets the focus once the dialog showing its secret closes.
+  let shownKeyId = null;
+  // The key a rotate or delete dialog is about.
+  let pending = null;
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super((problem && problem.detail) || `The server answered ${status}.`);
+      this.status = status;
+      this.problem = problem;
+    }
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(base + path, init);
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  function announce(text) {
+    $('announce').textContent = text;
+  }
+
+  function clearError() {
+    const box = $('error');
+    box.hidden = true;
+    box.replaceChildren();
+  }
+
+  function showError(error) {
+    const box = $('error');
+    const lines = [error.status === 401 ? 'You are signed out: sign in again, then reload this page.' : error.message];
+    const fields = (error.problem && error.problem.errors) || [];
+    box.replaceChildren(...lines.map((line) => element('p', line)));
+    if (fields.length) {
+      box.append(element('ul', null, fields.map((f) => element('li', `${f.field}: ${f.reason}`))));
+    }
+    box.hidden = false;
+    box.focus();
+  }
+
+  function element(tag, text, children, attributes) {
+    const node = document.createElement(tag);
+    if (text != null) node.textContent = text;
+    if (children) node.append(...children);
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+    return node;
+  }
+
+  function when(iso) {
+    if (!iso) return element('span', '—');
+    return element('time', new Date(iso).toLocaleString(), null, { datetime: iso });
+  }
+
+  function badge(text, kind) {
+    return element('span', text, null, { class: `badge ${kind}` });
+  }
+
+  function expiryCell(key) {
+    if (!key.expires_at) {
+      return [element('span', 'Never'), ' ', badge('Never expires', 'never')];
+    }
+    const left = new Date(key.expires_at) - Date.now();
+    const cell = [when(key.expires_at)];
+    if (key.status === 'active' && left <= 7 * DAY) cell.push(' ', badge('Expires within 7 days', 'soon'));
+    return cell;
+  }
+
+  function cell(label, content) {
+    const td = element('td', null, Array.isArray(content) ? content : [content]);
+    td.dataset.label = label;
+    return td;
+  }
+
+  function button(text, label, onClick, attributes) {
+    const b = element('button', text, null, { type: 'button', 'aria-label': label, ...attributes });
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function row(key) {
+    const tr = element('tr');
+    tr.dataset.keyId = key.id;
+    const name = element('th', key.name, null, { scope: 'row', tabindex: '-1', class: 'name' });
+    name.dataset.label = 'Name';
+    const permissions = element('ul', null, key.permissions.map((p) => element('li', null, [element('code', p)])), { class: 'permissions' });
+    const toggle = key.status === 'disabled'
+      ? button('Enable', `Enable ${key.name}`, () => setDisabled(key, false), { 'data-action': 'enable' })
+      : button('Disable', `Disable ${key.name}`, () => setDisabled(key, true), { 'data-action': 'disable' });
+    const rotate = button('Rotate', `Rotate ${key.name}`, () => openRotate(key), { 'data-action': 'rotate' });
+    rotate.disabled = !keysAllowed;
+    const remove = button('Delete', `Delete ${key.name}`, () => openDelete(key), { 'data-action': 'delete', class: 'danger' });
+    tr.append(
+      name,
+      cell('Key', element('code', `${key.prefix}…`)),
+      cell('Permissions', permissions),
+      cell('Environment', key.environment ? element('code', key.environment) : element('span', '—')),
+      cell('Created', when(key.created_at)),
+      cell('Last used', key.last_used_at ? when(key.last_used_at) : element('span', 'Never used')),
+      cell('Expires', expiryCell(key)),
+      cell('Status', badge(key.status[0].toUpperCase() + key.status.slice(1), `status ${key.status}`)),
+      cell('Actions', element('div', null, [rotate, toggle, remove], { class: 'actions' })),
+    );
+    return tr;
+  }
+
+  function render() {
+    $('keys').tBodies[0].replaceChildren(...keys.map(row));
+    $('empty').hidden = keys.length > 0;
+    $('keys').hidden = keys.length === 0;
+  }
+
+  async function refresh() {
+    keys = (await api('GET', '/keys')).keys;
+    render();
+  }
+
+  function focusRow(id, action) {
+    const tr = [...$('keys').tBodies[0].rows].find((r) => r.dataset.keyId === id);
+    const target = tr && (action ? tr.querySelector(`[data-action="${action}"]`) : tr.querySelector('.name'));
+    (target || $('keys-heading')).focus();
+  }
+
+  // The dialog that shows a new key once.
+  function showKey(created, message) {
+    shownKeyId = created.id;
+    $('secret').value = created.key;
+    $('copied').textContent = '';
+    $('show-key').showModal();
+    $('secret').select();
+    $('copy').focus();
+    announce(message);
+  }
+
+  $('copy').addEventListener('click', async () => {
+    const secret = $('secret');
+    try {
+      await navigator.clipboard.writeText(secret.value);
+      $('copied').textContent = 'Copied to the clipboard.';
+    } catch {
+      secret.select();
+      $('copied').textContent = 'Press Ctrl+C (⌘C on a Mac) to copy the selected key.';
+    }
+  });
+  $('close-key').addEventListener('click', () => $('show-key').close());
+  // Escape closes it too: either way the secret leaves the page.
+  $('show-key').addEventListener('close', () => {
+    $('secret').value = '';
+    $('copied').textContent = '';
+    focusRow(shownKeyId);
+    shownKeyId = null;
+  });
+
+  // Create.
+  function toggleCustom() {
+    const custom = $('expiration').value === 'custom';
+    $('custom-field').hidden = !custom;
+    $('custom-date').required = custom;
+  }
+  $('expiration').addEventListener('change', toggleCustom);
+
+  $('create').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearError();
+    const form = event.currentTarget;
+    const permissions = [...form.querySelectorAll('input[name="permissions"]:checked')].map((i) => i.value);
+    let expiration = $('expiration').value;
+    if (expiration === 'custom') {
+      const day = $('custom-date').value;
+      expiration = day ? `${day}T23:59:59Z` : '';
+    }
+    const body = { name: $('name').value, permissions, expiration };
+    const environment = $('environment').value.trim();
+    if (environment) body.environment = environment;
+    try {
+      const created = await api('POST', '/keys', body);
+      form.reset();
+      toggleCustom();
+      await refresh();
+      showKey(created, `Key ${created.name} created.`);
+    } catch (error) {
+      showError(error);
+    }
+  });
+
+  // Rotate.
+  function openRotate(key) {
+    clearError();
+    pending = key;
+    $('rotate-name').textContent = key.name;
+    $('rotate').returnValue = '';
+    $('rotate').showModal();
+  }
+  $('rotate-cancel').addEventListener('click', () => $('rotate').close());
+  $('rotate').addEventListener('close', () => {
+    if ($('rotate').returnValue !== 'rotate' && pending) focusRow(pending.id, 'rotate');
+  });
+  $('rotate-confirm').addEventListener('click', async () => {
+    const key = pending;
+    const grace = Number(document.querySelector('input[name="grace"]:checked').value);
+    $('rotate').close('rotate');
+    try {
+      const created = await api('POST', `/keys/${encodeURIComponent(key.id)}/rotate`, { grace_seconds: grace });
+      await refresh();
+      showKey(created, `Key ${key.name} rotated.`);
+    } catch (error) {
+      showError(error);
+    }
+  });
+
+  // Disable and enable.
+  async function setDisabled(key, disabled) {
+    clearError();
+    try {
+      await api('POST', `/keys/${encodeURIComponent(key.id)}/${disabled ? 'disable' : 'enable'}`);
+      await refresh();
+      announce(`Key ${key.name} ${disabled ? 'disabled' : 'enabled'}.`);
+      focusRow(key.id, disabled ? 'enable' : 'disable');
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  // Delete, after a confirmation.
+  function openDelete(key) {
+    clearError();
+    pending = key;
+    $('delete-name').textContent = key.name;
+    $('delete').returnValue = '';
+    $('delete').showModal();
+    $('delete-cancel').focus();
+  }
+  $('delete-cancel').addEventListener('click', () => $('delete').close());
+  $('delete').addEventListener('close', () => {
+    if ($('delete').returnValue !== 'delete' && pending) focusRow(pending.id, 'delete');
+  });
+  $('delete-confirm').addEventListener('click', async () => {
+    const key = pending;
+    $('delete').close('delete');
+    try {
+      await api('DELETE', `/keys/${encodeURIComponent(key.id)}`);
+      await refresh();
+      announce(`Key ${key.name} deleted.`);
+      $('keys-heading').focus();
+    } catch (error) {
+      showError(error);
+    }
+  });
+
+  async function start() {
+    try {
+      const account = await api('GET', '/account');
+      keysAllowed = account.api_keys_allowed;
+      $('account').textContent = `${account.name} · ${account.plan} plan`;
+      $('plan-name').textContent = account.plan;
+      $('plan-notice').hidden = keysAllowed;
+      $('create-fields').disabled = !keysAllowed;
+      await refresh();
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  toggleCustom();
+  start();
+})();

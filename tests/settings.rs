@@ -1,0 +1,578 @@
+//! The settings router of `../shared/design.md`, "Settings → API Keys for the signed-in
+//! account", over HTTP: each route, the session, the CSRF rule, and what it refuses.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{request::Parts, Request, StatusCode},
+    response::IntoResponse,
+    Router,
+};
+use common::{openapi::Document, Harness, Reply};
+use nouvel_auth::{
+    nouvel,
+    settings::{self, SignedInUser},
+};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const HOST: &str = "app.example";
+const ORIGIN: &str = "http://app.example";
+
+/// The test's session: the `x-user` header names the account; `x-user: redirect` is the
+/// application's own answer.
+fn session(
+    parts: &Parts,
+) -> impl std::future::Future<Output = Result<Option<SignedInUser>, axum::response::Response>> {
+    let user = parts
+        .headers
+        .get("x-user")
+        .map(|v| v.to_str().unwrap().to_owned());
+    async move {
+        match user.as_deref() {
+            Some("redirect") => {
+                Err((StatusCode::SEE_OTHER, [("location", "/login")]).into_response())
+            }
+            Some(account) => Ok(Some(SignedInUser::new(account, "user_7"))),
+            None => Ok(None),
+        }
+    }
+}
+
+struct Settings {
+    h: Harness,
+    app: Router,
+    document: Document,
+}
+
+/// How a request is sent: as whom, and from which origin.
+#[derive(Clone, Copy)]
+struct As<'a> {
+    user: Option<&'a str>,
+    origin: Option<&'a str>,
+    fetch_site: Option<&'a str>,
+    authorization: Option<&'a str>,
+}
+
+impl<'a> As<'a> {
+    fn user(account: &'a str) -> Self {
+        Self {
+            user: Some(account),
+            origin: Some(ORIGIN),
+            fetch_site: None,
+            authorization: None,
+        }
+    }
+
+    fn nobody() -> Self {
+        Self {
+            user: None,
+            origin: Some(ORIGIN),
+            fetch_site: None,
+            authorization: None,
+        }
+    }
+}
+
+impl Settings {
+    async fn new() -> Self {
+        let h = Harness::with_layer(|l| l.usage_flush_interval(Duration::from_secs(3600))).await;
+        let app = h.app.clone().nest(
+            "/settings/api-keys",
+            settings::router(h.keys.clone(), session),
+        );
+        let fetched = send(
+            &app,
+            "GET",
+            "/openapi.json",
+            None,
+            As::user(h.account.as_str()),
+        )
+        .await;
+        assert_eq!(fetched.status, 200);
+        let document = Document::new(fetched.body);
+        Self { h, app, document }
+    }
+
+    /// The answer to a request, checked against the router's OpenAPI document.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>, who: As<'_>) -> Reply {
+        let reply = send(&self.app, method, path, body, who).await;
+        if who.user != Some("redirect") {
+            let path = path.split('?').next().unwrap_or_default();
+            self.document
+                .check(method, if path.is_empty() { "/" } else { path }, &reply);
+        }
+        reply
+    }
+
+    fn me(&self) -> As<'_> {
+        As::user(self.h.account.as_str())
+    }
+
+    async fn create(&self, body: Value) -> Reply {
+        self.call("POST", "/keys", Some(body), self.me()).await
+    }
+
+    async fn use_key(&self, method: &str, path: &str, key: &str) -> Reply {
+        common::send(&self.app, method, path, Some(&format!("Bearer {key}"))).await
+    }
+}
+
+async fn send(app: &Router, method: &str, path: &str, body: Option<Value>, who: As<'_>) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("/settings/api-keys{path}"))
+        .header("host", HOST);
+    for (name, value) in [
+        ("x-user", who.user),
+        ("origin", who.origin),
+        ("sec-fetch-site", who.fetch_site),
+        ("authorization", who.authorization),
+    ] {
+        if let Some(value) = value {
+            request = request.header(name, value);
+        }
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    Reply::read(
+        app.clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_account_and_its_keys_through_every_route() {
+    let s = Settings::new().await;
+    let account = s.call("GET", "/account", None, s.me()).await;
+    assert_eq!(account.status, 200, "{}", account.text);
+    assert_eq!(
+        account.body,
+        json!({"id": s.h.account.as_str(), "name": "Acme", "plan": "scale", "api_keys_allowed": true})
+    );
+
+    let created = s
+        .create(json!({"name": "CI", "permissions": ["generate", "projects:read"], "expiration": "30d", "environment": "staging"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let key = created.body["key"].as_str().unwrap().to_owned();
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["environment"], "staging");
+    assert_eq!(created.body["expires_at"], "2026-07-01T12:00:00Z");
+    assert_eq!(
+        s.use_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
+    s.use_key("POST", "/api/v1/publish", &key)
+        .await
+        .assert_problem(403, "missing_permission");
+
+    let listed = s.call("GET", "/keys", None, s.me()).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["keys"][0]["id"], id.as_str());
+    assert!(
+        listed.body["keys"][0].get("key").is_none(),
+        "the plaintext is shown once"
+    );
+    assert!(!listed.text.contains(&key));
+    let filtered = s
+        .call("GET", "/keys?environment=production", None, s.me())
+        .await;
+    assert_eq!(filtered.body["keys"], json!([]));
+
+    let read = s.call("GET", &format!("/keys/{id}"), None, s.me()).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.body["name"], "CI");
+
+    let disabled = s
+        .call("POST", &format!("/keys/{id}/disable"), None, s.me())
+        .await;
+    assert_eq!(disabled.body["status"], "disabled");
+    s.use_key("POST", "/api/v1/generate", &key)
+        .await
+        .assert_problem(401, "disabled_api_key");
+    let enabled = s
+        .call("POST", &format!("/keys/{id}/enable"), None, s.me())
+        .await;
+    assert_eq!(enabled.body["status"], "active");
+    assert_eq!(
+        s.use_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
+
+    let rotated = s
+        .call(
+            "POST",
+            &format!("/keys/{id}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+            s.me(),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    let new_key = rotated.body["key"].as_str().unwrap().to_owned();
+    s.use_key("POST", "/api/v1/generate", &key)
+        .await
+        .assert_problem(401, "expired_api_key");
+    assert_eq!(
+        s.use_key("POST", "/api/v1/generate", &new_key).await.status,
+        200
+    );
+    s.call("POST", &format!("/keys/{id}/rotate"), None, s.me())
+        .await
+        .assert_problem(409, "already_rotated");
+
+    let new_id = rotated.body["id"].as_str().unwrap();
+    let deleted = s
+        .call("DELETE", &format!("/keys/{new_id}"), None, s.me())
+        .await;
+    assert_eq!(deleted.status, 204);
+    s.use_key("POST", "/api/v1/generate", &new_key)
+        .await
+        .assert_problem(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn nobody_signed_in_gets_401_and_the_application_may_answer_itself() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let id = made.body["id"].as_str().unwrap();
+    for (method, path) in [
+        ("GET", "/account".to_owned()),
+        ("GET", "/keys".to_owned()),
+        ("POST", "/keys".to_owned()),
+        ("GET", format!("/keys/{id}")),
+        ("DELETE", format!("/keys/{id}")),
+        ("POST", format!("/keys/{id}/rotate")),
+        ("POST", format!("/keys/{id}/disable")),
+        ("POST", format!("/keys/{id}/enable")),
+        ("GET", "/openapi.json".to_owned()),
+    ] {
+        s.call(method, &path, None, As::nobody())
+            .await
+            .assert_problem(401, "not_signed_in");
+    }
+    let page = s.call("GET", "", None, As::nobody()).await;
+    assert_eq!(page.status, 401);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.text.contains("Sign in"));
+
+    let redirect = s.call("GET", "/keys", None, As::user("redirect")).await;
+    assert_eq!(redirect.status, 303);
+    assert_eq!(redirect.header("location"), Some("/login"));
+    // Nothing was changed by any of it.
+    let read = s.call("GET", &format!("/keys/{id}"), None, s.me()).await;
+    assert_eq!(read.body["status"], "active");
+}
+
+#[tokio::test]
+async fn an_api_key_never_opens_the_settings() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let key = made.body["key"].as_str().unwrap();
+    let bearer = format!("Bearer {key}");
+    let with_key = As {
+        authorization: Some(&bearer),
+        ..s.me()
+    };
+    for (method, path) in [("GET", "/keys"), ("GET", "/account"), ("POST", "/keys")] {
+        s.call(
+            method,
+            path,
+            Some(json!({"name": "x", "permissions": ["generate"]})),
+            with_key,
+        )
+        .await
+        .assert_problem(401, "not_signed_in");
+    }
+    assert_eq!(s.call("GET", "", None, with_key).await.status, 401);
+    let listed = s.call("GET", "/keys", None, s.me()).await;
+    assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn another_accounts_key_is_not_found() {
+    let s = Settings::new().await;
+    let theirs =
+        s.h.keys
+            .create_account("Other", nouvel::SCALE)
+            .await
+            .unwrap();
+    let made = s
+        .create(json!({"name": "mine", "permissions": ["generate"]}))
+        .await;
+    let id = made.body["id"].as_str().unwrap();
+    let them = As::user(theirs.id.as_str());
+    for (method, path) in [
+        ("GET", format!("/keys/{id}")),
+        ("DELETE", format!("/keys/{id}")),
+        ("POST", format!("/keys/{id}/rotate")),
+        ("POST", format!("/keys/{id}/disable")),
+        ("POST", format!("/keys/{id}/enable")),
+        ("GET", "/keys/key_never_made".to_owned()),
+    ] {
+        s.call(method, &path, None, them)
+            .await
+            .assert_problem(404, "not_found");
+    }
+    assert_eq!(
+        s.call("GET", "/keys", None, them).await.body["keys"],
+        json!([])
+    );
+    let read = s.call("GET", &format!("/keys/{id}"), None, s.me()).await;
+    assert_eq!(read.body["status"], "active", "untouched");
+    // A session naming an account no store made.
+    s.call("GET", "/keys", None, As::user("acc_gone"))
+        .await
+        .assert_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn unsafe_requests_from_another_origin_are_refused_and_change_nothing() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let key = made.body["key"].as_str().unwrap().to_owned();
+    let me = s.me();
+    let cross_site = [
+        As { origin: None, ..me },
+        As {
+            origin: Some("http://evil.example"),
+            ..me
+        },
+        As {
+            origin: Some("https://app.example.evil"),
+            ..me
+        },
+        As {
+            origin: Some("null"),
+            ..me
+        },
+        As {
+            origin: None,
+            fetch_site: Some("cross-site"),
+            ..me
+        },
+        As {
+            origin: None,
+            fetch_site: Some("same-site"),
+            ..me
+        },
+        As {
+            origin: Some("http://evil.example"),
+            fetch_site: Some("same-origin"),
+            ..me
+        },
+    ];
+    for who in cross_site {
+        for (method, path, body) in [
+            (
+                "POST",
+                "/keys".to_owned(),
+                Some(json!({"name": "x", "permissions": ["generate"]})),
+            ),
+            ("DELETE", format!("/keys/{id}"), None),
+            ("POST", format!("/keys/{id}/rotate"), None),
+            ("POST", format!("/keys/{id}/disable"), None),
+        ] {
+            s.call(method, &path, body, who)
+                .await
+                .assert_problem(403, "csrf_rejected");
+        }
+    }
+    let listed = s
+        .call("GET", "/keys", None, As { origin: None, ..me })
+        .await;
+    assert_eq!(listed.status, 200, "reads need no Origin");
+    let keys = listed.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["status"], "active");
+    assert_eq!(keys[0]["expires_at"], made.body["expires_at"]);
+    assert_eq!(
+        s.use_key("POST", "/api/v1/generate", &key).await.status,
+        200
+    );
+
+    // Same origin by either scheme, or by Sec-Fetch-Site alone.
+    for who in [
+        As {
+            origin: Some("https://app.example"),
+            ..me
+        },
+        As {
+            origin: None,
+            fetch_site: Some("same-origin"),
+            ..me
+        },
+    ] {
+        let disabled = s
+            .call("POST", &format!("/keys/{id}/disable"), None, who)
+            .await;
+        assert_eq!(disabled.status, 200, "{}", disabled.text);
+    }
+}
+
+#[tokio::test]
+async fn it_never_changes_a_plan_nor_takes_a_limit_and_refuses_keys_on_starter() {
+    let s = Settings::new().await;
+    s.call(
+        "PATCH",
+        "/account",
+        Some(json!({"plan": "business"})),
+        s.me(),
+    )
+    .await
+    .assert_problem(405, "method_not_allowed");
+    let limited = s
+        .create(json!({"name": "k", "permissions": ["generate"], "rate_limit": {"requests": 1000, "window_seconds": 60}}))
+        .await;
+    limited.assert_problem(422, "invalid_request");
+    assert_eq!(
+        limited.body["errors"],
+        json!([{"field": "rate_limit", "reason": "unknown field"}])
+    );
+    let invalid = s
+        .create(json!({"name": "", "permissions": ["nope"], "expiration": "2d"}))
+        .await;
+    let fields: Vec<&Value> = invalid.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["field"])
+        .collect();
+    assert_eq!(fields, ["name", "permissions", "expiration"]);
+    s.call("POST", "/keys", None, s.me())
+        .await
+        .assert_problem(422, "invalid_request");
+    s.call("GET", "/nowhere", None, s.me())
+        .await
+        .assert_problem(404, "not_found");
+    s.call("GET", "/keys/", None, s.me())
+        .await
+        .assert_problem(404, "not_found");
+
+    s.h.keys
+        .set_plan(&s.h.account, nouvel::STARTER)
+        .await
+        .unwrap();
+    let account = s.call("GET", "/account", None, s.me()).await;
+    assert_eq!(account.body["api_keys_allowed"], false);
+    assert_eq!(account.body["plan"], "starter");
+    let refused = s
+        .create(json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    refused.assert_problem(402, "plan_required");
+    assert_eq!(refused.body["required_plans"], json!(["scale", "business"]));
+    assert_eq!(
+        s.call("GET", "/keys", None, s.me()).await.body["keys"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets() {
+    let s = Settings::new().await;
+    let page = s.call("GET", "", None, s.me()).await;
+    assert_eq!(page.status, 200);
+    for (name, value) in [
+        ("content-type", "text/html; charset=utf-8"),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(page.header(name), Some(value), "{name}");
+    }
+    let policy = page.header("content-security-policy").unwrap();
+    for directive in [
+        "default-src 'self'",
+        "frame-ancestors 'none'",
+        "script-src 'self'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(!policy.contains("unsafe-inline"));
+    assert!(page
+        .text
+        .contains(r#"<script src="/settings/api-keys/assets/settings.js" defer></script>"#));
+    assert!(!page.text.contains("<script>"), "no inline script");
+    assert!(!page.text.contains("style="), "no inline style");
+    for permission in nouvel::PERMISSIONS.names() {
+        assert!(
+            page.text.contains(&format!(r#"value="{permission}""#)),
+            "{permission}"
+        );
+    }
+    assert!(page.text.contains("scale or business"));
+    for (path, content_type) in [
+        ("/assets/settings.js", "text/javascript; charset=utf-8"),
+        ("/assets/settings.css", "text/css; charset=utf-8"),
+    ] {
+        let asset = s.call("GET", path, None, As::nobody()).await;
+        assert_eq!(asset.status, 200);
+        assert_eq!(asset.header("content-type"), Some(content_type));
+        assert_eq!(asset.header("x-content-type-options"), Some("nosniff"));
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_as_its_openapi_document_says() {
+    let s = Settings::new().await;
+    let me = s.me();
+    for path in [
+        "",
+        "/assets/settings.js",
+        "/assets/settings.css",
+        "/openapi.json",
+        "/account",
+        "/keys",
+    ] {
+        assert_eq!(s.call("GET", path, None, me).await.status, 200, "{path}");
+    }
+    let made = s
+        .create(json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let id = made.body["id"].as_str().unwrap();
+    for (method, path, status) in [
+        ("GET", format!("/keys/{id}"), 200),
+        ("POST", format!("/keys/{id}/disable"), 200),
+        ("POST", format!("/keys/{id}/enable"), 200),
+        ("POST", format!("/keys/{id}/rotate"), 201),
+        ("DELETE", format!("/keys/{id}"), 204),
+    ] {
+        assert_eq!(
+            s.call(method, &path, None, me).await.status,
+            status,
+            "{method} {path}"
+        );
+    }
+    s.document.assert_every_operation_seen();
+}
+
+#[tokio::test]
+#[should_panic(expected = "does not match the document")]
+async fn an_answer_unlike_the_document_fails_the_check() {
+    let s = Settings::new().await;
+    let mut reply = s.call("GET", "/keys", None, s.me()).await;
+    reply.body = json!({"keys": [{"id": "key_1"}]});
+    s.document.check("GET", "/keys", &reply);
+}
