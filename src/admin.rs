@@ -79,9 +79,19 @@ impl AdminToken {
         Self(Sha256::digest(secret.as_bytes()).into())
     }
 
-    /// Whether `presented` is the token. Compares digests, so neither the time nor the
-    /// length of the comparison depends on the secret.
-    fn matches(&self, presented: &[u8]) -> bool {
+    /// Whether `presented` is the token (for routes of the application's own that the
+    /// token opens too). Compares digests, so neither the time nor the length of the
+    /// comparison depends on the secret.
+    ///
+    /// ```
+    /// use nouvel_auth::admin::AdminToken;
+    ///
+    /// let token = AdminToken::new("s3cret-admin-token");
+    /// assert!(token.matches(b"s3cret-admin-token"));
+    /// assert!(!token.matches(b"s3cret"));
+    /// ```
+    #[must_use]
+    pub fn matches(&self, presented: &[u8]) -> bool {
         let presented: [u8; 32] = Sha256::digest(presented).into();
         self.0.ct_eq(&presented).into()
     }

@@ -5,9 +5,16 @@
 //! ```
 //!
 //! At start it makes a `scale` account and one key holding all five permissions, and
-//! prints the key with a `curl` line that uses it. The admin API ("Settings → API Keys")
-//! is mounted at `/admin`, guarded by `NOUVEL_ADMIN_TOKEN` (generated and printed when
-//! unset; refused at start if shorter than 16 characters or holding whitespace).
+//! prints the key with a `curl` line that uses it, and a one-time link that signs in to
+//! the demo account's "Settings → API Keys" page, mounted at `/settings/api-keys`. The
+//! operator's admin API is mounted at `/admin`, guarded by `NOUVEL_ADMIN_TOKEN` (generated
+//! and printed when unset; refused at start if shorter than 16 characters or holding
+//! whitespace). `/healthz` answers 200 to anyone.
+//!
+//! Sign-in is the example's, not the crate's (an application brings its own):
+//! `GET /demo/sign-in?code=CODE` with the printed one-time code sets a session cookie and
+//! answers 303 to the page; `POST /demo/sign-in` with the admin token and
+//! `{"account_id": "…"}` signs in as any account (204 with the cookie), for scripts.
 //! `NOUVEL_ADDR` sets the address (default `127.0.0.1:8080`). SIGINT (Ctrl-C) and SIGTERM
 //! both stop it cleanly: it stops accepting, finishes the requests under way, flushes
 //! usage and exits 0. A connection that has not sent a whole request head within 30 s is
@@ -37,18 +44,26 @@ use tokio::{
 };
 
 use axum::{
-    extract::{ConnectInfo, Request},
+    body::Bytes,
+    extract::{ConnectInfo, Query, Request, State},
+    http::{header, request::Parts, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use nouvel_auth::{
     admin::{self, AdminToken},
     limit::RedisRateLimiter,
+    settings::{self, SignedInUser},
     store::{CachedKeyStore, PostgresKeyStore},
-    ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryKeyStore,
-    MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
+    AccountId, ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage,
+    MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
 };
 use serde_json::{json, Value};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 use tower::ServiceExt;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -61,7 +76,134 @@ async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
         "key_id": key.id,
         "key_name": key.name,
         "account_id": key.account_id,
+        "environment": key.environment,
     }))
+}
+
+/// Random letters and digits: 26 base62 characters, from a fresh key's random part.
+fn random_token() -> String {
+    ApiKey::generate().expose_secret()[4..30].to_owned()
+}
+
+/// The example's sign-in: one-time codes for links, and sessions by cookie.
+#[derive(Clone)]
+struct Demo<K> {
+    keys: KeyManager<K>,
+    admin: AdminToken,
+    codes: Arc<Mutex<HashMap<String, AccountId>>>,
+    sessions: Arc<Mutex<HashMap<String, AccountId>>>,
+}
+
+const COOKIE: &str = "nouvel_session";
+
+impl<K: KeyStorage> Demo<K> {
+    /// A one-time code that signs in as `account`.
+    fn code_for(&self, account: &AccountId) -> String {
+        let code = random_token();
+        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes.insert(code.clone(), account.clone());
+        code
+    }
+
+    /// 204 or 303 with a new session's cookie.
+    fn signed_in(&self, account: AccountId, status: StatusCode) -> Response {
+        let session = random_token();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.insert(session.clone(), account);
+        let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+        let mut response = (status, [(header::SET_COOKIE, cookie)]).into_response();
+        if status == StatusCode::SEE_OTHER {
+            response.headers_mut().insert(
+                header::LOCATION,
+                header::HeaderValue::from_static("/settings/api-keys"),
+            );
+        }
+        response
+    }
+
+    /// The user of the request's session cookie, if it names one.
+    fn user(&self, headers: &HeaderMap) -> Option<SignedInUser> {
+        let session = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let account = sessions.get(session)?;
+        Some(SignedInUser::new(
+            account.clone(),
+            format!("demo-user-of-{account}"),
+        ))
+    }
+}
+
+fn refused(status: StatusCode, code: &str, detail: &str) -> Response {
+    let body = json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": detail, "code": code});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /demo/sign-in?code=…`: the printed link, good once.
+async fn sign_in_by_link<K: KeyStorage>(
+    State(demo): State<Demo<K>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let account = query.get("code").and_then(|code| {
+        let mut codes = demo.codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes.remove(code)
+    });
+    match account {
+        Some(account) => demo.signed_in(account, StatusCode::SEE_OTHER),
+        None => refused(
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            "This sign-in link was used already, or never made.",
+        ),
+    }
+}
+
+/// `POST /demo/sign-in` with the admin token and `{"account_id": "…"}`: for scripts.
+async fn sign_in_as<K: KeyStorage>(
+    State(demo): State<Demo<K>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    if !token.is_some_and(|token| demo.admin.matches(token)) {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "admin_unauthorized",
+            "Send the admin token as `Authorization: Bearer <token>`.",
+        );
+    }
+    let account = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|body| body.get("account_id")?.as_str().map(AccountId::from));
+    let Some(account) = account else {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "The body must be {\"account_id\": \"…\"}.",
+        );
+    };
+    match demo.keys.account(&account).await {
+        Ok(_) => demo.signed_in(account, StatusCode::NO_CONTENT),
+        Err(nouvel_auth::ManageError::NotFound) => {
+            refused(StatusCode::NOT_FOUND, "not_found", "No such account.")
+        }
+        Err(_) => refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "auth_unavailable",
+            "The key store is unavailable.",
+        ),
+    }
 }
 
 #[tokio::main]
@@ -147,7 +289,35 @@ where
         .route("/api/v1/analytics", get(stub))
         .route("/api/v1/copilot/chat", post(stub))
         .layer(auth.clone());
-    let app = api.nest("/admin", admin::router(keys, AdminToken::new(&admin_token)));
+    let demo_sessions = Demo {
+        keys: keys.clone(),
+        admin: AdminToken::new(&admin_token),
+        codes: Arc::default(),
+        sessions: Arc::default(),
+    };
+    let code = demo_sessions.code_for(&account.id);
+    let session = {
+        let demo = demo_sessions.clone();
+        move |parts: &Parts| {
+            let user = demo.user(&parts.headers);
+            async move { Ok(user) }
+        }
+    };
+    let app = api
+        .nest(
+            "/admin",
+            admin::router(keys.clone(), AdminToken::new(&admin_token)),
+        )
+        .nest("/settings/api-keys", settings::router(keys, session))
+        .merge(
+            Router::new()
+                .route(
+                    "/demo/sign-in",
+                    get(sign_in_by_link::<K>).post(sign_in_as::<K>),
+                )
+                .with_state(demo_sessions),
+        )
+        .route("/healthz", get(|| async { "ok" }));
 
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -168,6 +338,8 @@ where
         "  curl -s -H 'Authorization: Bearer <admin token>' http://{addr}/admin/accounts/{}/keys",
         account.id
     );
+    println!("Settings → API Keys of the demo account (this link signs in once):");
+    println!("  http://{addr}/demo/sign-in?code={code}");
 
     serve_until_signalled(listener, app).await?;
     // The server has stopped taking requests and finished those under way: keep the last

@@ -160,11 +160,18 @@
       $('copied').textContent = 'Press Ctrl+C (⌘C on a Mac) to copy the selected key.';
     }
   });
-  $('close-key').addEventListener('click', () => $('show-key').close());
-  // Escape closes it too: either way the secret leaves the page.
-  $('show-key').addEventListener('close', () => {
+  function forgetSecret() {
     $('secret').value = '';
     $('copied').textContent = '';
+  }
+  $('close-key').addEventListener('click', () => {
+    forgetSecret();
+    $('show-key').close();
+  });
+  // Escape closes it too: either way the secret leaves the page.
+  $('show-key').addEventListener('cancel', forgetSecret);
+  $('show-key').addEventListener('close', () => {
+    forgetSecret();
     focusRow(shownKeyId);
     shownKeyId = null;
   });

@@ -101,9 +101,10 @@ pub(super) fn assets() -> Router {
         )
 }
 
-/// The page's policy: everything from this origin, no inline script or style, never in a
-/// frame, forms and requests to this origin only.
-const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+/// The page's policy: everything from this origin (and an empty icon), no inline script or
+/// style, never in a frame, forms and requests to this origin only.
+const POLICY: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; \
     frame-ancestors 'none'";
 

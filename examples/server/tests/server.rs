@@ -1,102 +1,16 @@
 //! The example server as its users run it: the binary `cargo run --example nouvel_api`
 //! builds, started as a process, stopped by a signal.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
     time::{Duration, Instant},
 };
 
-/// The example's binary, which `cargo test` builds beside this test.
-fn binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile = deps.parent().unwrap().parent().unwrap();
-    profile.join("examples").join("nouvel_api")
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-struct Server {
-    child: Child,
-    address: String,
-    demo_key: String,
-    output: Vec<String>,
-}
-
-impl Server {
-    /// Starts the server with `env` and waits until it prints its demo key.
-    fn start(env: &[(&str, &str)]) -> Self {
-        let address = free_address();
-        let mut child = Command::new(binary())
-            .env("NOUVEL_ADDR", &address)
-            .env("NOUVEL_ADMIN_TOKEN", "a-test-admin-token-of-length")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the example is built by `cargo test`");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut output = Vec::new();
-        let mut demo_key = None;
-        while let Some(Ok(line)) = lines.next() {
-            let key = line
-                .trim()
-                .strip_prefix("nvl_")
-                .map(|rest| format!("nvl_{rest}"));
-            output.push(line);
-            if let Some(key) = key {
-                demo_key = Some(key);
-                break;
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            address,
-            demo_key: demo_key.unwrap_or_else(|| panic!("no demo key in {output:?}")),
-            output,
-        }
-    }
-
-    /// Sends one request and reads the status line.
-    fn status(&self, path: &str) -> String {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.demo_key
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer.lines().next().unwrap_or_default().to_owned()
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    /// Waits up to 10 s for the process to end; its exit code.
-    fn wait(mut self) -> Option<i32> {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("the server did not stop: {:?}", self.output);
-    }
-}
+use common::{binary, free_address, Server};
 
 #[test]
 fn a_short_or_spaced_admin_token_is_refused_at_start() {
@@ -170,6 +84,97 @@ fn a_connection_that_never_finishes_its_head_is_closed_after_30_seconds() {
     );
     // Meanwhile the server served others.
     assert!(server.status("/api/v1/projects").contains("200"));
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}
+
+#[test]
+fn the_demo_sign_in_link_works_once_and_scripts_sign_in_with_the_admin_token() {
+    let server = Server::start(&[]);
+    let path = server
+        .sign_in
+        .split_once(&server.address)
+        .unwrap()
+        .1
+        .to_owned();
+    let mut stream = TcpStream::connect(&server.address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("location: /settings/api-keys\r\n"),
+        "{answer}"
+    );
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap();
+    let (status, page) = server.request("GET", "/settings/api-keys", &[("Cookie", session)], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("API Keys"));
+    let (status, keys) =
+        server.request("GET", "/settings/api-keys/keys", &[("Cookie", session)], "");
+    assert_eq!(status, 200);
+    assert!(keys.contains("Demo key"));
+    // The link works once.
+    assert_eq!(server.request("GET", &path, &[], "").0, 401);
+    assert_eq!(
+        server.request("GET", "/settings/api-keys/keys", &[], "").0,
+        401
+    );
+
+    // Scripts: the admin token and an account id.
+    let account = server
+        .output
+        .iter()
+        .find_map(|l| l.split("the demo account is ").nth(1))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let body = format!(r#"{{"account_id": "{account}"}}"#);
+    let bearer = format!("Bearer {}", common::ADMIN_TOKEN);
+    let (status, _) = server.request(
+        "POST",
+        "/demo/sign-in",
+        &[("Authorization", &bearer)],
+        &body,
+    );
+    assert_eq!(status, 204);
+    assert_eq!(
+        server
+            .request(
+                "POST",
+                "/demo/sign-in",
+                &[("Authorization", "Bearer wrong-token-1234567")],
+                &body
+            )
+            .0,
+        401
+    );
+    assert_eq!(
+        server
+            .request(
+                "POST",
+                "/demo/sign-in",
+                &[("Authorization", &bearer)],
+                r#"{"account_id": "acc_none"}"#
+            )
+            .0,
+        404
+    );
+    assert_eq!(server.request("GET", "/healthz", &[], "").0, 200);
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
 }

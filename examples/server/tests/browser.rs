@@ -1,0 +1,451 @@
+//! The settings page in a real browser: headless Chromium driven through ChromeDriver
+//! (WebDriver), against the example server, as a user would click through it.
+//!
+//! `scripts/test` installs Debian's `chromium` and `chromium-driver` when they are absent;
+//! `CHROMEDRIVER` names another driver.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{free_address, Server, ADMIN_TOKEN};
+use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// ChromeDriver on a port of its own, stopped when dropped.
+struct Driver(Child, String);
+
+impl Driver {
+    fn start() -> Self {
+        let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+        let address = free_address();
+        let port = address.rsplit(':').next().unwrap().to_owned();
+        let child = Command::new(&program)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} (scripts/test installs chromium-driver): {e}"));
+        Self(child, format!("http://{address}"))
+    }
+
+    async fn browser(&self) -> Client {
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            },
+            "goog:loggingPrefs": {"browser": "ALL"},
+        });
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let started = Instant::now();
+        loop {
+            let mut builder = ClientBuilder::new(connector.clone());
+            builder.capabilities(capabilities.as_object().unwrap().clone());
+            match builder.connect(&self.1).await {
+                Ok(client) => return client,
+                Err(error) if started.elapsed() < Duration::from_secs(20) => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("no browser: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The browser's console since the last call (ChromeDriver's log endpoint).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
+}
+
+struct Page<'a> {
+    browser: &'a Client,
+    /// How many console entries were read already (ChromeDriver answers all of them).
+    console_read: std::cell::Cell<usize>,
+}
+
+impl Page<'_> {
+    async fn js(&self, script: &str) -> Value {
+        self.browser.execute(script, vec![]).await.unwrap()
+    }
+
+    async fn css(&self, selector: &str) -> Element {
+        self.browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+    }
+
+    /// Waits until `script` (an expression) is true.
+    async fn until(&self, what: &str, script: &str) {
+        let started = Instant::now();
+        while self.js(&format!("return Boolean({script});")).await != json!(true) {
+            assert!(started.elapsed() < Duration::from_secs(10), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The row of the key named `name`.
+    async fn row(&self, name: &str) -> Element {
+        let xpath = format!("//tbody/tr[th[normalize-space()='{name}']]");
+        self.browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("row {name}: {e}"))
+    }
+
+    async fn cell(&self, name: &str, label: &str) -> String {
+        let row = self.row(name).await;
+        let cell = row
+            .find(Locator::Css(&format!("td[data-label='{label}']")))
+            .await
+            .unwrap();
+        cell.text().await.unwrap()
+    }
+
+    async fn click(&self, selector: &str) {
+        self.css(selector).await.click().await.unwrap();
+    }
+
+    async fn row_action(&self, name: &str, action: &str) {
+        let row = self.row(name).await;
+        row.find(Locator::Css(&format!("[data-action='{action}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Reads the new key from the open dialog, and closes it.
+    async fn take_new_key(&self) -> String {
+        self.until(
+            "the new key's dialog is open",
+            "document.getElementById('show-key').open",
+        )
+        .await;
+        assert_eq!(
+            self.js("return document.activeElement.id").await,
+            "copy",
+            "focus on Copy"
+        );
+        let key = self
+            .js("return document.getElementById('secret').value")
+            .await;
+        let key = key.as_str().unwrap().to_owned();
+        assert!(key.starts_with("nvl_"), "{key}");
+        self.click("#close-key").await;
+        self.until(
+            "the dialog is closed",
+            "!document.getElementById('show-key').open",
+        )
+        .await;
+        let left = self.js(&format!(
+            "return document.documentElement.outerHTML.includes('{key}') || document.getElementById('secret').value !== '' || location.href.includes('{key}')"
+        )).await;
+        assert_eq!(left, json!(false), "the key stayed on the page");
+        key
+    }
+
+    /// Errors and CSP violations in the console since the last call.
+    async fn console_problems(&self) -> Vec<String> {
+        let entries = self.browser.issue_cmd(BrowserLog).await.unwrap();
+        let entries = entries.as_array().cloned().unwrap_or_default();
+        let new = entries
+            .get(self.console_read.get()..)
+            .unwrap_or_default()
+            .to_vec();
+        self.console_read.set(entries.len());
+        new.iter()
+            .filter(|e| {
+                e["level"] == "SEVERE"
+                    || e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("Content Security Policy"))
+            })
+            .map(|e| format!("{} {}", e["timestamp"], e["message"]))
+            .collect()
+    }
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .map(|b| b["code"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_manages_keys_on_the_settings_page_in_chromium() {
+    let server = Server::start(&[]);
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        console_read: std::cell::Cell::new(0),
+    };
+    let base = format!("http://{}", server.address);
+
+    // Not signed in: a page that says to sign in.
+    browser
+        .goto(&format!("{base}/settings/api-keys"))
+        .await
+        .unwrap();
+    assert!(browser
+        .source()
+        .await
+        .unwrap()
+        .contains("Sign in to manage your API keys"));
+    let problems = page.console_problems().await;
+    assert!(
+        problems.len() == 1 && problems[0].contains("401"),
+        "console: {problems:?}"
+    );
+
+    // The printed link signs in and lands on the page, the demo key listed with its fields.
+    browser.goto(&server.sign_in).await.unwrap();
+    assert_eq!(
+        browser.current_url().await.unwrap().path(),
+        "/settings/api-keys"
+    );
+    assert_eq!(
+        page.cell("Demo key", "Key").await,
+        format!("{}…", &server.demo_key[..8])
+    );
+    assert_eq!(page.cell("Demo key", "Status").await, "Active");
+    assert_eq!(page.cell("Demo key", "Last used").await, "Never used");
+    let permissions = page.cell("Demo key", "Permissions").await;
+    for permission in [
+        "generate",
+        "projects:read",
+        "publish",
+        "analytics:read",
+        "copilot:chat",
+    ] {
+        assert!(permissions.contains(permission), "{permissions}");
+    }
+    assert!(!page.cell("Demo key", "Created").await.is_empty());
+    assert!(!page.cell("Demo key", "Expires").await.is_empty());
+    assert_eq!(
+        page.js("return document.getElementById('plan-notice').hidden")
+            .await,
+        json!(true)
+    );
+
+    // Create a key with two permissions and 30 days; read it once; use it.
+    page.css("#name")
+        .await
+        .send_keys("Browser key")
+        .await
+        .unwrap();
+    page.click("input[value='generate']").await;
+    page.click("input[value='projects:read']").await;
+    page.css("#expiration")
+        .await
+        .select_by_value("30d")
+        .await
+        .unwrap();
+    page.css("#environment")
+        .await
+        .send_keys("staging")
+        .await
+        .unwrap();
+    page.click("#create-button").await;
+    let key = page.take_new_key().await;
+    assert_eq!(
+        page.js("return document.activeElement.textContent").await,
+        "Browser key",
+        "focus on the new row"
+    );
+    let (status, body) = server.with_key("POST", "/api/v1/generate", &key);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""environment":"staging""#), "{body}");
+    let (status, body) = server.with_key("GET", "/api/v1/analytics", &key);
+    assert_eq!(
+        (status, code(&body)),
+        (403, "missing_permission".to_owned())
+    );
+    assert_eq!(page.cell("Browser key", "Environment").await, "staging");
+    assert!(
+        page.cell("Browser key", "Expires")
+            .await
+            .contains("Expires within 7 days")
+            == false
+    );
+
+    // Reloaded: the plaintext is nowhere.
+    browser.refresh().await.unwrap();
+    page.row("Browser key").await;
+    assert!(!browser.source().await.unwrap().contains(&key));
+
+    // Rotate with grace "now": the old key is refused, the new one works.
+    page.row_action("Browser key", "rotate").await;
+    page.until(
+        "the rotate dialog is open",
+        "document.getElementById('rotate').open",
+    )
+    .await;
+    page.click("input[name='grace'][value='0']").await;
+    page.click("#rotate-confirm").await;
+    let rotated = page.take_new_key().await;
+    assert_ne!(rotated, key);
+    let (status, body) = server.with_key("POST", "/api/v1/generate", &key);
+    assert_eq!((status, code(&body)), (401, "expired_api_key".to_owned()));
+    assert_eq!(server.with_key("POST", "/api/v1/generate", &rotated).0, 200);
+
+    // Disable, then enable, the replacement (the newest row of that name).
+    page.row_action("Browser key", "disable").await;
+    page.until(
+        "the key shows disabled",
+        "[...document.querySelectorAll('tbody tr')][0].textContent.includes('Disabled')",
+    )
+    .await;
+    assert_eq!(
+        page.js("return document.activeElement.dataset.action")
+            .await,
+        "enable",
+        "focus stays on the toggle"
+    );
+    let (status, body) = server.with_key("POST", "/api/v1/generate", &rotated);
+    assert_eq!((status, code(&body)), (401, "disabled_api_key".to_owned()));
+    page.row_action("Browser key", "enable").await;
+    page.until(
+        "the key shows active",
+        "[...document.querySelectorAll('tbody tr')][0].textContent.includes('Active')",
+    )
+    .await;
+    assert_eq!(server.with_key("POST", "/api/v1/generate", &rotated).0, 200);
+
+    // Delete after confirming; cancelling first changes nothing.
+    page.row_action("Demo key", "delete").await;
+    page.until(
+        "the confirmation is open",
+        "document.getElementById('delete').open",
+    )
+    .await;
+    page.click("#delete-cancel").await;
+    assert_eq!(
+        server
+            .with_key("GET", "/api/v1/projects", &server.demo_key)
+            .0,
+        200
+    );
+    page.row_action("Demo key", "delete").await;
+    page.until(
+        "the confirmation is open",
+        "document.getElementById('delete').open",
+    )
+    .await;
+    page.click("#delete-confirm").await;
+    page.until(
+        "the row is gone",
+        "![...document.querySelectorAll('tbody th')].some((th) => th.textContent === 'Demo key')",
+    )
+    .await;
+    assert_eq!(
+        page.js("return document.activeElement.id").await,
+        "keys-heading"
+    );
+    let (status, body) = server.with_key("GET", "/api/v1/projects", &server.demo_key);
+    assert_eq!((status, code(&body)), (401, "invalid_api_key".to_owned()));
+
+    // A narrow window: nothing scrolls sideways.
+    browser.set_window_size(390, 900).await.unwrap();
+    page.until(
+        "the page fits",
+        "document.documentElement.scrollWidth <= window.innerWidth",
+    )
+    .await;
+    browser.set_window_size(1280, 1500).await.unwrap();
+    page.js("window.scrollTo(0, 0)").await;
+    let screenshot = browser.screenshot().await.unwrap();
+    let target =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/settings-page.png");
+    std::fs::write(&target, screenshot).unwrap();
+
+    let problems = page.console_problems().await;
+    assert!(problems.is_empty(), "console: {problems:?}");
+
+    // A starter account: the page says keys need Scale or Business, and creation is refused.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (status, body) = server.request(
+        "POST",
+        "/admin/accounts",
+        &[("Authorization", &bearer)],
+        r#"{"name": "Small", "plan": "starter"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let account: Value = serde_json::from_str(&body).unwrap();
+    let sign_in = format!(
+        "return fetch('/demo/sign-in', {{method: 'POST', headers: {{authorization: '{bearer}'}}, body: JSON.stringify({{account_id: '{}'}})}}).then((r) => r.status)",
+        account["id"].as_str().unwrap()
+    );
+    assert_eq!(page.js(&sign_in).await, json!(204));
+    browser.refresh().await.unwrap();
+    page.until(
+        "the plan notice shows",
+        "!document.getElementById('plan-notice').hidden",
+    )
+    .await;
+    let notice = page.css("#plan-notice").await.text().await.unwrap();
+    assert!(
+        notice.contains("API keys need the scale or business plan"),
+        "{notice}"
+    );
+    assert!(notice.contains("starter"), "{notice}");
+    assert_eq!(
+        page.js("return document.getElementById('create-button').matches(':disabled')")
+            .await,
+        json!(true)
+    );
+    let refused = page
+        .js("return fetch(document.body.dataset.base + '/keys', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({name: 'x', permissions: ['generate']})}).then((r) => r.json()).then((b) => b.code)")
+        .await;
+    assert_eq!(refused, json!("plan_required"));
+    assert_eq!(
+        page.js("return document.querySelectorAll('tbody tr').length")
+            .await,
+        json!(0)
+    );
+
+    let problems = page.console_problems().await;
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.contains("402") || p.contains("404")),
+        "console: {problems:?}"
+    );
+    browser.close().await.unwrap();
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}

@@ -1,0 +1,145 @@
+//! The example server as its users start it: the binary `cargo run --example nouvel_api`
+//! builds, run as a process, spoken to over HTTP.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const ADMIN_TOKEN: &str = "a-test-admin-token-of-length";
+
+/// The example's binary, which `cargo test` builds beside this test.
+pub fn binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile = deps.parent().unwrap().parent().unwrap();
+    profile.join("examples").join("nouvel_api")
+}
+
+pub fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+    pub demo_key: String,
+    /// The printed one-time sign-in link.
+    pub sign_in: String,
+    pub output: Vec<String>,
+}
+
+impl Server {
+    /// Starts the server with `env` and waits until it prints its demo key and sign-in link.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let address = free_address();
+        let mut child = Command::new(binary())
+            .env("NOUVEL_ADDR", &address)
+            .env("NOUVEL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the example is built by `cargo test`");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut output = Vec::new();
+        let (mut demo_key, mut sign_in) = (None, None);
+        while let Some(Ok(line)) = lines.next() {
+            let line = line.trim().to_owned();
+            if line.starts_with("nvl_") {
+                demo_key = Some(line.clone());
+            }
+            if line.contains("/demo/sign-in?code=") {
+                sign_in = Some(line.clone());
+            }
+            output.push(line);
+            if demo_key.is_some() && sign_in.is_some() {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            address,
+            demo_key: demo_key.unwrap_or_else(|| panic!("no demo key in {output:?}")),
+            sign_in: sign_in.unwrap_or_else(|| panic!("no sign-in link in {output:?}")),
+            output,
+        }
+    }
+
+    /// Sends one request and reads the status line.
+    pub fn status(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.demo_key
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// Sends `method path` with `headers` and `body`; the status and the body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        write!(stream, "{head}\r\n{body}").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// `method path` presenting `key`: the status and the body.
+    pub fn with_key(&self, method: &str, path: &str, key: &str) -> (u16, String) {
+        let bearer = format!("Bearer {key}");
+        self.request(method, path, &[("Authorization", &bearer)], "")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits up to 10 s for the process to end; its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the server did not stop: {:?}", self.output);
+    }
+}
