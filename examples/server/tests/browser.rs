@@ -262,6 +262,16 @@ async fn a_user_manages_keys_on_the_settings_page_in_chromium() {
         json!(true)
     );
 
+    // Every control has a name a screen reader says; every button is reachable by Tab.
+    let unnamed = page
+        .js("return [...document.querySelectorAll('input, select, button')].filter((c) => c.labels?.length === 0 && !c.getAttribute('aria-label') && !c.textContent.trim()).map((c) => c.outerHTML)")
+        .await;
+    assert_eq!(unnamed, json!([]), "controls without a name");
+    let untabbable = page
+        .js("return [...document.querySelectorAll('main button, main input, main select')].filter((c) => c.tabIndex < 0).length")
+        .await;
+    assert_eq!(untabbable, json!(0));
+
     // Create a key with two permissions and 30 days; read it once; use it.
     page.css("#name")
         .await
