@@ -142,6 +142,7 @@ impl Plans {
     }
 
     /// The known plans; empty when any name is a plan.
+    #[cfg(any(feature = "admin", feature = "settings"))]
     pub(crate) fn known(&self) -> &[Plan] {
         &self.known
     }

@@ -32,14 +32,17 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) enum RouterError {
     /// 401: no or the wrong credentials, with the code and challenge realm of the router.
+    #[cfg(feature = "admin")]
     Unauthorized {
         code: &'static str,
         detail: &'static str,
         realm: &'static str,
     },
     /// 401: nobody is signed in (the settings router).
+    #[cfg(feature = "settings")]
     NotSignedIn,
     /// 403: a request that changes something came from another origin (the settings router).
+    #[cfg(feature = "settings")]
     CsrfRejected,
     /// 400: the body is not JSON.
     MalformedJson(String),
@@ -50,6 +53,7 @@ pub(crate) enum RouterError {
     /// 413: the body is over 64 KiB.
     PayloadTooLarge,
     /// 429: too many failed authentications from this client; retry after the wait.
+    #[cfg(feature = "admin")]
     TooManyFailures(Duration),
     /// What the manager answered.
     Manage(ManageError),
@@ -85,18 +89,21 @@ impl IntoResponse for RouterError {
             )
         };
         let (status, code, detail, extra) = match &self {
+            #[cfg(feature = "admin")]
             Self::Unauthorized { code, detail, .. } => (
                 StatusCode::UNAUTHORIZED,
                 *code,
                 (*detail).to_owned(),
                 Extra::None {},
             ),
+            #[cfg(feature = "settings")]
             Self::NotSignedIn => (
                 StatusCode::UNAUTHORIZED,
                 "not_signed_in",
                 "Sign in to manage the API keys of your account; API keys cannot.".to_owned(),
                 Extra::None {},
             ),
+            #[cfg(feature = "settings")]
             Self::CsrfRejected => (
                 StatusCode::FORBIDDEN,
                 "csrf_rejected",
@@ -122,6 +129,7 @@ impl IntoResponse for RouterError {
                 format!("The body is over {} KiB.", MAX_BODY / 1024),
                 Extra::None {},
             ),
+            #[cfg(feature = "admin")]
             Self::TooManyFailures(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_failures",
@@ -166,6 +174,7 @@ impl IntoResponse for RouterError {
         let body = render_problem(status, code, &detail, extra, &ProblemStyle::default());
         let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
         match self {
+            #[cfg(feature = "admin")]
             Self::Unauthorized { realm, .. } => {
                 if let Ok(challenge) = HeaderValue::try_from(format!(r#"Bearer realm="{realm}""#)) {
                     response
@@ -176,6 +185,7 @@ impl IntoResponse for RouterError {
             Self::MethodNotAllowed(Some(allow)) => {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
+            #[cfg(feature = "admin")]
             Self::TooManyFailures(wait) => {
                 response
                     .headers_mut()
@@ -188,6 +198,7 @@ impl IntoResponse for RouterError {
 }
 
 /// Whole seconds to wait, rounded up, at least 1.
+#[cfg(feature = "admin")]
 fn retry_after(wait: Duration) -> u64 {
     wait.as_millis()
         .div_ceil(1000)
@@ -349,6 +360,7 @@ impl Fields {
     }
 
     /// An account's name and plan (`POST /accounts`).
+    #[cfg(feature = "admin")]
     pub(crate) fn account(mut self) -> Parsed<(String, Plan)> {
         let name = self.string("name", true).unwrap_or_default();
         let plan = self.string("plan", true).unwrap_or_default();
@@ -356,6 +368,7 @@ impl Fields {
     }
 
     /// A plan (`PATCH /accounts/{id}`).
+    #[cfg(feature = "admin")]
     pub(crate) fn plan(mut self) -> Parsed<Plan> {
         let plan = self.string("plan", true).unwrap_or_default();
         self.finish(Plan::new(plan))

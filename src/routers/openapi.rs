@@ -7,6 +7,10 @@ use serde_json::{json, Map, Value};
 use crate::Vocabulary;
 
 /// Which router a document describes.
+#[cfg_attr(
+    not(all(feature = "admin", feature = "settings")),
+    allow(dead_code, reason = "each feature builds one of the routers")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
     /// The operator's: behind the admin token, accounts in the path.

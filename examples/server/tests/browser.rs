@@ -306,12 +306,10 @@ async fn a_user_manages_keys_on_the_settings_page_in_chromium() {
         (403, "missing_permission".to_owned())
     );
     assert_eq!(page.cell("Browser key", "Environment").await, "staging");
-    assert!(
-        page.cell("Browser key", "Expires")
-            .await
-            .contains("Expires within 7 days")
-            == false
-    );
+    assert!(!page
+        .cell("Browser key", "Expires")
+        .await
+        .contains("Expires within 7 days"));
 
     // Reloaded: the plaintext is nowhere.
     browser.refresh().await.unwrap();
