@@ -21,8 +21,9 @@
 //!   digests not found; expired keys still found (the layer refuses them); plan changes
 //!   seen at once;
 //! * rotation: the replacement made with the old key's name, permissions, option and
-//!   limit, the old key's expiration brought forward; a rotated key rotated no more, and
-//!   of concurrent rotations of one key exactly one replacement;
+//!   limit, the old key's expiration brought forward, counting in the window of the first
+//!   key of its chain; a rotated key rotated no more, and of concurrent rotations of one
+//!   key exactly one replacement;
 //! * states and environments: a disabled key still found (the layer refuses it), listed
 //!   `disabled`, enabled again; an expired key enabled stays expired; another account
 //!   cannot disable a key; the environment read back, kept by rotation, filtered on;
@@ -298,6 +299,13 @@ impl<S: KeyStorage> Kit<S> {
                 .is_some_and(|r| r.rate_limit == Some(RateLimit::new(3, Duration::from_secs(30)))),
             &record,
         );
+        check(
+            "a replacement counts in its predecessor's window",
+            record
+                .as_ref()
+                .is_some_and(|r| *r.limit_id() == old.info.id),
+            &record,
+        );
         let grace_end = self.clock.now() + Duration::from_secs(600);
         let read = ok("read a key", self.keys.key(&account.id, &old.info.id).await);
         check(
@@ -346,6 +354,18 @@ impl<S: KeyStorage> Kit<S> {
             .iter()
             .filter(|answer| matches!(answer, Err(ManageError::AlreadyRotated)))
             .count();
+        let chained = answers.iter().flatten().next().map(|n| &n.key);
+        let record = match chained {
+            Some(key) => self.lookup(key).await,
+            None => None,
+        };
+        check(
+            "a replacement of a replacement counts in the first key's window",
+            record
+                .as_ref()
+                .is_some_and(|r| *r.limit_id() == old.info.id),
+            &record,
+        );
         check(
             "concurrent rotations of one key make exactly one replacement",
             made == 1 && refused == answers.len() - 1,

@@ -209,3 +209,71 @@ async fn limits_are_per_key() {
         Some(r#""per-key";q=2;w=60"#)
     );
 }
+
+/// Old and new keys of a rotation get the limit once between them during the grace.
+async fn a_rotation_shares_one_window<L: nouvel_auth::RateLimiter>(limiter: L) {
+    let clock = nouvel_auth::ManualClock::new(T0);
+    let store = nouvel_auth::MemoryKeyStore::new();
+    let keys = nouvel_auth::KeyManager::new(store.clone()).clock(clock.clone());
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+    let spec = nouvel_auth::KeySpec::new("k", [nouvel::PROJECTS_READ])
+        .rate_limit(RateLimit::new(10, Duration::from_secs(60)));
+    let old = keys.create_key(&account.id, spec).await.unwrap();
+    let layer = nouvel_auth::NouvelAuthLayer::new(store)
+        .clock(clock.clone())
+        .limiter(limiter);
+    let app = common::routes().layer(layer);
+    let status = |key: &nouvel_auth::manage::NewKey| {
+        let (app, auth) = (app.clone(), common::bearer(&key.key));
+        async move {
+            common::send(&app, "GET", "/api/v1/projects", Some(&auth))
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    for _ in 0..6 {
+        assert_eq!(status(&old).await, 200);
+    }
+    let new = keys
+        .rotate_key(&account.id, &old.info.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let (mut admitted, mut refused) = (0, 0);
+    for i in 0..10 {
+        let key = if i % 2 == 0 { &old } else { &new };
+        match status(key).await {
+            200 => admitted += 1,
+            429 => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        (admitted, refused),
+        (4, 6),
+        "10 in the window, old and new together"
+    );
+    // A replacement of the replacement shares it too.
+    let newest = keys
+        .rotate_key(&account.id, &new.info.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(status(&newest).await, 429);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(status(&newest).await, 200);
+}
+
+#[tokio::test]
+async fn a_rotation_shares_one_window_in_memory() {
+    a_rotation_shares_one_window(MemoryRateLimiter::new()).await;
+}
+
+#[tokio::test]
+async fn a_rotation_shares_one_window_on_redis() {
+    let limiter = nouvel_auth::limit::RedisRateLimiter::connect(&common::servers::redis_url())
+        .await
+        .unwrap()
+        .key_prefix(common::servers::unique("rl_rotation"))
+        .layer_clock();
+    a_rotation_shares_one_window(limiter).await;
+}

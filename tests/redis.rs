@@ -273,3 +273,72 @@ async fn a_slow_redis_costs_at_most_the_timeout() {
     assert!(error.to_string().contains("timed out"), "{error}");
     assert!(started.elapsed() < Duration::from_millis(3_000));
 }
+
+/// An outage never raises a key's limit on one instance: the local count starts from what
+/// the instance admitted through Redis, requests stop waiting for Redis after the first
+/// failure, and a Redis back without its data does not admit a fresh window.
+#[tokio::test]
+async fn an_outage_never_raises_the_limit_on_one_instance() {
+    let mut server = RedisServer::start().await;
+    let limit = RateLimit::new(5, Duration::from_secs(60));
+    let make = || {
+        let url = server.url();
+        async move {
+            Keyed::new(
+                RedisRateLimiter::connect(&url)
+                    .await
+                    .unwrap()
+                    .timeout(Duration::from_millis(50))
+                    .layer_clock(),
+            )
+        }
+    };
+    let (a, b) = (make().await, make().await);
+    let key = KeyId::from("k");
+    for ms in 0..3 {
+        assert!(a.check(&key, limit, at(ms)).await.unwrap().allowed);
+    }
+
+    server.stop();
+    // A admitted 3 through Redis: 2 more on its own, then refusals.
+    let mut admitted = 0;
+    for ms in 10..30 {
+        admitted += usize::from(a.check(&key, limit, at(ms)).await.unwrap().allowed);
+    }
+    assert_eq!(admitted, 2, "A holds to 5 in all");
+    // After the first failure, A decides at once, without waiting for Redis.
+    assert!(matches!(
+        a.check_now(&key, limit, at(31)),
+        std::task::Poll::Ready(decision) if !decision.allowed
+    ));
+    // B admitted nothing through Redis: 5 on its own. Two instances: at most 2 × 5.
+    let mut admitted = 0;
+    for ms in 10..30 {
+        admitted += usize::from(b.check(&key, limit, at(ms)).await.unwrap().allowed);
+    }
+    assert_eq!(admitted, 5);
+
+    // Redis is back, empty. Within the window, A still counts its own 5: refused, though
+    // Redis, having lost its log, would admit.
+    server.resume().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut asked_redis = false;
+    for attempt in 0..100 {
+        let decision = a.check(&key, limit, at(40 + attempt)).await.unwrap();
+        assert!(!decision.allowed, "A admitted a sixth in one window");
+        let logged: u64 = redis::cmd("ZCARD")
+            .arg("nouvel:rl:{k}")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if logged > 0 {
+            asked_redis = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(asked_redis, "A went back to Redis");
+    // Once the window has passed, Redis decides alone again.
+    assert!(a.check(&key, limit, at(61_000)).await.unwrap().allowed);
+}

@@ -2,9 +2,12 @@
 
 use std::{
     fmt,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
     task::Poll,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use redis::{aio::ConnectionManager, Script};
@@ -55,8 +58,9 @@ return {allowed, count, reset}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RedisFailure {
-    /// Count locally, in this instance's own memory, until Redis is back:
-    /// the limit holds per instance instead of globally. The default.
+    /// Count locally, in this instance's own memory, until Redis is back: the limit holds
+    /// per instance instead of globally, counting what this instance admitted through
+    /// Redis before the outage. The default.
     #[default]
     FallBackToLocal,
     /// Answer 503 `auth_unavailable`.
@@ -76,8 +80,16 @@ pub enum RedisFailure {
 ///   request leaves the window: a client hammering past its limit costs no Redis call
 ///   (headers stay right).
 /// * Each call has a timeout (default 50 ms); on a fault the limiter follows its
-///   [`RedisFailure`] policy, logs a warning at most every 10 s, and goes back to Redis
-///   on the next call: recovery needs nothing.
+///   [`RedisFailure`] policy and logs a warning at most every 10 s. From the first fault
+///   on, requests stop waiting for Redis: they are decided at once by the policy, and at
+///   most one request a second tries Redis again, until it answers (recovery needs
+///   nothing).
+/// * Every admission through Redis is also counted in this instance's memory, so the
+///   local fallback starts from what the instance admitted before the outage, and for one
+///   window after Redis is back (possibly empty, having lost its data) a request must pass
+///   both counts. One instance thus never admits more than N per W for a key, outage or
+///   not; K instances sharing a Redis that fails admit at most K × N per W while it is
+///   down, and N per W as soon as it is back with its data.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
@@ -94,10 +106,24 @@ pub struct RedisRateLimiter {
     timeout: Duration,
     on_failure: RedisFailure,
     server_time: bool,
+    /// Monotonic milliseconds until which Redis is not tried; 0 while it answers.
+    down_until: AtomicU64,
+    /// Monotonic milliseconds when Redis last answered again after being down.
+    back_at: AtomicU64,
+}
+
+/// How often a Redis that failed is tried again.
+const RETRY_EVERY_MS: u64 = 1_000;
+
+/// Milliseconds on a monotonic clock of this process (never 0).
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
 }
 
 /// What a [`RedisRateLimiter`] remembers of one key in this instance: until when Redis
-/// refuses it, and the local count it falls back to.
+/// refuses it, and what this instance admitted (the count it falls back to).
 #[derive(Debug, Default)]
 pub struct RedisWindow {
     /// Unix milliseconds until which the key is refused without asking Redis; 0 for none.
@@ -119,6 +145,8 @@ impl RedisRateLimiter {
             timeout: Duration::from_millis(50),
             on_failure: RedisFailure::default(),
             server_time: true,
+            down_until: AtomicU64::new(0),
+            back_at: AtomicU64::new(0),
         })
     }
 
@@ -191,25 +219,87 @@ impl RedisRateLimiter {
         })
     }
 
-    fn on_fault(
+    /// The decision while Redis is down, by the policy; `None` for "fail closed".
+    fn without_redis(
         &self,
-        error: &BackendError,
         window: &RedisWindow,
         limit: RateLimit,
         now: OffsetDateTime,
-    ) -> Result<Decision, BackendError> {
-        static FAULT: Quiet = Quiet::new();
-        warn_quietly!(FAULT, %error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable");
+    ) -> Option<Decision> {
         match self.on_failure {
-            RedisFailure::FallBackToLocal => Ok(window.local.admit(limit, now)),
-            RedisFailure::FailOpen => Ok(Decision {
+            RedisFailure::FallBackToLocal => Some(window.local.admit(limit, now)),
+            RedisFailure::FailOpen => Some(Decision {
                 allowed: true,
                 limit,
                 remaining: limit.requests().saturating_sub(1),
                 reset: limit.window(),
             }),
-            RedisFailure::FailClosed => Err(BackendError::failed(error.to_string())),
+            RedisFailure::FailClosed => None,
         }
+    }
+
+    /// Whether this request should ask Redis: yes while it answers; while it is down, for
+    /// one request a second (the one that claims the retry).
+    fn should_try(&self, at: u64) -> bool {
+        let down_until = self.down_until.load(Ordering::Relaxed);
+        down_until == 0
+            || (at >= down_until
+                && self
+                    .down_until
+                    .compare_exchange(
+                        down_until,
+                        at + RETRY_EVERY_MS,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok())
+    }
+
+    /// Redis answered: if it was down, it is back, and the local count is checked too for
+    /// a window.
+    fn answered(&self, at: u64) {
+        if self.down_until.swap(0, Ordering::Relaxed) != 0 {
+            self.back_at.store(at, Ordering::Relaxed);
+            tracing::info!("nouvel-auth: Redis rate limiter answers again");
+        }
+    }
+
+    fn failed(
+        &self,
+        error: &BackendError,
+        at: u64,
+        window: &RedisWindow,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Result<Decision, BackendError> {
+        self.down_until
+            .fetch_max(at + RETRY_EVERY_MS, Ordering::Relaxed);
+        static FAULT: Quiet = Quiet::new();
+        warn_quietly!(FAULT, %error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable; not asking it again for a second");
+        self.without_redis(window, limit, now)
+            .ok_or_else(|| BackendError::failed(error.to_string()))
+    }
+
+    /// Redis's decision, counted in this instance's memory too. Within a window of Redis
+    /// coming back, the local count must admit as well: a Redis that lost its data would
+    /// otherwise admit a full window again.
+    fn with_local(
+        &self,
+        decision: Decision,
+        window: &RedisWindow,
+        at: u64,
+        now: OffsetDateTime,
+    ) -> Decision {
+        if !decision.allowed {
+            return decision;
+        }
+        let local = window.local.admit(decision.limit, now);
+        let back_at = self.back_at.load(Ordering::Relaxed);
+        let window_ms = u64::from(decision.limit.window_millis());
+        if !local.allowed && back_at != 0 && at < back_at.saturating_add(window_ms) {
+            return local;
+        }
+        decision
     }
 }
 
@@ -227,19 +317,27 @@ impl RateLimiter for RedisRateLimiter {
         if let Some(refusal) = Self::still_blocked(window, limit, now_ms) {
             return Ok(refusal);
         }
+        let at = monotonic_ms();
+        if !self.should_try(at) {
+            return self
+                .without_redis(window, limit, now)
+                .ok_or_else(|| BackendError::failed("Redis is down; retried once a second"));
+        }
         match self.eval(key, limit, now_ms).await {
             Ok(decision) => {
+                self.answered(at);
                 if !decision.allowed {
                     let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
                     window.blocked_until.fetch_max(until, Ordering::Relaxed);
                 }
-                Ok(decision)
+                Ok(self.with_local(decision, window, at, now))
             }
-            Err(error) => self.on_fault(&error, window, limit, now),
+            Err(error) => self.failed(&error, at, window, limit, now),
         }
     }
 
-    /// A key known to be blocked is refused without asking Redis.
+    /// A key known to be blocked is refused without asking Redis; while Redis is down and
+    /// not due for a retry, the policy decides at once.
     fn check_now(
         &self,
         window: &RedisWindow,
@@ -247,7 +345,16 @@ impl RateLimiter for RedisRateLimiter {
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        Self::still_blocked(window, limit, unix_millis(now)).map_or(Poll::Pending, Poll::Ready)
+        if let Some(refusal) = Self::still_blocked(window, limit, unix_millis(now)) {
+            return Poll::Ready(refusal);
+        }
+        let down_until = self.down_until.load(Ordering::Relaxed);
+        if down_until != 0 && monotonic_ms() < down_until {
+            if let Some(decision) = self.without_redis(window, limit, now) {
+                return Poll::Ready(decision);
+            }
+        }
+        Poll::Pending
     }
 
     fn is_idle(&self, window: &RedisWindow, now: OffsetDateTime) -> bool {

@@ -568,7 +568,9 @@ impl<S: KeyStorage> KeyManager<S> {
             environment: old.environment,
             rate_limit: old.rate_limit,
         };
-        let (key, stored) = self.make_key(&account, &spec, now, errors)?;
+        let (key, mut stored) = self.make_key(&account, &spec, now, errors)?;
+        // Old and new keys count in one window, so a grace period never doubles the limit.
+        stored.shares_limit_with = Some(old.shares_limit_with.unwrap_or(old.id.clone()));
         let replaced = self
             .storage
             .replace_key(&old.id, now + rotation.grace, &stored)
@@ -647,6 +649,7 @@ impl<S: KeyStorage> KeyManager<S> {
             replaced_by: None,
             disabled: false,
             environment: spec.environment.clone(),
+            shares_limit_with: None,
         };
         Ok((key, stored))
     }

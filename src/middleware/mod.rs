@@ -154,7 +154,10 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         let decided = {
             let slot = self.slots.of(&key);
             let limit = self.authorize(&key, &slot, access, now)?;
-            match self.limiter.check_now(&slot.window, &key.id, limit, now) {
+            match self
+                .limiter
+                .check_now(&slot.window, key.limit_id(), limit, now)
+            {
                 Poll::Ready(decision) => Ok(self.admit(&key, &slot, limited(decision), now)?),
                 Poll::Pending => Err(limit),
             }
@@ -186,7 +189,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             let slot = self.slots.of(&key);
             let decision = within(
                 self.config.limiter_timeout,
-                self.limiter.check(&slot.window, &key.id, limit, now),
+                self.limiter.check(&slot.window, key.limit_id(), limit, now),
             )
             .await
             .map_err(|error| unavailable("rate limiter", &error))

@@ -5,9 +5,13 @@
 //! key id only when a record is new (a store that builds one per lookup, or a record
 //! rebuilt after a change).
 //!
+//! A replacement key's slot shares the window of its predecessor (the record's
+//! [`limit_id`](crate::KeyRecord::limit_id)): windows are kept by that id, usage by key.
+//!
 //! Slots are dropped once nothing refers to them but this map, their window is idle and
-//! their usage flushed: a sweep at most once a minute. A slot is never dropped while a
-//! record holds it, so a key never gets two windows.
+//! their usage flushed: a sweep at most once a minute; windows once no slot holds them and
+//! they are idle. A slot is never dropped while a record holds it, so a key never gets two
+//! windows.
 
 use std::{
     any::Any,
@@ -32,14 +36,16 @@ pub(crate) struct Slots<L: RateLimiter> {
     /// Tells this layer's slots from another's on a record two layers share.
     id: u64,
     map: ConcurrentMap<KeyId, Arc<Slot<L::Window>>>,
+    /// The windows, by the id the limit counts under: shared by a rotation chain's slots.
+    windows: ConcurrentMap<KeyId, Arc<L::Window>>,
     last_sweep: AtomicI64,
     flusher: Once,
     interval: Duration,
 }
 
-/// One key's window and pending usage.
+/// One key's window (shared with the other keys of its rotation chain) and pending usage.
 pub(crate) struct Slot<W> {
-    pub(crate) window: W,
+    pub(crate) window: Arc<W>,
     usage: PendingUsage,
 }
 
@@ -78,6 +84,7 @@ impl<L: RateLimiter> Slots<L> {
         Self {
             id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             map: ConcurrentMap::default(),
+            windows: ConcurrentMap::default(),
             last_sweep: AtomicI64::new(i64::MIN),
             flusher: Once::new(),
             interval,
@@ -94,7 +101,7 @@ impl<L: RateLimiter> Slots<L> {
                 }
             }
         }
-        let slot = self.by_id(&record.id);
+        let slot = self.by_id(&record.id, record.limit_id());
         let _ = record.slot.set(Attached {
             layer: self.id,
             slot: slot.clone(),
@@ -102,15 +109,17 @@ impl<L: RateLimiter> Slots<L> {
         SlotRef::Shared(slot)
     }
 
-    fn by_id(&self, id: &KeyId) -> Arc<Slot<L::Window>> {
+    /// Key `id`'s slot, made with the window of `limit_id` if it has none yet.
+    fn by_id(&self, id: &KeyId, limit_id: &KeyId) -> Arc<Slot<L::Window>> {
         if let Some(slot) = self.map.get(id) {
             return slot.clone();
         }
         self.map
             .entry(id.clone())
             .or_insert_with(|| {
+                let window = self.windows.entry(limit_id.clone()).or_default().clone();
                 Arc::new(Slot {
-                    window: L::Window::default(),
+                    window,
                     usage: PendingUsage::default(),
                 })
             })
@@ -134,6 +143,8 @@ impl<L: RateLimiter> Slots<L> {
                     || !slot.usage.is_empty()
                     || !limiter.is_idle(&slot.window, now)
             });
+            self.windows
+                .retain(|_, window| Arc::strong_count(window) > 1 || !limiter.is_idle(window, now));
         }
     }
 
@@ -152,7 +163,8 @@ impl<L: RateLimiter> Slots<L> {
             static FLUSH: Quiet = Quiet::new();
             warn_quietly!(FLUSH, %error, "nouvel-auth could not flush key usage; will retry");
             for report in &reports {
-                self.by_id(&report.key_id).usage.restore(report);
+                let key = &report.key_id;
+                self.by_id(key, key).usage.restore(report);
             }
         }
         flushed
@@ -348,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_shares_its_predecessors_window_but_not_its_usage() {
+        let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5));
+        let limit = RateLimit::new(2, Duration::from_secs(60));
+        let old = record("key_old");
+        let new = record("key_new").shares_limit_with(Some(KeyId::from("key_old")));
+        let newer = record("key_newer").shares_limit_with(Some(KeyId::from("key_old")));
+        assert!(slots.of(&old).window.admit(limit, T0).allowed);
+        assert!(slots.of(&new).window.admit(limit, T0).allowed);
+        assert!(
+            !slots.of(&newer).window.admit(limit, T0).allowed,
+            "two in all"
+        );
+        slots.of(&new).count(Outcome::Admitted, T0);
+        assert!(slots.of(&old).usage.is_empty(), "usage stays per key");
+        assert!(!slots.of(&new).usage.is_empty());
+    }
+
+    #[test]
     fn only_idle_slots_nothing_holds_are_swept() {
         let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5));
         let limit = RateLimit::default();
@@ -365,6 +395,11 @@ mod tests {
         assert_eq!(slots.len(), 2);
         assert!(slots.map.contains_key(&KeyId::from("held")));
         assert!(slots.map.contains_key(&KeyId::from("counted")));
+        assert_eq!(
+            slots.windows.len(),
+            2,
+            "the dropped slot's window went with it"
+        );
     }
 
     #[test]

@@ -197,7 +197,7 @@ fn account(row: &PgRow) -> Result<Account, sqlx::Error> {
 
 const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
     rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at, replaced_by,
-    disabled, environment, admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
+    disabled, environment, shares_limit_with, admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
     rejected_rate_limited, last_request_at";
 
 fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
@@ -229,6 +229,9 @@ fn stored_key(row: &PgRow, set: &'static PermissionSet) -> Result<StoredKey, sql
             .map(KeyId::from),
         disabled: row.try_get("disabled")?,
         environment: environment(row)?,
+        shares_limit_with: row
+            .try_get::<Option<String>, _>("shares_limit_with")?
+            .map(KeyId::from),
         usage: Usage {
             admitted: count(row, "admitted")?,
             rejected: RejectionCounts {
@@ -286,7 +289,8 @@ impl KeyStore for PostgresKeyStore {
     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
-                    k.rate_limit_requests, k.rate_limit_window_ms, k.disabled, k.environment
+                    k.rate_limit_requests, k.rate_limit_window_ms, k.disabled, k.environment,
+                    k.shares_limit_with
              FROM api_keys k JOIN accounts a ON a.id = k.account_id
              WHERE k.digest = $1 AND k.deleted_at IS NULL",
         )
@@ -306,7 +310,11 @@ impl KeyStore for PostgresKeyStore {
             .expires_at(row.try_get("expires_at")?)
             .rate_limit(rate_limit(&row)?)
             .disabled(row.try_get("disabled")?)
-            .environment(environment(&row)?))
+            .environment(environment(&row)?)
+            .shares_limit_with(
+                row.try_get::<Option<String>, _>("shares_limit_with")?
+                    .map(KeyId::from),
+            ))
         })();
         record.map(|r| Some(Arc::new(r))).map_err(db)
     }
@@ -544,8 +552,8 @@ async fn insert_key<'e>(
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
             rate_limit_requests, rate_limit_window_ms, created_at, expires_at, disabled,
-            environment)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            environment, shares_limit_with)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(key.id.as_str())
     .bind(key.account_id.as_str())
@@ -565,6 +573,7 @@ async fn insert_key<'e>(
     .bind(key.expires_at)
     .bind(key.disabled)
     .bind(key.environment.as_ref().map(Environment::as_str))
+    .bind(key.shares_limit_with.as_ref().map(KeyId::as_str))
     .execute(executor)
     .await
     .map(drop)

@@ -32,6 +32,10 @@ pub struct KeyRecord {
     pub disabled: bool,
     /// The environment the key is for, if its owner named one.
     pub environment: Option<Environment>,
+    /// The key whose rate-limit window this one counts in, if not its own: a replacement
+    /// shares the window of the first key of its rotation chain, so during a grace period
+    /// old and new keys together get the limit once.
+    pub shares_limit_with: Option<KeyId>,
     /// The layer's state for this key (window, pending usage), once it has seen the record.
     pub(crate) slot: SlotCell,
 }
@@ -49,6 +53,7 @@ impl Clone for KeyRecord {
             rate_limit: self.rate_limit,
             disabled: self.disabled,
             environment: self.environment.clone(),
+            shares_limit_with: self.shares_limit_with.clone(),
             slot: SlotCell::new(),
         }
     }
@@ -66,6 +71,7 @@ impl PartialEq for KeyRecord {
             self.rate_limit,
             self.disabled,
             &self.environment,
+            &self.shares_limit_with,
         ) == (
             &other.id,
             &other.account_id,
@@ -76,6 +82,7 @@ impl PartialEq for KeyRecord {
             other.rate_limit,
             other.disabled,
             &other.environment,
+            &other.shares_limit_with,
         )
     }
 }
@@ -94,6 +101,7 @@ impl fmt::Debug for KeyRecord {
             .field("rate_limit", &self.rate_limit)
             .field("disabled", &self.disabled)
             .field("environment", &self.environment)
+            .field("shares_limit_with", &self.shares_limit_with)
             .finish()
     }
 }
@@ -118,6 +126,7 @@ impl KeyRecord {
             rate_limit: None,
             disabled: false,
             environment: None,
+            shares_limit_with: None,
             slot: SlotCell::new(),
         }
     }
@@ -148,6 +157,20 @@ impl KeyRecord {
     pub fn environment(mut self, environment: Option<Environment>) -> Self {
         self.environment = environment;
         self
+    }
+
+    /// Counts the key's requests in `key`'s rate-limit window instead of its own.
+    #[must_use]
+    pub fn shares_limit_with(mut self, key: Option<KeyId>) -> Self {
+        self.shares_limit_with = key;
+        self
+    }
+
+    /// The id the rate limit counts this key's requests under: its own, or the one it
+    /// [shares a window with](Self::shares_limit_with).
+    #[must_use]
+    pub fn limit_id(&self) -> &KeyId {
+        self.shares_limit_with.as_ref().unwrap_or(&self.id)
     }
 
     /// Whether the key has expired at `now` (an expiration instant is already expired).
@@ -315,6 +338,9 @@ pub struct StoredKey {
     pub disabled: bool,
     /// The environment it is for; a rotation keeps it.
     pub environment: Option<Environment>,
+    /// The key whose rate-limit window it counts in, if not its own (a replacement: the
+    /// first key of its rotation chain).
+    pub shares_limit_with: Option<KeyId>,
 }
 
 impl StoredKey {
@@ -339,6 +365,7 @@ impl StoredKey {
         .rate_limit(self.rate_limit)
         .disabled(self.disabled)
         .environment(self.environment.clone())
+        .shares_limit_with(self.shares_limit_with.clone())
     }
 }
 
