@@ -45,6 +45,9 @@ impl KeyStore for Counting {
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         self.inner.record_usage(reports).await
     }
+    async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
+        self.inner.live_digests().await
+    }
 }
 
 struct Fixture {
@@ -248,4 +251,169 @@ async fn a_change_announced_while_a_lookup_is_under_way_is_not_cached_over() {
     assert!(looking.await.unwrap().unwrap().is_some());
     assert_eq!(f.cache.lookup(&f.known, now).await.unwrap(), None);
     assert_eq!(f.counting.lookups.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_of_one_uncached_key_make_one_query() {
+    let f = setup().await;
+    let held = f.counting.answers.write().await;
+    let lookups: Vec<_> = (0..200)
+        .map(|_| {
+            let (cache, known, now) = (f.cache.clone(), f.known, f.clock.now());
+            tokio::spawn(async move { cache.lookup(&known, now).await })
+        })
+        .collect();
+    while f.counting.lookups.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    for lookup in lookups {
+        assert!(lookup.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(f.counting.lookups.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_made_up_keys_costs_one_query_per_hundred_and_real_keys_stay_cached() {
+    let f = setup().await;
+    assert_eq!(f.cache.live_keys(), None);
+    assert_eq!(f.cache.refuse_made_up_keys().await.unwrap(), Some(1));
+    assert_eq!(f.cache.live_keys(), Some(1));
+    assert!(f
+        .cache
+        .lookup(&f.known, f.clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    let before = f.counting.lookups.load(Ordering::SeqCst);
+    for i in 0..20_000u64 {
+        let now = f.clock.now() + Duration::from_micros(i);
+        assert!(f
+            .cache
+            .lookup(&ApiKey::generate().digest(), now)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    let asked = f.counting.lookups.load(Ordering::SeqCst) - before;
+    assert_eq!(asked, 200, "one in a hundred asks the store");
+    // The cache of 1 000 entries still holds the real key: made-up keys are not cached.
+    assert!(f
+        .cache
+        .lookup(&f.known, f.clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(f.counting.lookups.load(Ordering::SeqCst) - before, 200);
+
+    // A key made on another instance: announced, it is found at once, flood or not.
+    let spec = KeySpec::new("elsewhere", [nouvel::GENERATE]);
+    let announced = f
+        .elsewhere
+        .create_key(&f.account, spec.clone())
+        .await
+        .unwrap();
+    f.cache
+        .invalidate(&Invalidation::Created(f.cache.digest(&announced.key)));
+    let found = f
+        .cache
+        .lookup(&f.cache.digest(&announced.key), f.clock.now())
+        .await
+        .unwrap();
+    assert!(found.is_some());
+    // Not announced yet: found by the once-a-second check, when the flood is over.
+    let unannounced = f.elsewhere.create_key(&f.account, spec).await.unwrap();
+    let later = f.clock.now() + Duration::from_secs(2);
+    let found = f
+        .cache
+        .lookup(&f.cache.digest(&unannounced.key), later)
+        .await
+        .unwrap();
+    assert!(found.is_some());
+    // Missed announcements: every digest is asked about until the keys are loaded again,
+    // which the cache does by itself.
+    f.cache.invalidate(&Invalidation::All);
+    assert_eq!(f.cache.live_keys(), None);
+    while f.cache.live_keys().is_none() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(f.cache.live_keys(), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_store_makes_one_lookup_a_second_wait_and_the_rest_are_served_stale() {
+    let f = setup().await;
+    let cache = f.cache.clone().timeout(Duration::from_millis(500));
+    assert!(cache
+        .lookup(&f.known, f.clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    f.clock.advance(Duration::from_secs(31));
+    let held = f.counting.answers.write().await;
+    let before = f.counting.lookups.load(Ordering::SeqCst);
+    // The first waits its timeout, then is served stale.
+    let started = tokio::time::Instant::now();
+    assert!(cache
+        .lookup(&f.known, f.clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(started.elapsed(), Duration::from_millis(500));
+    // For the next second, served stale without asking.
+    for _ in 0..50 {
+        let started = tokio::time::Instant::now();
+        assert!(cache
+            .lookup(&f.known, f.clock.now())
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(started.elapsed(), Duration::ZERO, "served without waiting");
+    }
+    assert_eq!(f.counting.lookups.load(Ordering::SeqCst) - before, 1);
+    // A second on, one lookup tries the store again.
+    f.clock.advance(Duration::from_secs(1));
+    assert!(cache
+        .lookup(&f.known, f.clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(f.counting.lookups.load(Ordering::SeqCst) - before, 2);
+    drop(held);
+}
+
+#[tokio::test]
+async fn keys_made_or_rotated_through_the_cache_are_known_to_it_at_once() {
+    let clock = ManualClock::new(T0);
+    let cache = CachedKeyStore::new(MemoryKeyStore::new());
+    let keys = KeyManager::new(cache.clone()).clock(clock.clone());
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+    assert_eq!(cache.refuse_made_up_keys().await.unwrap(), Some(0));
+    let now = clock.now();
+    // The once-a-second check is spent on a made-up key: from now on only known ones pass.
+    assert!(cache
+        .lookup(&ApiKey::generate().digest(), now)
+        .await
+        .unwrap()
+        .is_none());
+    let made = keys
+        .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
+        .await
+        .unwrap();
+    assert!(cache
+        .lookup(&cache.digest(&made.key), now)
+        .await
+        .unwrap()
+        .is_some());
+    let rotated = keys
+        .rotate_key(&account.id, &made.info.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(cache
+        .lookup(&cache.digest(&rotated.key), now)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(cache.live_keys(), Some(2));
 }

@@ -34,6 +34,7 @@ impl Instance {
             .listen(move |change| cache.invalidate(&change))
             .await
             .unwrap();
+        store.refuse_made_up_keys().await.unwrap();
         let limiter = RedisRateLimiter::connect(&servers::redis_url())
             .await
             .unwrap()
@@ -263,4 +264,55 @@ async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_lis
     // Listening again, it has the cache forget everything: the deletion shows (the cache
     // alone would keep the key for an hour).
     time_until(&cut_off, &key, "/api/v1/projects", 401).await;
+}
+
+/// Scans of `api_keys` in `schema` (a lookup is one), as PostgreSQL's statistics count them.
+async fn key_table_scans(schema: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(&servers::database_url())
+        .await
+        .unwrap();
+    // A busy backend reports its counts once a second, an idle one after 10 s.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    sqlx::query_scalar(
+        "SELECT seq_scan + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'api_keys'",
+    )
+    .bind(schema)
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_keys_costs_the_database_one_lookup_per_hundred() {
+    let clock = ManualClock::new(T0);
+    let (schema, prefix) = (servers::unique("nouvel_test"), servers::unique("rl"));
+    let a = Instance::start(&servers::database_url(), &schema, &prefix, &clock).await;
+    let account = a.keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+    let real = a
+        .keys
+        .create_key(&account.id, KeySpec::new("k", [nouvel::PROJECTS_READ]))
+        .await
+        .unwrap();
+    assert_eq!(a.status(&real, "/api/v1/projects").await, 200);
+    let made_up = 10_000;
+    for i in 0..made_up {
+        let key = nouvel_auth::ApiKey::generate();
+        let reply = common::send(
+            &a.app,
+            "GET",
+            "/api/v1/projects",
+            Some(&format!("Bearer {}", key.expose_secret())),
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{i}");
+        if i % 1_000 == 0 {
+            // Real keys keep being served meanwhile.
+            assert_eq!(a.status(&real, "/api/v1/projects").await, 200);
+        }
+    }
+    // Every scan of the schema's keys since it was made: the flood's, and a handful of
+    // others (loading the live keys, the real key's first lookup, usage flushes).
+    let scans = key_table_scans(&schema).await;
+    eprintln!("{made_up} made-up keys: {scans} scans of api_keys in PostgreSQL in all");
+    assert!(scans <= made_up / 100 + 10, "{scans} scans");
 }

@@ -227,6 +227,8 @@ async fn main() -> Result<(), Error> {
         postgres
             .listen(move |change| cache.invalidate(&change))
             .await?;
+        // It hears every key made on every instance: made-up keys need not ask PostgreSQL.
+        store.refuse_made_up_keys().await?;
         println!("Keys: PostgreSQL (schema {schema}), cached");
         with_limiter(store, redis).await
     } else {

@@ -107,6 +107,10 @@ impl KeyStore for MemoryKeyStore {
         Poll::Ready(self.find(digest))
     }
 
+    async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
+        Ok(Some(self.inner.records.iter().map(|r| *r.key()).collect()))
+    }
+
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         for report in reports {
             // A key deleted since has nobody left to show its usage to.

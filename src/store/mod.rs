@@ -28,13 +28,12 @@ pub use cached::CachedKeyStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresKeyStore;
 
-use crate::{AccountId, KeyId};
+use crate::{AccountId, KeyDigest, KeyId};
 
 /// A change that makes cached lookups stale: what stores announce and caches act on.
 ///
-/// Its text form (`k:<key id>`, `a:<account id>`, `*`) travels between instances, for
-/// example as a PostgreSQL `NOTIFY` payload. New keys need none: a key cannot have been
-/// looked up (and cached as unknown) before it was made, short of guessing 131 bits.
+/// Its text form (`k:<key id>`, `a:<account id>`, `c:<digest in hex>`, `*`) travels between
+/// instances, for example as a PostgreSQL `NOTIFY` payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Invalidation {
@@ -42,6 +41,9 @@ pub enum Invalidation {
     Key(KeyId),
     /// The account's plan changed: all its keys.
     Account(AccountId),
+    /// A key with this digest was made: a cache that
+    /// [refuses made-up keys](CachedKeyStore::refuse_made_up_keys) knows it from now on.
+    Created(KeyDigest),
     /// Anything may have changed (for example, notifications were missed).
     All,
 }
@@ -57,6 +59,7 @@ impl Invalidation {
         match kind {
             "k" => Some(Self::Key(value.into())),
             "a" => Some(Self::Account(value.into())),
+            "c" => hex_digest(value).map(Self::Created),
             _ => None,
         }
     }
@@ -67,7 +70,47 @@ impl fmt::Display for Invalidation {
         match self {
             Self::Key(id) => write!(f, "k:{id}"),
             Self::Account(id) => write!(f, "a:{id}"),
+            Self::Created(digest) => {
+                f.write_str("c:")?;
+                digest
+                    .as_bytes()
+                    .iter()
+                    .try_for_each(|byte| write!(f, "{byte:02x}"))
+            }
             Self::All => f.write_str("*"),
+        }
+    }
+}
+
+/// A digest from 64 hex digits.
+fn hex_digest(text: &str) -> Option<KeyDigest> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut bytes = [0; 32];
+    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(KeyDigest::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_read_back_their_text() {
+        let digest = crate::ApiKey::generate().digest();
+        for change in [
+            Invalidation::Key("key_1".into()),
+            Invalidation::Account("acc_1".into()),
+            Invalidation::Created(digest),
+            Invalidation::All,
+        ] {
+            assert_eq!(Invalidation::parse(&change.to_string()), Some(change));
+        }
+        for junk in ["", "c:", "c:zz", &format!("c:{}", "é".repeat(32)), "x:1"] {
+            assert_eq!(Invalidation::parse(junk), None, "{junk}");
         }
     }
 }

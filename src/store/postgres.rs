@@ -23,7 +23,9 @@ use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 /// * The schema is made by embedded migrations that run only when you call
 ///   [`migrate`](Self::migrate): at deploy time, not silently at every start.
 /// * Usage arrives in batches: one `UPDATE … FROM UNNEST(…)` per flush.
-/// * Every change that affects a lookup (delete, rotate, disable, enable, plan change) sends a `NOTIFY`; [`listen`](Self::listen) hands them to a cache on every instance.
+/// * Every change that affects a lookup (create, delete, rotate, disable, enable, plan
+///   change) sends a `NOTIFY` in its transaction; [`listen`](Self::listen) hands them to
+///   a cache on every instance.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
@@ -161,18 +163,20 @@ impl PostgresKeyStore {
         }
     }
 
-    /// Commits `tx` with a notice of `change` to every instance's cache: both happen,
-    /// or neither.
+    /// Commits `tx` with a notice of `changes` to every instance's cache: all happen, or
+    /// none.
     async fn commit_announcing(
         &self,
         mut tx: Transaction<'_, Postgres>,
-        change: &Invalidation,
+        changes: &[Invalidation],
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&*self.channel)
-            .bind(change.to_string())
-            .execute(&mut *tx)
-            .await?;
+        for change in changes {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&*self.channel)
+                .bind(change.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await
     }
 }
@@ -364,6 +368,28 @@ impl KeyStore for PostgresKeyStore {
         .map(drop)
         .map_err(db)
     }
+
+    async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
+        self.all_live_digests().await.map(Some).map_err(db)
+    }
+}
+
+impl PostgresKeyStore {
+    /// One query over the digest index, for a cache's filter of made-up keys.
+    async fn all_live_digests(&self) -> Result<Vec<KeyDigest>, sqlx::Error> {
+        let rows = sqlx::query("SELECT digest FROM api_keys WHERE deleted_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let digest: Vec<u8> = row.try_get("digest")?;
+                let digest: [u8; 32] = digest
+                    .try_into()
+                    .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
+                Ok(KeyDigest::from_bytes(digest))
+            })
+            .collect()
+    }
 }
 
 impl KeyStorage for PostgresKeyStore {
@@ -403,7 +429,7 @@ impl KeyStorage for PostgresKeyStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok(None) };
-            self.commit_announcing(tx, &Invalidation::Account(id.clone()))
+            self.commit_announcing(tx, &[Invalidation::Account(id.clone())])
                 .await?;
             account(&row).map(Some)
         };
@@ -411,7 +437,13 @@ impl KeyStorage for PostgresKeyStore {
     }
 
     async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        insert_key(&self.pool, key).await.map_err(db)
+        let inserted = async {
+            let mut tx = self.pool.begin().await?;
+            insert_key(&mut *tx, key).await?;
+            self.commit_announcing(tx, &[Invalidation::Created(key.digest)])
+                .await
+        };
+        inserted.await.map_err(db)
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
@@ -471,7 +503,7 @@ impl KeyStorage for PostgresKeyStore {
             if deleted.rows_affected() != 1 {
                 return Ok(false);
             }
-            self.commit_announcing(tx, &Invalidation::Key(key.clone()))
+            self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(true)
         };
@@ -501,7 +533,7 @@ impl KeyStorage for PostgresKeyStore {
             .await?;
             let Some(row) = row else { return Ok(None) };
             let stored = stored_key(&row, self.permissions)?;
-            self.commit_announcing(tx, &Invalidation::Key(key.clone()))
+            self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(Some(stored))
         };
@@ -537,8 +569,11 @@ impl KeyStorage for PostgresKeyStore {
                 return Ok(false);
             }
             insert_key(&mut *tx, replacement).await?;
-            self.commit_announcing(tx, &Invalidation::Key(old.clone()))
-                .await?;
+            let changes = [
+                Invalidation::Key(old.clone()),
+                Invalidation::Created(replacement.digest),
+            ];
+            self.commit_announcing(tx, &changes).await?;
             Ok(true)
         };
         replaced.await.map_err(db)

@@ -276,6 +276,15 @@ pub trait KeyStore: Send + Sync + 'static {
         &self,
         reports: &[UsageReport],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// The digest of every live key, for a cache that refuses made-up keys without asking
+    /// ([`CachedKeyStore::refuse_made_up_keys`](crate::store::CachedKeyStore::refuse_made_up_keys));
+    /// `None` (the default) for a store that cannot list them.
+    fn live_digests(
+        &self,
+    ) -> impl Future<Output = Result<Option<Vec<KeyDigest>>, BackendError>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 /// A shared store: several layers (or a manager) can hold one.
@@ -301,6 +310,12 @@ impl<K: KeyStore> KeyStore for Arc<K> {
         reports: &[UsageReport],
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
         (**self).record_usage(reports)
+    }
+
+    fn live_digests(
+        &self,
+    ) -> impl Future<Output = Result<Option<Vec<KeyDigest>>, BackendError>> + Send {
+        (**self).live_digests()
     }
 }
 
