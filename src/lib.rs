@@ -86,8 +86,9 @@
 //! `axum` (default): the extractor, and route matching under `nest`. `admin`: the operator's
 //! HTTP API ([`admin`]). `settings`: "Settings → API Keys" for the application's signed-in
 //! users, JSON and a page ([`settings`]). `cache`, `postgres`: [`store::CachedKeyStore`] and
-//! [`store::PostgresKeyStore`]. `redis`: [`limit::RedisRateLimiter`]. `testing`: the
-//! conformance kit for stores ([`testing`]).
+//! [`store::PostgresKeyStore`]. `redis`: [`limit::RedisRateLimiter`]. `metrics`: counters
+//! and a histogram through the `metrics` facade ([`metrics`]). `testing`: the conformance
+//! kit for stores ([`testing`]).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -103,6 +104,7 @@ mod extract;
 mod key;
 pub mod limit;
 pub mod manage;
+pub mod metrics;
 pub mod middleware;
 pub mod nouvel;
 mod permission;

@@ -9,7 +9,8 @@
 //! the demo account's "Settings → API Keys" page, mounted at `/settings/api-keys`. The
 //! operator's admin API is mounted at `/admin`, guarded by `NOUVEL_ADMIN_TOKEN` (generated
 //! and printed when unset; refused at start if shorter than 16 characters or holding
-//! whitespace). `/healthz` answers 200 to anyone.
+//! whitespace). `/healthz` answers 200 to anyone; `/metrics` answers the crate's metrics in
+//! Prometheus' text format to the admin token's holder.
 //!
 //! Sign-in is the example's, not the crate's (an application brings its own):
 //! `GET /demo/sign-in?code=CODE` with the printed one-time code sets a session cookie and
@@ -51,6 +52,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use metrics_exporter_prometheus::PrometheusHandle;
 use nouvel_auth::{
     admin::{self, AdminToken},
     limit::RedisRateLimiter,
@@ -121,6 +123,14 @@ impl<K: KeyStorage> Demo<K> {
         response
     }
 
+    /// Whether `headers` present the admin token.
+    fn admin_token_in(&self, headers: &HeaderMap) -> bool {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        token.is_some_and(|token| self.admin.matches(token))
+    }
+
     /// The user of the request's session cookie, if it names one.
     fn user(&self, headers: &HeaderMap) -> Option<SignedInUser> {
         let session = headers
@@ -173,10 +183,7 @@ async fn sign_in_as<K: KeyStorage>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
-    if !token.is_some_and(|token| demo.admin.matches(token)) {
+    if !demo.admin_token_in(&headers) {
         return refused(
             StatusCode::UNAUTHORIZED,
             "admin_unauthorized",
@@ -208,6 +215,14 @@ async fn sign_in_as<K: KeyStorage>(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -230,27 +245,31 @@ async fn main() -> Result<(), Error> {
         // It hears every key made on every instance: made-up keys need not ask PostgreSQL.
         store.refuse_made_up_keys().await?;
         println!("Keys: PostgreSQL (schema {schema}), cached");
-        with_limiter(store, redis).await
+        with_limiter(store, redis, prometheus).await
     } else {
         println!("Keys: in memory");
-        with_limiter(MemoryKeyStore::new(), redis).await
+        with_limiter(MemoryKeyStore::new(), redis, prometheus).await
     }
 }
 
-async fn with_limiter<K>(store: K, redis: Option<RedisRateLimiter>) -> Result<(), Error>
+async fn with_limiter<K>(
+    store: K,
+    redis: Option<RedisRateLimiter>,
+    prometheus: PrometheusHandle,
+) -> Result<(), Error>
 where
     K: KeyStorage + Clone,
 {
     if let Some(limiter) = redis {
         println!("Rate limit: Redis, shared by every instance");
-        serve(store, limiter).await
+        serve(store, limiter, prometheus).await
     } else {
         println!("Rate limit: in memory, this instance alone");
-        serve(store, MemoryRateLimiter::new()).await
+        serve(store, MemoryRateLimiter::new(), prometheus).await
     }
 }
 
-async fn serve<K, L>(store: K, limiter: L) -> Result<(), Error>
+async fn serve<K, L>(store: K, limiter: L, prometheus: PrometheusHandle) -> Result<(), Error>
 where
     K: KeyStorage + Clone,
     L: RateLimiter,
@@ -317,7 +336,21 @@ where
                     "/demo/sign-in",
                     get(sign_in_by_link::<K>).post(sign_in_as::<K>),
                 )
-                .with_state(demo_sessions),
+                .with_state(demo_sessions.clone()),
+        )
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| async move {
+                if !demo_sessions.admin_token_in(&headers) {
+                    return refused(
+                        StatusCode::UNAUTHORIZED,
+                        "admin_unauthorized",
+                        "Send the admin token as `Authorization: Bearer <token>`.",
+                    );
+                }
+                let content_type = "text/plain; version=0.0.4; charset=utf-8";
+                ([(header::CONTENT_TYPE, content_type)], prometheus.render()).into_response()
+            }),
         )
         .route("/healthz", get(|| async { "ok" }));
 

@@ -9,7 +9,7 @@ use http::{Extensions, HeaderMap, Request, Response};
 use tower_service::Service;
 
 use super::{Checks, ResponseBody, ResponseFuture, Stop};
-use crate::{extract::Unauthenticated, KeyStore, RateLimiter, Rejection};
+use crate::{extract::Unauthenticated, metrics::CheckTimer, KeyStore, RateLimiter, Rejection};
 
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
 ///
@@ -44,23 +44,31 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let timer = CheckTimer::start();
         let checks = &self.checks;
         checks.slots.start_flushing(&checks.store);
         let wait = match checks.begin(&mut request) {
-            Ok(admission) => return ResponseFuture::admitted(&mut self.inner, request, admission),
+            Ok(admission) => {
+                timer.finish(ADMITTED);
+                return ResponseFuture::admitted(&mut self.inner, request, admission);
+            }
             Err(Stop::Pass) => {
+                timer.finish(PASSED);
                 request.extensions_mut().insert(Unauthenticated);
                 return ResponseFuture::passed(self.inner.call(request));
             }
             Err(Stop::Refused(rejection)) => {
-                return ResponseFuture::rejected(refuse(&rejection, checks, request))
+                timer.finish(rejection.code());
+                return ResponseFuture::rejected(refuse(&rejection, checks, request));
             }
             Err(Stop::Wait(wait)) => wait,
         };
         let checks = checks.clone();
         // Only this part waits (on the store or the limiter), so only it is boxed.
         let verification = Box::pin(async move {
-            checks.resume(wait).await.map_err(|rejection| {
+            let verdict = checks.resume(wait).await;
+            timer.finish(verdict.as_ref().map_or_else(Rejection::code, |_| ADMITTED));
+            verdict.map_err(|rejection| {
                 checks
                     .problems
                     .respond(&rejection, HeaderMap::new(), Extensions::new())
@@ -72,6 +80,10 @@ where
         ResponseFuture::verify(verification, inner, request)
     }
 }
+
+/// The `outcome` of requests that reached the inner service with a key, and without one.
+const ADMITTED: &str = "admitted";
+const PASSED: &str = "passed";
 
 /// The response refusing `request`, made in its header map and extensions (emptied): the
 /// response reuses their allocations (behind `Router::layer`, axum has already put its own

@@ -159,6 +159,8 @@ impl<L: RateLimiter> Slots<L> {
             return Ok(());
         }
         let flushed = store.record_usage(&reports).await;
+        let result = if flushed.is_ok() { "ok" } else { "error" };
+        crate::metrics::count(crate::metrics::USAGE_FLUSHES, "result", result);
         if let Err(error) = &flushed {
             static FLUSH: Quiet = Quiet::new();
             warn_quietly!(FLUSH, %error, "nouvel-auth could not flush key usage; will retry");

@@ -7,7 +7,7 @@
 //! stores beside [`MemoryKeyStore`](crate::MemoryKeyStore): a cache for any store, and
 //! PostgreSQL.
 //!
-//! A store keeps only [`KeyDigest`](crate::KeyDigest)s, never keys. The layer uses the
+//! A store keeps only [`KeyDigest`]s, never keys. The layer uses the
 //! store generically (`NouvelAuthLayer<K: KeyStore>`), not as a trait object: a lookup
 //! costs no allocation and no virtual call. See `examples/custom_store.rs`.
 

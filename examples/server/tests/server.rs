@@ -178,3 +178,30 @@ fn the_demo_sign_in_link_works_once_and_scripts_sign_in_with_the_admin_token() {
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
 }
+
+#[test]
+fn metrics_are_served_to_the_admin_token_in_prometheus_format() {
+    let server = Server::start(&[]);
+    assert!(server.status("/api/v1/projects").contains("200"));
+    let (status, _) = server.with_key("GET", "/api/v1/analytics", "nvl_made_up");
+    assert_eq!(status, 401);
+    assert_eq!(server.request("GET", "/metrics", &[], "").0, 401);
+    let bearer = format!("Bearer {}", common::ADMIN_TOKEN);
+    let (status, text) = server.request("GET", "/metrics", &[("Authorization", &bearer)], "");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"nouvel_auth_requests_total{outcome="admitted"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"nouvel_auth_requests_total{outcome="invalid_api_key"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("nouvel_auth_check_duration_seconds"),
+        "{text}"
+    );
+    assert!(!text.contains(&server.demo_key), "no key in the metrics");
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}

@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 use super::Invalidation;
 use crate::{
     error::within,
+    metrics::{self, count},
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Plan, UsageReport,
 };
@@ -196,6 +197,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
     }
 
     /// The wrapped store.
+    #[must_use]
     pub fn inner(&self) -> &K {
         &self.inner
     }
@@ -218,6 +220,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
 
     /// How many keys are known live, when made-up keys are refused; `None` until then, and
     /// while announcements are being caught up with.
+    #[must_use]
     pub fn live_keys(&self) -> Option<usize> {
         self.live.is_complete().then(|| self.live.len())
     }
@@ -281,6 +284,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
         let servable = cached.as_ref().and_then(|entry| entry.servable(now));
         if let Some(record) = &servable {
             if self.store_failing(now) || self.in_flight.contains_key(digest) {
+                count(metrics::KEY_LOOKUPS, "result", "stale");
                 return Ok(Some(record.clone()));
             }
         }
@@ -290,6 +294,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
             dashmap::Entry::Occupied(waiting) => waiting.get().clone(),
             dashmap::Entry::Vacant(vacant) => {
                 if cached.is_none() && self.live.verdict(digest, now) == Verdict::MadeUp {
+                    count(metrics::MADE_UP_KEYS_REFUSED, "", "");
                     return Ok(None);
                 }
                 vacant.insert(Arc::default()).clone()
@@ -308,13 +313,20 @@ impl<K: KeyStore> CachedKeyStore<K> {
                 .remove_if(digest, |_, waiting| Arc::ptr_eq(waiting, &cell));
         }
         match (answer.result(), servable) {
-            (Ok(record), _) => Ok(record),
+            (Ok(record), _) => {
+                count(metrics::KEY_LOOKUPS, "result", "miss");
+                Ok(record)
+            }
             (Err(error), Some(record)) => {
+                count(metrics::KEY_LOOKUPS, "result", "stale");
                 static STALE: Quiet = Quiet::new();
                 warn_quietly!(STALE, %error, key_id = %record.id, "nouvel-auth: key store failed; serving cached keys");
                 Ok(Some(record))
             }
-            (Err(error), None) => Err(error),
+            (Err(error), None) => {
+                count(metrics::KEY_LOOKUPS, "result", "error");
+                Err(error)
+            }
         }
     }
 
@@ -371,7 +383,10 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
         now: OffsetDateTime,
     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let cached = match self.cache.get(digest) {
-            Some(entry) if entry.is_fresh(now) => return Ok(entry.record),
+            Some(entry) if entry.is_fresh(now) => {
+                count(metrics::KEY_LOOKUPS, "result", "hit");
+                return Ok(entry.record);
+            }
             cached => cached,
         };
         // Boxed: a miss waits on the network anyway, and a hit's future stays small.
@@ -385,7 +400,10 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
         now: OffsetDateTime,
     ) -> std::task::Poll<Option<Arc<KeyRecord>>> {
         match self.cache.get(digest) {
-            Some(entry) if entry.is_fresh(now) => std::task::Poll::Ready(entry.record),
+            Some(entry) if entry.is_fresh(now) => {
+                count(metrics::KEY_LOOKUPS, "result", "hit");
+                std::task::Poll::Ready(entry.record)
+            }
             _ => std::task::Poll::Pending,
         }
     }
