@@ -84,7 +84,23 @@ pub struct RouteTable {
 pub struct RouteError {
     template: String,
     #[source]
-    source: matchit::InsertError,
+    source: TemplateError,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TemplateError {
+    #[error(transparent)]
+    Matchit(#[from] matchit::InsertError),
+    #[error("more than {MAX_PARAMETERS} parameters")]
+    TooManyParameters,
+}
+
+/// The most parameters a template may have (the router, `matchit`, panics past them).
+const MAX_PARAMETERS: usize = 25;
+
+/// The parameters of `template`: its `{`, less the escaped `{{`.
+fn parameters(template: &str) -> usize {
+    template.matches('{').count() - 2 * template.matches("{{").count()
 }
 
 impl Default for RouteTable {
@@ -165,12 +181,16 @@ impl RouteTable {
             index
         } else {
             let index = self.entries.len();
+            let refused = |source| RouteError {
+                template: template.to_owned(),
+                source,
+            };
+            if parameters(template) > MAX_PARAMETERS {
+                return Err(refused(TemplateError::TooManyParameters));
+            }
             self.paths
                 .insert(template, index)
-                .map_err(|source| RouteError {
-                    template: template.to_owned(),
-                    source,
-                })?;
+                .map_err(|error| refused(error.into()))?;
             self.entries.push(PathEntry::default());
             self.templates.push(template.to_owned());
             index

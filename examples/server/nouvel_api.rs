@@ -352,7 +352,16 @@ where
                 ([(header::CONTENT_TYPE, content_type)], prometheus.render()).into_response()
             }),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        // Paths no router has (`/admin/` and `/settings/api-keys/` among them: a nested
+        // router sees its mount point only without the slash) answer as the crate's do.
+        .fallback(|| async {
+            refused(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such route, account, or key in this account.",
+            )
+        });
 
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;

@@ -256,8 +256,8 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
     let count = json!({"type": "integer", "minimum": 0});
     let name = json!({"type": "string", "minLength": 1, "maxLength": 100});
     let expiration = json!({
-        "description": "A preset, or an RFC 3339 date in the future (at most 9999-12-31T23:59:59Z). Default `90d`.",
-        "anyOf": [{"enum": ["7d", "30d", "90d", "1y", "never"]}, {"type": "string", "format": "date-time"}],
+        "description": "A preset, or an RFC 3339 date in the future (at most 9999-12-31T23:59:59Z). Absent or null: `90d` (on a rotation, the old key's option).",
+        "anyOf": [{"enum": ["7d", "30d", "90d", "1y", "never"]}, {"type": "string", "format": "date-time"}, {"type": "null"}],
     });
     let rate_limit = json!({
         "type": "object", "additionalProperties": false, "required": ["requests", "window_seconds"],
@@ -272,11 +272,11 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
             "name": name,
             "permissions": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Permission"}},
             "expiration": expiration,
-            "environment": {"$ref": "#/components/schemas/Environment"},
+            "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
         },
     });
     if api == Api::Admin {
-        create_key["properties"]["rate_limit"] = rate_limit.clone();
+        create_key["properties"]["rate_limit"] = json!({"anyOf": [rate_limit, {"type": "null"}]});
     }
     let key_properties = json!({
         "id": {"type": "string"},
@@ -326,7 +326,7 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
             "Rotate": {
                 "type": "object", "additionalProperties": false,
                 "properties": {
-                    "grace_seconds": {"type": "integer", "minimum": 0, "maximum": 31_536_000, "description": "How long the old key keeps working; default 86400, 0 = now."},
+                    "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 31_536_000, "description": "How long the old key keeps working; absent or null: 86400; 0 = now."},
                     "expiration": expiration,
                 },
             },
