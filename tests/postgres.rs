@@ -191,7 +191,7 @@ async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
         .unwrap();
     // The schema as the first release made it: its one migration, and a key written by it,
     // with `generate`, `projects:read` and `copilot:chat` as the bits 1, 2 and 16.
-    let mut first = sqlx::migrate!("./migrations");
+    let mut first = sqlx::migrate!("./migrations/postgres");
     first.migrations = first.migrations[..1].to_vec().into();
     first.run(&pool).await.unwrap();
     let key = nouvel_auth::ApiKey::generate();

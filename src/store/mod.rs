@@ -16,6 +16,8 @@ mod cached;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 pub(crate) mod traits;
 
 use std::fmt;
@@ -27,6 +29,9 @@ pub use cached::CachedKeyStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresKeyStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteKeyStore;
 
 use crate::{AccountId, KeyDigest, KeyId};
 

@@ -102,7 +102,7 @@ impl PostgresKeyStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await
             .map_err(BackendError::failed)

@@ -1,0 +1,498 @@
+//! Keys and accounts in a SQLite file: the embedded store, for one machine.
+
+use std::{fmt, path::Path, sync::Arc, time::Duration};
+
+use sqlx::{
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
+    Row,
+};
+use time::OffsetDateTime;
+
+use crate::{
+    usage::RejectionCounts, Account, AccountId, ApiKey, BackendError, Environment, Expiration,
+    KeyDigest, KeyHasher, KeyId, Permission, PermissionSet, Permissions, Plan, RateLimit, Usage,
+    UsageReport,
+};
+use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
+
+/// The key store in a SQLite file (feature `sqlite`): [`KeyStore`] and [`KeyStorage`],
+/// with no server to run. Keys, accounts, states and usage survive a restart.
+///
+/// * WAL mode: reads go on while a write commits. Writes go through one connection, so
+///   they are serialised in this process and never meet `SQLITE_BUSY`; reads have a pool.
+///   Every call is one transaction, so a process killed at any point leaves each key
+///   wholly there or wholly absent.
+/// * The schema is made by embedded migrations that run only when you call
+///   [`migrate`](Self::migrate).
+/// * Usage arrives in batches: one transaction per flush.
+/// * One process: another process writing the file is not announced to this one's
+///   cache. For several instances, use [`PostgresKeyStore`](crate::store::PostgresKeyStore).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nouvel_auth::BackendError> {
+/// use nouvel_auth::{store::SqliteKeyStore, NouvelAuthLayer};
+///
+/// let store = SqliteKeyStore::open("nouvel.db").await?;
+/// store.migrate().await?;
+/// let layer = NouvelAuthLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteKeyStore {
+    reads: SqlitePool,
+    writes: SqlitePool,
+    path: Arc<str>,
+    hasher: KeyHasher,
+    permissions: &'static PermissionSet,
+}
+
+fn db(error: sqlx::Error) -> BackendError {
+    BackendError::failed(error)
+}
+
+/// Unix microseconds, as the file keeps times.
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+fn time_at(micros: i64) -> Result<OffsetDateTime, sqlx::Error> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn time(row: &SqliteRow, column: &str) -> Result<OffsetDateTime, sqlx::Error> {
+    time_at(row.try_get(column)?)
+}
+
+fn maybe_time(row: &SqliteRow, column: &str) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(time_at)
+        .transpose()
+}
+
+impl SqliteKeyStore {
+    /// Opens (and creates if need be) the SQLite file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
+        let path = path.as_ref();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode, NORMAL loses nothing when the process dies, only (at worst the
+            // last transactions) when the machine does.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(Self {
+            reads,
+            writes,
+            path: path.to_string_lossy().into(),
+            hasher: KeyHasher::default(),
+            permissions: crate::nouvel::PERMISSIONS,
+        })
+    }
+
+    /// Reads permission names as permissions of `set` (default Nouvel's).
+    #[must_use]
+    pub fn permissions(mut self, set: &'static PermissionSet) -> Self {
+        self.permissions = set;
+        self
+    }
+
+    /// Digests keys with `hasher` (for example with a pepper).
+    #[must_use]
+    pub fn hasher(mut self, hasher: KeyHasher) -> Self {
+        self.hasher = hasher;
+        self
+    }
+
+    /// Applies the embedded migrations.
+    pub async fn migrate(&self) -> Result<(), BackendError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writes)
+            .await
+            .map_err(BackendError::failed)
+    }
+
+    /// The accounts named `name`, oldest first (an application's demo account, say).
+    pub async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
+        let rows = sqlx::query("SELECT * FROM accounts WHERE name = ? ORDER BY created_at, id")
+            .bind(name)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(account)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+}
+
+fn account(row: &SqliteRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: AccountId::from(row.try_get::<String, _>("id")?),
+        name: row.try_get("name")?,
+        plan: Plan::new(row.try_get::<String, _>("plan")?),
+        created_at: time(row, "created_at")?,
+    })
+}
+
+const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
+    rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at,
+    replaced_by, disabled, environment, shares_limit_with, admitted, rejected_plan_required,
+    rejected_missing_permission, rejected_route_not_allowed, rejected_rate_limited,
+    last_request_at";
+
+fn count(row: &SqliteRow, column: &str) -> Result<u64, sqlx::Error> {
+    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
+}
+
+fn decode<E: std::error::Error + Send + Sync + 'static>(error: E) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(error))
+}
+
+/// The row's permission names (a JSON array), as permissions of `set`; a name the set no
+/// longer has grants nothing.
+fn permissions(row: &SqliteRow, set: &'static PermissionSet) -> Result<Permissions, sqlx::Error> {
+    let names: Vec<String> =
+        serde_json::from_str(&row.try_get::<String, _>("permissions")?).map_err(decode)?;
+    Ok(names
+        .iter()
+        .filter_map(|name| set.parse(name).ok())
+        .collect())
+}
+
+fn rate_limit(row: &SqliteRow) -> Result<Option<RateLimit>, sqlx::Error> {
+    let requests: Option<i64> = row.try_get("rate_limit_requests")?;
+    let window: Option<i64> = row.try_get("rate_limit_window_ms")?;
+    Ok(requests.zip(window).map(|(n, w)| {
+        RateLimit::new(
+            n.try_into().unwrap_or(0),
+            Duration::from_millis(w.try_into().unwrap_or(0)),
+        )
+    }))
+}
+
+fn environment(row: &SqliteRow) -> Result<Option<Environment>, sqlx::Error> {
+    row.try_get::<Option<String>, _>("environment")?
+        .map(|label| label.parse().map_err(decode))
+        .transpose()
+}
+
+fn key_id(row: &SqliteRow, column: &str) -> Result<Option<KeyId>, sqlx::Error> {
+    Ok(row.try_get::<Option<String>, _>(column)?.map(KeyId::from))
+}
+
+fn digest(row: &SqliteRow) -> Result<KeyDigest, sqlx::Error> {
+    let digest: Vec<u8> = row.try_get("digest")?;
+    let digest: [u8; 32] = digest
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
+    Ok(KeyDigest::from_bytes(digest))
+}
+
+fn stored_key(row: &SqliteRow, set: &'static PermissionSet) -> Result<StoredKey, sqlx::Error> {
+    let expiration: String = row.try_get("expiration")?;
+    Ok(StoredKey {
+        id: KeyId::from(row.try_get::<String, _>("id")?),
+        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        digest: digest(row)?,
+        permissions: permissions(row, set)?,
+        expiration: expiration.parse::<Expiration>().map_err(decode)?,
+        rate_limit: rate_limit(row)?,
+        created_at: time(row, "created_at")?,
+        expires_at: maybe_time(row, "expires_at")?,
+        last_used_at: maybe_time(row, "last_used_at")?,
+        replaced_by: key_id(row, "replaced_by")?,
+        disabled: row.try_get("disabled")?,
+        environment: environment(row)?,
+        shares_limit_with: key_id(row, "shares_limit_with")?,
+        usage: Usage {
+            admitted: count(row, "admitted")?,
+            rejected: RejectionCounts {
+                plan_required: count(row, "rejected_plan_required")?,
+                missing_permission: count(row, "rejected_missing_permission")?,
+                route_not_allowed: count(row, "rejected_route_not_allowed")?,
+                rate_limited: count(row, "rejected_rate_limited")?,
+            },
+            last_request_at: maybe_time(row, "last_request_at")?,
+        },
+    })
+}
+
+impl KeyStore for SqliteKeyStore {
+    fn digest(&self, key: &ApiKey) -> KeyDigest {
+        self.hasher.digest(key)
+    }
+
+    async fn lookup(
+        &self,
+        digest: &KeyDigest,
+        _now: OffsetDateTime,
+    ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
+        let row = sqlx::query(
+            "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
+                    k.rate_limit_requests, k.rate_limit_window_ms, k.disabled, k.environment,
+                    k.shares_limit_with
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id
+             WHERE k.digest = ? AND k.deleted_at IS NULL",
+        )
+        .bind(&digest.as_bytes()[..])
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let record = (|| -> Result<KeyRecord, sqlx::Error> {
+            Ok(KeyRecord::new(
+                row.try_get::<String, _>("id")?,
+                row.try_get::<String, _>("account_id")?,
+                row.try_get::<String, _>("name")?,
+                Plan::new(row.try_get::<String, _>("plan")?),
+                permissions(&row, self.permissions)?,
+            )
+            .expires_at(maybe_time(&row, "expires_at")?)
+            .rate_limit(rate_limit(&row)?)
+            .disabled(row.try_get("disabled")?)
+            .environment(environment(&row)?)
+            .shares_limit_with(key_id(&row, "shares_limit_with")?))
+        })();
+        record.map(|r| Some(Arc::new(r))).map_err(db)
+    }
+
+    async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
+        let flushed = async {
+            let mut tx = self.writes.begin().await?;
+            for report in reports {
+                let n = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+                let usage = &report.usage;
+                sqlx::query(
+                    "UPDATE api_keys SET
+                        admitted = admitted + ?2,
+                        rejected_plan_required = rejected_plan_required + ?3,
+                        rejected_missing_permission = rejected_missing_permission + ?4,
+                        rejected_route_not_allowed = rejected_route_not_allowed + ?5,
+                        rejected_rate_limited = rejected_rate_limited + ?6,
+                        last_used_at = MAX(COALESCE(last_used_at, ?7), COALESCE(?7, last_used_at)),
+                        last_request_at = MAX(COALESCE(last_request_at, ?8), COALESCE(?8, last_request_at))
+                     WHERE id = ?1",
+                )
+                .bind(report.key_id.as_str())
+                .bind(n(usage.admitted))
+                .bind(n(usage.rejected.plan_required))
+                .bind(n(usage.rejected.missing_permission))
+                .bind(n(usage.rejected.route_not_allowed))
+                .bind(n(usage.rejected.rate_limited))
+                .bind(report.last_used_at.map(micros))
+                .bind(usage.last_request_at.map(micros))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        };
+        flushed.await.map_err(db)
+    }
+
+    async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
+        let rows = sqlx::query("SELECT digest FROM api_keys WHERE deleted_at IS NULL")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(digest)
+            .collect::<Result<_, _>>()
+            .map(Some)
+            .map_err(db)
+    }
+}
+
+impl KeyStorage for SqliteKeyStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
+        sqlx::query("INSERT INTO accounts (id, name, plan, created_at) VALUES (?, ?, ?, ?)")
+            .bind(account.id.as_str())
+            .bind(&account.name)
+            .bind(account.plan.as_str())
+            .bind(micros(account.created_at))
+            .execute(&self.writes)
+            .await
+            .map(drop)
+            .map_err(db)
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(account).transpose().map_err(db)
+    }
+
+    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
+        let row = sqlx::query("UPDATE accounts SET plan = ? WHERE id = ? RETURNING *")
+            .bind(plan.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.writes)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(account).transpose().map_err(db)
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
+        insert_key(&self.writes, key).await.map_err(db)
+    }
+
+    async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = ? AND deleted_at IS NULL"
+        ))
+        .bind(account.as_str())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| stored_key(row, self.permissions))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE account_id = ? AND id = ? AND deleted_at IS NULL"
+        ))
+        .bind(account.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.reads)
+        .await
+        .map_err(db)?;
+        row.as_ref()
+            .map(|row| stored_key(row, self.permissions))
+            .transpose()
+            .map_err(db)
+    }
+
+    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
+        let deleted = sqlx::query(
+            "UPDATE api_keys SET deleted_at = ?
+             WHERE account_id = ? AND id = ? AND deleted_at IS NULL",
+        )
+        .bind(micros(OffsetDateTime::now_utc()))
+        .bind(account.as_str())
+        .bind(key.as_str())
+        .execute(&self.writes)
+        .await
+        .map_err(db)?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    async fn set_disabled(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        disabled: bool,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET disabled = ?
+             WHERE account_id = ? AND id = ? AND deleted_at IS NULL
+             RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(disabled)
+        .bind(account.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.writes)
+        .await
+        .map_err(db)?;
+        row.as_ref()
+            .map(|row| stored_key(row, self.permissions))
+            .transpose()
+            .map_err(db)
+    }
+
+    async fn replace_key(
+        &self,
+        old: &KeyId,
+        old_expires_at: OffsetDateTime,
+        replacement: &StoredKey,
+    ) -> Result<bool, BackendError> {
+        let replaced = async {
+            let mut tx = self.writes.begin().await?;
+            let shortened = sqlx::query(
+                "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?3), ?3),
+                     replaced_by = ?4
+                 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL
+                   AND replaced_by IS NULL",
+            )
+            .bind(replacement.account_id.as_str())
+            .bind(old.as_str())
+            .bind(micros(old_expires_at))
+            .bind(replacement.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if shortened.rows_affected() != 1 {
+                return Ok(false);
+            }
+            insert_key(&mut *tx, replacement).await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        replaced.await.map_err(db)
+    }
+}
+
+async fn insert_key<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    key: &StoredKey,
+) -> Result<(), sqlx::Error> {
+    let names: Vec<&str> = key.permissions.iter().map(Permission::as_str).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
+            rate_limit_requests, rate_limit_window_ms, created_at, expires_at, disabled,
+            environment, shares_limit_with)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.account_id.as_str())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.digest.as_bytes()[..])
+    .bind(serde_json::to_string(&names).map_err(decode)?)
+    .bind(key.expiration.to_string())
+    .bind(key.rate_limit.map(|l| i64::from(l.requests())))
+    .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))
+    .bind(micros(key.created_at))
+    .bind(key.expires_at.map(micros))
+    .bind(key.disabled)
+    .bind(key.environment.as_ref().map(Environment::as_str))
+    .bind(key.shares_limit_with.as_ref().map(KeyId::as_str))
+    .execute(executor)
+    .await
+    .map(drop)
+}
+
+impl fmt::Debug for SqliteKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteKeyStore")
+            .field("path", &self.path)
+            .field("hasher", &self.hasher)
+            .finish_non_exhaustive()
+    }
+}
