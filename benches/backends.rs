@@ -1,6 +1,7 @@
 //! The shared backends, against the local Redis and PostgreSQL (`scripts/services`):
 //! requests through the Redis limiter (throughput, p50/p99, Redis commands per request),
-//! and the cached PostgreSQL store's hit path against `MemoryKeyStore`, in one run.
+//! the cached PostgreSQL store's hit path against `MemoryKeyStore`, and the SQLite store's
+//! lookup, bare and cached, against `MemoryKeyStore`, in one run.
 //!
 //! ```sh
 //! cargo bench --bench backends
@@ -18,7 +19,7 @@ use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
     limit::RedisRateLimiter,
-    store::{CachedKeyStore, PostgresKeyStore},
+    store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, RateLimit,
 };
 use tower::{service_fn, Layer, ServiceExt};
@@ -163,4 +164,51 @@ async fn main() {
         "lookup hit: MemoryKeyStore {memory:?}, CachedKeyStore<PostgresKeyStore> {cached:?}, ratio {:.2}",
         cached.as_secs_f64() / memory.as_secs_f64()
     );
+
+    // Lookups awaited one after another: the SQLite store, bare and behind the cache,
+    // against the memory store.
+    let path = std::env::temp_dir().join(format!("{}.db", servers::unique("nouvel_bench")));
+    let sqlite = SqliteKeyStore::open(&path).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let sqlite_keys = KeyManager::new(sqlite.clone());
+    let sqlite_account = sqlite_keys
+        .create_account("Bench", nouvel::SCALE)
+        .await
+        .unwrap();
+    let sqlite_key = sqlite_keys
+        .create_key(
+            &sqlite_account.id,
+            KeySpec::new("bench", [nouvel::GENERATE]),
+        )
+        .await
+        .unwrap();
+    let sqlite_digest = sqlite.digest(&sqlite_key.key);
+    let cached_sqlite = CachedKeyStore::new(sqlite.clone());
+    let rounds = lookups / 50;
+    async fn timed<K: KeyStore>(store: &K, digest: &nouvel_auth::KeyDigest, n: u32) -> Duration {
+        let now = time::OffsetDateTime::now_utc();
+        let started = Instant::now();
+        for _ in 0..n {
+            assert!(store.lookup(digest, now).await.unwrap().is_some());
+        }
+        started.elapsed() / n
+    }
+    let (mut memory_ns, mut sqlite_ns, mut cached_ns) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        memory_ns.push(timed(&store, &memory_digest, rounds).await);
+        sqlite_ns.push(timed(&sqlite, &sqlite_digest, rounds).await);
+        cached_ns.push(timed(&cached_sqlite, &sqlite_digest, rounds).await);
+    }
+    for times in [&mut memory_ns, &mut sqlite_ns, &mut cached_ns] {
+        times.sort();
+    }
+    let (memory, bare, cached) = (memory_ns[2], sqlite_ns[2], cached_ns[2]);
+    println!(
+        "lookup (awaited): MemoryKeyStore {memory:?}, SqliteKeyStore {bare:?} (ratio {:.1}), CachedKeyStore<SqliteKeyStore> {cached:?} (ratio {:.2})",
+        bare.as_secs_f64() / memory.as_secs_f64(),
+        cached.as_secs_f64() / memory.as_secs_f64()
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 }

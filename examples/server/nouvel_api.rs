@@ -21,10 +21,14 @@
 //! usage and exits 0. A connection that has not sent a whole request head within 30 s is
 //! closed.
 //!
-//! Keys live in memory, and the limit is counted in memory, unless:
-//! * `DATABASE_URL` is set: keys and accounts live in PostgreSQL (schema `NOUVEL_SCHEMA`,
-//!   default `nouvel`; migrations applied at start), behind a cache that hears every
-//!   other instance's changes;
+//! Keys live in an embedded SQLite file, `nouvel.db` in the working directory, behind a
+//! cache, so they survive a restart with no server to run; each start reuses the demo
+//! account (by its name, `Demo`), deletes its earlier demo key and prints a fresh one.
+//! The limit is counted in memory. Unless:
+//! * `DATABASE_URL` is `sqlite://PATH`: another file;
+//! * `DATABASE_URL` is `postgres://…`: keys and accounts live in PostgreSQL (schema
+//!   `NOUVEL_SCHEMA`, default `nouvel`; migrations applied at start), behind a cache that
+//!   hears every other instance's changes (a new demo account each start);
 //! * `REDIS_URL` is set: the limit is counted in Redis, once for all instances.
 //!
 //! Two instances on two ports with the same two URLs form one service: a key made
@@ -57,9 +61,9 @@ use nouvel_auth::{
     admin::{self, AdminToken},
     limit::RedisRateLimiter,
     settings::{self, SignedInUser},
-    store::{CachedKeyStore, PostgresKeyStore},
+    store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     AccountId, ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage,
-    MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
+    MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
 };
 use serde_json::{json, Value};
 use std::{
@@ -81,6 +85,9 @@ async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
         "environment": key.environment,
     }))
 }
+
+/// The name of the key each start makes for the demo account.
+const DEMO_KEY: &str = "Demo key";
 
 /// Random letters and digits: 26 base62 characters, from a fresh key's random part.
 fn random_token() -> String {
@@ -229,13 +236,18 @@ async fn main() -> Result<(), Error> {
         )
         .init();
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let admin_token = admin_token()?;
     let redis = match env("REDIS_URL") {
         Some(url) => Some(RedisRateLimiter::connect(&url).await?),
         None => None,
     };
-    if let Some(url) = env("DATABASE_URL") {
+    let database = env("DATABASE_URL");
+    if let Some(url) = database
+        .as_deref()
+        .filter(|url| url.starts_with("postgres"))
+    {
         let schema = env("NOUVEL_SCHEMA").unwrap_or_else(|| "nouvel".to_owned());
-        let postgres = PostgresKeyStore::connect(&url, &schema).await?;
+        let postgres = PostgresKeyStore::connect(url, &schema).await?;
         postgres.migrate().await?;
         let store = CachedKeyStore::new(postgres.clone());
         let cache = store.clone();
@@ -245,49 +257,55 @@ async fn main() -> Result<(), Error> {
         // It hears every key made on every instance: made-up keys need not ask PostgreSQL.
         store.refuse_made_up_keys().await?;
         println!("Keys: PostgreSQL (schema {schema}), cached");
-        with_limiter(store, redis, prometheus).await
-    } else {
-        println!("Keys: in memory");
-        with_limiter(MemoryKeyStore::new(), redis, prometheus).await
-    }
-}
-
-async fn with_limiter<K>(
-    store: K,
-    redis: Option<RedisRateLimiter>,
-    prometheus: PrometheusHandle,
-) -> Result<(), Error>
-where
-    K: KeyStorage + Clone,
-{
-    if let Some(limiter) = redis {
-        println!("Rate limit: Redis, shared by every instance");
-        serve(store, limiter, prometheus).await
-    } else {
-        println!("Rate limit: in memory, this instance alone");
-        serve(store, MemoryRateLimiter::new(), prometheus).await
-    }
-}
-
-async fn serve<K, L>(store: K, limiter: L, prometheus: PrometheusHandle) -> Result<(), Error>
-where
-    K: KeyStorage + Clone,
-    L: RateLimiter,
-{
-    let addr: SocketAddr = std::env::var("NOUVEL_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
-        .parse()?;
-    let keys = KeyManager::new(store.clone());
-    let account = keys.create_account("Demo", nouvel::SCALE).await?;
-    let demo = keys
-        .create_key(
-            &account.id,
-            KeySpec::new("Demo key", nouvel::PERMISSIONS.all()).expiration(Expiration::Days90),
+        with_limiter(
+            store,
+            redis,
+            Started {
+                prometheus,
+                admin_token,
+                demo: None,
+            },
         )
-        .await?;
-    let admin_token = std::env::var("NOUVEL_ADMIN_TOKEN").ok();
-    let generated_token = admin_token.is_none();
-    if let Some(token) = &admin_token {
+        .await
+    } else {
+        let path = match database.as_deref() {
+            None => "nouvel.db",
+            Some(url) => url
+                .strip_prefix("sqlite://")
+                .ok_or("DATABASE_URL must be postgres://… or sqlite://PATH")?,
+        };
+        let sqlite = SqliteKeyStore::open(path).await?;
+        sqlite.migrate().await?;
+        let demo = sqlite.accounts_named("Demo").await?.into_iter().next();
+        // One process writes the file, through this cache: it hears every change.
+        let store = CachedKeyStore::new(sqlite);
+        store.refuse_made_up_keys().await?;
+        println!("Keys: SQLite file {path}, cached");
+        with_limiter(
+            store,
+            redis,
+            Started {
+                prometheus,
+                admin_token,
+                demo,
+            },
+        )
+        .await
+    }
+}
+
+/// What `main` prepared for the server.
+struct Started {
+    prometheus: PrometheusHandle,
+    admin_token: Option<String>,
+    /// The demo account of an earlier start, in a store that keeps it.
+    demo: Option<nouvel_auth::manage::Account>,
+}
+
+/// `NOUVEL_ADMIN_TOKEN`, refused if it is shorter than 16 characters or holds whitespace.
+fn admin_token() -> Result<Option<String>, Error> {
+    let token = std::env::var("NOUVEL_ADMIN_TOKEN").ok();
+    if let Some(token) = &token {
         if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
             return Err(
                 "NOUVEL_ADMIN_TOKEN must be at least 16 characters and hold no whitespace: \
@@ -296,6 +314,58 @@ where
             );
         }
     }
+    Ok(token)
+}
+
+async fn with_limiter<K>(
+    store: K,
+    redis: Option<RedisRateLimiter>,
+    started: Started,
+) -> Result<(), Error>
+where
+    K: KeyStorage + Clone,
+{
+    if let Some(limiter) = redis {
+        println!("Rate limit: Redis, shared by every instance");
+        serve(store, limiter, started).await
+    } else {
+        println!("Rate limit: in memory, this instance alone");
+        serve(store, MemoryRateLimiter::new(), started).await
+    }
+}
+
+async fn serve<K, L>(store: K, limiter: L, started: Started) -> Result<(), Error>
+where
+    K: KeyStorage + Clone,
+    L: RateLimiter,
+{
+    let addr: SocketAddr = std::env::var("NOUVEL_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+        .parse()?;
+    let Started {
+        prometheus,
+        admin_token,
+        demo,
+    } = started;
+    let keys = KeyManager::new(store.clone());
+    let account = match demo {
+        Some(account) => {
+            for earlier in keys.keys(&account.id).await? {
+                if earlier.name == DEMO_KEY {
+                    keys.delete_key(&account.id, &earlier.id).await?;
+                }
+            }
+            account
+        }
+        None => keys.create_account("Demo", nouvel::SCALE).await?,
+    };
+    let demo = keys
+        .create_key(
+            &account.id,
+            KeySpec::new(DEMO_KEY, nouvel::PERMISSIONS.all()).expiration(Expiration::Days90),
+        )
+        .await?;
+    let generated_token = admin_token.is_none();
     // A fresh key's random part makes a fine throwaway admin token; it opens nothing else.
     let admin_token = admin_token
         .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));

@@ -23,7 +23,32 @@ pub fn free_address() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// A directory of the test's own, removed when the last holder drops it: the server's
+/// working directory, where its default store, `nouvel.db`, lives.
+pub struct WorkDir(pub std::path::PathBuf);
+
+impl WorkDir {
+    pub fn new() -> std::sync::Arc<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nouvel-example-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::sync::Arc::new(Self(dir))
+    }
+
+    pub fn database(&self) -> std::path::PathBuf {
+        self.0.join("nouvel.db")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct Server {
+    pub dir: std::sync::Arc<WorkDir>,
     pub child: Child,
     pub address: String,
     pub demo_key: String,
@@ -33,10 +58,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server with `env` and waits until it prints its demo key and sign-in link.
+    /// Starts the server with `env`, in a directory of its own, and waits until it prints
+    /// its demo key and sign-in link.
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_in(WorkDir::new(), env)
+    }
+
+    /// Starts the server in `dir` (again, after a stop, to see what it kept).
+    pub fn start_in(dir: std::sync::Arc<WorkDir>, env: &[(&str, &str)]) -> Self {
         let address = free_address();
         let mut child = Command::new(binary())
+            .current_dir(&dir.0)
             .env("NOUVEL_ADDR", &address)
             .env("NOUVEL_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
@@ -62,6 +94,7 @@ impl Server {
         }
         std::thread::spawn(move || lines.for_each(drop));
         Self {
+            dir,
             child,
             address,
             demo_key: demo_key.unwrap_or_else(|| panic!("no demo key in {output:?}")),
@@ -92,7 +125,19 @@ impl Server {
         headers: &[(&str, &str)],
         body: &str,
     ) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
+        self.try_request(method, path, headers, body)
+            .expect("the server answers")
+    }
+
+    /// [`request`](Self::request), or `None` if the connection failed (a killed server).
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.address).ok()?;
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.address,
@@ -101,19 +146,40 @@ impl Server {
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        write!(stream, "{head}\r\n{body}").unwrap();
+        write!(stream, "{head}\r\n{body}").ok()?;
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let status = answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        stream.read_to_string(&mut answer).ok()?;
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok())?;
         let body = answer
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
-        (status, body)
+        Some((status, body))
+    }
+
+    /// The demo account's id, as the server printed it.
+    pub fn demo_account(&self) -> String {
+        self.output
+            .iter()
+            .find_map(|l| l.split("the demo account is ").nth(1))
+            .unwrap()
+            .trim_end_matches(':')
+            .to_owned()
+    }
+
+    /// `method /admin{path}` with the admin token and a JSON `body`: the status and the body.
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        let (status, body) = self.try_request(
+            method,
+            &format!("/admin{path}"),
+            &[("Authorization", &bearer)],
+            body,
+        )?;
+        Some((
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        ))
     }
 
     /// `method path` presenting `key`: the status and the body.
