@@ -1,4 +1,4 @@
-//! A key store of your own: here two tables behind a mutex, as a database would hold them.
+//! A key store of your own: here three tables behind a mutex, as a database would hold them.
 //!
 //! ```sh
 //! cargo run --example custom_store
@@ -19,17 +19,21 @@ use std::{
 
 use axum::{body::Body, http::Request, routing::get, Router};
 use nouvel_auth::{
-    manage::Account, store::UsageReport, AccountId, BackendError, KeyDigest, KeyId, KeyManager,
-    KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan, StoredKey,
+    manage::{Account, AuditEntry},
+    store::UsageReport,
+    AccountId, BackendError, KeyDigest, KeyId, KeyManager, KeyRecord, KeySpec, KeyStorage,
+    KeyStore, NouvelAuthLayer, Plan, StoredKey,
 };
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
-/// The two tables. Deleted keys keep their row, marked, as a database would.
+/// The tables. Deleted keys keep their row, marked, as a database would. Each write takes
+/// the lock once and adds its audit entry under it: the transaction of a real store.
 #[derive(Default)]
 struct Tables {
     accounts: Vec<Account>,
     keys: Vec<(StoredKey, bool)>,
+    audit: Vec<AuditEntry>,
 }
 
 /// Clones share the tables.
@@ -94,8 +98,14 @@ impl KeyStore for TableStore {
 }
 
 impl KeyStorage for TableStore {
-    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
-        self.tables()?.accounts.push(account.clone());
+    async fn insert_account(
+        &self,
+        account: &Account,
+        audit: &AuditEntry,
+    ) -> Result<(), BackendError> {
+        let mut tables = self.tables()?;
+        tables.accounts.push(account.clone());
+        tables.audit.push(audit.clone());
         Ok(())
     }
 
@@ -108,17 +118,26 @@ impl KeyStorage for TableStore {
             .cloned())
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
+    async fn set_plan(
+        &self,
+        id: &AccountId,
+        plan: Plan,
+        audit: &AuditEntry,
+    ) -> Result<Option<Account>, BackendError> {
         let mut tables = self.tables()?;
-        let account = tables.accounts.iter_mut().find(|a| a.id == *id);
-        Ok(account.map(|account| {
-            account.plan = plan;
-            account.clone()
-        }))
+        let Some(account) = tables.accounts.iter_mut().find(|a| a.id == *id) else {
+            return Ok(None);
+        };
+        account.plan = plan;
+        let account = account.clone();
+        tables.audit.push(audit.clone());
+        Ok(Some(account))
     }
 
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        self.tables()?.keys.push((key.clone(), false));
+    async fn insert_key(&self, key: &StoredKey, audit: &AuditEntry) -> Result<(), BackendError> {
+        let mut tables = self.tables()?;
+        tables.keys.push((key.clone(), false));
+        tables.audit.push(audit.clone());
         Ok(())
     }
 
@@ -139,13 +158,22 @@ impl KeyStorage for TableStore {
         Ok(live(&mut *self.tables()?, account, key).cloned())
     }
 
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
+    async fn delete_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        audit: &AuditEntry,
+    ) -> Result<bool, BackendError> {
         let mut tables = self.tables()?;
         let row = tables
             .keys
             .iter_mut()
             .find(|(row, deleted)| !deleted && row.id == *key && row.account_id == *account);
-        Ok(row.map(|(_, deleted)| *deleted = true).is_some())
+        let deleted = row.map(|(_, deleted)| *deleted = true).is_some();
+        if deleted {
+            tables.audit.push(audit.clone());
+        }
+        Ok(deleted)
     }
 
     async fn set_disabled(
@@ -153,12 +181,16 @@ impl KeyStorage for TableStore {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
         let mut tables = self.tables()?;
-        Ok(live(&mut tables, account, key).map(|row| {
-            row.disabled = disabled;
-            row.clone()
-        }))
+        let Some(row) = live(&mut tables, account, key) else {
+            return Ok(None);
+        };
+        row.disabled = disabled;
+        let row = row.clone();
+        tables.audit.push(audit.clone());
+        Ok(Some(row))
     }
 
     async fn replace_key(
@@ -166,8 +198,9 @@ impl KeyStorage for TableStore {
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
+        audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
-        // One lock for both writes: the transaction of a real store.
+        // One lock for every write: the transaction of a real store.
         let mut tables = self.tables()?;
         let Some(old) =
             live(&mut tables, &replacement.account_id, old).filter(|old| old.replaced_by.is_none())
@@ -176,7 +209,34 @@ impl KeyStorage for TableStore {
         };
         old.replace_with(&replacement.id, old_expires_at);
         tables.keys.push((replacement.clone(), false));
+        tables.audit.push(audit.clone());
         Ok(true)
+    }
+
+    async fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        // `SELECT … WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`
+        let tables = self.tables()?;
+        let mut entries: Vec<AuditEntry> = tables
+            .audit
+            .iter()
+            .filter(|e| e.account_id == *account && before.is_none_or(|b| e.id.as_str() < b))
+            .cloned()
+            .collect();
+        entries.sort_by(|a, b| b.id.cmp(&a.id));
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        let mut tables = self.tables()?;
+        let kept = tables.audit.len();
+        tables.audit.retain(|e| e.at >= before);
+        Ok((kept - tables.audit.len()) as u64)
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `POST /accounts/{account_id}/keys/{key_id}/rotate` | 201 NewKey |
 //! | `POST /accounts/{account_id}/keys/{key_id}/disable` | 200 Key |
 //! | `POST /accounts/{account_id}/keys/{key_id}/enable` | 200 Key |
+//! | `GET /accounts/{account_id}/audit` | 200 `{"entries": [AuditEntry, …], "next"}`, newest first (`?limit=`, default 50, at most 500; `?before=` the `next` cursor) |
 //! | `GET /openapi.json` | 200 this router's OpenAPI 3.1 document |
 //!
 //! Every answer is JSON, every error problem+json, checked in this order: 401
@@ -59,9 +60,10 @@ use time::OffsetDateTime;
 use crate::{
     clock::SharedClock,
     credentials::bearer_token,
+    manage::Actor,
     routers::{
         body,
-        keys::{key_routes, Owner},
+        keys::{audit_routes, key_routes, Owner},
         openapi::{document, Api},
         serve_document, with_problems, Body, Fields, RouterError,
     },
@@ -112,6 +114,7 @@ impl fmt::Debug for AdminToken {
 /// failures are logged as warnings, at most one line per 10 s per address. Without a
 /// client address nothing is counted.
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Router {
+    let manager = manager.acting_as(Actor::admin());
     let guard = Guard {
         token,
         clock: manager.clock_handle(),
@@ -130,7 +133,11 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
         .with_state(manager.clone())
         .nest(
             "/accounts/{account_id}/keys",
-            key_routes(manager, true).route_layer(middleware::from_fn(owner_from_path)),
+            key_routes(manager.clone(), true).route_layer(middleware::from_fn(owner_from_path)),
+        )
+        .nest(
+            "/accounts/{account_id}/audit",
+            audit_routes(manager).route_layer(middleware::from_fn(owner_from_path)),
         );
     with_problems(routes).layer(middleware::from_fn_with_state(
         Arc::new(guard),
@@ -245,7 +252,10 @@ struct AccountPath {
 async fn owner_from_path(path: Ids<AccountPath>, mut request: Request, next: Next) -> Response {
     match ids(path) {
         Ok(path) => {
-            let owner = Owner(AccountId::from(path.account_id));
+            let owner = Owner {
+                account: AccountId::from(path.account_id),
+                actor: Actor::admin(),
+            };
             request.extensions_mut().insert(owner);
             next.run(request).await
         }

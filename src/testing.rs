@@ -31,7 +31,10 @@
 //! * ids the storage never made (NUL, non-ASCII, very long) answer "not found", never an
 //!   error;
 //! * concurrent creates all land, each once;
-//! * refused actions (bad input, wrong plan, unknown key) leave nothing behind.
+//! * refused actions (bad input, wrong plan, unknown key) leave nothing behind;
+//! * the audit log: one entry per action, with its actor and details, listed newest first
+//!   a page at a time, none for a refused action, none holding a key or a digest, and
+//!   pruned by age.
 
 use crate::nouvel;
 use std::{collections::HashSet, time::Duration};
@@ -39,7 +42,7 @@ use std::{collections::HashSet, time::Duration};
 use time::{macros::datetime, OffsetDateTime};
 
 use crate::{
-    manage::{KeyStatus, NewKey},
+    manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
     KeyStorage, ManageError, ManualClock, Plan, RateLimit, Usage, UsageReport,
 };
@@ -69,6 +72,8 @@ pub async fn conformance<S: KeyStorage>(storage: S) {
     kit.ids_never_made().await;
     kit.concurrent_creates().await;
     kit.refusals_leave_nothing().await;
+    // Last: it moves the clock 400 days on, and prunes.
+    kit.audit_log().await;
 }
 
 struct Kit<S> {
@@ -651,6 +656,180 @@ impl<S: KeyStorage> Kit<S> {
                 (id.get(..20), &listed),
             );
         }
+    }
+
+    async fn audit_log(&self) {
+        let account = self.account(nouvel::SCALE).await;
+        let user = self.keys.clone().acting_as(Actor::user("user_42"));
+        let made = ok(
+            "create a key",
+            user.create_key(
+                &account.id,
+                KeySpec::new("Audited", [nouvel::GENERATE])
+                    .environment("staging".parse().expect("a label")),
+            )
+            .await,
+        );
+        let id = &made.info.id;
+        self.clock.advance(Duration::from_secs(1));
+        let rotated = ok(
+            "rotate a key",
+            self.keys.rotate_key(&account.id, id, Duration::ZERO).await,
+        );
+        let refused = self.keys.rotate_key(&account.id, id, Duration::ZERO).await;
+        check("a second rotation is refused", refused.is_err(), &refused);
+        ok(
+            "disable a key",
+            user.disable_key(&account.id, &rotated.info.id).await,
+        );
+        ok(
+            "enable a key",
+            user.enable_key(&account.id, &rotated.info.id).await,
+        );
+        ok(
+            "change a plan",
+            self.keys.set_plan(&account.id, nouvel::BUSINESS).await,
+        );
+        ok(
+            "delete a key",
+            user.delete_key(&account.id, &rotated.info.id).await,
+        );
+        let gone = user.delete_key(&account.id, &rotated.info.id).await;
+        check("a second delete is refused", gone.is_err(), &gone);
+
+        let page = ok(
+            "list the audit log",
+            self.keys.audit(&account.id, None, 500).await,
+        );
+        let actions: Vec<AuditAction> = page.entries.iter().map(|e| e.action).collect();
+        check(
+            "every action is one entry, newest first, refusals none",
+            actions
+                == [
+                    AuditAction::KeyDeleted,
+                    AuditAction::PlanChanged,
+                    AuditAction::KeyEnabled,
+                    AuditAction::KeyDisabled,
+                    AuditAction::KeyRotated,
+                    AuditAction::KeyCreated,
+                    AuditAction::AccountCreated,
+                ],
+            &actions,
+        );
+        check(
+            "a whole log has no next page",
+            page.next.is_none(),
+            &page.next,
+        );
+        let entry = |action| {
+            page.entries
+                .iter()
+                .find(|e| e.action == action)
+                .expect("listed")
+        };
+        let created = entry(AuditAction::KeyCreated);
+        check(
+            "an entry names its account, key and actor",
+            created.account_id == account.id
+                && created.key_id.as_ref() == Some(id)
+                && created.actor == Actor::user("user_42")
+                && created.details.get("name").and_then(|v| v.as_str()) == Some("Audited"),
+            created,
+        );
+        check(
+            "the library acts as the system",
+            entry(AuditAction::KeyRotated).actor.kind == ActorKind::System,
+            entry(AuditAction::KeyRotated),
+        );
+        check(
+            "a rotation names its replacement",
+            entry(AuditAction::KeyRotated)
+                .details
+                .get("replacement_id")
+                .and_then(|v| v.as_str())
+                == Some(rotated.info.id.as_str()),
+            entry(AuditAction::KeyRotated),
+        );
+        let plan = entry(AuditAction::PlanChanged);
+        check(
+            "a plan change says from and to",
+            plan.details.get("from").and_then(|v| v.as_str()) == Some("scale")
+                && plan.details.get("to").and_then(|v| v.as_str()) == Some("business"),
+            plan,
+        );
+        let text = serde_json::to_string(&page.entries).unwrap_or_default();
+        let digest: String = self
+            .keys
+            .storage()
+            .digest(&made.key)
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        check(
+            "no entry holds a key or a digest",
+            !text.contains(made.key.expose_secret())
+                && !text.contains(rotated.key.expose_secret())
+                && !text.contains(&digest),
+            &text,
+        );
+
+        // Pages.
+        let first = ok("list a page", self.keys.audit(&account.id, None, 3).await);
+        let Some(cursor) = first.next.clone() else {
+            panic!("conformance: a page that is not the last has a next cursor");
+        };
+        let second = ok(
+            "list a page",
+            self.keys.audit(&account.id, Some(&cursor), 3).await,
+        );
+        let third = ok(
+            "list a page",
+            self.keys
+                .audit(&account.id, second.next.as_deref(), 3)
+                .await,
+        );
+        let paged: Vec<_> = [first.entries, second.entries, third.entries].concat();
+        check("pages follow each other", paged == page.entries, &paged);
+        check("the last page says so", third.next.is_none(), &third.next);
+        let theirs = self.account(nouvel::SCALE).await;
+        let other = ok(
+            "list the audit log",
+            self.keys.audit(&theirs.id, None, 50).await,
+        );
+        check(
+            "another account's log holds only its own",
+            other.entries.len() == 1 && other.entries[0].account_id == theirs.id,
+            &other.entries,
+        );
+
+        // Retention.
+        self.clock
+            .advance(AUDIT_RETENTION + Duration::from_secs(86_400));
+        let fresh = self.account(nouvel::SCALE).await;
+        let pruned = ok(
+            "prune the audit log",
+            self.keys.prune_audit(AUDIT_RETENTION).await,
+        );
+        check("old entries are pruned", pruned >= 8, pruned);
+        let left = ok(
+            "list the audit log",
+            self.keys.audit(&account.id, None, 50).await,
+        );
+        check(
+            "pruned entries are gone",
+            left.entries.is_empty(),
+            &left.entries,
+        );
+        let kept = ok(
+            "list the audit log",
+            self.keys.audit(&fresh.id, None, 50).await,
+        );
+        check(
+            "recent entries stay",
+            kept.entries.len() == 1,
+            &kept.entries,
+        );
     }
 
     async fn concurrent_creates(&self) {

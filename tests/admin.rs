@@ -919,6 +919,7 @@ async fn every_route_answers_as_its_openapi_document_says() {
         ("POST", format!("{keys}/{id}/rotate"), 201),
         ("POST", format!("{keys}/{id}/rotate"), 409),
         ("DELETE", format!("{keys}/{id}"), 204),
+        ("GET", format!("/accounts/{account}/audit?limit=2"), 200),
     ] {
         assert_eq!(
             a.send(method, &path, None).await.status,
@@ -927,4 +928,97 @@ async fn every_route_answers_as_its_openapi_document_says() {
         );
     }
     a.document.assert_every_operation_seen();
+}
+
+#[tokio::test]
+async fn the_audit_log_says_who_did_what_newest_first_a_page_at_a_time() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let keys = format!("/accounts/{account}/keys");
+    let made = a
+        .key(
+            &account,
+            json!({"name": "Audited", "permissions": ["generate"]}),
+        )
+        .await;
+    let id = made.body["id"].as_str().unwrap();
+    let rotated = a
+        .send(
+            "POST",
+            &format!("{keys}/{id}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+        )
+        .await;
+    let new_id = rotated.body["id"].as_str().unwrap();
+    a.send("POST", &format!("{keys}/{new_id}/disable"), None)
+        .await;
+    a.send("DELETE", &format!("{keys}/{new_id}"), None).await;
+    a.send(
+        "PATCH",
+        &format!("/accounts/{account}"),
+        Some(json!({"plan": "business"})),
+    )
+    .await;
+    // Refused: nothing recorded.
+    a.send("DELETE", &format!("{keys}/{new_id}"), None)
+        .await
+        .assert_problem(404, "not_found");
+
+    let audit = format!("/accounts/{account}/audit");
+    let log = a.send("GET", &audit, None).await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    let actions: Vec<&str> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "account.plan_changed",
+            "key.deleted",
+            "key.disabled",
+            "key.rotated",
+            "key.created",
+            "account.created"
+        ]
+    );
+    assert_eq!(log.body["next"], Value::Null);
+    for entry in log.body["entries"].as_array().unwrap() {
+        assert_eq!(entry["actor"], json!({"kind": "admin", "id": null}));
+        assert_eq!(entry["account_id"], account.as_str());
+    }
+    let plan = &log.body["entries"][0];
+    assert_eq!(plan["details"], json!({"from": "scale", "to": "business"}));
+    assert_eq!(log.body["entries"][3]["details"]["replacement_id"], new_id);
+    assert!(!log.text.contains(made.body["key"].as_str().unwrap()));
+
+    let first = a.send("GET", &format!("{audit}?limit=4"), None).await;
+    assert_eq!(first.body["entries"].as_array().unwrap().len(), 4);
+    let next = first.body["next"].as_str().unwrap();
+    let second = a
+        .send("GET", &format!("{audit}?limit=4&before={next}"), None)
+        .await;
+    let rest: Vec<&str> = second.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, ["key.created", "account.created"]);
+    assert_eq!(second.body["next"], Value::Null);
+    for bad in ["0", "501", "ten", "-1"] {
+        assert_invalid(
+            &a.send("GET", &format!("{audit}?limit={bad}"), None).await,
+            "limit",
+            "1 to 500",
+        );
+    }
+    a.send("GET", "/accounts/acc_none/audit", None)
+        .await
+        .assert_problem(404, "not_found");
+    a.call("GET", &audit, None, None)
+        .await
+        .assert_problem(401, "admin_unauthorized");
 }

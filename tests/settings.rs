@@ -558,6 +558,7 @@ async fn every_route_answers_as_its_openapi_document_says() {
         ("POST", format!("/keys/{id}/enable"), 200),
         ("POST", format!("/keys/{id}/rotate"), 201),
         ("DELETE", format!("/keys/{id}"), 204),
+        ("GET", "/audit".to_owned(), 200),
     ] {
         assert_eq!(
             s.call(method, &path, None, me).await.status,
@@ -575,4 +576,28 @@ async fn an_answer_unlike_the_document_fails_the_check() {
     let mut reply = s.call("GET", "/keys", None, s.me()).await;
     reply.body = json!({"keys": [{"id": "key_1"}]});
     s.document.check("GET", "/keys", &reply);
+}
+
+#[tokio::test]
+async fn the_audit_log_names_the_signed_in_user() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "k", "permissions": ["generate"]}))
+        .await;
+    let id = made.body["id"].as_str().unwrap();
+    s.call("POST", &format!("/keys/{id}/disable"), None, s.me())
+        .await;
+    let log = s.call("GET", "/audit", None, s.me()).await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    let entries = log.body["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["action"], "key.disabled");
+    assert_eq!(entries[0]["actor"], json!({"kind": "user", "id": "user_7"}));
+    assert_eq!(entries[1]["action"], "key.created");
+    assert_eq!(entries[1]["key_id"], id);
+    // The account was made by the application's own code: the system.
+    assert_eq!(entries[2]["action"], "account.created");
+    assert_eq!(entries[2]["actor"]["kind"], "system");
+    s.call("GET", "/audit", None, As::nobody())
+        .await
+        .assert_problem(401, "not_signed_in");
 }

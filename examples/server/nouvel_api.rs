@@ -31,6 +31,10 @@
 //!   hears every other instance's changes (a new demo account each start);
 //! * `REDIS_URL` is set: the limit is counted in Redis, once for all instances.
 //!
+//! Every management action lands in the store's audit log (the admin API's
+//! `/accounts/{id}/audit`, the settings page's "Recent activity"); entries older than 400
+//! days are pruned at start and daily.
+//!
 //! Two instances on two ports with the same two URLs form one service: a key made
 //! through one's `/admin` works on the other, and the limit is shared.
 #![allow(clippy::print_stdout)] // printing the demo key is this example's job
@@ -60,6 +64,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use nouvel_auth::{
     admin::{self, AdminToken},
     limit::RedisRateLimiter,
+    manage::AUDIT_RETENTION,
     settings::{self, SignedInUser},
     store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     AccountId, ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage,
@@ -348,6 +353,16 @@ where
         demo,
     } = started;
     let keys = KeyManager::new(store.clone());
+    // Maintenance: audit entries older than the retention go, at start and then daily.
+    let maintenance = keys.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = maintenance.prune_audit(AUDIT_RETENTION).await {
+                tracing::warn!(%error, "could not prune the audit log");
+            }
+            tokio::time::sleep(Duration::from_secs(86_400)).await;
+        }
+    });
     let account = match demo {
         Some(account) => {
             for earlier in keys.keys(&account.id).await? {

@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 
-use super::{Account, FieldError, KeyInfo, NewKey};
+use super::{Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, KeyInfo, NewKey};
 use crate::{
     clock::SharedClock, key::random_id, AccountId, ApiKey, BackendError, Clock, Environment,
     Expiration, KeyId, KeyStorage, Permission, PermissionSet, Permissions, Plan, RateLimit,
@@ -224,6 +224,9 @@ impl From<Duration> for Rotation {
     }
 }
 
+/// The most entries in a page of the audit log.
+pub(crate) const MAX_AUDIT_PAGE: usize = 500;
+
 /// The longest rotation grace: a year.
 const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -264,6 +267,8 @@ pub struct KeyManager<S> {
     clock: SharedClock,
     pub(crate) vocabulary: Vocabulary,
     default_limit: RateLimit,
+    /// Who the audit log says acted.
+    actor: Actor,
 }
 
 impl<S> Clone for KeyManager<S> {
@@ -273,6 +278,7 @@ impl<S> Clone for KeyManager<S> {
             clock: self.clock.clone(),
             vocabulary: self.vocabulary.clone(),
             default_limit: self.default_limit,
+            actor: self.actor.clone(),
         }
     }
 }
@@ -293,7 +299,49 @@ impl<S: KeyStorage> KeyManager<S> {
             clock: Arc::new(SystemClock),
             vocabulary: Vocabulary::nouvel(),
             default_limit: RateLimit::default(),
+            actor: Actor::system(),
         }
+    }
+
+    /// The same manager, recording `actor` as the one who acts in the audit log (default
+    /// [`Actor::system`]). The routers act as the admin or the signed-in user.
+    #[must_use]
+    pub fn acting_as(mut self, actor: Actor) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    /// An entry of `action` on `account` (and `key`), by this manager's actor, now.
+    fn entry(&self, action: AuditAction, account: &AccountId, key: Option<&KeyId>) -> AuditEntry {
+        AuditEntry::new(action, account, key, &self.actor, self.clock.now())
+    }
+
+    /// A page of the account's audit log, newest first: at most `limit` entries (1 to
+    /// 500) older than the cursor `before`, and the cursor of the next page.
+    pub async fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, ManageError> {
+        self.account(account).await?;
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let mut entries = self.storage.audit(account, before, limit + 1).await?;
+        let next = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|entry| entry.id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { entries, next })
+    }
+
+    /// Deletes audit entries older than `max_age` (the retention; default
+    /// [`AUDIT_RETENTION`](super::AUDIT_RETENTION), 400 days); how many. Run it from the
+    /// application's maintenance, daily say.
+    pub async fn prune_audit(&self, max_age: Duration) -> Result<u64, ManageError> {
+        let cutoff = self.clock.now() - max_age;
+        Ok(self.storage.prune_audit(cutoff).await?)
     }
 
     /// The limit listings show for keys without one of their own (default 60 per 60 s):
@@ -397,7 +445,8 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// Deletes a key: it answers 401 from the next request on.
     pub async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<(), ManageError> {
-        match self.storage.delete_key(account, key).await? {
+        let audit = self.entry(AuditAction::KeyDeleted, account, Some(key));
+        match self.storage.delete_key(account, key, &audit).await? {
             true => Ok(()),
             false => Err(ManageError::NotFound),
         }
@@ -428,9 +477,15 @@ impl<S: KeyStorage> KeyManager<S> {
         key: &KeyId,
         disabled: bool,
     ) -> Result<KeyInfo, ManageError> {
+        let action = if disabled {
+            AuditAction::KeyDisabled
+        } else {
+            AuditAction::KeyEnabled
+        };
+        let audit = self.entry(action, account, Some(key));
         let stored = self
             .storage
-            .set_disabled(account, key, disabled)
+            .set_disabled(account, key, disabled, &audit)
             .await?
             .ok_or(ManageError::NotFound)?;
         Ok(self.info(stored, self.clock.now()))
@@ -478,7 +533,8 @@ impl<S: KeyStorage> KeyManager<S> {
             plan,
             created_at: self.clock.now(),
         };
-        self.storage.insert_account(&account).await?;
+        let audit = self.entry(AuditAction::AccountCreated, &account.id, None);
+        self.storage.insert_account(&account, &audit).await?;
         Ok(account)
     }
 
@@ -489,7 +545,7 @@ impl<S: KeyStorage> KeyManager<S> {
         id: &AccountId,
         body: Result<Parsed<Plan>, E>,
     ) -> Result<Account, E> {
-        self.account(id).await?;
+        let before = self.account(id).await?;
         let Parsed { value, errors } = body?;
         let mut own = Vec::new();
         let plan = self.known_plan(&value).map_err(|e| own.push(e)).ok();
@@ -497,9 +553,13 @@ impl<S: KeyStorage> KeyManager<S> {
             return Err(invalid.into());
         }
         let plan = plan.ok_or_else(|| ManageError::Invalid(Vec::new()))?;
+        let audit = self
+            .entry(AuditAction::PlanChanged, id, None)
+            .detail("from", before.plan.as_str())
+            .detail("to", plan.as_str());
         let account = self
             .storage
-            .set_plan(id, plan)
+            .set_plan(id, plan, &audit)
             .await
             .map_err(ManageError::from)?;
         Ok(account.ok_or(ManageError::NotFound)?)
@@ -518,8 +578,9 @@ impl<S: KeyStorage> KeyManager<S> {
         } = body?;
         let now = self.clock.now();
         let (key, stored) = self.make_key(&account, &spec, now, errors)?;
+        let audit = self.created(&stored);
         self.storage
-            .insert_key(&stored)
+            .insert_key(&stored, &audit)
             .await
             .map_err(ManageError::from)?;
         Ok(NewKey {
@@ -571,9 +632,12 @@ impl<S: KeyStorage> KeyManager<S> {
         let (key, mut stored) = self.make_key(&account, &spec, now, errors)?;
         // Old and new keys count in one window, so a grace period never doubles the limit.
         stored.shares_limit_with = Some(old.shares_limit_with.unwrap_or(old.id.clone()));
+        let audit = self
+            .entry(AuditAction::KeyRotated, &old.account_id, Some(&old.id))
+            .detail("replacement_id", stored.id.as_str());
         let replaced = self
             .storage
-            .replace_key(&old.id, now + rotation.grace, &stored)
+            .replace_key(&old.id, now + rotation.grace, &stored, &audit)
             .await
             .map_err(ManageError::from)?;
         if !replaced {
@@ -589,6 +653,18 @@ impl<S: KeyStorage> KeyManager<S> {
             info: self.info(stored, now),
             key,
         })
+    }
+
+    /// The entry of `key`'s creation: what it may do, never what opens it.
+    fn created(&self, key: &StoredKey) -> AuditEntry {
+        let permissions: Vec<&str> = key.permissions.iter().map(Permission::as_str).collect();
+        self.entry(AuditAction::KeyCreated, &key.account_id, Some(&key.id))
+            .detail("name", key.name.as_str())
+            .detail("permissions", permissions)
+            .detail(
+                "environment",
+                key.environment.as_ref().map(Environment::as_str),
+            )
     }
 
     /// A key as its owner sees it at `now`, with its effective limit.

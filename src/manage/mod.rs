@@ -25,7 +25,12 @@
 //! # });
 //! ```
 
+mod audit;
 pub(crate) mod manager;
+
+pub use audit::{
+    Actor, ActorKind, AuditAction, AuditEntry, AuditPage, UnknownAuditName, AUDIT_RETENTION,
+};
 
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -1,5 +1,6 @@
-//! The key routes of both routers: the same handlers, for the account the router has put
-//! in the request (the admin router from the path, the settings router from the session).
+//! The account's routes of both routers (its keys, its audit log): the same handlers, for
+//! the account the router has put in the request (the admin router from the path, the
+//! settings router from the session), acting as whoever the router says.
 
 use axum::{
     extract::{
@@ -15,13 +16,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{body, Body, Fields, RouterError};
 use crate::{
-    manage::{FieldError, KeyInfo},
+    manage::{Actor, FieldError, KeyInfo},
     AccountId, Environment, KeyId, KeyManager, KeyStorage, ManageError,
 };
 
-/// The account whose keys a request manages, put in its extensions by the router.
+/// The account whose keys a request manages, and who acts: put in its extensions by the
+/// router.
 #[derive(Debug, Clone)]
-pub(crate) struct Owner(pub(crate) AccountId);
+pub(crate) struct Owner {
+    pub(crate) account: AccountId,
+    pub(crate) actor: Actor,
+}
 
 struct KeyRoutes<S> {
     manager: KeyManager<S>,
@@ -55,6 +60,13 @@ pub(crate) fn key_routes<S: KeyStorage>(manager: KeyManager<S>, take_limit: bool
 
 type Keys<S> = State<KeyRoutes<S>>;
 
+impl<S: KeyStorage> KeyRoutes<S> {
+    /// The manager, acting as the request's actor, and the account.
+    fn of(&self, Owner { account, actor }: Owner) -> (KeyManager<S>, AccountId) {
+        (self.manager.clone().acting_as(actor), account)
+    }
+}
+
 #[derive(Deserialize)]
 struct KeyPath {
     key_id: String,
@@ -78,7 +90,7 @@ struct ListQuery {
 
 async fn list<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, RouterError> {
     let invalid = |reason: String| {
@@ -87,8 +99,9 @@ async fn list<S: KeyStorage>(
             reason,
         )]))
     };
+    let (manager, account) = keys.of(owner);
     // The account first: an unknown one is 404 whatever the query says.
-    keys.manager.account(&account).await?;
+    manager.account(&account).await?;
     let Query(query) = query.map_err(|rejection| invalid(rejection.body_text()))?;
     let environment = query
         .environment
@@ -96,70 +109,115 @@ async fn list<S: KeyStorage>(
         .transpose()
         .map_err(|error| invalid(error.to_string()))?;
     Ok(Json(KeyList {
-        keys: keys.manager.listed(&account, environment.as_ref()).await?,
+        keys: manager.listed(&account, environment.as_ref()).await?,
     }))
 }
 
 async fn create<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
-    let set = keys.manager.vocabulary.permissions();
-    let parsed =
-        body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, keys.take_limit)));
-    let created = keys.manager.create_key_parsed(&account, parsed).await?;
+    let take_limit = keys.take_limit;
+    let (manager, account) = keys.of(owner);
+    let set = manager.vocabulary.permissions();
+    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, take_limit)));
+    let created = manager.create_key_parsed(&account, parsed).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 async fn read<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     path: Result<Path<KeyPath>, PathRejection>,
 ) -> Result<impl IntoResponse, RouterError> {
-    Ok(Json(keys.manager.key(&account, &key_id(path)?).await?))
+    let (manager, account) = keys.of(owner);
+    Ok(Json(manager.key(&account, &key_id(path)?).await?))
 }
 
 async fn delete<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     path: Result<Path<KeyPath>, PathRejection>,
 ) -> Result<impl IntoResponse, RouterError> {
-    keys.manager.delete_key(&account, &key_id(path)?).await?;
+    let (manager, account) = keys.of(owner);
+    manager.delete_key(&account, &key_id(path)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn rotate<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     path: Result<Path<KeyPath>, PathRejection>,
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
     let key = key_id(path)?;
     let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.rotation()));
-    let created = keys
-        .manager
-        .rotate_key_parsed(&account, &key, parsed)
-        .await?;
+    let (manager, account) = keys.of(owner);
+    let created = manager.rotate_key_parsed(&account, &key, parsed).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 async fn disable<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     path: Result<Path<KeyPath>, PathRejection>,
 ) -> Result<impl IntoResponse, RouterError> {
-    Ok(Json(
-        keys.manager.disable_key(&account, &key_id(path)?).await?,
-    ))
+    let (manager, account) = keys.of(owner);
+    Ok(Json(manager.disable_key(&account, &key_id(path)?).await?))
 }
 
 async fn enable<S: KeyStorage>(
     State(keys): Keys<S>,
-    Extension(Owner(account)): Extension<Owner>,
+    Extension(owner): Extension<Owner>,
     path: Result<Path<KeyPath>, PathRejection>,
 ) -> Result<impl IntoResponse, RouterError> {
+    let (manager, account) = keys.of(owner);
+    Ok(Json(manager.enable_key(&account, &key_id(path)?).await?))
+}
+
+/// `/` (`GET`, `?limit=&before=`): the account's audit log, newest first, a page at a time.
+pub(crate) fn audit_routes<S: KeyStorage>(manager: KeyManager<S>) -> Router {
+    Router::new()
+        .route("/", get(audit::<S>))
+        .with_state(KeyRoutes {
+            manager,
+            take_limit: false,
+        })
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// Entries a page holds unless `limit` says otherwise.
+const AUDIT_PAGE: usize = 50;
+
+async fn audit<S: KeyStorage>(
+    State(keys): Keys<S>,
+    Extension(owner): Extension<Owner>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, RouterError> {
+    let (manager, account) = keys.of(owner);
+    manager.account(&account).await?;
+    let invalid = |field: &str, reason: String| {
+        RouterError::Manage(ManageError::Invalid(vec![FieldError::new(field, reason)]))
+    };
+    let Query(query) = query.map_err(|rejection| invalid("query", rejection.body_text()))?;
+    let max = crate::manage::manager::MAX_AUDIT_PAGE;
+    let limit = match query.limit {
+        None => AUDIT_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| invalid("limit", format!("must be a whole number from 1 to {max}")))?,
+    };
     Ok(Json(
-        keys.manager.enable_key(&account, &key_id(path)?).await?,
+        manager
+            .audit(&account, query.before.as_deref(), limit)
+            .await?,
     ))
 }

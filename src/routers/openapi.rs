@@ -125,6 +125,27 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
             }),
         );
     }
+    let audit = match api {
+        Api::Admin => "/accounts/{account_id}/audit",
+        Api::Settings => "/audit",
+    };
+    let mut log = op(
+        "The account's audit log, newest first, a page at a time.",
+        None,
+        &[(200, "AuditPage")],
+        &[404, 422],
+    );
+    log["parameters"] = json!([
+        {"name": "limit", "in": "query", "required": false, "description": "Entries per page, default 50.",
+         "schema": {"type": "integer", "minimum": 1, "maximum": crate::manage::manager::MAX_AUDIT_PAGE}},
+        {"name": "before", "in": "query", "required": false, "description": "The `next` cursor of the page before.",
+         "schema": {"type": "string"}},
+    ]);
+    let mut item = json!({"get": log});
+    if let Some(account_id) = &account_id {
+        item["parameters"] = json!([account_id]);
+    }
+    paths.insert(audit.into(), item);
     paths.insert(
         "/openapi.json".into(),
         json!({"get": {
@@ -344,6 +365,29 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
             },
             "Key": {"type": "object", "additionalProperties": false, "required": key_required, "properties": key_properties},
             "NewKey": {"type": "object", "additionalProperties": false, "required": new_key_required, "properties": new_key_properties},
+            "AuditEntry": {
+                "type": "object", "additionalProperties": false,
+                "required": ["id", "at", "action", "account_id", "key_id", "actor", "details"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "at": time,
+                    "action": {"enum": ["account.created", "account.plan_changed", "key.created", "key.rotated", "key.deleted", "key.disabled", "key.enabled"]},
+                    "account_id": {"type": "string"},
+                    "key_id": {"type": ["string", "null"]},
+                    "actor": {
+                        "type": "object", "additionalProperties": false, "required": ["kind", "id"],
+                        "properties": {"kind": {"enum": ["admin", "user", "system"]}, "id": {"type": ["string", "null"]}},
+                    },
+                    "details": {"type": "object"},
+                },
+            },
+            "AuditPage": {
+                "type": "object", "additionalProperties": false, "required": ["entries", "next"],
+                "properties": {
+                    "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                    "next": {"type": ["string", "null"]},
+                },
+            },
             "KeyList": {
                 "type": "object", "additionalProperties": false, "required": ["keys"],
                 "properties": {"keys": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}},

@@ -15,6 +15,7 @@
 //! | `DELETE /keys/{key_id}` | 204 |
 //! | `POST /keys/{key_id}/rotate` | 201 NewKey |
 //! | `POST /keys/{key_id}/disable`, `POST /keys/{key_id}/enable` | 200 Key |
+//! | `GET /audit` | 200 `{"entries": [AuditEntry, …], "next"}`: the account's actions, newest first |
 //! | `GET /openapi.json` | 200 this router's OpenAPI 3.1 document |
 //!
 //! Bodies, Keys and errors are the admin API's ([`admin`](crate::admin)), with these
@@ -65,7 +66,7 @@ use serde::Serialize;
 use crate::{
     credentials::bearer_token,
     routers::{
-        keys::{key_routes, Owner},
+        keys::{audit_routes, key_routes, Owner},
         openapi::{document, Api},
         serve_document, with_problems, RouterError,
     },
@@ -136,7 +137,8 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, session: impl Session) -> R
             serve_document(&document(Api::Settings, &manager.vocabulary)),
         )
         .with_state(manager.clone())
-        .nest("/keys", key_routes(manager, false))
+        .nest("/keys", key_routes(manager.clone(), false))
+        .nest("/audit", audit_routes(manager))
         .layer(middleware::from_fn_with_state(gate.clone(), require_user));
     let pages = Router::new()
         .route("/", get(page::serve))
@@ -184,7 +186,10 @@ async fn require_user<A: Session>(
     if !is_safe(&parts.method) && !same_origin(&parts) {
         return RouterError::CsrfRejected.into_response();
     }
-    parts.extensions.insert(Owner(user.account_id.clone()));
+    parts.extensions.insert(Owner {
+        account: user.account_id.clone(),
+        actor: crate::manage::Actor::user(user.user_id.clone()),
+    });
     parts.extensions.insert(user);
     next.run(Request::from_parts(parts, body)).await
 }
@@ -227,9 +232,9 @@ struct AccountView {
 
 async fn account<S: KeyStorage>(
     State(manager): State<KeyManager<S>>,
-    axum::Extension(Owner(account)): axum::Extension<Owner>,
+    axum::Extension(owner): axum::Extension<Owner>,
 ) -> Result<impl IntoResponse, RouterError> {
-    let account = manager.account(&account).await?;
+    let account = manager.account(&owner.account).await?;
     let api_keys_allowed = manager.vocabulary.plans().allows_api_keys(&account.plan);
     Ok(Json(AccountView {
         id: account.id,

@@ -128,9 +128,36 @@
     $('keys').hidden = keys.length === 0;
   }
 
+  const ACTIONS = {
+    'account.created': 'Account created',
+    'account.plan_changed': 'Plan changed',
+    'key.created': 'Key created',
+    'key.rotated': 'Key rotated',
+    'key.deleted': 'Key deleted',
+    'key.disabled': 'Key disabled',
+    'key.enabled': 'Key enabled',
+  };
+  const ACTORS = { admin: 'by an operator', user: 'by a user of this account', system: 'by the application' };
+
+  function activity(entries, names) {
+    $('activity').replaceChildren(...entries.map((entry) => {
+      const what = [element('strong', ACTIONS[entry.action] || entry.action)];
+      if (entry.key_id) what.push(' ', element('span', names.get(entry.key_id) || entry.key_id));
+      if (entry.action === 'account.plan_changed') what.push(` from ${entry.details.from} to ${entry.details.to}`);
+      what.push(` ${ACTORS[entry.actor.kind] || ''}`);
+      return element('li', null, [when(entry.at), ' ', ...what]);
+    }));
+  }
+
   async function refresh() {
-    keys = (await api('GET', '/keys')).keys;
+    const [listed, log] = await Promise.all([api('GET', '/keys'), api('GET', '/audit?limit=20')]);
+    keys = listed.keys;
     render();
+    const names = new Map(keys.map((key) => [key.id, key.name]));
+    for (const entry of log.entries) {
+      if (entry.action === 'key.created' && entry.details.name) names.set(entry.key_id, entry.details.name);
+    }
+    activity(log.entries, names);
   }
 
   function focusRow(id, action) {

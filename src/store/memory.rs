@@ -3,8 +3,8 @@ use std::{fmt, sync::Arc, task::Poll};
 use time::OffsetDateTime;
 
 use crate::{
-    Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId, Plan,
-    UsageReport,
+    manage::AuditEntry, Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest,
+    KeyHasher, KeyId, Plan, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -44,6 +44,9 @@ struct Inner {
     records: ConcurrentMap<KeyDigest, Arc<KeyRecord>>,
     /// What management reads and writes: the live keys as stored.
     keys: ConcurrentMap<KeyId, StoredKey>,
+    /// The audit log, oldest first. Held while a change is made, so that whoever reads the
+    /// log sees a change and its entry together.
+    audit: std::sync::Mutex<Vec<AuditEntry>>,
 }
 
 impl Default for MemoryKeyStore {
@@ -68,6 +71,7 @@ impl MemoryKeyStore {
                 accounts: ConcurrentMap::default(),
                 records: ConcurrentMap::default(),
                 keys: ConcurrentMap::default(),
+                audit: std::sync::Mutex::default(),
             }),
         }
     }
@@ -87,6 +91,19 @@ impl MemoryKeyStore {
         self.inner.keys.insert(key.id.clone(), key);
         drop(account);
         Ok(())
+    }
+}
+
+impl MemoryKeyStore {
+    /// Makes `change` and, if it says it did (`true`), records `audit`: both under the
+    /// log's lock.
+    fn audited<T>(&self, audit: &AuditEntry, change: impl FnOnce() -> (T, bool)) -> T {
+        let mut log = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let (answer, changed) = change();
+        if changed {
+            log.push(audit.clone());
+        }
+        answer
     }
 }
 
@@ -124,10 +141,17 @@ impl KeyStore for MemoryKeyStore {
 }
 
 impl KeyStorage for MemoryKeyStore {
-    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
-        self.inner
-            .accounts
-            .insert(account.id.clone(), account.clone());
+    async fn insert_account(
+        &self,
+        account: &Account,
+        audit: &AuditEntry,
+    ) -> Result<(), BackendError> {
+        self.audited(audit, || {
+            self.inner
+                .accounts
+                .insert(account.id.clone(), account.clone());
+            ((), true)
+        });
         Ok(())
     }
 
@@ -135,21 +159,32 @@ impl KeyStorage for MemoryKeyStore {
         Ok(self.inner.accounts.get(id).map(|a| a.clone()))
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
-        let Some(mut account) = self.inner.accounts.get_mut(id) else {
-            return Ok(None);
-        };
-        account.plan = plan.clone();
-        // Under the account's lock: a key being put meanwhile waits, then reads the new plan.
-        for key in self.inner.keys.iter().filter(|key| key.account_id == *id) {
-            let record = Arc::new(key.record(plan.clone()));
-            self.inner.records.insert(key.digest, record);
-        }
-        Ok(Some(account.clone()))
+    async fn set_plan(
+        &self,
+        id: &AccountId,
+        plan: Plan,
+        audit: &AuditEntry,
+    ) -> Result<Option<Account>, BackendError> {
+        Ok(self.audited(audit, || {
+            let Some(mut account) = self.inner.accounts.get_mut(id) else {
+                return (None, false);
+            };
+            account.plan = plan.clone();
+            // Under the account's lock: a key being put meanwhile waits, then reads the new plan.
+            for key in self.inner.keys.iter().filter(|key| key.account_id == *id) {
+                let record = Arc::new(key.record(plan.clone()));
+                self.inner.records.insert(key.digest, record);
+            }
+            (Some(account.clone()), true)
+        }))
     }
 
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        self.put(key.clone())
+    async fn insert_key(&self, key: &StoredKey, audit: &AuditEntry) -> Result<(), BackendError> {
+        self.audited(audit, || {
+            let put = self.put(key.clone());
+            let done = put.is_ok();
+            (put, done)
+        })
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
@@ -173,15 +208,22 @@ impl KeyStorage for MemoryKeyStore {
             .map(|key| key.clone()))
     }
 
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
-        let removed = self
-            .inner
-            .keys
-            .remove_if(key, |_, stored| stored.account_id == *account);
-        if let Some((_, stored)) = &removed {
-            self.inner.records.remove(&stored.digest);
-        }
-        Ok(removed.is_some())
+    async fn delete_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        audit: &AuditEntry,
+    ) -> Result<bool, BackendError> {
+        Ok(self.audited(audit, || {
+            let removed = self
+                .inner
+                .keys
+                .remove_if(key, |_, stored| stored.account_id == *account);
+            if let Some((_, stored)) = &removed {
+                self.inner.records.remove(&stored.digest);
+            }
+            (removed.is_some(), removed.is_some())
+        }))
     }
 
     async fn set_disabled(
@@ -189,22 +231,25 @@ impl KeyStorage for MemoryKeyStore {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        let Some(account) = self.inner.accounts.get(account) else {
-            return Ok(None);
-        };
-        let Some(mut key) = self
-            .inner
-            .keys
-            .get_mut(key)
-            .filter(|key| key.account_id == account.id)
-        else {
-            return Ok(None);
-        };
-        key.disabled = disabled;
-        let record = Arc::new(key.record(account.plan.clone()));
-        self.inner.records.insert(key.digest, record);
-        Ok(Some(key.clone()))
+        Ok(self.audited(audit, || {
+            let Some(account) = self.inner.accounts.get(account) else {
+                return (None, false);
+            };
+            let Some(mut key) = self
+                .inner
+                .keys
+                .get_mut(key)
+                .filter(|key| key.account_id == account.id)
+            else {
+                return (None, false);
+            };
+            key.disabled = disabled;
+            let record = Arc::new(key.record(account.plan.clone()));
+            self.inner.records.insert(key.digest, record);
+            (Some(key.clone()), true)
+        }))
     }
 
     async fn replace_key(
@@ -212,25 +257,53 @@ impl KeyStorage for MemoryKeyStore {
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
+        audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
-        let account = self.inner.accounts.get(&replacement.account_id);
-        let Some(account) = account else {
-            return Ok(false);
-        };
-        let Some(mut old) =
-            self.inner.keys.get_mut(old).filter(|key| {
+        self.audited(audit, || {
+            let account = self.inner.accounts.get(&replacement.account_id);
+            let Some(account) = account else {
+                return (Ok(false), false);
+            };
+            let Some(mut old) = self.inner.keys.get_mut(old).filter(|key| {
                 key.account_id == replacement.account_id && key.replaced_by.is_none()
-            })
-        else {
-            return Ok(false);
-        };
-        // Under the key's lock: a concurrent replacement finds it replaced.
-        old.replace_with(&replacement.id, old_expires_at);
-        let record = Arc::new(old.record(account.plan.clone()));
-        self.inner.records.insert(old.digest, record);
-        drop((old, account));
-        self.put(replacement.clone())?;
-        Ok(true)
+            }) else {
+                return (Ok(false), false);
+            };
+            // Under the key's lock: a concurrent replacement finds it replaced.
+            old.replace_with(&replacement.id, old_expires_at);
+            let record = Arc::new(old.record(account.plan.clone()));
+            self.inner.records.insert(old.digest, record);
+            drop((old, account));
+            match self.put(replacement.clone()) {
+                Ok(()) => (Ok(true), true),
+                Err(error) => (Err(error), false),
+            }
+        })
+    }
+
+    async fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        let log = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries: Vec<AuditEntry> = log
+            .iter()
+            .filter(|entry| entry.account_id == *account)
+            .filter(|entry| before.is_none_or(|before| entry.id.as_str() < before))
+            .cloned()
+            .collect();
+        entries.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        let mut log = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = log.len();
+        log.retain(|entry| entry.at >= before);
+        Ok(u64::try_from(kept - log.len()).unwrap_or(u64::MAX))
     }
 }
 

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::Invalidation;
 use crate::{
+    manage::{Actor, AuditEntry},
     quiet::{warn_quietly, Quiet},
     usage::RejectionCounts,
     Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyHasher, KeyId,
@@ -393,16 +394,26 @@ impl PostgresKeyStore {
 }
 
 impl KeyStorage for PostgresKeyStore {
-    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
-        sqlx::query("INSERT INTO accounts (id, name, plan, created_at) VALUES ($1, $2, $3, $4)")
+    async fn insert_account(
+        &self,
+        account: &Account,
+        audit: &AuditEntry,
+    ) -> Result<(), BackendError> {
+        let inserted = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO accounts (id, name, plan, created_at) VALUES ($1, $2, $3, $4)",
+            )
             .bind(account.id.as_str())
             .bind(&account.name)
             .bind(account.plan.as_str())
             .bind(account.created_at)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(db)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await
+        };
+        inserted.await.map_err(db)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
@@ -417,7 +428,12 @@ impl KeyStorage for PostgresKeyStore {
         row.as_ref().map(account).transpose().map_err(db)
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
+    async fn set_plan(
+        &self,
+        id: &AccountId,
+        plan: Plan,
+        audit: &AuditEntry,
+    ) -> Result<Option<Account>, BackendError> {
         if !storable(id.as_str()) {
             return Ok(None);
         }
@@ -429,6 +445,7 @@ impl KeyStorage for PostgresKeyStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok(None) };
+            insert_audit(&mut *tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Account(id.clone())])
                 .await?;
             account(&row).map(Some)
@@ -436,10 +453,11 @@ impl KeyStorage for PostgresKeyStore {
         changed.await.map_err(db)
     }
 
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
+    async fn insert_key(&self, key: &StoredKey, audit: &AuditEntry) -> Result<(), BackendError> {
         let inserted = async {
             let mut tx = self.pool.begin().await?;
             insert_key(&mut *tx, key).await?;
+            insert_audit(&mut *tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Created(key.digest)])
                 .await
         };
@@ -486,7 +504,12 @@ impl KeyStorage for PostgresKeyStore {
             .map_err(db)
     }
 
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
+    async fn delete_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        audit: &AuditEntry,
+    ) -> Result<bool, BackendError> {
         if !storable(account.as_str()) || !storable(key.as_str()) {
             return Ok(false);
         }
@@ -503,6 +526,7 @@ impl KeyStorage for PostgresKeyStore {
             if deleted.rows_affected() != 1 {
                 return Ok(false);
             }
+            insert_audit(&mut *tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(true)
@@ -515,6 +539,7 @@ impl KeyStorage for PostgresKeyStore {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
         if !storable(account.as_str()) || !storable(key.as_str()) {
             return Ok(None);
@@ -533,6 +558,7 @@ impl KeyStorage for PostgresKeyStore {
             .await?;
             let Some(row) = row else { return Ok(None) };
             let stored = stored_key(&row, self.permissions)?;
+            insert_audit(&mut *tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(Some(stored))
@@ -545,6 +571,7 @@ impl KeyStorage for PostgresKeyStore {
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
+        audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
         if !storable(old.as_str()) {
             return Ok(false);
@@ -569,6 +596,7 @@ impl KeyStorage for PostgresKeyStore {
                 return Ok(false);
             }
             insert_key(&mut *tx, replacement).await?;
+            insert_audit(&mut *tx, audit).await?;
             let changes = [
                 Invalidation::Key(old.clone()),
                 Invalidation::Created(replacement.digest),
@@ -578,6 +606,84 @@ impl KeyStorage for PostgresKeyStore {
         };
         replaced.await.map_err(db)
     }
+
+    async fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        if !storable(account.as_str()) || !before.is_none_or(storable) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE account_id = $1 AND ($2::text IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(account.as_str())
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(audit_entry)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(db)
+    }
+}
+
+async fn insert_audit<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    entry: &AuditEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, action, account_id, key_id, actor_kind, actor_id, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&entry.id)
+    .bind(entry.at)
+    .bind(entry.action.as_str())
+    .bind(entry.account_id.as_str())
+    .bind(entry.key_id.as_ref().map(KeyId::as_str))
+    .bind(entry.actor.kind.as_str())
+    .bind(entry.actor.id.as_deref())
+    .bind(serde_json::Value::Object(entry.details.clone()).to_string())
+    .execute(executor)
+    .await
+    .map(drop)
+}
+
+fn audit_entry(row: &PgRow) -> Result<AuditEntry, sqlx::Error> {
+    let decode = |e: crate::manage::UnknownAuditName| sqlx::Error::Decode(Box::new(e));
+    let details: String = row.try_get("details")?;
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        action: row
+            .try_get::<String, _>("action")?
+            .parse()
+            .map_err(decode)?,
+        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
+        key_id: row.try_get::<Option<String>, _>("key_id")?.map(KeyId::from),
+        actor: Actor {
+            kind: row
+                .try_get::<String, _>("actor_kind")?
+                .parse()
+                .map_err(decode)?,
+            id: row.try_get("actor_id")?,
+        },
+        details: serde_json::from_str(&details).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
 }
 
 async fn insert_key<'e>(

@@ -12,9 +12,10 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use crate::{
-    usage::RejectionCounts, Account, AccountId, ApiKey, BackendError, Environment, Expiration,
-    KeyDigest, KeyHasher, KeyId, Permission, PermissionSet, Permissions, Plan, RateLimit, Usage,
-    UsageReport,
+    manage::{Actor, AuditEntry},
+    usage::RejectionCounts,
+    Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyHasher, KeyId,
+    Permission, PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -321,16 +322,24 @@ impl KeyStore for SqliteKeyStore {
 }
 
 impl KeyStorage for SqliteKeyStore {
-    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
-        sqlx::query("INSERT INTO accounts (id, name, plan, created_at) VALUES (?, ?, ?, ?)")
-            .bind(account.id.as_str())
-            .bind(&account.name)
-            .bind(account.plan.as_str())
-            .bind(micros(account.created_at))
-            .execute(&self.writes)
-            .await
-            .map(drop)
-            .map_err(db)
+    async fn insert_account(
+        &self,
+        account: &Account,
+        audit: &AuditEntry,
+    ) -> Result<(), BackendError> {
+        let inserted = async {
+            let mut tx = self.writes.begin().await?;
+            sqlx::query("INSERT INTO accounts (id, name, plan, created_at) VALUES (?, ?, ?, ?)")
+                .bind(account.id.as_str())
+                .bind(&account.name)
+                .bind(account.plan.as_str())
+                .bind(micros(account.created_at))
+                .execute(&mut *tx)
+                .await?;
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await
+        };
+        inserted.await.map_err(db)
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
@@ -342,18 +351,35 @@ impl KeyStorage for SqliteKeyStore {
         row.as_ref().map(account).transpose().map_err(db)
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
-        let row = sqlx::query("UPDATE accounts SET plan = ? WHERE id = ? RETURNING *")
-            .bind(plan.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.writes)
-            .await
-            .map_err(db)?;
-        row.as_ref().map(account).transpose().map_err(db)
+    async fn set_plan(
+        &self,
+        id: &AccountId,
+        plan: Plan,
+        audit: &AuditEntry,
+    ) -> Result<Option<Account>, BackendError> {
+        let changed = async {
+            let mut tx = self.writes.begin().await?;
+            let row = sqlx::query("UPDATE accounts SET plan = ? WHERE id = ? RETURNING *")
+                .bind(plan.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await?;
+            account(&row).map(Some)
+        };
+        changed.await.map_err(db)
     }
 
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        insert_key(&self.writes, key).await.map_err(db)
+    async fn insert_key(&self, key: &StoredKey, audit: &AuditEntry) -> Result<(), BackendError> {
+        let inserted = async {
+            let mut tx = self.writes.begin().await?;
+            insert_key(&mut *tx, key).await?;
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await
+        };
+        inserted.await.map_err(db)
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
@@ -390,18 +416,31 @@ impl KeyStorage for SqliteKeyStore {
             .map_err(db)
     }
 
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
-        let deleted = sqlx::query(
-            "UPDATE api_keys SET deleted_at = ?
-             WHERE account_id = ? AND id = ? AND deleted_at IS NULL",
-        )
-        .bind(micros(OffsetDateTime::now_utc()))
-        .bind(account.as_str())
-        .bind(key.as_str())
-        .execute(&self.writes)
-        .await
-        .map_err(db)?;
-        Ok(deleted.rows_affected() == 1)
+    async fn delete_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        audit: &AuditEntry,
+    ) -> Result<bool, BackendError> {
+        let deleted = async {
+            let mut tx = self.writes.begin().await?;
+            let deleted = sqlx::query(
+                "UPDATE api_keys SET deleted_at = ?
+                 WHERE account_id = ? AND id = ? AND deleted_at IS NULL",
+            )
+            .bind(micros(audit.at))
+            .bind(account.as_str())
+            .bind(key.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if deleted.rows_affected() != 1 {
+                return Ok(false);
+            }
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        deleted.await.map_err(db)
     }
 
     async fn set_disabled(
@@ -409,22 +448,27 @@ impl KeyStorage for SqliteKeyStore {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        let row = sqlx::query(&format!(
-            "UPDATE api_keys SET disabled = ?
-             WHERE account_id = ? AND id = ? AND deleted_at IS NULL
-             RETURNING {KEY_COLUMNS}"
-        ))
-        .bind(disabled)
-        .bind(account.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&self.writes)
-        .await
-        .map_err(db)?;
-        row.as_ref()
-            .map(|row| stored_key(row, self.permissions))
-            .transpose()
-            .map_err(db)
+        let changed = async {
+            let mut tx = self.writes.begin().await?;
+            let row = sqlx::query(&format!(
+                "UPDATE api_keys SET disabled = ?
+                 WHERE account_id = ? AND id = ? AND deleted_at IS NULL
+                 RETURNING {KEY_COLUMNS}"
+            ))
+            .bind(disabled)
+            .bind(account.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let stored = stored_key(&row, self.permissions)?;
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await?;
+            Ok(Some(stored))
+        };
+        changed.await.map_err(db)
     }
 
     async fn replace_key(
@@ -432,6 +476,7 @@ impl KeyStorage for SqliteKeyStore {
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
+        audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
         let replaced = async {
             let mut tx = self.writes.begin().await?;
@@ -451,11 +496,86 @@ impl KeyStorage for SqliteKeyStore {
                 return Ok(false);
             }
             insert_key(&mut *tx, replacement).await?;
+            insert_audit(&mut *tx, audit).await?;
             tx.commit().await?;
             Ok(true)
         };
         replaced.await.map_err(db)
     }
+
+    async fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE account_id = ?1 AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(account.as_str())
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(audit_entry)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        sqlx::query("DELETE FROM audit_log WHERE at < ?")
+            .bind(micros(before))
+            .execute(&self.writes)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(db)
+    }
+}
+
+async fn insert_audit<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    entry: &AuditEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, action, account_id, key_id, actor_kind, actor_id, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&entry.id)
+    .bind(micros(entry.at))
+    .bind(entry.action.as_str())
+    .bind(entry.account_id.as_str())
+    .bind(entry.key_id.as_ref().map(KeyId::as_str))
+    .bind(entry.actor.kind.as_str())
+    .bind(entry.actor.id.as_deref())
+    .bind(serde_json::Value::Object(entry.details.clone()).to_string())
+    .execute(executor)
+    .await
+    .map(drop)
+}
+
+fn audit_entry(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
+    let details: String = row.try_get("details")?;
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: time(row, "at")?,
+        action: row
+            .try_get::<String, _>("action")?
+            .parse()
+            .map_err(decode)?,
+        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
+        key_id: key_id(row, "key_id")?,
+        actor: Actor {
+            kind: row
+                .try_get::<String, _>("actor_kind")?
+                .parse()
+                .map_err(decode)?,
+            id: row.try_get("actor_id")?,
+        },
+        details: serde_json::from_str(&details).map_err(decode)?,
+    })
 }
 
 async fn insert_key<'e>(

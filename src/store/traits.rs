@@ -6,8 +6,8 @@ use std::{fmt, future::Future, sync::Arc, task::Poll};
 use time::OffsetDateTime;
 
 use crate::{
-    middleware::SlotCell, Account, AccountId, ApiKey, BackendError, Environment, Expiration,
-    KeyDigest, KeyId, Permissions, Plan, RateLimit, Usage, UsageReport,
+    manage::AuditEntry, middleware::SlotCell, Account, AccountId, ApiKey, BackendError,
+    Environment, Expiration, KeyDigest, KeyId, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// What the layer needs to know about a live key. Handlers get it as an
@@ -384,13 +384,16 @@ impl StoredKey {
     }
 }
 
-/// The write side of a store: accounts and keys, read and written as given.
+/// The write side of a store: accounts and keys, read and written as given, and the audit
+/// log of every change.
 ///
 /// Storage validates nothing and decides nothing: the [`KeyManager`](crate::KeyManager)
 /// checks names, permissions, expirations, plans and rotation rules before it calls any
 /// of these, so every store behaves alike. Storage only has to keep what it is given,
 /// answer lookups from it ([`KeyStore`]), and make each call atomic: a call that fails
-/// leaves nothing half-written.
+/// leaves nothing half-written. Each change comes with its [`AuditEntry`], written in the
+/// same transaction: when the change is made, the entry is too, and when it is not
+/// (`None`, `false`, `Err`), neither is.
 ///
 /// `None` and `false` answers mean "no such account", or "no such live key in that
 /// account" (deleted keys are gone for every method). An id that storage never made,
@@ -403,6 +406,7 @@ pub trait KeyStorage: KeyStore {
     fn insert_account(
         &self,
         account: &Account,
+        audit: &AuditEntry,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Reads an account.
@@ -416,10 +420,15 @@ pub trait KeyStorage: KeyStore {
         &self,
         id: &AccountId,
         plan: Plan,
+        audit: &AuditEntry,
     ) -> impl Future<Output = Result<Option<Account>, BackendError>> + Send;
 
     /// Writes a new key of an existing account.
-    fn insert_key(&self, key: &StoredKey) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn insert_key(
+        &self,
+        key: &StoredKey,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// The account's live keys, in any order (the manager lists them newest first).
     fn keys(
@@ -440,6 +449,7 @@ pub trait KeyStorage: KeyStore {
         &self,
         account: &AccountId,
         key: &KeyId,
+        audit: &AuditEntry,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
     /// Disables (or enables) a live key of the account: lookups answer the change at once.
@@ -449,6 +459,7 @@ pub trait KeyStorage: KeyStore {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
     ) -> impl Future<Output = Result<Option<StoredKey>, BackendError>> + Send;
 
     /// In one atomic step: writes `replacement` (a key of the same account), marks the live
@@ -461,5 +472,21 @@ pub trait KeyStorage: KeyStore {
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
+        audit: &AuditEntry,
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// The account's audit entries with an id before `before` (all if `None`), newest
+    /// (greatest id) first, at most `limit`.
+    fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, BackendError>> + Send;
+
+    /// Deletes the audit entries made before `before`; how many.
+    fn prune_audit(
+        &self,
+        before: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, BackendError>> + Send;
 }

@@ -384,6 +384,17 @@ async fn a_user_manages_keys_on_the_settings_page_in_chromium() {
         page.js("return document.activeElement.id").await,
         "keys-heading"
     );
+    let activity = page.css("#activity").await.text().await.unwrap();
+    for action in [
+        "Key deleted",
+        "Key enabled",
+        "Key disabled",
+        "Key rotated",
+        "Key created",
+    ] {
+        assert!(activity.contains(action), "{action} in {activity}");
+    }
+    assert!(activity.contains("by a user of this account"), "{activity}");
     let (status, body) = server.with_key("GET", "/api/v1/projects", &server.demo_key);
     assert_eq!((status, code(&body)), (401, "invalid_api_key".to_owned()));
 

@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 use super::Invalidation;
 use crate::{
     error::within,
+    manage::AuditEntry,
     metrics::{self, count},
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Plan, UsageReport,
@@ -419,22 +420,31 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
 
 /// Writes go to the wrapped storage; what they change leaves this cache at once.
 impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
-    async fn insert_account(&self, account: &Account) -> Result<(), BackendError> {
-        self.inner.insert_account(account).await
+    async fn insert_account(
+        &self,
+        account: &Account,
+        audit: &AuditEntry,
+    ) -> Result<(), BackendError> {
+        self.inner.insert_account(account, audit).await
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
         self.inner.account(id).await
     }
 
-    async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Option<Account>, BackendError> {
-        let account = self.inner.set_plan(id, plan).await?;
+    async fn set_plan(
+        &self,
+        id: &AccountId,
+        plan: Plan,
+        audit: &AuditEntry,
+    ) -> Result<Option<Account>, BackendError> {
+        let account = self.inner.set_plan(id, plan, audit).await?;
         self.invalidate(&Invalidation::Account(id.clone()));
         Ok(account)
     }
 
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), BackendError> {
-        self.inner.insert_key(key).await?;
+    async fn insert_key(&self, key: &StoredKey, audit: &AuditEntry) -> Result<(), BackendError> {
+        self.inner.insert_key(key, audit).await?;
         self.live.add(fingerprint(&key.digest));
         Ok(())
     }
@@ -451,8 +461,13 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         self.inner.key(account, key).await
     }
 
-    async fn delete_key(&self, account: &AccountId, key: &KeyId) -> Result<bool, BackendError> {
-        let deleted = self.inner.delete_key(account, key).await?;
+    async fn delete_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        audit: &AuditEntry,
+    ) -> Result<bool, BackendError> {
+        let deleted = self.inner.delete_key(account, key, audit).await?;
         self.invalidate(&Invalidation::Key(key.clone()));
         Ok(deleted)
     }
@@ -462,8 +477,12 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        let changed = self.inner.set_disabled(account, key, disabled).await?;
+        let changed = self
+            .inner
+            .set_disabled(account, key, disabled, audit)
+            .await?;
         self.invalidate(&Invalidation::Key(key.clone()));
         Ok(changed)
     }
@@ -473,14 +492,28 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         old: &KeyId,
         old_expires_at: OffsetDateTime,
         replacement: &StoredKey,
+        audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
         let replaced = self
             .inner
-            .replace_key(old, old_expires_at, replacement)
+            .replace_key(old, old_expires_at, replacement, audit)
             .await?;
         self.live.add(fingerprint(&replacement.digest));
         self.invalidate(&Invalidation::Key(old.clone()));
         Ok(replaced)
+    }
+
+    async fn audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        self.inner.audit(account, before, limit).await
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        self.inner.prune_audit(before).await
     }
 }
 
