@@ -185,6 +185,44 @@ fn a_kill_in_the_middle_of_a_burst_leaves_every_key_whole_or_absent() {
         };
         assert_eq!(status, expected, "{id}: {body}");
     }
+    // Each key made is in the audit log once, and each entry's key exists: a change and its
+    // entry are written together, or neither.
+    let (_, log) = again
+        .admin("GET", &format!("/accounts/{account}/audit?limit=500"), "")
+        .unwrap();
+    let made: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.created" || e["action"] == "key.rotated")
+        .map(|e| {
+            if e["action"] == "key.rotated" {
+                e["details"]["replacement_id"].as_str().unwrap()
+            } else {
+                e["key_id"].as_str().unwrap()
+            }
+        })
+        .collect();
+    for key in &listed {
+        let id = key["id"].as_str().unwrap();
+        if key["name"] != "Demo key" {
+            assert_eq!(made.iter().filter(|m| **m == id).count(), 1, "{id}'s entry");
+        }
+    }
+    let deleted: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.deleted")
+        .map(|e| e["key_id"].as_str().unwrap())
+        .collect();
+    for id in &made {
+        // The first start's demo key was deleted by the second start, with its entry.
+        assert!(
+            listed.iter().any(|k| k["id"] == *id) || deleted.contains(id),
+            "an entry for {id}, which is not there"
+        );
+    }
     for (old, new, plaintext) in &rotated {
         assert!(
             listed.iter().any(|k| k["id"] == new.as_str()),
