@@ -1,5 +1,6 @@
-//! Bytes kept per active key by the limiter, and what unauthenticated traffic leaves behind,
-//! measured with a counting global allocator (`stats_alloc`), not estimated.
+//! Bytes kept per active key by the limiter, per live key by the cache's set of live keys,
+//! and what unauthenticated traffic leaves behind, measured with a counting global
+//! allocator (`stats_alloc`), not estimated.
 //!
 //! ```sh
 //! cargo bench --bench memory
@@ -11,7 +12,9 @@ use std::{alloc::System, convert::Infallible};
 
 use axum::body::Body;
 use http::{Request, Response};
-use nouvel_auth::{ApiKey, KeyManager, KeySpec, MemoryKeyStore, NouvelAuthLayer};
+use nouvel_auth::{
+    store::CachedKeyStore, ApiKey, KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
+};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
 
@@ -89,6 +92,35 @@ fn main() {
         }
         println!(
             "{requests} requests with unknown keys: heap growth {} bytes",
+            live() - before
+        );
+    });
+
+    // The cache's set of live keys: bytes per key, and a flood of made-up keys against it.
+    rt.block_on(async {
+        let store = MemoryKeyStore::new();
+        let manager = KeyManager::new(store.clone());
+        let account = manager.create_account("Bench", nouvel::SCALE).await.unwrap();
+        for i in 0..keys {
+            let spec = KeySpec::new(format!("key {i}"), [nouvel::GENERATE]);
+            manager.create_key(&account.id, spec).await.unwrap();
+        }
+        let cache = CachedKeyStore::new(store);
+        let before = live();
+        cache.refuse_made_up_keys().await.unwrap();
+        let per_key = (live() - before) as f64 / keys as f64;
+        let now = time::OffsetDateTime::now_utc();
+        let made_up: Vec<_> = (0..1_000).map(|_| ApiKey::generate().digest()).collect();
+        for digest in &made_up {
+            cache.lookup(digest, now).await.unwrap();
+        }
+        let before = live();
+        for i in 0..requests {
+            let now = now + std::time::Duration::from_micros(i as u64);
+            cache.lookup(&made_up[i % made_up.len()], now).await.unwrap();
+        }
+        println!(
+            "cache's live keys: {per_key:.1} bytes per live key ({keys} keys); {requests} made-up lookups: heap growth {} bytes",
             live() - before
         );
     });
