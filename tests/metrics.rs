@@ -1,5 +1,6 @@
 //! What the layer, the cache and the limiter report through the `metrics` facade (feature
 //! `metrics`): requests by outcome, check time, lookups, made-up keys, usage flushes.
+#![cfg(feature = "metrics")]
 
 mod common;
 

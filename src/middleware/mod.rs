@@ -156,7 +156,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             let limit = self.authorize(&key, &slot, access, now)?;
             match self
                 .limiter
-                .check_now(&slot.window, key.limit_id(), limit, now)
+                .check_now(slot.window(), key.limit_id(), limit, now)
             {
                 Poll::Ready(decision) => Ok(self.admit(&key, &slot, limited(decision), now)?),
                 Poll::Pending => Err(limit),
@@ -189,7 +189,8 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             let slot = self.slots.of(&key);
             let decision = within(
                 self.config.limiter_timeout,
-                self.limiter.check(&slot.window, key.limit_id(), limit, now),
+                self.limiter
+                    .check(slot.window(), key.limit_id(), limit, now),
             )
             .await
             .map_err(|error| unavailable("rate limiter", &error))

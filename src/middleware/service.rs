@@ -9,7 +9,9 @@ use http::{Extensions, HeaderMap, Request, Response};
 use tower_service::Service;
 
 use super::{Checks, ResponseBody, ResponseFuture, Stop};
-use crate::{extract::Unauthenticated, metrics::CheckTimer, KeyStore, RateLimiter, Rejection};
+#[cfg(feature = "metrics")]
+use crate::metrics::CheckTimer;
+use crate::{extract::Unauthenticated, KeyStore, RateLimiter, Rejection};
 
 /// The middleware made by [`NouvelAuthLayer`](crate::NouvelAuthLayer).
 ///
@@ -44,20 +46,24 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        #[cfg(feature = "metrics")]
         let timer = CheckTimer::start();
         let checks = &self.checks;
         checks.slots.start_flushing(&checks.store);
         let wait = match checks.begin(&mut request) {
             Ok(admission) => {
+                #[cfg(feature = "metrics")]
                 timer.finish(ADMITTED);
                 return ResponseFuture::admitted(&mut self.inner, request, admission);
             }
             Err(Stop::Pass) => {
+                #[cfg(feature = "metrics")]
                 timer.finish(PASSED);
                 request.extensions_mut().insert(Unauthenticated);
                 return ResponseFuture::passed(self.inner.call(request));
             }
             Err(Stop::Refused(rejection)) => {
+                #[cfg(feature = "metrics")]
                 timer.finish(rejection.code());
                 return ResponseFuture::rejected(refuse(&rejection, checks, request));
             }
@@ -67,6 +73,7 @@ where
         // Only this part waits (on the store or the limiter), so only it is boxed.
         let verification = Box::pin(async move {
             let verdict = checks.resume(wait).await;
+            #[cfg(feature = "metrics")]
             timer.finish(verdict.as_ref().map_or_else(Rejection::code, |_| ADMITTED));
             verdict.map_err(|rejection| {
                 checks
@@ -82,7 +89,9 @@ where
 }
 
 /// The `outcome` of requests that reached the inner service with a key, and without one.
+#[cfg(feature = "metrics")]
 const ADMITTED: &str = "admitted";
+#[cfg(feature = "metrics")]
 const PASSED: &str = "passed";
 
 /// The response refusing `request`, made in its header map and extensions (emptied): the

@@ -5,13 +5,13 @@
 //! key id only when a record is new (a store that builds one per lookup, or a record
 //! rebuilt after a change).
 //!
-//! A replacement key's slot shares the window of its predecessor (the record's
-//! [`limit_id`](crate::KeyRecord::limit_id)): windows are kept by that id, usage by key.
+//! A replacement key's slot counts in the window of the first key of its rotation chain
+//! (the record's [`limit_id`](crate::KeyRecord::limit_id)): it holds that key's slot and
+//! uses its window, so a key that was never rotated keeps its window in place.
 //!
 //! Slots are dropped once nothing refers to them but this map, their window is idle and
-//! their usage flushed: a sweep at most once a minute; windows once no slot holds them and
-//! they are idle. A slot is never dropped while a record holds it, so a key never gets two
-//! windows.
+//! their usage flushed: a sweep at most once a minute. A slot is never dropped while a
+//! record or a replacement's slot holds it, so a key never gets two windows.
 
 use std::{
     any::Any,
@@ -36,16 +36,17 @@ pub(crate) struct Slots<L: RateLimiter> {
     /// Tells this layer's slots from another's on a record two layers share.
     id: u64,
     map: ConcurrentMap<KeyId, Arc<Slot<L::Window>>>,
-    /// The windows, by the id the limit counts under: shared by a rotation chain's slots.
-    windows: ConcurrentMap<KeyId, Arc<L::Window>>,
     last_sweep: AtomicI64,
     flusher: Once,
     interval: Duration,
 }
 
-/// One key's window (shared with the other keys of its rotation chain) and pending usage.
+/// One key's window and pending usage; a replacement's window is the first key's of its
+/// rotation chain.
 pub(crate) struct Slot<W> {
-    pub(crate) window: Arc<W>,
+    own_window: W,
+    /// The slot of the key whose window this one counts in, for a replacement.
+    counts_in: Option<Arc<Self>>,
     usage: PendingUsage,
 }
 
@@ -84,7 +85,6 @@ impl<L: RateLimiter> Slots<L> {
         Self {
             id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             map: ConcurrentMap::default(),
-            windows: ConcurrentMap::default(),
             last_sweep: AtomicI64::new(i64::MIN),
             flusher: Once::new(),
             interval,
@@ -109,17 +109,19 @@ impl<L: RateLimiter> Slots<L> {
         SlotRef::Shared(slot)
     }
 
-    /// Key `id`'s slot, made with the window of `limit_id` if it has none yet.
+    /// Key `id`'s slot, made (counting in `limit_id`'s window, if another) if it has none.
     fn by_id(&self, id: &KeyId, limit_id: &KeyId) -> Arc<Slot<L::Window>> {
         if let Some(slot) = self.map.get(id) {
             return slot.clone();
         }
+        // Outside the entry below: the first key's slot may be made too, in the same map.
+        let counts_in = (limit_id != id).then(|| self.by_id(limit_id, limit_id));
         self.map
             .entry(id.clone())
             .or_insert_with(|| {
-                let window = self.windows.entry(limit_id.clone()).or_default().clone();
                 Arc::new(Slot {
-                    window,
+                    own_window: L::Window::default(),
+                    counts_in,
                     usage: PendingUsage::default(),
                 })
             })
@@ -141,10 +143,8 @@ impl<L: RateLimiter> Slots<L> {
             self.map.retain(|_, slot| {
                 Arc::strong_count(slot) > 1
                     || !slot.usage.is_empty()
-                    || !limiter.is_idle(&slot.window, now)
+                    || !limiter.is_idle(slot.window(), now)
             });
-            self.windows
-                .retain(|_, window| Arc::strong_count(window) > 1 || !limiter.is_idle(window, now));
         }
     }
 
@@ -188,6 +188,13 @@ impl<L: RateLimiter> Slots<L> {
 }
 
 impl<W> Slot<W> {
+    /// The window the key's requests count in.
+    pub(crate) fn window(&self) -> &W {
+        self.counts_in
+            .as_deref()
+            .map_or(&self.own_window, |first| &first.own_window)
+    }
+
     /// Counts one request of the key with `outcome` at `at`.
     pub(crate) fn count(&self, outcome: Outcome, at: OffsetDateTime) {
         self.usage.count(outcome, at);
@@ -345,17 +352,17 @@ mod tests {
             "then from the record"
         );
         a.of(&key)
-            .window
+            .window()
             .admit(RateLimit::new(1, Duration::from_secs(60)), T0);
         // Another layer on the same record: its own slot, by the map each time.
         let theirs = b.of(&key);
         assert!(matches!(theirs, SlotRef::Shared(_)));
-        assert!(theirs.window.is_idle(T0));
+        assert!(theirs.window().is_idle(T0));
         // A record rebuilt for the same key (after a plan change) finds the same slot.
         let rebuilt = record("key_1");
         assert!(
             !a.of(&rebuilt)
-                .window
+                .window()
                 .admit(RateLimit::new(1, Duration::from_secs(60)), T0)
                 .allowed
         );
@@ -368,10 +375,10 @@ mod tests {
         let old = record("key_old");
         let new = record("key_new").shares_limit_with(Some(KeyId::from("key_old")));
         let newer = record("key_newer").shares_limit_with(Some(KeyId::from("key_old")));
-        assert!(slots.of(&old).window.admit(limit, T0).allowed);
-        assert!(slots.of(&new).window.admit(limit, T0).allowed);
+        assert!(slots.of(&old).window().admit(limit, T0).allowed);
+        assert!(slots.of(&new).window().admit(limit, T0).allowed);
         assert!(
-            !slots.of(&newer).window.admit(limit, T0).allowed,
+            !slots.of(&newer).window().admit(limit, T0).allowed,
             "two in all"
         );
         slots.of(&new).count(Outcome::Admitted, T0);
@@ -384,10 +391,10 @@ mod tests {
         let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5));
         let limit = RateLimit::default();
         let held = record("held");
-        slots.of(&held).window.admit(limit, T0);
+        slots.of(&held).window().admit(limit, T0);
         {
             let dropped = record("dropped");
-            slots.of(&dropped).window.admit(limit, T0);
+            slots.of(&dropped).window().admit(limit, T0);
             let counted = record("counted");
             slots.of(&counted).count(Outcome::Admitted, T0);
         }
@@ -397,11 +404,6 @@ mod tests {
         assert_eq!(slots.len(), 2);
         assert!(slots.map.contains_key(&KeyId::from("held")));
         assert!(slots.map.contains_key(&KeyId::from("counted")));
-        assert_eq!(
-            slots.windows.len(),
-            2,
-            "the dropped slot's window went with it"
-        );
     }
 
     #[test]
