@@ -4,6 +4,7 @@
 
 pub mod exactness;
 pub mod openapi;
+pub mod ports;
 pub mod servers;
 
 use nouvel_auth::nouvel;

@@ -2,9 +2,9 @@
 //! `DATABASE_URL` (`.ci/run` starts them), and private Redis servers a test can stop.
 
 use std::{
-    net::TcpListener,
+    io::Read,
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 pub fn redis_url() -> String {
@@ -31,24 +31,46 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts on a free port, trying another if one is taken before the server binds it.
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = Self { port, child: None };
-        server.resume().await;
-        server
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let mut server = Self {
+                port: super::ports::free_port(),
+                child: None,
+            };
+            match server.try_resume().await {
+                Ok(()) => return server,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("redis-server did not start: {failures:#?}");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port, and waits until it answers.
+    /// Starts again on the same port, and waits until it answers.
     pub async fn resume(&mut self) {
-        let child = Command::new("redis-server")
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match self.try_resume().await {
+                Ok(()) => return,
+                Err(why) => failures.push(why),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "redis-server did not start again on port {}: {failures:#?}",
+            self.port
+        );
+    }
+
+    /// One start: `Err` with the server's own words if it exits (a port taken, say), or
+    /// if it does not answer within 15 s (a loaded machine is slow, not broken).
+    async fn try_resume(&mut self) -> Result<(), String> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -58,22 +80,34 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                "--loglevel",
+                "warning",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        self.child = Some(child);
-        for _ in 0..100 {
+            .expect("redis-server is installed (scripts/services installs it)");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut said = String::new();
+                if let Some(mut out) = child.stdout.take() {
+                    let _ = out.read_to_string(&mut said);
+                }
+                return Err(format!("port {}: {status}: {said}", self.port));
+            }
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
                 .is_ok()
             {
-                return;
+                self.child = Some(child);
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("redis-server did not start on port {}", self.port);
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("port {}: no answer within 15 s", self.port))
     }
 
     /// Kills the server, as an outage would.

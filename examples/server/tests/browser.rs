@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_address, Server, ADMIN_TOKEN};
+use common::{free_port, Server, ADMIN_TOKEN};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -21,15 +21,14 @@ struct Driver(Child, String);
 impl Driver {
     fn start() -> Self {
         let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
-        let address = free_address();
-        let port = address.rsplit(':').next().unwrap().to_owned();
+        let port = free_port();
         let child = Command::new(&program)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{program} (scripts/test installs chromium-driver): {e}"));
-        Self(child, format!("http://{address}"))
+        Self(child, format!("http://127.0.0.1:{port}"))
     }
 
     async fn browser(&self) -> Client {

@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -18,10 +18,9 @@ pub fn binary() -> std::path::PathBuf {
     profile.join("examples").join("nouvel_api")
 }
 
-pub fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
+#[path = "../../../../tests/common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// A directory of the test's own, removed when the last holder drops it: the server's
 /// working directory, where its default store, `nouvel.db`, lives.
@@ -66,10 +65,10 @@ impl Server {
 
     /// Starts the server in `dir` (again, after a stop, to see what it kept).
     pub fn start_in(dir: std::sync::Arc<WorkDir>, env: &[(&str, &str)]) -> Self {
-        let address = free_address();
+        // Port 0: the server binds a port of its own choosing, and says which.
         let mut child = Command::new(binary())
             .current_dir(&dir.0)
-            .env("NOUVEL_ADDR", &address)
+            .env("NOUVEL_ADDR", "127.0.0.1:0")
             .env("NOUVEL_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -78,9 +77,12 @@ impl Server {
             .expect("the example is built by `cargo test`");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut output = Vec::new();
-        let (mut demo_key, mut sign_in) = (None, None);
+        let (mut address, mut demo_key, mut sign_in) = (None, None, None);
         while let Some(Ok(line)) = lines.next() {
             let line = line.trim().to_owned();
+            if let Some((_, bound)) = line.split_once("listening on http://") {
+                address = Some(bound.to_owned());
+            }
             if line.starts_with("nvl_") {
                 demo_key = Some(line.clone());
             }
@@ -96,7 +98,7 @@ impl Server {
         Self {
             dir,
             child,
-            address,
+            address: address.unwrap_or_else(|| panic!("no address in {output:?}")),
             demo_key: demo_key.unwrap_or_else(|| panic!("no demo key in {output:?}")),
             sign_in: sign_in.unwrap_or_else(|| panic!("no sign-in link in {output:?}")),
             output,
