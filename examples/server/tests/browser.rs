@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, Server, ADMIN_TOKEN};
+use common::{ports::free_port, Server, ADMIN_TOKEN};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 

@@ -19,8 +19,7 @@ pub fn binary() -> std::path::PathBuf {
 }
 
 #[path = "../../../../tests/common/ports.rs"]
-mod ports;
-pub use ports::free_port;
+pub mod ports;
 
 /// A directory of the test's own, removed when the last holder drops it: the server's
 /// working directory, where its default store, `nouvel.db`, lives.
