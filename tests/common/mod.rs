@@ -4,7 +4,6 @@
 
 pub mod exactness;
 pub mod openapi;
-pub mod ports;
 pub mod servers;
 
 use nouvel_auth::nouvel;

@@ -7,6 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+// By path: the benches and the example's tests include these files by path too.
+#[path = "ports.rs"]
+mod ports;
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
@@ -36,7 +40,7 @@ impl RedisServer {
         let mut failures = Vec::new();
         for _ in 0..5 {
             let mut server = Self {
-                port: super::ports::free_port(),
+                port: ports::free_port(),
                 child: None,
             };
             match server.try_resume().await {
