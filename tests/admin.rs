@@ -678,10 +678,10 @@ async fn a_key_lives_its_whole_life_and_never_reaches_the_logs() {
         json!(["generate", "projects:read"])
     );
     assert_eq!(rotated.body["expires_at"], "2026-08-30T12:01:00Z");
-    assert_eq!(
-        a.send("GET", &key_path, None).await.body["expires_at"],
-        "2026-06-01T12:11:00Z"
-    );
+    assert_eq!(rotated.body["replaced_by"], Value::Null);
+    let old_after = a.send("GET", &key_path, None).await.body;
+    assert_eq!(old_after["expires_at"], "2026-06-01T12:11:00Z");
+    assert_eq!(old_after["replaced_by"], new_id.as_str());
     assert_eq!(
         a.use_key("GET", "/api/v1/projects", &old_key).await.status,
         200

@@ -88,6 +88,8 @@ pub struct KeyInfo {
     pub status: KeyStatus,
     /// The environment it is for, if its owner named one.
     pub environment: Option<Environment>,
+    /// Its replacement, once it has been rotated (it cannot be rotated again).
+    pub replaced_by: Option<KeyId>,
     /// The limit its requests are held to: its own, or the default.
     pub rate_limit: RateLimit,
     /// Its requests, by outcome.
@@ -112,6 +114,7 @@ impl KeyInfo {
             expires_at: key.expires_at,
             status,
             environment: key.environment,
+            replaced_by: key.replaced_by,
             rate_limit,
             usage: key.usage,
         }

@@ -309,6 +309,7 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
         "expires_at": nullable_time,
         "status": {"enum": ["active", "expired", "disabled"]},
         "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
+        "replaced_by": {"type": ["string", "null"], "description": "The replacement's id, once the key has been rotated; a rotated key cannot be rotated again."},
         "rate_limit": rate_limit,
         "usage": {"$ref": "#/components/schemas/Usage"},
     });

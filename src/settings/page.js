@@ -84,6 +84,14 @@
     return cell;
   }
 
+  function statusCell(key) {
+    const cell = [badge(key.status[0].toUpperCase() + key.status.slice(1), `status ${key.status}`)];
+    const replacement = key.replaced_by && keys.find((k) => k.id === key.replaced_by);
+    // The replacement keeps the name: its prefix tells the two apart.
+    if (key.replaced_by) cell.push(' ', badge(replacement ? `Replaced by ${replacement.prefix}…` : 'Replaced', 'replaced'));
+    return cell;
+  }
+
   function cell(label, content) {
     const td = element('td', null, Array.isArray(content) ? content : [content]);
     td.dataset.label = label;
@@ -106,7 +114,8 @@
       ? button('Enable', `Enable ${key.name}`, () => setDisabled(key, false), { 'data-action': 'enable' })
       : button('Disable', `Disable ${key.name}`, () => setDisabled(key, true), { 'data-action': 'disable' });
     const rotate = button('Rotate', `Rotate ${key.name}`, () => openRotate(key), { 'data-action': 'rotate' });
-    rotate.disabled = !keysAllowed;
+    // A rotated key has its replacement already: rotating it again is refused.
+    rotate.disabled = !keysAllowed || key.replaced_by != null;
     const remove = button('Delete', `Delete ${key.name}`, () => openDelete(key), { 'data-action': 'delete', class: 'danger' });
     tr.append(
       name,
@@ -116,7 +125,7 @@
       cell('Created', when(key.created_at)),
       cell('Last used', key.last_used_at ? when(key.last_used_at) : element('span', 'Never used')),
       cell('Expires', expiryCell(key)),
-      cell('Status', badge(key.status[0].toUpperCase() + key.status.slice(1), `status ${key.status}`)),
+      cell('Status', statusCell(key)),
       cell('Actions', element('div', null, [rotate, toggle, remove], { class: 'actions' })),
     );
     return tr;

@@ -329,6 +329,17 @@ async fn a_user_manages_keys_on_the_settings_page_in_chromium() {
     let (status, body) = server.with_key("POST", "/api/v1/generate", &key);
     assert_eq!((status, code(&body)), (401, "expired_api_key".to_owned()));
     assert_eq!(server.with_key("POST", "/api/v1/generate", &rotated).0, 200);
+    // The old row names its replacement by prefix and offers no second rotation.
+    page.until(
+        "the old key shows its replacement",
+        &format!(
+            "[...document.querySelectorAll('tbody tr')].some((tr) => \
+             tr.textContent.includes('Replaced by {}…') \
+             && tr.querySelector(\"[data-action='rotate']\").disabled)",
+            &rotated[..8]
+        ),
+    )
+    .await;
 
     // Disable, then enable, the replacement (the newest row of that name).
     page.row_action("Browser key", "disable").await;
