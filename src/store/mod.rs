@@ -4,8 +4,8 @@
 //! [`KeyManager`](crate::KeyManager) reads and writes; `testing::conformance` (feature
 //! `testing`) checks that a store keeps them. This module holds what comes with them:
 //! the [`UsageReport`]s stores receive, the [`Invalidation`]s they announce, and the
-//! stores beside [`MemoryKeyStore`](crate::MemoryKeyStore): a cache for any store, and
-//! PostgreSQL.
+//! stores beside [`MemoryKeyStore`](crate::MemoryKeyStore): a cache for any store,
+//! PostgreSQL and SQLite.
 //!
 //! A store keeps only [`KeyDigest`]s, never keys. The layer uses the
 //! store generically (`NouvelAuthLayer<K: KeyStore>`), not as a trait object: a lookup
@@ -16,6 +16,8 @@ mod cached;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub(crate) mod traits;

@@ -3,18 +3,18 @@
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
-    PgPool, Postgres, Row, Transaction,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    PgPool, Postgres, Transaction,
 };
 use time::OffsetDateTime;
 
+use super::rows::{self, KEY_COLUMNS};
 use super::Invalidation;
 use crate::{
-    manage::{Actor, AuditEntry},
+    manage::AuditEntry,
     quiet::{warn_quietly, Quiet},
-    usage::RejectionCounts,
-    Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyHasher, KeyId,
-    Permission, PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
+    Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
+    PermissionSet, Plan, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -187,101 +187,6 @@ fn storable(id: &str) -> bool {
     !id.contains('\0')
 }
 
-fn plan(row: &PgRow) -> Result<Plan, sqlx::Error> {
-    Ok(Plan::new(row.try_get::<String, _>("plan")?))
-}
-
-fn account(row: &PgRow) -> Result<Account, sqlx::Error> {
-    Ok(Account {
-        id: AccountId::from(row.try_get::<String, _>("id")?),
-        name: row.try_get("name")?,
-        plan: plan(row)?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
-    rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at, replaced_by,
-    disabled, environment, shares_limit_with, admitted, rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
-    rejected_rate_limited, last_request_at";
-
-fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
-    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
-}
-
-fn stored_key(row: &PgRow, set: &'static PermissionSet) -> Result<StoredKey, sqlx::Error> {
-    let digest: Vec<u8> = row.try_get("digest")?;
-    let digest: [u8; 32] = digest
-        .try_into()
-        .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
-    let expiration: String = row.try_get("expiration")?;
-    Ok(StoredKey {
-        id: KeyId::from(row.try_get::<String, _>("id")?),
-        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        digest: KeyDigest::from_bytes(digest),
-        permissions: permissions(row, set)?,
-        expiration: expiration
-            .parse::<Expiration>()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        rate_limit: rate_limit(row)?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        replaced_by: row
-            .try_get::<Option<String>, _>("replaced_by")?
-            .map(KeyId::from),
-        disabled: row.try_get("disabled")?,
-        environment: environment(row)?,
-        shares_limit_with: row
-            .try_get::<Option<String>, _>("shares_limit_with")?
-            .map(KeyId::from),
-        usage: Usage {
-            admitted: count(row, "admitted")?,
-            rejected: RejectionCounts {
-                plan_required: count(row, "rejected_plan_required")?,
-                missing_permission: count(row, "rejected_missing_permission")?,
-                route_not_allowed: count(row, "rejected_route_not_allowed")?,
-                rate_limited: count(row, "rejected_rate_limited")?,
-            },
-            last_request_at: row.try_get("last_request_at")?,
-        },
-    })
-}
-
-/// The row's permission names, as permissions of `set`. A name the set no longer has
-/// grants nothing (and is logged): a vocabulary that dropped a permission takes it from
-/// every key.
-fn permissions(row: &PgRow, set: &'static PermissionSet) -> Result<Permissions, sqlx::Error> {
-    let names: Vec<String> = row.try_get("permissions")?;
-    Ok(names
-        .iter()
-        .filter_map(|name| {
-            set.parse(name)
-                .inspect_err(|_| tracing::warn!(permission = %name, "nouvel-auth: a stored permission is not in the vocabulary; ignoring it"))
-                .ok()
-        })
-        .collect())
-}
-
-fn environment(row: &PgRow) -> Result<Option<Environment>, sqlx::Error> {
-    row.try_get::<Option<String>, _>("environment")?
-        .map(|label| label.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
-        .transpose()
-}
-
-fn rate_limit(row: &PgRow) -> Result<Option<RateLimit>, sqlx::Error> {
-    let requests: Option<i64> = row.try_get("rate_limit_requests")?;
-    let window: Option<i64> = row.try_get("rate_limit_window_ms")?;
-    Ok(requests.zip(window).map(|(n, w)| {
-        RateLimit::new(
-            n.try_into().unwrap_or(0),
-            Duration::from_millis(w.try_into().unwrap_or(0)),
-        )
-    }))
-}
-
 impl KeyStore for PostgresKeyStore {
     fn digest(&self, key: &ApiKey) -> KeyDigest {
         self.hasher.digest(key)
@@ -304,24 +209,9 @@ impl KeyStore for PostgresKeyStore {
         .await
         .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
-        let record = (|| -> Result<KeyRecord, sqlx::Error> {
-            Ok(KeyRecord::new(
-                row.try_get::<String, _>("id")?,
-                row.try_get::<String, _>("account_id")?,
-                row.try_get::<String, _>("name")?,
-                plan(&row)?,
-                permissions(&row, self.permissions)?,
-            )
-            .expires_at(row.try_get("expires_at")?)
-            .rate_limit(rate_limit(&row)?)
-            .disabled(row.try_get("disabled")?)
-            .environment(environment(&row)?)
-            .shares_limit_with(
-                row.try_get::<Option<String>, _>("shares_limit_with")?
-                    .map(KeyId::from),
-            ))
-        })();
-        record.map(|r| Some(Arc::new(r))).map_err(db)
+        rows::key_record(&row, self.permissions)
+            .map(|record| Some(Arc::new(record)))
+            .map_err(db)
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -381,15 +271,7 @@ impl PostgresKeyStore {
         let rows = sqlx::query("SELECT digest FROM api_keys WHERE deleted_at IS NULL")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let digest: Vec<u8> = row.try_get("digest")?;
-                let digest: [u8; 32] = digest
-                    .try_into()
-                    .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
-                Ok(KeyDigest::from_bytes(digest))
-            })
-            .collect()
+        rows.iter().map(rows::digest).collect()
     }
 }
 
@@ -425,7 +307,7 @@ impl KeyStorage for PostgresKeyStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(account).transpose().map_err(db)
+        row.as_ref().map(rows::account).transpose().map_err(db)
     }
 
     async fn set_plan(
@@ -448,7 +330,7 @@ impl KeyStorage for PostgresKeyStore {
             insert_audit(&mut *tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Account(id.clone())])
                 .await?;
-            account(&row).map(Some)
+            rows::account(&row).map(Some)
         };
         changed.await.map_err(db)
     }
@@ -476,7 +358,7 @@ impl KeyStorage for PostgresKeyStore {
         .await
         .map_err(db)?;
         rows.iter()
-            .map(|row| stored_key(row, self.permissions))
+            .map(|row| rows::stored_key(row, self.permissions))
             .collect::<Result<_, _>>()
             .map_err(db)
     }
@@ -499,7 +381,7 @@ impl KeyStorage for PostgresKeyStore {
         .await
         .map_err(db)?;
         row.as_ref()
-            .map(|row| stored_key(row, self.permissions))
+            .map(|row| rows::stored_key(row, self.permissions))
             .transpose()
             .map_err(db)
     }
@@ -557,7 +439,7 @@ impl KeyStorage for PostgresKeyStore {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else { return Ok(None) };
-            let stored = stored_key(&row, self.permissions)?;
+            let stored = rows::stored_key(&row, self.permissions)?;
             insert_audit(&mut *tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
@@ -627,7 +509,7 @@ impl KeyStorage for PostgresKeyStore {
         .await
         .map_err(db)?;
         rows.iter()
-            .map(audit_entry)
+            .map(rows::audit_entry)
             .collect::<Result<_, _>>()
             .map_err(db)
     }
@@ -661,29 +543,6 @@ async fn insert_audit<'e>(
     .execute(executor)
     .await
     .map(drop)
-}
-
-fn audit_entry(row: &PgRow) -> Result<AuditEntry, sqlx::Error> {
-    let decode = |e: crate::manage::UnknownAuditName| sqlx::Error::Decode(Box::new(e));
-    let details: String = row.try_get("details")?;
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        at: row.try_get("at")?,
-        action: row
-            .try_get::<String, _>("action")?
-            .parse()
-            .map_err(decode)?,
-        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
-        key_id: row.try_get::<Option<String>, _>("key_id")?.map(KeyId::from),
-        actor: Actor {
-            kind: row
-                .try_get::<String, _>("actor_kind")?
-                .parse()
-                .map_err(decode)?,
-            id: row.try_get("actor_id")?,
-        },
-        details: serde_json::from_str(&details).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-    })
 }
 
 async fn insert_key<'e>(

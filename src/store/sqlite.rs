@@ -2,20 +2,15 @@
 
 use std::{fmt, path::Path, sync::Arc, time::Duration};
 
-use sqlx::{
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
-    },
-    Row,
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use time::OffsetDateTime;
 
+use super::rows::{self, KEY_COLUMNS};
 use crate::{
-    manage::{Actor, AuditEntry},
-    usage::RejectionCounts,
-    Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyHasher, KeyId,
-    Permission, PermissionSet, Permissions, Plan, RateLimit, Usage, UsageReport,
+    manage::AuditEntry, Account, AccountId, ApiKey, BackendError, Environment, KeyDigest,
+    KeyHasher, KeyId, Permission, PermissionSet, Plan, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -52,26 +47,6 @@ pub struct SqliteKeyStore {
 
 fn db(error: sqlx::Error) -> BackendError {
     BackendError::failed(error)
-}
-
-/// Unix microseconds, as the file keeps times.
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
-}
-
-fn time_at(micros: i64) -> Result<OffsetDateTime, sqlx::Error> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-fn time(row: &SqliteRow, column: &str) -> Result<OffsetDateTime, sqlx::Error> {
-    time_at(row.try_get(column)?)
-}
-
-fn maybe_time(row: &SqliteRow, column: &str) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-    row.try_get::<Option<i64>, _>(column)?
-        .map(time_at)
-        .transpose()
 }
 
 impl SqliteKeyStore {
@@ -136,104 +111,10 @@ impl SqliteKeyStore {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(account)
+            .map(rows::account)
             .collect::<Result<_, _>>()
             .map_err(db)
     }
-}
-
-fn account(row: &SqliteRow) -> Result<Account, sqlx::Error> {
-    Ok(Account {
-        id: AccountId::from(row.try_get::<String, _>("id")?),
-        name: row.try_get("name")?,
-        plan: Plan::new(row.try_get::<String, _>("plan")?),
-        created_at: time(row, "created_at")?,
-    })
-}
-
-const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions, expiration,
-    rate_limit_requests, rate_limit_window_ms, created_at, last_used_at, expires_at,
-    replaced_by, disabled, environment, shares_limit_with, admitted, rejected_plan_required,
-    rejected_missing_permission, rejected_route_not_allowed, rejected_rate_limited,
-    last_request_at";
-
-fn count(row: &SqliteRow, column: &str) -> Result<u64, sqlx::Error> {
-    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
-}
-
-fn decode<E: std::error::Error + Send + Sync + 'static>(error: E) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(error))
-}
-
-/// The row's permission names (a JSON array), as permissions of `set`; a name the set no
-/// longer has grants nothing.
-fn permissions(row: &SqliteRow, set: &'static PermissionSet) -> Result<Permissions, sqlx::Error> {
-    let names: Vec<String> =
-        serde_json::from_str(&row.try_get::<String, _>("permissions")?).map_err(decode)?;
-    Ok(names
-        .iter()
-        .filter_map(|name| set.parse(name).ok())
-        .collect())
-}
-
-fn rate_limit(row: &SqliteRow) -> Result<Option<RateLimit>, sqlx::Error> {
-    let requests: Option<i64> = row.try_get("rate_limit_requests")?;
-    let window: Option<i64> = row.try_get("rate_limit_window_ms")?;
-    Ok(requests.zip(window).map(|(n, w)| {
-        RateLimit::new(
-            n.try_into().unwrap_or(0),
-            Duration::from_millis(w.try_into().unwrap_or(0)),
-        )
-    }))
-}
-
-fn environment(row: &SqliteRow) -> Result<Option<Environment>, sqlx::Error> {
-    row.try_get::<Option<String>, _>("environment")?
-        .map(|label| label.parse().map_err(decode))
-        .transpose()
-}
-
-fn key_id(row: &SqliteRow, column: &str) -> Result<Option<KeyId>, sqlx::Error> {
-    Ok(row.try_get::<Option<String>, _>(column)?.map(KeyId::from))
-}
-
-fn digest(row: &SqliteRow) -> Result<KeyDigest, sqlx::Error> {
-    let digest: Vec<u8> = row.try_get("digest")?;
-    let digest: [u8; 32] = digest
-        .try_into()
-        .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
-    Ok(KeyDigest::from_bytes(digest))
-}
-
-fn stored_key(row: &SqliteRow, set: &'static PermissionSet) -> Result<StoredKey, sqlx::Error> {
-    let expiration: String = row.try_get("expiration")?;
-    Ok(StoredKey {
-        id: KeyId::from(row.try_get::<String, _>("id")?),
-        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        digest: digest(row)?,
-        permissions: permissions(row, set)?,
-        expiration: expiration.parse::<Expiration>().map_err(decode)?,
-        rate_limit: rate_limit(row)?,
-        created_at: time(row, "created_at")?,
-        expires_at: maybe_time(row, "expires_at")?,
-        last_used_at: maybe_time(row, "last_used_at")?,
-        replaced_by: key_id(row, "replaced_by")?,
-        disabled: row.try_get("disabled")?,
-        environment: environment(row)?,
-        shares_limit_with: key_id(row, "shares_limit_with")?,
-        usage: Usage {
-            admitted: count(row, "admitted")?,
-            rejected: RejectionCounts {
-                plan_required: count(row, "rejected_plan_required")?,
-                missing_permission: count(row, "rejected_missing_permission")?,
-                route_not_allowed: count(row, "rejected_route_not_allowed")?,
-                rate_limited: count(row, "rejected_rate_limited")?,
-            },
-            last_request_at: maybe_time(row, "last_request_at")?,
-        },
-    })
 }
 
 impl KeyStore for SqliteKeyStore {
@@ -258,21 +139,9 @@ impl KeyStore for SqliteKeyStore {
         .await
         .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
-        let record = (|| -> Result<KeyRecord, sqlx::Error> {
-            Ok(KeyRecord::new(
-                row.try_get::<String, _>("id")?,
-                row.try_get::<String, _>("account_id")?,
-                row.try_get::<String, _>("name")?,
-                Plan::new(row.try_get::<String, _>("plan")?),
-                permissions(&row, self.permissions)?,
-            )
-            .expires_at(maybe_time(&row, "expires_at")?)
-            .rate_limit(rate_limit(&row)?)
-            .disabled(row.try_get("disabled")?)
-            .environment(environment(&row)?)
-            .shares_limit_with(key_id(&row, "shares_limit_with")?))
-        })();
-        record.map(|r| Some(Arc::new(r))).map_err(db)
+        rows::key_record(&row, self.permissions)
+            .map(|record| Some(Arc::new(record)))
+            .map_err(db)
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
@@ -298,8 +167,8 @@ impl KeyStore for SqliteKeyStore {
                 .bind(n(usage.rejected.missing_permission))
                 .bind(n(usage.rejected.route_not_allowed))
                 .bind(n(usage.rejected.rate_limited))
-                .bind(report.last_used_at.map(micros))
-                .bind(usage.last_request_at.map(micros))
+                .bind(report.last_used_at.map(rows::micros))
+                .bind(usage.last_request_at.map(rows::micros))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -314,7 +183,7 @@ impl KeyStore for SqliteKeyStore {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(digest)
+            .map(rows::digest)
             .collect::<Result<_, _>>()
             .map(Some)
             .map_err(db)
@@ -333,7 +202,7 @@ impl KeyStorage for SqliteKeyStore {
                 .bind(account.id.as_str())
                 .bind(&account.name)
                 .bind(account.plan.as_str())
-                .bind(micros(account.created_at))
+                .bind(rows::micros(account.created_at))
                 .execute(&mut *tx)
                 .await?;
             insert_audit(&mut *tx, audit).await?;
@@ -348,7 +217,7 @@ impl KeyStorage for SqliteKeyStore {
             .fetch_optional(&self.reads)
             .await
             .map_err(db)?;
-        row.as_ref().map(account).transpose().map_err(db)
+        row.as_ref().map(rows::account).transpose().map_err(db)
     }
 
     async fn set_plan(
@@ -367,7 +236,7 @@ impl KeyStorage for SqliteKeyStore {
             let Some(row) = row else { return Ok(None) };
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await?;
-            account(&row).map(Some)
+            rows::account(&row).map(Some)
         };
         changed.await.map_err(db)
     }
@@ -391,7 +260,7 @@ impl KeyStorage for SqliteKeyStore {
         .await
         .map_err(db)?;
         rows.iter()
-            .map(|row| stored_key(row, self.permissions))
+            .map(|row| rows::stored_key(row, self.permissions))
             .collect::<Result<_, _>>()
             .map_err(db)
     }
@@ -411,7 +280,7 @@ impl KeyStorage for SqliteKeyStore {
         .await
         .map_err(db)?;
         row.as_ref()
-            .map(|row| stored_key(row, self.permissions))
+            .map(|row| rows::stored_key(row, self.permissions))
             .transpose()
             .map_err(db)
     }
@@ -428,7 +297,7 @@ impl KeyStorage for SqliteKeyStore {
                 "UPDATE api_keys SET deleted_at = ?
                  WHERE account_id = ? AND id = ? AND deleted_at IS NULL",
             )
-            .bind(micros(audit.at))
+            .bind(rows::micros(audit.at))
             .bind(account.as_str())
             .bind(key.as_str())
             .execute(&mut *tx)
@@ -463,7 +332,7 @@ impl KeyStorage for SqliteKeyStore {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else { return Ok(None) };
-            let stored = stored_key(&row, self.permissions)?;
+            let stored = rows::stored_key(&row, self.permissions)?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await?;
             Ok(Some(stored))
@@ -488,7 +357,7 @@ impl KeyStorage for SqliteKeyStore {
             )
             .bind(replacement.account_id.as_str())
             .bind(old.as_str())
-            .bind(micros(old_expires_at))
+            .bind(rows::micros(old_expires_at))
             .bind(replacement.id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -520,14 +389,14 @@ impl KeyStorage for SqliteKeyStore {
         .await
         .map_err(db)?;
         rows.iter()
-            .map(audit_entry)
+            .map(rows::audit_entry)
             .collect::<Result<_, _>>()
             .map_err(db)
     }
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
         sqlx::query("DELETE FROM audit_log WHERE at < ?")
-            .bind(micros(before))
+            .bind(rows::micros(before))
             .execute(&self.writes)
             .await
             .map(|done| done.rows_affected())
@@ -544,7 +413,7 @@ async fn insert_audit<'e>(
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&entry.id)
-    .bind(micros(entry.at))
+    .bind(rows::micros(entry.at))
     .bind(entry.action.as_str())
     .bind(entry.account_id.as_str())
     .bind(entry.key_id.as_ref().map(KeyId::as_str))
@@ -554,28 +423,6 @@ async fn insert_audit<'e>(
     .execute(executor)
     .await
     .map(drop)
-}
-
-fn audit_entry(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
-    let details: String = row.try_get("details")?;
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        at: time(row, "at")?,
-        action: row
-            .try_get::<String, _>("action")?
-            .parse()
-            .map_err(decode)?,
-        account_id: AccountId::from(row.try_get::<String, _>("account_id")?),
-        key_id: key_id(row, "key_id")?,
-        actor: Actor {
-            kind: row
-                .try_get::<String, _>("actor_kind")?
-                .parse()
-                .map_err(decode)?,
-            id: row.try_get("actor_id")?,
-        },
-        details: serde_json::from_str(&details).map_err(decode)?,
-    })
 }
 
 async fn insert_key<'e>(
@@ -594,12 +441,12 @@ async fn insert_key<'e>(
     .bind(&key.name)
     .bind(&key.prefix)
     .bind(&key.digest.as_bytes()[..])
-    .bind(serde_json::to_string(&names).map_err(decode)?)
+    .bind(serde_json::to_string(&names).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
     .bind(key.expiration.to_string())
     .bind(key.rate_limit.map(|l| i64::from(l.requests())))
     .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))
-    .bind(micros(key.created_at))
-    .bind(key.expires_at.map(micros))
+    .bind(rows::micros(key.created_at))
+    .bind(key.expires_at.map(rows::micros))
     .bind(key.disabled)
     .bind(key.environment.as_ref().map(Environment::as_str))
     .bind(key.shares_limit_with.as_ref().map(KeyId::as_str))

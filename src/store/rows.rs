@@ -1,0 +1,238 @@
+//! The rows both SQL stores keep, decoded once: PostgreSQL and SQLite have the same tables
+//! and columns, and differ only in how a time and the permission names are kept.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{
+    manage::{Actor, AuditEntry},
+    usage::RejectionCounts,
+    Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, PermissionSet,
+    Permissions, Plan, RateLimit, StoredKey, Usage,
+};
+
+/// The columns of a [`StoredKey`], for `SELECT`s that decode one with [`stored_key`].
+pub(super) const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions,
+    expiration, rate_limit_requests, rate_limit_window_ms, created_at, last_used_at,
+    expires_at, replaced_by, disabled, environment, shares_limit_with, admitted,
+    rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
+    rejected_rate_limited, last_request_at";
+
+/// A row of either database, read by column name.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn integer(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn flag(&self, column: &str) -> Result<bool, sqlx::Error>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
+    fn maybe_time(&self, column: &str) -> Result<Option<OffsetDateTime>, sqlx::Error>;
+    /// The `permissions` column's names.
+    fn permission_names(&self) -> Result<Vec<String>, sqlx::Error>;
+
+    fn time(&self, column: &str) -> Result<OffsetDateTime, sqlx::Error> {
+        self.maybe_time(column)?
+            .ok_or_else(|| sqlx::Error::Decode(format!("{column} is null").into()))
+    }
+}
+
+/// The accessors whose types both databases decode alike, for a `Columns` impl.
+macro_rules! plain_columns {
+    () => {
+        fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+            sqlx::Row::try_get(self, column)
+        }
+        fn maybe_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+            sqlx::Row::try_get(self, column)
+        }
+        fn integer(&self, column: &str) -> Result<i64, sqlx::Error> {
+            sqlx::Row::try_get(self, column)
+        }
+        fn maybe_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+            sqlx::Row::try_get(self, column)
+        }
+        fn flag(&self, column: &str) -> Result<bool, sqlx::Error> {
+            sqlx::Row::try_get(self, column)
+        }
+        fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+            sqlx::Row::try_get(self, column)
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+impl Columns for sqlx::postgres::PgRow {
+    plain_columns!();
+
+    fn maybe_time(&self, column: &str) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    /// A `text[]`.
+    fn permission_names(&self) -> Result<Vec<String>, sqlx::Error> {
+        self.try_get("permissions")
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Columns for sqlx::sqlite::SqliteRow {
+    plain_columns!();
+
+    /// Unix microseconds (see [`micros`]).
+    fn maybe_time(&self, column: &str) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+        self.try_get::<Option<i64>, _>(column)?
+            .map(|micros| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+                    .map_err(decode)
+            })
+            .transpose()
+    }
+
+    /// A JSON array.
+    fn permission_names(&self) -> Result<Vec<String>, sqlx::Error> {
+        serde_json::from_str(&self.text("permissions")?).map_err(decode)
+    }
+}
+
+/// Unix microseconds, as the SQLite file keeps times.
+#[cfg(feature = "sqlite")]
+pub(super) fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+fn decode<E: std::error::Error + Send + Sync + 'static>(error: E) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(error))
+}
+
+pub(super) fn account(row: &impl Columns) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: AccountId::from(row.text("id")?),
+        name: row.text("name")?,
+        plan: Plan::new(row.text("plan")?),
+        created_at: row.time("created_at")?,
+    })
+}
+
+/// A row of [`KEY_COLUMNS`].
+pub(super) fn stored_key(
+    row: &impl Columns,
+    set: &'static PermissionSet,
+) -> Result<StoredKey, sqlx::Error> {
+    let count = |column| Ok::<_, sqlx::Error>(u64::try_from(row.integer(column)?).unwrap_or(0));
+    Ok(StoredKey {
+        id: KeyId::from(row.text("id")?),
+        account_id: AccountId::from(row.text("account_id")?),
+        name: row.text("name")?,
+        prefix: row.text("prefix")?,
+        digest: digest(row)?,
+        permissions: permissions(row, set)?,
+        expiration: row
+            .text("expiration")?
+            .parse::<Expiration>()
+            .map_err(decode)?,
+        rate_limit: rate_limit(row)?,
+        created_at: row.time("created_at")?,
+        expires_at: row.maybe_time("expires_at")?,
+        last_used_at: row.maybe_time("last_used_at")?,
+        replaced_by: key_id(row, "replaced_by")?,
+        disabled: row.flag("disabled")?,
+        environment: environment(row)?,
+        shares_limit_with: key_id(row, "shares_limit_with")?,
+        usage: Usage {
+            admitted: count("admitted")?,
+            rejected: RejectionCounts {
+                plan_required: count("rejected_plan_required")?,
+                missing_permission: count("rejected_missing_permission")?,
+                route_not_allowed: count("rejected_route_not_allowed")?,
+                rate_limited: count("rejected_rate_limited")?,
+            },
+            last_request_at: row.maybe_time("last_request_at")?,
+        },
+    })
+}
+
+/// The `digest` column.
+pub(super) fn digest(row: &impl Columns) -> Result<KeyDigest, sqlx::Error> {
+    let digest: [u8; 32] = row
+        .bytes("digest")?
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("a digest is 32 bytes".into()))?;
+    Ok(KeyDigest::from_bytes(digest))
+}
+
+/// What a lookup answers, from a row of the key (`id`, `account_id`, `name`,
+/// `permissions`, `expires_at`, the rate limit's columns, `disabled`, `environment`,
+/// `shares_limit_with`) and its account's `plan`.
+pub(super) fn key_record(
+    row: &impl Columns,
+    set: &'static PermissionSet,
+) -> Result<KeyRecord, sqlx::Error> {
+    Ok(KeyRecord::new(
+        row.text("id")?,
+        row.text("account_id")?,
+        row.text("name")?,
+        Plan::new(row.text("plan")?),
+        permissions(row, set)?,
+    )
+    .expires_at(row.maybe_time("expires_at")?)
+    .rate_limit(rate_limit(row)?)
+    .disabled(row.flag("disabled")?)
+    .environment(environment(row)?)
+    .shares_limit_with(key_id(row, "shares_limit_with")?))
+}
+
+pub(super) fn audit_entry(row: &impl Columns) -> Result<AuditEntry, sqlx::Error> {
+    Ok(AuditEntry {
+        id: row.text("id")?,
+        at: row.time("at")?,
+        action: row.text("action")?.parse().map_err(decode)?,
+        account_id: AccountId::from(row.text("account_id")?),
+        key_id: key_id(row, "key_id")?,
+        actor: Actor {
+            kind: row.text("actor_kind")?.parse().map_err(decode)?,
+            id: row.maybe_text("actor_id")?,
+        },
+        details: serde_json::from_str(&row.text("details")?).map_err(decode)?,
+    })
+}
+
+/// The row's permission names, as permissions of `set`. A name the set no longer has
+/// grants nothing (and is logged): a vocabulary that dropped a permission takes it from
+/// every key.
+fn permissions(
+    row: &impl Columns,
+    set: &'static PermissionSet,
+) -> Result<Permissions, sqlx::Error> {
+    Ok(row
+        .permission_names()?
+        .iter()
+        .filter_map(|name| {
+            set.parse(name)
+                .inspect_err(|_| tracing::warn!(permission = %name, "nouvel-auth: a stored permission is not in the vocabulary; ignoring it"))
+                .ok()
+        })
+        .collect())
+}
+
+fn rate_limit(row: &impl Columns) -> Result<Option<RateLimit>, sqlx::Error> {
+    let requests = row.maybe_integer("rate_limit_requests")?;
+    let window = row.maybe_integer("rate_limit_window_ms")?;
+    Ok(requests.zip(window).map(|(n, w)| {
+        RateLimit::new(
+            n.try_into().unwrap_or(0),
+            Duration::from_millis(w.try_into().unwrap_or(0)),
+        )
+    }))
+}
+
+fn environment(row: &impl Columns) -> Result<Option<Environment>, sqlx::Error> {
+    row.maybe_text("environment")?
+        .map(|label| label.parse().map_err(decode))
+        .transpose()
+}
+
+fn key_id(row: &impl Columns, column: &str) -> Result<Option<KeyId>, sqlx::Error> {
+    Ok(row.maybe_text(column)?.map(KeyId::from))
+}
