@@ -29,6 +29,67 @@ pub const REDIS_RECOVERIES: &str = "nouvel_auth_redis_recoveries_total";
 /// Usage flushes, by `result`.
 pub const USAGE_FLUSHES: &str = "nouvel_auth_usage_flushes_total";
 
+/// Adds one to the counter named by the constant `name` (labelled `label => value`, both literals). Its key is
+/// made at compile time, so counting builds, allocates and hashes nothing; without the
+/// feature it compiles to nothing.
+macro_rules! count {
+    ($name:ident $(, $label:literal => $value:literal)?) => {{
+        #[cfg(feature = "metrics")]
+        {
+            static LABELS: &[::metrics::Label] = &[$(::metrics::Label::from_static_parts($label, $value))?];
+            static KEY: ::metrics::Key =
+                ::metrics::Key::from_static_parts($crate::metrics::$name, LABELS);
+            $crate::metrics::increment(&KEY);
+        }
+    }};
+}
+pub(crate) use count;
+
+/// Where the crate's metrics say they come from.
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Adds one to the counter `key`, on the recorder in use now.
+#[cfg(feature = "metrics")]
+pub(crate) fn increment(key: &metrics::Key) {
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
+}
+
+/// The key of [`REQUESTS`] for each `outcome` the layer gives (made at compile time).
+#[cfg(feature = "metrics")]
+macro_rules! request_keys {
+    ($($outcome:literal),+ $(,)?) => {
+        fn request_key(outcome: &str) -> Option<&'static metrics::Key> {
+            $(
+                if outcome == $outcome {
+                    static LABELS: &[metrics::Label] =
+                        &[metrics::Label::from_static_parts("outcome", $outcome)];
+                    static KEY: metrics::Key = metrics::Key::from_static_parts(REQUESTS, LABELS);
+                    return Some(&KEY);
+                }
+            )+
+            None
+        }
+    };
+}
+
+#[cfg(feature = "metrics")]
+request_keys!(
+    "admitted",
+    "passed",
+    "missing_api_key",
+    "invalid_authorization",
+    "invalid_api_key",
+    "expired_api_key",
+    "disabled_api_key",
+    "plan_required",
+    "missing_permission",
+    "route_not_allowed",
+    "rate_limited",
+    "auth_unavailable",
+);
+
 /// Times the layer's checks of one request. Without the feature the layer has no timer at
 /// all: not even a zero-sized one changes its code.
 #[cfg(feature = "metrics")]
@@ -44,21 +105,68 @@ impl CheckTimer {
         }
     }
 
-    /// The checks are over, with `outcome`.
+    /// The checks are over, with `outcome` (`admitted`, `passed` or a rejection's code).
     pub(crate) fn finish(self, outcome: &'static str) {
-        metrics::histogram!(CHECK_DURATION).record(self.started.elapsed());
-        metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
+        static DURATION: metrics::Key = metrics::Key::from_static_name(CHECK_DURATION);
+        let elapsed = self.started.elapsed();
+        metrics::with_recorder(|recorder| recorder.register_histogram(&DURATION, &METADATA))
+            .record(elapsed);
+        match request_key(outcome) {
+            Some(key) => increment(key),
+            // An outcome missing from the table above is still counted, more slowly.
+            None => metrics::counter!(REQUESTS, "outcome" => outcome).increment(1),
+        }
     }
 }
 
-/// Adds one to the counter `name`, labelled `label = value` when `label` is not empty.
-pub(crate) fn count(name: &'static str, label: &'static str, value: &'static str) {
-    #[cfg(feature = "metrics")]
-    if label.is_empty() {
-        metrics::counter!(name).increment(1);
-    } else {
-        metrics::counter!(name, label => value).increment(1);
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::request_key;
+    use crate::{nouvel, Decision, KeyFormatError, RateLimit, Rejection};
+
+    #[test]
+    fn every_outcome_has_a_key_made_at_compile_time() {
+        let rejections = [
+            Rejection::MissingApiKey,
+            Rejection::InvalidAuthorization,
+            Rejection::MalformedApiKey(KeyFormatError::Checksum),
+            Rejection::UnknownApiKey,
+            Rejection::ExpiredApiKey,
+            Rejection::DisabledApiKey,
+            Rejection::PlanRequired(nouvel::STARTER),
+            Rejection::MissingPermission(nouvel::GENERATE),
+            Rejection::RouteNotAllowed,
+            Rejection::RateLimited(Decision {
+                allowed: false,
+                limit: RateLimit::default(),
+                remaining: 0,
+                reset: Duration::ZERO,
+            }),
+            Rejection::Unavailable,
+        ];
+        for rejection in &rejections {
+            // A new variant fails to compile here until it is listed above.
+            match rejection {
+                Rejection::MissingApiKey
+                | Rejection::InvalidAuthorization
+                | Rejection::MalformedApiKey(_)
+                | Rejection::UnknownApiKey
+                | Rejection::ExpiredApiKey
+                | Rejection::DisabledApiKey
+                | Rejection::PlanRequired(_)
+                | Rejection::MissingPermission(_)
+                | Rejection::RouteNotAllowed
+                | Rejection::RateLimited(_)
+                | Rejection::Unavailable => {}
+            }
+            let code = rejection.code();
+            let key = request_key(code).unwrap_or_else(|| panic!("no key for {code}"));
+            assert_eq!(key.labels().next().unwrap().value(), code);
+        }
+        for outcome in ["admitted", "passed"] {
+            assert!(request_key(outcome).is_some(), "{outcome}");
+        }
     }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (name, label, value);
 }

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{memory::unix_millis, MemoryWindow};
 use crate::{
-    metrics::{self, count},
+    metrics::count,
     quiet::{warn_quietly, Quiet},
     Decision, RateLimit, RateLimiter,
 };
@@ -227,7 +227,7 @@ impl RedisRateLimiter {
         limit: RateLimit,
         now: OffsetDateTime,
     ) -> Option<Decision> {
-        count(metrics::REDIS_FALLBACKS, "", "");
+        count!(REDIS_FALLBACKS);
         match self.on_failure {
             RedisFailure::FallBackToLocal => Some(window.local.admit(limit, now)),
             RedisFailure::FailOpen => Some(Decision {
@@ -262,7 +262,7 @@ impl RedisRateLimiter {
     fn answered(&self, at: u64) {
         if self.down_until.swap(0, Ordering::Relaxed) != 0 {
             self.back_at.store(at, Ordering::Relaxed);
-            count(metrics::REDIS_RECOVERIES, "", "");
+            count!(REDIS_RECOVERIES);
             tracing::info!("nouvel-auth: Redis rate limiter answers again");
         }
     }

@@ -26,6 +26,7 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
+    metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts},
     BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, RateLimiter, Usage, UsageReport,
@@ -159,15 +160,16 @@ impl<L: RateLimiter> Slots<L> {
             return Ok(());
         }
         let flushed = store.record_usage(&reports).await;
-        let result = if flushed.is_ok() { "ok" } else { "error" };
-        crate::metrics::count(crate::metrics::USAGE_FLUSHES, "result", result);
         if let Err(error) = &flushed {
+            count!(USAGE_FLUSHES, "result" => "error");
             static FLUSH: Quiet = Quiet::new();
             warn_quietly!(FLUSH, %error, "nouvel-auth could not flush key usage; will retry");
             for report in &reports {
                 let key = &report.key_id;
                 self.by_id(key, key).usage.restore(report);
             }
+        } else {
+            count!(USAGE_FLUSHES, "result" => "ok");
         }
         flushed
     }

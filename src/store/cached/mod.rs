@@ -19,7 +19,7 @@ use super::Invalidation;
 use crate::{
     error::within,
     manage::AuditEntry,
-    metrics::{self, count},
+    metrics::count,
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Plan, UsageReport,
 };
@@ -286,7 +286,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
         let servable = cached.as_ref().and_then(|entry| entry.servable(now));
         if let Some(record) = &servable {
             if self.store_failing(now) || self.in_flight.contains_key(digest) {
-                count(metrics::KEY_LOOKUPS, "result", "stale");
+                count!(KEY_LOOKUPS, "result" => "stale");
                 return Ok(Some(record.clone()));
             }
         }
@@ -296,7 +296,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
             dashmap::Entry::Occupied(waiting) => waiting.get().clone(),
             dashmap::Entry::Vacant(vacant) => {
                 if cached.is_none() && self.live.verdict(digest, now) == Verdict::MadeUp {
-                    count(metrics::MADE_UP_KEYS_REFUSED, "", "");
+                    count!(MADE_UP_KEYS_REFUSED);
                     return Ok(None);
                 }
                 vacant.insert(Arc::default()).clone()
@@ -316,17 +316,17 @@ impl<K: KeyStore> CachedKeyStore<K> {
         }
         match (answer.result(), servable) {
             (Ok(record), _) => {
-                count(metrics::KEY_LOOKUPS, "result", "miss");
+                count!(KEY_LOOKUPS, "result" => "miss");
                 Ok(record)
             }
             (Err(error), Some(record)) => {
-                count(metrics::KEY_LOOKUPS, "result", "stale");
+                count!(KEY_LOOKUPS, "result" => "stale");
                 static STALE: Quiet = Quiet::new();
                 warn_quietly!(STALE, %error, key_id = %record.id, "nouvel-auth: key store failed; serving cached keys");
                 Ok(Some(record))
             }
             (Err(error), None) => {
-                count(metrics::KEY_LOOKUPS, "result", "error");
+                count!(KEY_LOOKUPS, "result" => "error");
                 Err(error)
             }
         }
@@ -386,7 +386,7 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let cached = match self.cache.get(digest) {
             Some(entry) if entry.is_fresh(now) => {
-                count(metrics::KEY_LOOKUPS, "result", "hit");
+                count!(KEY_LOOKUPS, "result" => "hit");
                 return Ok(entry.record);
             }
             cached => cached,
@@ -403,7 +403,7 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
     ) -> std::task::Poll<Option<Arc<KeyRecord>>> {
         match self.cache.get(digest) {
             Some(entry) if entry.is_fresh(now) => {
-                count(metrics::KEY_LOOKUPS, "result", "hit");
+                count!(KEY_LOOKUPS, "result" => "hit");
                 std::task::Poll::Ready(entry.record)
             }
             _ => std::task::Poll::Pending,
