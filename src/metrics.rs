@@ -29,9 +29,9 @@ pub const REDIS_RECOVERIES: &str = "nouvel_auth_redis_recoveries_total";
 /// Usage flushes, by `result`.
 pub const USAGE_FLUSHES: &str = "nouvel_auth_usage_flushes_total";
 
-/// Adds one to the counter named by the constant `name` (labelled `label => value`, both literals). Its key is
-/// made at compile time, so counting builds, allocates and hashes nothing; without the
-/// feature it compiles to nothing.
+/// Adds one to the counter named by the constant `name` (labelled `label => value`, both
+/// literals). Its key is made at compile time, so counting builds, allocates and hashes
+/// nothing; without the feature it compiles to nothing.
 macro_rules! count {
     ($name:ident $(, $label:literal => $value:literal)?) => {{
         #[cfg(feature = "metrics")]
