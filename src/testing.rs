@@ -35,6 +35,10 @@
 //! * the audit log: one entry per action, with its actor and details, listed newest first
 //!   a page at a time, none for a refused action, none holding a key or a digest, and
 //!   pruned by age.
+//!
+//! A store with transactions also runs [`recovers_from_failed_commits`]: a write whose
+//! commit fails (a full disk) is an error and leaves nothing, and the store writes again
+//! once commits succeed.
 
 use crate::nouvel;
 use std::{collections::HashSet, time::Duration};
@@ -74,6 +78,172 @@ pub async fn conformance<S: KeyStorage>(storage: S) {
     kit.refusals_leave_nothing().await;
     // Last: it moves the clock 400 days on, and prunes.
     kit.audit_log().await;
+}
+
+/// Runs, against `storage`, what a store must do when a commit fails: `fail_commits(true)`
+/// makes every later commit of a management write fail, as a full disk does (a test can
+/// arm a deferred constraint that every audit entry trips), `fail_commits(false)` lets
+/// them succeed again. Panics at the first behaviour that does not hold:
+///
+/// * while commits fail, every write is an error, never answered as done, and leaves
+///   nothing: the keys, states and plans read back as before, no audit entry;
+/// * once they succeed again, with no restart, every write lands and is seen by lookups:
+///   a deleted key is not found, a new key is, a disabled key is found disabled, a plan
+///   change is seen, usage adds up.
+///
+/// ```no_run
+/// # async fn run(store: nouvel_auth::MemoryKeyStore) {
+/// // In a test of your own store, with a way to make its commits fail:
+/// nouvel_auth::testing::recovers_from_failed_commits(store, async |fail: bool| {
+///     // arm or disarm the failure
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn recovers_from_failed_commits<S: KeyStorage>(
+    storage: S,
+    fail_commits: impl AsyncFn(bool),
+) {
+    let clock = ManualClock::new(T0);
+    let kit = Kit {
+        keys: KeyManager::new(storage).clock(clock.clone()),
+        clock,
+    };
+    let account = kit.account(nouvel::SCALE).await;
+    let deleted = kit
+        .key(&account, KeySpec::new("Deleted", [nouvel::GENERATE]))
+        .await;
+    let disabled = kit
+        .key(&account, KeySpec::new("Disabled", [nouvel::GENERATE]))
+        .await;
+    let before = ok("list keys", kit.keys.keys(&account.id).await);
+
+    fail_commits(true).await;
+    let keys = &kit.keys;
+    let spec = || KeySpec::new("Created", [nouvel::GENERATE]);
+    let failed = [
+        (
+            "a creation",
+            keys.create_key(&account.id, spec()).await.err(),
+        ),
+        (
+            "a deletion",
+            keys.delete_key(&account.id, &deleted.info.id).await.err(),
+        ),
+        (
+            "a disabling",
+            keys.disable_key(&account.id, &disabled.info.id).await.err(),
+        ),
+        (
+            "a plan change",
+            keys.set_plan(&account.id, nouvel::GROWTH).await.err(),
+        ),
+        (
+            "a rotation",
+            keys.rotate_key(&account.id, &disabled.info.id, Duration::ZERO)
+                .await
+                .err(),
+        ),
+        (
+            "an account's creation",
+            keys.create_account("Failed", nouvel::SCALE).await.err(),
+        ),
+    ];
+    fail_commits(false).await;
+    for (write, error) in failed {
+        check(
+            "a write whose commit fails is a backend error",
+            matches!(error, Some(ManageError::Backend(_))),
+            (write, &error),
+        );
+    }
+    let after = ok("list keys", kit.keys.keys(&account.id).await);
+    check(
+        "writes whose commit failed leave nothing",
+        after == before,
+        &after,
+    );
+    let record = kit.lookup(&disabled.key).await;
+    check(
+        "writes whose commit failed change no lookup",
+        kit.lookup(&deleted.key).await.is_some()
+            && record
+                .as_ref()
+                .is_some_and(|r| !r.disabled && r.plan == nouvel::SCALE),
+        &record,
+    );
+
+    ok(
+        "delete a key after a failed commit",
+        kit.keys.delete_key(&account.id, &deleted.info.id).await,
+    );
+    check(
+        "a deletion after a failed commit is seen by lookups",
+        kit.lookup(&deleted.key).await.is_none(),
+        "found",
+    );
+    let created = kit.key(&account, spec()).await;
+    check(
+        "a creation after a failed commit is seen by lookups",
+        kit.lookup(&created.key).await.is_some(),
+        "not found",
+    );
+    ok(
+        "disable a key after a failed commit",
+        kit.keys.disable_key(&account.id, &disabled.info.id).await,
+    );
+    ok(
+        "change a plan after a failed commit",
+        kit.keys.set_plan(&account.id, nouvel::BUSINESS).await,
+    );
+    let record = kit.lookup(&disabled.key).await;
+    check(
+        "a state and a plan changed after a failed commit are seen by lookups",
+        record
+            .as_ref()
+            .is_some_and(|r| r.disabled && r.plan == nouvel::BUSINESS),
+        &record,
+    );
+    let report = UsageReport {
+        key_id: created.info.id.clone(),
+        usage: Usage {
+            admitted: 3,
+            ..Usage::default()
+        },
+        last_used_at: None,
+    };
+    ok(
+        "record usage after a failed commit",
+        kit.keys.storage().record_usage(&[report]).await,
+    );
+    let info = ok(
+        "read a key",
+        kit.keys.key(&account.id, &created.info.id).await,
+    );
+    check(
+        "usage recorded after a failed commit adds up",
+        info.usage.admitted == 3,
+        &info.usage,
+    );
+    let page = ok(
+        "list the audit log",
+        kit.keys.audit(&account.id, None, 500).await,
+    );
+    let actions: Vec<AuditAction> = page.entries.iter().map(|e| e.action).collect();
+    check(
+        "the audit log holds what landed, and nothing of what failed",
+        actions
+            == [
+                AuditAction::PlanChanged,
+                AuditAction::KeyDisabled,
+                AuditAction::KeyCreated,
+                AuditAction::KeyDeleted,
+                AuditAction::KeyCreated,
+                AuditAction::KeyCreated,
+                AuditAction::AccountCreated,
+            ],
+        &actions,
+    );
 }
 
 struct Kit<S> {

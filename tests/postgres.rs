@@ -60,6 +60,44 @@ async fn the_postgres_store_conforms() {
 }
 
 #[tokio::test]
+async fn a_commit_that_fails_leaves_the_store_writing() {
+    let schema = servers::unique("nouvel_test");
+    let store = servers::postgres_store_at(&servers::database_url(), &schema).await;
+    let side = sqlx::PgPool::connect(&servers::database_url())
+        .await
+        .unwrap();
+    // A deferred constraint trigger: every audit entry (so every management write) fails
+    // at COMMIT while `fault` holds a row.
+    for statement in [
+        format!("CREATE TABLE {schema}.fault (armed int)"),
+        format!(
+            "CREATE FUNCTION {schema}.fail_if_armed() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF EXISTS (SELECT 1 FROM {schema}.fault) THEN
+                 RAISE EXCEPTION 'could not extend file: No space left on device';
+               END IF;
+               RETURN NULL;
+             END $$"
+        ),
+        format!(
+            "CREATE CONSTRAINT TRIGGER fault_at_commit AFTER INSERT ON {schema}.audit_log
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.fail_if_armed()"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&side).await.unwrap();
+    }
+    nouvel_auth::testing::recovers_from_failed_commits(store, async |fail: bool| {
+        let statement = if fail {
+            format!("INSERT INTO {schema}.fault VALUES (1)")
+        } else {
+            format!("DELETE FROM {schema}.fault")
+        };
+        sqlx::query(&statement).execute(&side).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_cached_postgres_store_conforms() {
     let postgres = servers::postgres_store().await;
     let cached = nouvel_auth::store::CachedKeyStore::new(postgres.clone());

@@ -1,10 +1,20 @@
-//! The SQLite store: the conformance kit, migrations, and many tasks on one file.
+//! The SQLite store: the conformance kit, failed commits and a full disk, one process per
+//! file, migrations, and many tasks on one file.
 
 mod common;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+};
 
-use nouvel_auth::{nouvel, store::SqliteKeyStore, KeyManager, KeySpec, KeyStore, NouvelAuthLayer};
+use nouvel_auth::{
+    manage::NewKey, nouvel, store::SqliteKeyStore, ApiKey, KeyManager, KeySpec, KeyStore,
+    ManageError, NouvelAuthLayer,
+};
+use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, SqliteConnection};
 
 /// A fresh file in the temporary directory, removed (with its WAL) when dropped.
 struct TempDb(PathBuf);
@@ -17,7 +27,7 @@ impl TempDb {
 
 impl Drop for TempDb {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
         }
     }
@@ -33,6 +43,227 @@ async fn store(db: &TempDb) -> SqliteKeyStore {
 async fn the_sqlite_store_passes_the_conformance_kit() {
     let db = TempDb::new();
     nouvel_auth::testing::conformance(store(&db).await).await;
+}
+
+/// A connection of the test's own to `db`, beside the store's.
+async fn side_connection(db: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(db)
+        .foreign_keys(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Runs the kit's failed-commit behaviours with `trap` armed by a row in `fault`: every
+/// audit entry (so every management write) trips it while the row is there.
+async fn failed_commits(trap: &str) {
+    let db = TempDb::new();
+    let store = store(&db).await;
+    let mut side = side_connection(&db.0).await;
+    for statement in [
+        "CREATE TABLE fault (armed INTEGER)",
+        "CREATE TABLE fault_parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE fault_trap (parent INTEGER
+             REFERENCES fault_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        trap,
+    ] {
+        sqlx::query(statement).execute(&mut side).await.unwrap();
+    }
+    let side = tokio::sync::Mutex::new(side);
+    nouvel_auth::testing::recovers_from_failed_commits(store, async |fail: bool| {
+        let statement = if fail {
+            "INSERT INTO fault VALUES (1)"
+        } else {
+            "DELETE FROM fault"
+        };
+        let mut side = side.lock().await;
+        sqlx::query(statement).execute(&mut *side).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_with_the_transaction_open_leaves_the_store_writing() {
+    // A deferred foreign key fails the COMMIT, and SQLite keeps the transaction open.
+    failed_commits(
+        "CREATE TRIGGER fault_at_commit AFTER INSERT ON audit_log
+         WHEN EXISTS (SELECT 1 FROM fault)
+         BEGIN INSERT INTO fault_trap VALUES (1); END",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_transaction_that_sqlite_rolls_back_itself_leaves_the_store_writing() {
+    // As SQLite does on a full disk: the transaction is gone when the error comes.
+    failed_commits(
+        "CREATE TRIGGER fault_rolls_back AFTER INSERT ON audit_log
+         WHEN EXISTS (SELECT 1 FROM fault)
+         BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END",
+    )
+    .await;
+}
+
+/// A tmpfs of a few MiB, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts one; `None` where the test may not (mounting needs root).
+    fn mount() -> Option<Self> {
+        let dir = std::env::temp_dir().join(common::servers::unique("nouvel_full_disk"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|status| status.success());
+        if mounted {
+            Some(Self(dir))
+        } else {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = [0u8; 4096];
+        while filler.write_all(&chunk).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// What a client of the layer gets with `key`: 200, or 401 with its code.
+async fn answer(layer: &NouvelAuthLayer<SqliteKeyStore>, key: &ApiKey) -> (u16, String) {
+    let app = common::routes().layer(layer.clone());
+    let reply = common::send(&app, "GET", "/api/v1/projects", Some(&common::bearer(key))).await;
+    let code = reply.code().to_owned();
+    (reply.status.as_u16(), code)
+}
+
+/// Every key in `made` works, and `victim` answers 401 if its deletion was answered as done.
+async fn holds(
+    layer: &NouvelAuthLayer<SqliteKeyStore>,
+    made: &[NewKey],
+    victim: &NewKey,
+    deleted: bool,
+) {
+    for key in made {
+        assert_eq!(
+            answer(layer, &key.key).await.0,
+            200,
+            "a creation answered as done"
+        );
+    }
+    if deleted {
+        assert_eq!(
+            answer(layer, &victim.key).await,
+            (401, "invalid_api_key".to_owned()),
+            "a deletion answered as done"
+        );
+    }
+}
+
+#[tokio::test]
+async fn on_a_full_disk_every_write_is_committed_or_refused_and_space_freed_is_used_again() {
+    // Needs a real full disk: a 4 MiB tmpfs, which only root can mount. CI runs as root
+    // and must run it; elsewhere it says so and passes.
+    let Some(disk) = SmallDisk::mount() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the full-disk test: mounting a tmpfs failed"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let path = disk.0.join("keys.db");
+    let store = SqliteKeyStore::open(&path).await.unwrap();
+    store.migrate().await.unwrap();
+    let keys = KeyManager::new(store.clone());
+    let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+    let spec = |name: &str| KeySpec::new(name, [nouvel::PROJECTS_READ]);
+    let victim = keys.create_key(&account.id, spec("Deleted")).await.unwrap();
+
+    disk.fill();
+    // Creations until the disk refuses one (the WAL may hold a few more first).
+    let mut made: Vec<NewKey> = Vec::new();
+    let attempt = async |name: String| match keys.create_key(&account.id, spec(&name)).await {
+        Ok(key) => Some(key),
+        Err(ManageError::Backend(_)) => None,
+        Err(other) => panic!("a creation on a full disk: {other:?}"),
+    };
+    for i in 0..2_000 {
+        match attempt(format!("Key {i}")).await {
+            Some(key) => made.push(key),
+            None => break,
+        }
+        assert!(i < 1_999, "the disk never refused a write");
+    }
+    // After a failure, whatever is answered as done must hold.
+    let deleted = keys.delete_key(&account.id, &victim.info.id).await;
+    for i in 0..5 {
+        made.extend(attempt(format!("After {i}")).await);
+    }
+    let layer = NouvelAuthLayer::new(store.clone());
+    holds(&layer, &made, &victim, deleted.is_ok()).await;
+
+    // Space returns: the store writes again, with no restart.
+    disk.free();
+    if deleted.is_err() {
+        keys.delete_key(&account.id, &victim.info.id).await.unwrap();
+    }
+    made.push(keys.create_key(&account.id, spec("Freed")).await.unwrap());
+    holds(&layer, &made, &victim, true).await;
+    let listed = keys.keys(&account.id).await.unwrap();
+    assert_eq!(
+        listed.len(),
+        made.len(),
+        "every key answered as made, and no other"
+    );
+
+    // And all of it is in the file: reopened, the same.
+    drop((keys, layer, store));
+    let reopened = SqliteKeyStore::open(&path).await.unwrap();
+    holds(
+        &NouvelAuthLayer::new(reopened.clone()),
+        &made,
+        &victim,
+        true,
+    )
+    .await;
+    let audit = KeyManager::new(reopened)
+        .audit(&account.id, None, 500)
+        .await
+        .unwrap();
+    // The account, every key made, and the deletion.
+    assert_eq!(audit.entries.len(), made.len() + 3);
+}
+
+#[tokio::test]
+async fn one_file_serves_one_process_and_a_second_store_is_told_which() {
+    let db = TempDb::new();
+    let first = store(&db).await;
+    let second = SqliteKeyStore::open(&db.0).await.unwrap_err().to_string();
+    assert!(second.contains(&db.0.display().to_string()), "{second}");
+    assert!(second.contains("PostgreSQL"), "{second}");
+    // The lock goes with the last clone.
+    let clone = first.clone();
+    drop(first);
+    assert!(SqliteKeyStore::open(&db.0).await.is_err());
+    drop(clone);
+    SqliteKeyStore::open(&db.0).await.unwrap();
 }
 
 #[tokio::test]

@@ -1,9 +1,13 @@
 //! Keys and accounts in a SQLite file: the embedded store, for one machine.
 
-use std::{fmt, path::Path, sync::Arc, time::Duration};
+use std::{fmt, fs::File, path::Path, sync::Arc, time::Duration};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+use sqlx::{
+    sqlite::{
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+        SqliteSynchronous,
+    },
+    Connection,
 };
 use time::OffsetDateTime;
 
@@ -20,12 +24,17 @@ use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 /// * WAL mode: reads go on while a write commits. Writes go through one connection, so
 ///   they are serialised in this process and never meet `SQLITE_BUSY`; reads have a pool.
 ///   Every call is one transaction, so a process killed at any point leaves each key
-///   wholly there or wholly absent.
+///   wholly there or wholly absent. A write is answered as done only once it is
+///   committed: one that fails (a full disk, say) is an error, and the next write starts
+///   on a fresh connection, so the store writes again as soon as there is room.
 /// * The schema is made by embedded migrations that run only when you call
 ///   [`migrate`](Self::migrate).
 /// * Usage arrives in batches: one transaction per flush.
-/// * One process: another process writing the file is not announced to this one's
-///   cache. For several instances, use [`PostgresKeyStore`](crate::store::PostgresKeyStore).
+/// * One process: opening takes an exclusive lock on `PATH.lock` beside the file, held
+///   until the last clone of the store is dropped, and a second process's
+///   [`open`](Self::open) fails naming the file: two processes would each count the limit
+///   alone and never hear of the other's changes. For several instances, use
+///   [`PostgresKeyStore`](crate::store::PostgresKeyStore).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
@@ -41,6 +50,8 @@ pub struct SqliteKeyStore {
     reads: SqlitePool,
     writes: SqlitePool,
     path: Arc<str>,
+    /// The lock that keeps the file to this process; released when the last clone goes.
+    _lock: Arc<File>,
     hasher: KeyHasher,
     permissions: &'static PermissionSet,
 }
@@ -50,9 +61,14 @@ fn db(error: sqlx::Error) -> BackendError {
 }
 
 impl SqliteKeyStore {
-    /// Opens (and creates if need be) the SQLite file at `path`.
+    /// Opens (and creates if need be) the SQLite file at `path`, for this process alone.
+    ///
+    /// # Errors
+    ///
+    /// When another process has the file open through this store, or SQLite cannot open it.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
         let path = path.as_ref();
+        let lock = lock(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -76,6 +92,7 @@ impl SqliteKeyStore {
             reads,
             writes,
             path: path.to_string_lossy().into(),
+            _lock: Arc::new(lock),
             hasher: KeyHasher::default(),
             permissions: crate::nouvel::PERMISSIONS,
         })
@@ -101,6 +118,29 @@ impl SqliteKeyStore {
             .run(&self.writes)
             .await
             .map_err(BackendError::failed)
+    }
+
+    /// Runs `work` in one transaction on the writing connection, and commits it.
+    ///
+    /// After any failure the connection is closed rather than reused: SQLite may keep a
+    /// transaction open after a failed `COMMIT` (a full disk, a deferred constraint), and
+    /// sqlx would run every later write inside it, as a savepoint never committed.
+    async fn write<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, BackendError> {
+        let mut connection = self.writes.acquire().await.map_err(db)?;
+        let done = async {
+            let mut tx = connection.begin().await?;
+            let value = work(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        if done.is_err() {
+            connection.close_on_drop();
+        }
+        done.map_err(db)
     }
 
     /// The accounts named `name`, oldest first (an application's demo account, say).
@@ -145,8 +185,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
-        let flushed = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             for report in reports {
                 let n = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
                 let usage = &report.usage;
@@ -172,9 +211,9 @@ impl KeyStore for SqliteKeyStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await
-        };
-        flushed.await.map_err(db)
+            Ok(())
+        })
+        .await
     }
 
     async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
@@ -196,8 +235,7 @@ impl KeyStorage for SqliteKeyStore {
         account: &Account,
         audit: &AuditEntry,
     ) -> Result<(), BackendError> {
-        let inserted = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             sqlx::query("INSERT INTO accounts (id, name, plan, created_at) VALUES (?, ?, ?, ?)")
                 .bind(account.id.as_str())
                 .bind(&account.name)
@@ -205,10 +243,9 @@ impl KeyStorage for SqliteKeyStore {
                 .bind(rows::micros(account.created_at))
                 .execute(&mut *tx)
                 .await?;
-            insert_audit(&mut *tx, audit).await?;
-            tx.commit().await
-        };
-        inserted.await.map_err(db)
+            insert_audit(&mut *tx, audit).await
+        })
+        .await
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
@@ -226,8 +263,7 @@ impl KeyStorage for SqliteKeyStore {
         plan: Plan,
         audit: &AuditEntry,
     ) -> Result<Option<Account>, BackendError> {
-        let changed = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             let row = sqlx::query("UPDATE accounts SET plan = ? WHERE id = ? RETURNING *")
                 .bind(plan.as_str())
                 .bind(id.as_str())
@@ -235,20 +271,17 @@ impl KeyStorage for SqliteKeyStore {
                 .await?;
             let Some(row) = row else { return Ok(None) };
             insert_audit(&mut *tx, audit).await?;
-            tx.commit().await?;
             rows::account(&row).map(Some)
-        };
-        changed.await.map_err(db)
+        })
+        .await
     }
 
     async fn insert_key(&self, key: &StoredKey, audit: &AuditEntry) -> Result<(), BackendError> {
-        let inserted = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             insert_key(&mut *tx, key).await?;
-            insert_audit(&mut *tx, audit).await?;
-            tx.commit().await
-        };
-        inserted.await.map_err(db)
+            insert_audit(&mut *tx, audit).await
+        })
+        .await
     }
 
     async fn keys(&self, account: &AccountId) -> Result<Vec<StoredKey>, BackendError> {
@@ -291,8 +324,7 @@ impl KeyStorage for SqliteKeyStore {
         key: &KeyId,
         audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
-        let deleted = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             let deleted = sqlx::query(
                 "UPDATE api_keys SET deleted_at = ?
                  WHERE account_id = ? AND id = ? AND deleted_at IS NULL",
@@ -306,10 +338,9 @@ impl KeyStorage for SqliteKeyStore {
                 return Ok(false);
             }
             insert_audit(&mut *tx, audit).await?;
-            tx.commit().await?;
             Ok(true)
-        };
-        deleted.await.map_err(db)
+        })
+        .await
     }
 
     async fn set_disabled(
@@ -319,8 +350,7 @@ impl KeyStorage for SqliteKeyStore {
         disabled: bool,
         audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        let changed = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             let row = sqlx::query(&format!(
                 "UPDATE api_keys SET disabled = ?
                  WHERE account_id = ? AND id = ? AND deleted_at IS NULL
@@ -334,10 +364,9 @@ impl KeyStorage for SqliteKeyStore {
             let Some(row) = row else { return Ok(None) };
             let stored = rows::stored_key(&row, self.permissions)?;
             insert_audit(&mut *tx, audit).await?;
-            tx.commit().await?;
             Ok(Some(stored))
-        };
-        changed.await.map_err(db)
+        })
+        .await
     }
 
     async fn replace_key(
@@ -347,8 +376,7 @@ impl KeyStorage for SqliteKeyStore {
         replacement: &StoredKey,
         audit: &AuditEntry,
     ) -> Result<bool, BackendError> {
-        let replaced = async {
-            let mut tx = self.writes.begin().await?;
+        self.write(async |tx| {
             let shortened = sqlx::query(
                 "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?3), ?3),
                      replaced_by = ?4
@@ -366,10 +394,9 @@ impl KeyStorage for SqliteKeyStore {
             }
             insert_key(&mut *tx, replacement).await?;
             insert_audit(&mut *tx, audit).await?;
-            tx.commit().await?;
             Ok(true)
-        };
-        replaced.await.map_err(db)
+        })
+        .await
     }
 
     async fn audit(
@@ -395,12 +422,14 @@ impl KeyStorage for SqliteKeyStore {
     }
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
-        sqlx::query("DELETE FROM audit_log WHERE at < ?")
-            .bind(rows::micros(before))
-            .execute(&self.writes)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(db)
+        self.write(async |tx| {
+            let pruned = sqlx::query("DELETE FROM audit_log WHERE at < ?")
+                .bind(rows::micros(before))
+                .execute(&mut *tx)
+                .await?;
+            Ok(pruned.rows_affected())
+        })
+        .await
     }
 }
 
@@ -453,6 +482,28 @@ async fn insert_key<'e>(
     .execute(executor)
     .await
     .map(drop)
+}
+
+/// An exclusive lock on `PATH.lock`, or an error naming the file when another process
+/// holds it.
+fn lock(path: &Path) -> Result<File, BackendError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(BackendError::failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BackendError::failed(format!(
+            "the SQLite file {} is in use by another process (or another store in this one): \
+             one file serves one process; for several instances, use PostgreSQL",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => Err(BackendError::failed(error)),
+    }
 }
 
 impl fmt::Debug for SqliteKeyStore {
