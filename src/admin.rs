@@ -18,8 +18,9 @@
 //! | `GET /accounts/{account_id}/audit` | 200 `{"entries": [AuditEntry, …], "next"}`, newest first (`?limit=`, default 50, at most 500; `?before=` the `next` cursor) |
 //! | `GET /openapi.json` | 200 this router's OpenAPI 3.1 document |
 //!
-//! Every answer is JSON, every error problem+json, checked in this order: 401
-//! `admin_unauthorized`, 404 `not_found` (unknown ids and paths), 409 `already_rotated` (a
+//! Every answer is JSON and `Cache-Control: no-store`, every error problem+json, checked
+//! in this order: 429 `too_many_failures` and 401 `admin_unauthorized` (see
+//! [`AdminToken`]), 404 `not_found` (unknown ids and paths), 409 `already_rotated` (a
 //! rotation of a key that has a replacement), 400 `malformed_json` / 413
 //! `payload_too_large` (over 64 KiB) / 422 `invalid_request` (with `errors: [{field,
 //! reason}]`, every field at once; a member the endpoint does not take is `unknown field`),
@@ -38,8 +39,11 @@
 
 use std::{
     fmt,
+    future::Future,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -51,51 +55,68 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-use time::OffsetDateTime;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::{
-    clock::SharedClock,
     credentials::bearer_token,
     manage::Actor,
+    quiet::{warn_quietly, Quiet},
     routers::{
-        body,
         keys::{audit_routes, key_routes, Owner},
+        no_store,
         openapi::{document, Api},
         serve_document, with_problems, Body, Fields, RouterError,
     },
-    AccountId, ConcurrentMap, KeyManager, KeyStorage,
+    AccountId, KeyManager, KeyStorage,
 };
 
-/// The admin API's bearer token: a secret, compared in constant time.
+/// The admin token, and the guard of every route that takes it: a [`Layer`] that lets a
+/// request through only if it presents `Authorization: Bearer <token>`.
+///
+/// The admin router is guarded by it; guard routes of the application's own with a clone
+/// of the same token, and they share its count of failures:
+///
+/// * the token is compared as a SHA-256 digest, in constant time, so neither the time nor
+///   the length of the comparison depends on the secret;
+/// * failures are counted per client address, as axum's `ConnectInfo<SocketAddr>` gives it
+///   (`Router::into_make_service_with_connect_info`, or the extension inserted by a server
+///   of your own), an IPv6 address by its /64: after 20 within a minute, the address gets
+///   429 `too_many_failures` (with `Retry-After`) on every guarded route until the minute
+///   has passed. The count is kept for the 10 000 addresses seen last (bounded memory,
+///   constant time per failure). Without a client address nothing is counted;
+/// * failures are logged as one warning per 10 s at most, however many addresses fail,
+///   with the count of those left out; never the presented token.
+///
+/// A refusal is problem+json: 401 `admin_unauthorized` with `WWW-Authenticate: Bearer
+/// realm="nouvel-admin"`, or the 429.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use nouvel_auth::admin::AdminToken;
+///
+/// let token = AdminToken::new("s3cret-admin-token");
+/// let app: Router = Router::new()
+///     .route("/metrics", get(|| async { "requests 1" }))
+///     .route_layer(token.clone());
+/// ```
 #[derive(Clone)]
-pub struct AdminToken([u8; 32]);
+pub struct AdminToken(Arc<Guard>);
 
 impl AdminToken {
     /// A token from a configured secret (for example `NOUVEL_ADMIN_TOKEN`).
     #[must_use]
     pub fn new(secret: &str) -> Self {
-        Self(Sha256::digest(secret.as_bytes()).into())
-    }
-
-    /// Whether `presented` is the token (for routes of the application's own that the
-    /// token opens too). Compares digests, so neither the time nor the length of the
-    /// comparison depends on the secret.
-    ///
-    /// ```
-    /// use nouvel_auth::admin::AdminToken;
-    ///
-    /// let token = AdminToken::new("s3cret-admin-token");
-    /// assert!(token.matches(b"s3cret-admin-token"));
-    /// assert!(!token.matches(b"s3cret"));
-    /// ```
-    #[must_use]
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented).into();
-        self.0.ct_eq(&presented).into()
+        Self(Arc::new(Guard {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+            failures: Cache::new(ADDRESSES_KEPT),
+            warnings: Quiet::new(),
+        }))
     }
 }
 
@@ -105,21 +126,91 @@ impl fmt::Debug for AdminToken {
     }
 }
 
-/// The admin router over `manager`, guarded by `token`.
-///
-/// Failed authentications are counted per client address, as axum's
-/// `ConnectInfo<SocketAddr>` gives it (`Router::into_make_service_with_connect_info`, or
-/// the extension inserted by a server of your own): after 20 within a minute, the address
-/// gets 429 (with `Retry-After`) on every admin route until that minute has passed, and
-/// failures are logged as warnings, at most one line per 10 s per address. Without a
-/// client address nothing is counted.
+impl<S> Layer<S> for AdminToken {
+    type Service = RequireAdminToken<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireAdminToken {
+            inner,
+            token: self.clone(),
+        }
+    }
+}
+
+/// The service of the [`AdminToken`] layer: `S` for requests that present the token, a
+/// refusal for the others.
+#[derive(Clone, Debug)]
+pub struct RequireAdminToken<S> {
+    inner: S,
+    token: AdminToken,
+}
+
+impl<S, B> Service<axum::http::Request<B>> for RequireAdminToken<S>
+where
+    S: Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        match self.token.0.admit(&request) {
+            Ok(()) => ResponseFuture {
+                kind: Kind::Admitted {
+                    future: self.inner.call(request),
+                },
+            },
+            Err(refusal) => ResponseFuture {
+                kind: Kind::Refused {
+                    response: Some(refusal.into_response()),
+                },
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RequireAdminToken`]: the inner service's, or a refusal.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Projected]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Admitted { #[pin] future: F },
+        // The refusal, taken when polled.
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            Projected::Admitted { future } => future.poll(cx),
+            Projected::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+        }
+    }
+}
+
+/// The admin router over `manager`, guarded by `token` (see [`AdminToken`]).
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Router {
     let manager = manager.acting_as(Actor::admin());
-    let guard = Guard {
-        token,
-        clock: manager.clock_handle(),
-        failures: ConcurrentMap::default(),
-    };
     let routes = Router::new()
         .route("/accounts", post(create_account::<S>))
         .route(
@@ -139,10 +230,9 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
             "/accounts/{account_id}/audit",
             audit_routes(manager).route_layer(middleware::from_fn(owner_from_path)),
         );
-    with_problems(routes).layer(middleware::from_fn_with_state(
-        Arc::new(guard),
-        require_token,
-    ))
+    with_problems(routes)
+        .layer(token)
+        .layer(middleware::map_response(no_store))
 }
 
 const UNAUTHORIZED: RouterError = RouterError::Unauthorized {
@@ -154,84 +244,98 @@ const UNAUTHORIZED: RouterError = RouterError::Unauthorized {
 /// How many failed authentications an address may make in [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// At most one warning per address this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
-/// Past this many addresses, those whose minute has passed are forgotten first.
+/// How many addresses' failures are kept: those seen least lately go first.
 const ADDRESSES_KEPT: usize = 10_000;
 
-/// The token, and the failed authentications by client address.
+/// The token's digest, and the failed authentications by client address.
 struct Guard {
-    token: AdminToken,
-    clock: SharedClock,
-    failures: ConcurrentMap<IpAddr, Failures>,
+    digest: [u8; 32],
+    failures: Cache<IpAddr, Failures>,
+    warnings: Quiet,
 }
 
 /// One address's failures in its current minute.
+#[derive(Clone, Copy)]
 struct Failures {
-    since: OffsetDateTime,
+    since: Instant,
     count: u32,
-    logged_at: Option<OffsetDateTime>,
-    unlogged: u32,
 }
 
 impl Guard {
-    /// How long `client` must still wait, if it failed too often in its minute.
-    fn blocked(&self, client: IpAddr, now: OffsetDateTime) -> Option<Duration> {
-        let failures = self.failures.get(&client)?;
-        let ends = failures.since + FAILURE_WINDOW;
-        (failures.count >= MAX_FAILURES && now < ends)
-            .then(|| Duration::try_from(ends - now).unwrap_or(FAILURE_WINDOW))
+    /// Lets `request` through if it presents the token, and its address has not failed
+    /// too often lately; counts a failure otherwise.
+    fn admit<B>(&self, request: &axum::http::Request<B>) -> Result<(), RouterError> {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| counted_as(address.ip()));
+        let now = Instant::now();
+        if let Some(wait) = client.and_then(|client| self.blocked(client, now)) {
+            return Err(RouterError::TooManyFailures(wait));
+        }
+        match bearer_token(request.headers()) {
+            Ok(presented) if self.matches(presented) => Ok(()),
+            _ => {
+                if let Some(client) = client {
+                    self.failed(client, now);
+                }
+                Err(UNAUTHORIZED)
+            }
+        }
     }
 
-    /// Counts a failure of `client`, and logs it unless the address was logged lately.
-    fn failed(&self, client: IpAddr, now: OffsetDateTime) {
-        if self.failures.len() >= ADDRESSES_KEPT {
-            self.failures
-                .retain(|_, failures| now < failures.since + FAILURE_WINDOW);
-        }
-        let mut failures = self.failures.entry(client).or_insert(Failures {
+    fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        self.digest.ct_eq(&presented).into()
+    }
+
+    /// How long `client` must still wait, if it failed too often in its minute.
+    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = self.failures.get(&client)?;
+        let ends = failures.since + FAILURE_WINDOW;
+        (failures.count >= MAX_FAILURES && now < ends).then(|| ends - now)
+    }
+
+    /// Counts a failure of `client`, and logs it unless a failure was logged lately.
+    fn failed(&self, client: IpAddr, now: Instant) {
+        let fresh = Failures {
             since: now,
-            count: 0,
-            logged_at: None,
-            unlogged: 0,
+            count: 1,
+        };
+        let counted = self.failures.entry(&client, None, |_, failures| {
+            if now >= failures.since + FAILURE_WINDOW {
+                *failures = fresh;
+            } else {
+                failures.count += 1;
+            }
+            EntryAction::Retain(failures.count)
         });
-        if now >= failures.since + FAILURE_WINDOW {
-            failures.since = now;
-            failures.count = 0;
-        }
-        failures.count += 1;
-        if failures.logged_at.is_some_and(|at| now < at + LOG_EVERY) {
-            failures.unlogged += 1;
-            return;
-        }
-        tracing::warn!(
+        let count = match counted {
+            EntryResult::Retained(count) => count,
+            EntryResult::Vacant(slot) => {
+                let _ = slot.insert(fresh);
+                1
+            }
+            _ => 1,
+        };
+        warn_quietly!(
+            self.warnings,
             %client,
-            failures_this_minute = failures.count,
-            not_logged_since_last_line = failures.unlogged,
+            failures_this_minute = count,
             "nouvel-auth admin: failed authentication"
         );
-        failures.logged_at = Some(now);
-        failures.unlogged = 0;
     }
 }
 
-async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip());
-    let now = guard.clock.now();
-    if let Some(wait) = client.and_then(|client| guard.blocked(client, now)) {
-        return RouterError::TooManyFailures(wait).into_response();
-    }
-    match bearer_token(request.headers()) {
-        Ok(presented) if guard.token.matches(presented) => next.run(request).await,
-        _ => {
-            if let Some(client) = client {
-                guard.failed(client, now);
-            }
-            UNAUTHORIZED.into_response()
-        }
+/// The address failures are counted under: an IPv6 address by its /64, which one client
+/// usually holds whole.
+fn counted_as(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -267,7 +371,7 @@ async fn create_account<S: KeyStorage>(
     State(m): Manager<S>,
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
-    let parsed = Fields::parse(&body(bytes)?)?.account();
+    let parsed = Fields::parse(&bytes.bytes()?)?.account();
     Ok((
         StatusCode::CREATED,
         Json(m.create_account_parsed(parsed).await?),
@@ -287,6 +391,8 @@ async fn set_plan<S: KeyStorage>(
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
     let id = AccountId::from(ids(id)?);
-    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.plan()));
+    let parsed = bytes
+        .bytes()
+        .and_then(|bytes| Ok(Fields::parse(&bytes)?.plan()));
     Ok(Json(m.set_plan_parsed(&id, parsed).await?))
 }

@@ -69,8 +69,8 @@ impl Expiration {
 
     /// The option a rotation at `now` gives the replacement of a key made at `created`
     /// with this one: the same option, and for a custom date the same length of life (the
-    /// date less `created`, in whole seconds) from now. So a replacement never dies with
-    /// the key it replaces.
+    /// date less `created`, rounded up to whole seconds) from now. So a replacement never
+    /// dies before the key it replaces.
     pub(crate) fn renewed(
         self,
         created: OffsetDateTime,
@@ -79,7 +79,13 @@ impl Expiration {
         let Self::At(at) = self else {
             return Ok(self);
         };
-        let life = Duration::seconds((at - created).whole_seconds());
+        let life = at - created;
+        let whole = Duration::seconds(life.whole_seconds());
+        let life = if whole < life {
+            whole + Duration::SECOND
+        } else {
+            whole
+        };
         Self::at(now.checked_add(life).ok_or(ExpirationError::TooLate)?)
     }
 
@@ -209,5 +215,23 @@ mod tests {
         let fine: Expiration = "2030-01-01T00:00:00.999999999Z".parse().unwrap();
         assert_eq!(fine, Expiration::At(datetime!(2030-01-01 00:00:00 UTC)));
         assert_eq!(fine.to_string(), "2030-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_renewed_custom_date_never_comes_before_the_old_one() {
+        let at = datetime!(2030-01-01 13:00 UTC);
+        for created in [
+            datetime!(2030-01-01 12:00:00.5 UTC),
+            datetime!(2030-01-01 12:00:00.000001 UTC),
+            datetime!(2030-01-01 12:00 UTC),
+        ] {
+            // Rotated the instant it was made: the replacement lives at least as long.
+            let renewed = Expiration::At(at).renewed(created, created).unwrap();
+            let Expiration::At(renewed) = renewed else {
+                panic!("{renewed:?}")
+            };
+            assert!(renewed >= at, "{created}: {renewed} < {at}");
+            assert!(renewed - at < Duration::SECOND, "{created}: {renewed}");
+        }
     }
 }

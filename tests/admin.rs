@@ -60,7 +60,12 @@ impl Admin {
                 .unwrap(),
         )
         .await;
-        // Every answer is one the router's OpenAPI document describes.
+        // Every answer is one the router's OpenAPI document describes, and no cache keeps.
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("no-store"),
+            "{method} {path}"
+        );
         let path = path.split('?').next().unwrap_or_default();
         self.document.check(method, path, &reply);
         reply

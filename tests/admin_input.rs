@@ -28,6 +28,18 @@ fn app<S: KeyStorage + Clone>(store: S, clock: &ManualClock) -> Router {
         .nest("/admin", admin::router(keys, AdminToken::new(TOKEN)))
 }
 
+/// A request to the admin router from `from` with `token`.
+async fn attempt(app: &Router, from: &str, token: &str) -> Reply {
+    let request = Request::get("/admin/accounts/acc_x")
+        .header("authorization", format!("Bearer {token}"))
+        .extension(axum::extract::ConnectInfo(
+            from.parse::<std::net::SocketAddr>().unwrap(),
+        ))
+        .body(Body::empty())
+        .unwrap();
+    Reply::read(app.clone().oneshot(request).await.unwrap()).await
+}
+
 async fn call(app: &Router, method: &str, path: &str, body: impl Into<Body>) -> Reply {
     let request = Request::builder()
         .method(method)
@@ -172,6 +184,52 @@ async fn control_characters_and_ids_no_store_made_are_4xx_on_every_store() {
 }
 
 #[tokio::test]
+async fn names_refuse_bidirectional_controls_that_would_display_as_another_name() {
+    let clock = ManualClock::new(T0);
+    let app = app(MemoryKeyStore::new(), &clock);
+    let id = account(&app).await;
+    for control in [
+        '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+        '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    ] {
+        // "Production<RLO>golb" displays as "Productionblog".
+        let name = format!("Production{control}golb");
+        for reply in [
+            send(
+                &app,
+                "POST",
+                "/admin/accounts",
+                json!({"name": name, "plan": "scale"}),
+            )
+            .await,
+            new_key(
+                &app,
+                &id,
+                json!({"name": name, "permissions": ["generate"]}),
+            )
+            .await,
+        ] {
+            assert_eq!(
+                fields(&reply),
+                [(
+                    "name".to_owned(),
+                    "must not hold bidirectional control characters".to_owned()
+                )],
+                "{control:?}"
+            );
+        }
+    }
+    // Right-to-left text itself is a name like any other.
+    let hebrew = new_key(
+        &app,
+        &id,
+        json!({"name": "מפתח ראשי", "permissions": ["generate"]}),
+    )
+    .await;
+    assert_eq!(hebrew.status, 201, "{}", hebrew.text);
+}
+
+#[tokio::test]
 async fn rotation_renews_a_custom_date_as_the_same_length_of_life() {
     let clock = ManualClock::new(T0);
     let app = app(MemoryKeyStore::new(), &clock);
@@ -288,6 +346,33 @@ async fn bodies_are_strict_and_every_field_error_comes_at_once() {
         let listed = call(&app, "GET", &keys, "").await;
         assert_eq!(listed.body["keys"], json!([]), "{store}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_does_not_arrive_within_30_seconds_is_408_and_changes_nothing() {
+    let clock = ManualClock::new(T0);
+    let app = app(MemoryKeyStore::new(), &clock);
+    let id = account(&app).await;
+    let keys = format!("/admin/accounts/{id}/keys");
+    // The head, then a body that never comes (a client holding its connection).
+    let (sender, chunks) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    sender
+        .send(Ok(bytes::Bytes::from_static(br#"{"name": "k", "#)))
+        .await
+        .unwrap();
+    let stalled = Body::from_stream(stream_of(chunks));
+    let started = tokio::time::Instant::now();
+    let reply = call(&app, "POST", &keys, stalled).await;
+    reply.assert_problem(408, "request_timeout");
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    drop(sender);
+    let listed = call(&app, "GET", &keys, "").await;
+    assert_eq!(listed.body["keys"], json!([]));
+}
+
+/// The chunks a channel receives, as a stream.
+fn stream_of<T>(mut chunks: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx))
 }
 
 #[tokio::test]
@@ -552,41 +637,31 @@ async fn a_rotated_key_answers_409_already_rotated_on_every_store() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn twenty_failed_tokens_from_one_address_in_a_minute_get_429_until_it_passes() {
-    use axum::extract::ConnectInfo;
     let logs = common::Captured::default();
     let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
 
     let clock = ManualClock::new(T0);
     let app = app(MemoryKeyStore::new(), &clock);
-    let attempt = |from: &str, token: &str| {
-        let request = Request::get("/admin/accounts/acc_x")
-            .header("authorization", format!("Bearer {token}"))
-            .extension(ConnectInfo(from.parse::<std::net::SocketAddr>().unwrap()))
-            .body(Body::empty())
-            .unwrap();
-        let app = app.clone();
-        async move { Reply::read(app.oneshot(request).await.unwrap()).await }
-    };
     for _ in 0..20 {
-        attempt("203.0.113.7:4000", "wrong-guess")
+        attempt(&app, "203.0.113.7:4000", "wrong-guess")
             .await
             .assert_problem(401, "admin_unauthorized");
     }
-    clock.advance(Duration::from_secs(15));
+    tokio::time::advance(Duration::from_secs(15)).await;
     // The 21st try, and even the right token, from that address: 429 for the minute's rest.
     for token in ["wrong-guess", TOKEN] {
-        let refused = attempt("203.0.113.7:4001", token).await;
+        let refused = attempt(&app, "203.0.113.7:4001", token).await;
         refused.assert_problem(429, "too_many_failures");
         assert_eq!(refused.header("retry-after"), Some("45"));
     }
     // Another address is not held back.
-    attempt("198.51.100.1:5000", TOKEN)
+    attempt(&app, "198.51.100.1:5000", TOKEN)
         .await
         .assert_problem(404, "not_found");
-    clock.advance(Duration::from_secs(45));
-    attempt("203.0.113.7:4002", TOKEN)
+    tokio::time::advance(Duration::from_secs(45)).await;
+    attempt(&app, "203.0.113.7:4002", TOKEN)
         .await
         .assert_problem(404, "not_found");
     // Twenty failures within one second: one warning line, not twenty.
@@ -598,4 +673,36 @@ async fn twenty_failed_tokens_from_one_address_in_a_minute_get_429_until_it_pass
         !text.contains("wrong-guess"),
         "a presented token is never logged"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_from_many_addresses_stay_bounded_and_write_one_line() {
+    let logs = common::Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
+    let app = app(MemoryKeyStore::new(), &ManualClock::new(T0));
+    // 30 000 addresses fail once each: more than the guard keeps.
+    for i in 0..30_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        attempt(&app, &format!("10.{a}.{b}.{c}:1"), "wrong-guess")
+            .await
+            .assert_problem(401, "admin_unauthorized");
+    }
+    let text = logs.text();
+    assert_eq!(text.matches("failed authentication").count(), 1, "{text}");
+    // An IPv6 client is counted by its /64: new addresses in it do not start over.
+    for i in 0..20 {
+        attempt(&app, &format!("[2001:db8:1:2::{i:x}]:1"), "wrong-guess").await;
+    }
+    attempt(&app, "[2001:db8:1:2:ffff::1]:1", TOKEN)
+        .await
+        .assert_problem(429, "too_many_failures");
+    attempt(&app, "[2001:db8:1:3::1]:1", TOKEN)
+        .await
+        .assert_problem(404, "not_found");
+    // Ten seconds on, one more line, with the count of those left out.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    attempt(&app, "192.0.2.1:1", "wrong-guess").await;
+    let text = logs.text();
+    assert_eq!(text.matches("failed authentication").count(), 2, "{text}");
+    assert!(text.contains("left_out=30019"), "{text}");
 }

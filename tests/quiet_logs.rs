@@ -1,5 +1,6 @@
-//! An outage does not flood the logs: each kind of backend warning is written at most once
-//! per 10 s. Alone in its binary, since the warnings' quiet periods are the process's.
+//! Neither an outage nor a client floods the logs: each kind of backend warning is written
+//! at most once per 10 s, and refusals are DEBUG. Alone in its binary, since the warnings'
+//! quiet periods are the process's.
 
 mod common;
 
@@ -50,4 +51,36 @@ async fn a_hundred_failed_lookups_write_one_warning_then_one_with_the_count() {
     let written = lines(&logs);
     assert_eq!(written.len(), 2, "{written:?}");
     assert!(written[1].contains("left_out=99"), "{}", written[1]);
+}
+
+#[tokio::test]
+async fn a_client_flooding_refusals_writes_no_line_at_the_default_level() {
+    let logs = common::Captured::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::INFO));
+    let h = common::Harness::new().await;
+    let key = h.key([nouvel_auth::nouvel::GENERATE]).await;
+    for _ in 0..100 {
+        // 60 admitted, then 429s; 403 for a permission it lacks and a route in no entry.
+        h.send_key("POST", "/api/v1/generate", &key).await;
+        h.send_key("GET", "/api/v1/projects", &key)
+            .await
+            .assert_problem(403, "missing_permission");
+        h.send_key("GET", "/api/v1/other", &key)
+            .await
+            .assert_problem(403, "route_not_allowed");
+        h.send("GET", "/api/v1/projects", Some("Bearer nvl_madeup"))
+            .await
+            .assert_problem(401, "invalid_api_key");
+    }
+    h.keys
+        .set_plan(&h.account, nouvel_auth::nouvel::GROWTH)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        h.send_key("POST", "/api/v1/generate", &key)
+            .await
+            .assert_problem(402, "plan_required");
+    }
+    let text = logs.text();
+    assert!(text.is_empty(), "{text}");
 }

@@ -101,6 +101,12 @@ impl Settings {
     async fn call(&self, method: &str, path: &str, body: Option<Value>, who: As<'_>) -> Reply {
         let reply = send(&self.app, method, path, body, who).await;
         if who.user != Some("redirect") {
+            // Keys, usage and account data: no cache on the way may keep any answer.
+            assert_eq!(
+                reply.header("cache-control"),
+                Some("no-store"),
+                "{method} {path}"
+            );
             let path = path.split('?').next().unwrap_or_default();
             self.document
                 .check(method, if path.is_empty() { "/" } else { path }, &reply);
@@ -304,6 +310,23 @@ async fn an_api_key_never_opens_the_settings() {
         .assert_problem(401, "not_signed_in");
     }
     assert_eq!(s.call("GET", "", None, with_key).await.status, 401);
+    // Beside another `Authorization` header, in any case and spacing, well-formed or not.
+    for presented in [key.to_owned(), format!("{key}x"), "nvl_".to_owned()] {
+        for (scheme, other) in [
+            ("Bearer ", "Basic dXNlcjpwYXNz"),
+            ("bearer  ", "Bearer junk"),
+        ] {
+            let request = Request::get("/settings/api-keys/keys")
+                .header("host", HOST)
+                .header("x-user", s.h.account.as_str())
+                .header("authorization", other)
+                .header("authorization", format!("{scheme}{presented}"))
+                .body(Body::empty())
+                .unwrap();
+            let reply = Reply::read(s.app.clone().oneshot(request).await.unwrap()).await;
+            reply.assert_problem(401, "not_signed_in");
+        }
+    }
     let listed = s.call("GET", "/keys", None, s.me()).await;
     assert_eq!(listed.body["keys"].as_array().unwrap().len(), 1);
 }

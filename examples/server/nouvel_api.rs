@@ -16,10 +16,14 @@
 //! `GET /demo/sign-in?code=CODE` with the printed one-time code sets a session cookie and
 //! answers 303 to the page; `POST /demo/sign-in` with the admin token and
 //! `{"account_id": "…"}` signs in as any account (204 with the cookie), for scripts.
+//! `POST /demo/sign-out` ends a session; a session ends by itself after 12 hours without a
+//! request, and a printed link works for 10 minutes.
 //! `NOUVEL_ADDR` sets the address (default `127.0.0.1:8080`). SIGINT (Ctrl-C) and SIGTERM
-//! both stop it cleanly: it stops accepting, finishes the requests under way, flushes
-//! usage and exits 0. A connection that has not sent a whole request head within 30 s is
-//! closed.
+//! both stop it cleanly: it stops accepting, gives the requests under way up to
+//! `NOUVEL_SHUTDOWN_SECONDS` (default 10), closes every connection left, flushes usage
+//! and exits 0. A connection with no request under way for 30 s is closed (one that never
+//! sends a whole request head, HTTP/2 included); a failed `accept` (no descriptor left)
+//! is retried, never fatal.
 //!
 //! Keys live in an embedded SQLite file, `nouvel.db` in the working directory, behind a
 //! cache, so they survive a restart with no server to run; each start reuses the demo
@@ -39,24 +43,15 @@
 //! through one's `/admin` works on the other, and the limit is shared.
 #![allow(clippy::print_stdout)] // printing the demo key is this example's job
 
-use nouvel_auth::nouvel;
+mod demo;
+mod serve;
+
 use std::{net::SocketAddr, time::Duration};
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
-use tokio::{
-    net::TcpListener,
-    signal::unix::{signal, SignalKind},
-};
-
 use axum::{
-    body::Bytes,
-    extract::{ConnectInfo, Query, Request, State},
-    http::{header, request::Parts, HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    extract::Request,
+    http::{header, StatusCode},
+    response::IntoResponse,
     routing::{get, post},
     Json, Router,
 };
@@ -65,17 +60,16 @@ use nouvel_auth::{
     admin::{self, AdminToken},
     limit::RedisRateLimiter,
     manage::AUDIT_RETENTION,
-    settings::{self, SignedInUser},
+    nouvel,
+    settings::{self},
     store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
-    AccountId, ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage,
-    MemoryRateLimiter, NouvelAuthLayer, RateLimiter,
+    ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryRateLimiter,
+    NouvelAuthLayer, RateLimiter,
 };
 use serde_json::{json, Value};
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
-use tower::ServiceExt;
+use tokio::net::TcpListener;
+
+use demo::{refused, Demo};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,137 +87,6 @@ async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
 
 /// The name of the key each start makes for the demo account.
 const DEMO_KEY: &str = "Demo key";
-
-/// Random letters and digits: 26 base62 characters, from a fresh key's random part.
-fn random_token() -> String {
-    ApiKey::generate().expose_secret()[4..30].to_owned()
-}
-
-/// The example's sign-in: one-time codes for links, and sessions by cookie.
-#[derive(Clone)]
-struct Demo<K> {
-    keys: KeyManager<K>,
-    admin: AdminToken,
-    codes: Arc<Mutex<HashMap<String, AccountId>>>,
-    sessions: Arc<Mutex<HashMap<String, AccountId>>>,
-}
-
-const COOKIE: &str = "nouvel_session";
-
-impl<K: KeyStorage> Demo<K> {
-    /// A one-time code that signs in as `account`.
-    fn code_for(&self, account: &AccountId) -> String {
-        let code = random_token();
-        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
-        codes.insert(code.clone(), account.clone());
-        code
-    }
-
-    /// 204 or 303 with a new session's cookie.
-    fn signed_in(&self, account: AccountId, status: StatusCode) -> Response {
-        let session = random_token();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.insert(session.clone(), account);
-        let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
-        let mut response = (status, [(header::SET_COOKIE, cookie)]).into_response();
-        if status == StatusCode::SEE_OTHER {
-            response.headers_mut().insert(
-                header::LOCATION,
-                header::HeaderValue::from_static("/settings/api-keys"),
-            );
-        }
-        response
-    }
-
-    /// Whether `headers` present the admin token.
-    fn admin_token_in(&self, headers: &HeaderMap) -> bool {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
-        token.is_some_and(|token| self.admin.matches(token))
-    }
-
-    /// The user of the request's session cookie, if it names one.
-    fn user(&self, headers: &HeaderMap) -> Option<SignedInUser> {
-        let session = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let account = sessions.get(session)?;
-        Some(SignedInUser::new(
-            account.clone(),
-            format!("demo-user-of-{account}"),
-        ))
-    }
-}
-
-fn refused(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": detail, "code": code});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-/// `GET /demo/sign-in?code=…`: the printed link, good once.
-async fn sign_in_by_link<K: KeyStorage>(
-    State(demo): State<Demo<K>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let account = query.get("code").and_then(|code| {
-        let mut codes = demo.codes.lock().unwrap_or_else(|e| e.into_inner());
-        codes.remove(code)
-    });
-    match account {
-        Some(account) => demo.signed_in(account, StatusCode::SEE_OTHER),
-        None => refused(
-            StatusCode::UNAUTHORIZED,
-            "invalid_code",
-            "This sign-in link was used already, or never made.",
-        ),
-    }
-}
-
-/// `POST /demo/sign-in` with the admin token and `{"account_id": "…"}`: for scripts.
-async fn sign_in_as<K: KeyStorage>(
-    State(demo): State<Demo<K>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !demo.admin_token_in(&headers) {
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "admin_unauthorized",
-            "Send the admin token as `Authorization: Bearer <token>`.",
-        );
-    }
-    let account = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|body| body.get("account_id")?.as_str().map(AccountId::from));
-    let Some(account) = account else {
-        return refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "The body must be {\"account_id\": \"…\"}.",
-        );
-    };
-    match demo.keys.account(&account).await {
-        Ok(_) => demo.signed_in(account, StatusCode::NO_CONTENT),
-        Err(nouvel_auth::ManageError::NotFound) => {
-            refused(StatusCode::NOT_FOUND, "not_found", "No such account.")
-        }
-        Err(_) => refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "auth_unavailable",
-            "The key store is unavailable.",
-        ),
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -347,6 +210,14 @@ where
     let addr: SocketAddr = std::env::var("NOUVEL_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
+    let shutdown_deadline = match std::env::var("NOUVEL_SHUTDOWN_SECONDS") {
+        Ok(seconds) => Duration::from_secs(
+            seconds
+                .parse()
+                .map_err(|_| "NOUVEL_SHUTDOWN_SECONDS must be a whole number of seconds")?,
+        ),
+        Err(_) => Duration::from_secs(10),
+    };
     let Started {
         prometheus,
         admin_token,
@@ -384,6 +255,8 @@ where
     // A fresh key's random part makes a fine throwaway admin token; it opens nothing else.
     let admin_token = admin_token
         .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));
+    // One guard for every route that takes the token: one count of failures between them.
+    let admin = AdminToken::new(&admin_token);
 
     let auth = NouvelAuthLayer::new(store).limiter(limiter);
     let api = Router::new()
@@ -395,48 +268,24 @@ where
         .route("/api/v1/analytics", get(stub))
         .route("/api/v1/copilot/chat", post(stub))
         .layer(auth.clone());
-    let demo_sessions = Demo {
-        keys: keys.clone(),
-        admin: AdminToken::new(&admin_token),
-        codes: Arc::default(),
-        sessions: Arc::default(),
-    };
+    let demo_sessions = Demo::new(keys.clone());
     let code = demo_sessions.code_for(&account.id);
     let session = {
         let demo = demo_sessions.clone();
-        move |parts: &Parts| {
+        move |parts: &axum::http::request::Parts| {
             let user = demo.user(&parts.headers);
             async move { Ok(user) }
         }
     };
+    let metrics = move || async move {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        ([(header::CONTENT_TYPE, content_type)], prometheus.render()).into_response()
+    };
     let app = api
-        .nest(
-            "/admin",
-            admin::router(keys.clone(), AdminToken::new(&admin_token)),
-        )
+        .nest("/admin", admin::router(keys.clone(), admin.clone()))
         .nest("/settings/api-keys", settings::router(keys, session))
-        .merge(
-            Router::new()
-                .route(
-                    "/demo/sign-in",
-                    get(sign_in_by_link::<K>).post(sign_in_as::<K>),
-                )
-                .with_state(demo_sessions.clone()),
-        )
-        .route(
-            "/metrics",
-            get(move |headers: HeaderMap| async move {
-                if !demo_sessions.admin_token_in(&headers) {
-                    return refused(
-                        StatusCode::UNAUTHORIZED,
-                        "admin_unauthorized",
-                        "Send the admin token as `Authorization: Bearer <token>`.",
-                    );
-                }
-                let content_type = "text/plain; version=0.0.4; charset=utf-8";
-                ([(header::CONTENT_TYPE, content_type)], prometheus.render()).into_response()
-            }),
-        )
+        .merge(demo_sessions.routes(admin.clone()))
+        .route("/metrics", get(metrics).route_layer(admin))
         .route("/healthz", get(|| async { "ok" }))
         // Paths no router has (`/admin/` and `/settings/api-keys/` among them: a nested
         // router sees its mount point only without the slash) answer as the crate's do.
@@ -470,60 +319,10 @@ where
     println!("Settings → API Keys of the demo account (this link signs in once):");
     println!("  http://{addr}/demo/sign-in?code={code}");
 
-    serve_until_signalled(listener, app).await?;
-    // The server has stopped taking requests and finished those under way: keep the last
+    serve::until_signalled(listener, app, shutdown_deadline).await;
+    // The server has stopped taking requests and closed every connection: keep the last
     // interval's usage.
     auth.flush_usage().await?;
     println!("Stopped.");
     Ok(())
-}
-
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then stops accepting and waits for
-/// the connections under way. hyper's own server rather than `axum::serve`, for the 30 s
-/// limit on a request head (a slow client holds no connection longer).
-async fn serve_until_signalled(listener: TcpListener, app: Router) -> Result<(), Error> {
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let connections = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(signalled());
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut stop => break,
-        };
-        // The client's address, for the admin API's count of failed authentications.
-        let service = app
-            .clone()
-            .map_request(move |mut request: axum::http::Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(client));
-                request
-            });
-        let service = TowerToHyperService::new(service);
-        let connection = server
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            // A client that goes away mid-request is its own business.
-            let _ = connection.await;
-        });
-    }
-    drop(listener);
-    connections.shutdown().await;
-    Ok(())
-}
-
-/// SIGINT or SIGTERM (what a terminal and a container runtime send).
-async fn signalled() {
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

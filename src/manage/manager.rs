@@ -137,13 +137,22 @@ const FIELD_ORDER: [&str; 8] = [
 ];
 
 /// Trims `name` and checks that 1 to 100 characters remain, none of them a control
-/// character, and not all of them invisible (account and key names alike).
+/// character or a bidirectional control (which would make a name display as another, on
+/// the page and in the audit log), and not all of them invisible (account and key names
+/// alike).
 fn valid_name(name: &str) -> Result<String, FieldError> {
     let invisible = |c: char| {
         c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
     };
+    let bidirectional = |c: char| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
     if name.chars().any(char::is_control) {
         return Err(FieldError::new("name", "must not hold control characters"));
+    }
+    if name.chars().any(bidirectional) {
+        return Err(FieldError::new(
+            "name",
+            "must not hold bidirectional control characters",
+        ));
     }
     let trimmed = name.trim();
     if trimmed.chars().all(invisible) {
@@ -366,12 +375,6 @@ impl<S: KeyStorage> KeyManager<S> {
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
-    }
-
-    /// Its clock: the routers judge time by it too.
-    #[cfg(feature = "admin")]
-    pub(crate) fn clock_handle(&self) -> SharedClock {
-        self.clock.clone()
     }
 
     /// The storage it manages.

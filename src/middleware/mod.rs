@@ -248,7 +248,9 @@ fn refused<W>(key: &KeyRecord, slot: &Slot<W>, rejection: &Rejection, now: Offse
     if let Some(outcome) = rejection.outcome() {
         slot.count(outcome, now);
     }
-    tracing::info!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
+    // DEBUG, as every refusal: a client can send thousands a second, and their counts are
+    // in the key's usage and the metrics.
+    tracing::debug!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
 }
 
 /// 401: the store's record of the digest, whether it is disabled, and its expiry at `now`.

@@ -14,7 +14,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{body, Body, Fields, RouterError};
+use super::{Body, Fields, RouterError};
 use crate::{
     manage::{Actor, FieldError, KeyInfo},
     AccountId, Environment, KeyId, KeyManager, KeyStorage, ManageError,
@@ -121,7 +121,9 @@ async fn create<S: KeyStorage>(
     let take_limit = keys.take_limit;
     let (manager, account) = keys.of(owner);
     let set = manager.vocabulary.permissions();
-    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, take_limit)));
+    let parsed = bytes
+        .bytes()
+        .and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, take_limit)));
     let created = manager.create_key_parsed(&account, parsed).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -152,7 +154,9 @@ async fn rotate<S: KeyStorage>(
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
     let key = key_id(path)?;
-    let parsed = body(bytes).and_then(|bytes| Ok(Fields::parse(&bytes)?.rotation()));
+    let parsed = bytes
+        .bytes()
+        .and_then(|bytes| Ok(Fields::parse(&bytes)?.rotation()));
     let (manager, account) = keys.of(owner);
     let created = manager.rotate_key_parsed(&account, &key, parsed).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -5,15 +5,16 @@
 pub(crate) mod keys;
 pub(crate) mod openapi;
 
-use std::{fmt, time::Duration};
+use std::{convert::Infallible, fmt, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, DefaultBodyLimit},
+    extract::{FromRequest, Request},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Router,
 };
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -27,6 +28,9 @@ use crate::{
 
 /// The largest body a router reads: 64 KiB.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a router waits for a whole body: a client that holds one back holds no
+/// connection longer.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Why a request to one of the crate's routers failed: each becomes a problem+json answer.
 #[derive(Debug)]
@@ -52,6 +56,8 @@ pub(crate) enum RouterError {
     MethodNotAllowed(Option<HeaderValue>),
     /// 413: the body is over 64 KiB.
     PayloadTooLarge,
+    /// 408: the body did not arrive within 30 s.
+    RequestTimeout,
     /// 429: too many failed authentications from this client; retry after the wait.
     #[cfg(feature = "admin")]
     TooManyFailures(Duration),
@@ -127,6 +133,15 @@ impl IntoResponse for RouterError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("The body is over {} KiB.", MAX_BODY / 1024),
+                Extra::None {},
+            ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "The body did not arrive within {} seconds.",
+                    BODY_DEADLINE.as_secs()
+                ),
                 Extra::None {},
             ),
             #[cfg(feature = "admin")]
@@ -207,13 +222,21 @@ fn retry_after(wait: Duration) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Marks an answer `Cache-Control: no-store`, as every answer of the routers is: they carry
+/// keys, usage and account data, which no cache on the way may keep.
+pub(crate) async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// `router` with every answer of its own in problem+json: 404 for paths it does not
-/// have, 405 (with `Allow`) for methods a path does not take, 413 past 64 KiB.
+/// have, 405 (with `Allow`) for methods a path does not take.
 pub(crate) fn with_problems<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .fallback(|| async { RouterError::NoRoute })
         .method_not_allowed_fallback(|| async { RouterError::MethodNotAllowed(None) })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// A route answering `document` (an OpenAPI document, rendered once).
@@ -226,15 +249,29 @@ pub(crate) fn serve_document<S: Clone + Send + Sync + 'static>(
     })
 }
 
-/// A request's body as axum reads it.
-pub(crate) type Body = Result<Bytes, BytesRejection>;
+/// A request's body, read whole: at most 64 KiB (413 past it), within 30 s (408 after).
+pub(crate) struct Body(Result<Bytes, RouterError>);
 
-/// The body, or the reason it could not be read (413 over the limit).
-pub(crate) fn body(body: Body) -> Result<Bytes, RouterError> {
-    body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => RouterError::PayloadTooLarge,
-        _ => RouterError::MalformedJson(rejection.body_text()),
-    })
+impl Body {
+    /// The body, or why it could not be read.
+    pub(crate) fn bytes(self) -> Result<Bytes, RouterError> {
+        self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Infallible> {
+        let body = Limited::new(request.into_body(), MAX_BODY);
+        let read = match tokio::time::timeout(BODY_DEADLINE, body.collect()).await {
+            Err(_) => Err(RouterError::RequestTimeout),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => Err(RouterError::PayloadTooLarge),
+            Ok(Err(error)) => Err(RouterError::MalformedJson(error.to_string())),
+        };
+        Ok(Self(read))
+    }
 }
 
 /// A JSON object body, read field by field so that every error names its field, and

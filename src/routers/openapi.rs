@@ -26,14 +26,14 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
         Api::Admin => {
             paths.insert(
                 "/accounts".into(),
-                json!({"post": op("Creates an account.", Some("CreateAccount"), &[(201, "Account")], &[400, 413, 422])}),
+                json!({"post": op("Creates an account.", Some("CreateAccount"), &[(201, "Account")], &[400, 408, 413, 422])}),
             );
             paths.insert(
                 "/accounts/{account_id}".into(),
                 json!({
                     "parameters": [id("account_id")],
                     "get": op("Reads an account.", None, &[(200, "Account")], &[404]),
-                    "patch": op("Changes an account's plan.", Some("SetPlan"), &[(200, "Account")], &[400, 404, 413, 422]),
+                    "patch": op("Changes an account's plan.", Some("SetPlan"), &[(200, "Account")], &[400, 404, 408, 413, 422]),
                 }),
             );
             "/accounts/{account_id}/keys"
@@ -89,7 +89,7 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
     }]);
     let mut collection = json!({
         "get": list,
-        "post": op("Creates a key; the response is the only time its plaintext is shown.", Some("CreateKey"), &[(201, "NewKey")], &[400, 402, 404, 413, 422]),
+        "post": op("Creates a key; the response is the only time its plaintext is shown.", Some("CreateKey"), &[(201, "NewKey")], &[400, 402, 404, 408, 413, 422]),
     });
     if let Some(account_id) = &account_id {
         collection["parameters"] = json!([account_id]);
@@ -107,7 +107,7 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
         format!("{keys}/{{key_id}}/rotate"),
         json!({
             "parameters": with(id("key_id")),
-            "post": op("Replaces a key; the old one keeps working for the grace.", Some("Rotate"), &[(201, "NewKey")], &[400, 402, 404, 409, 413, 422]),
+            "post": op("Replaces a key; the old one keeps working for the grace.", Some("Rotate"), &[(201, "NewKey")], &[400, 402, 404, 408, 409, 413, 422]),
         }),
     );
     for (action, summary) in [
@@ -157,7 +157,7 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
     let (title, description, unauthorized, extra_errors) = match api {
         Api::Admin => (
             "nouvel-auth admin API",
-            "The operator's API: every route needs `Authorization: Bearer <admin token>`. Errors are checked in the order 401, 404, 409, 400/413/422, 402.",
+            "The operator's API: every route needs `Authorization: Bearer <admin token>`. Errors are checked in the order 401, 404, 409, 400/408/413/422, 402.",
             "admin_unauthorized",
             json!({"429": {"$ref": "#/components/responses/TooManyFailures"}}),
         ),
@@ -221,6 +221,7 @@ fn op(summary: &str, body: Option<&str>, ok: &[(u16, &str)], errors: &[u16]) -> 
             400 => "MalformedJson",
             402 => "PlanRequired",
             404 => "NotFound",
+            408 => "RequestTimeout",
             409 => "AlreadyRotated",
             413 => "PayloadTooLarge",
             _ => "Invalid",
@@ -408,6 +409,7 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
             "NotFound": problem("No such route, account, or key in this account.", &["not_found"], Value::Null),
             "AlreadyRotated": problem("The key has a replacement already.", &["already_rotated"], Value::Null),
             "PayloadTooLarge": problem("The body is over 64 KiB.", &["payload_too_large"], Value::Null),
+            "RequestTimeout": problem("The body did not arrive within 30 seconds.", &["request_timeout"], Value::Null),
             "Invalid": problem("Some fields cannot be accepted; every one is listed.", &["invalid_request"], json!({"errors": {
                 "type": "array", "minItems": 1,
                 "items": {"type": "object", "additionalProperties": false, "required": ["field", "reason"], "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}},

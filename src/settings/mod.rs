@@ -64,9 +64,9 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
-    credentials::bearer_token,
     routers::{
         keys::{audit_routes, key_routes, Owner},
+        no_store,
         openapi::{document, Api},
         serve_document, with_problems, RouterError,
     },
@@ -144,7 +144,7 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, session: impl Session) -> R
         .route("/", get(page::serve))
         .with_state((gate, Arc::new(page)))
         .merge(page::assets());
-    with_problems(signed_in.merge(pages))
+    with_problems(signed_in.merge(pages)).layer(middleware::map_response(no_store))
 }
 
 /// The application's session, and what tells an API key from a session.
@@ -162,11 +162,21 @@ impl<A: Session> Gate<A> {
         self.session.signed_in(parts).await
     }
 
-    /// Whether the request carries one of the application's API keys: those open the API,
+    /// Whether any `Authorization` header of the request presents one of the application's
+    /// API keys, well-formed or not, beside whatever else it carries: those open the API,
     /// never the settings of the account that made them.
     fn presents_api_key(&self, headers: &HeaderMap) -> bool {
         let prefix = self.vocabulary.prefix();
-        bearer_token(headers).is_ok_and(|token| token.starts_with(prefix.as_str().as_bytes()))
+        headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+            let value = value.as_bytes().trim_ascii_start();
+            let Some((scheme, token)) = value.split_at_checked(b"bearer".len()) else {
+                return false;
+            };
+            scheme.eq_ignore_ascii_case(b"bearer")
+                && token
+                    .trim_ascii_start()
+                    .starts_with(prefix.as_str().as_bytes())
+        })
     }
 }
 

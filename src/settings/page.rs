@@ -83,7 +83,6 @@ pub(super) fn assets() -> Router {
                         header::X_CONTENT_TYPE_OPTIONS,
                         HeaderValue::from_static("nosniff"),
                     ),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
                 ],
                 body,
             )
@@ -109,13 +108,12 @@ const POLICY: &str =
     frame-ancestors 'none'";
 
 /// The headers of every HTML answer.
-pub(super) fn headers() -> [(HeaderName, HeaderValue); 5] {
+pub(super) fn headers() -> [(HeaderName, HeaderValue); 4] {
     [
         (
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         ),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(POLICY),

@@ -233,3 +233,22 @@ fn a_kill_in_the_middle_of_a_burst_leaves_every_key_whole_or_absent() {
     again.signal("TERM");
     assert_eq!(again.wait(), Some(0));
 }
+
+#[test]
+fn a_second_server_on_the_same_file_is_refused_naming_it() {
+    let first = Server::start(&[]);
+    let second = Command::new(common::binary())
+        .current_dir(&first.dir.0)
+        .env("NOUVEL_ADDR", "127.0.0.1:0")
+        .env("NOUVEL_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("nouvel.db"), "{said}");
+    assert!(said.contains("PostgreSQL"), "{said}");
+    // The first one goes on, its demo key unharmed.
+    assert!(first.status("/api/v1/projects").contains("200"));
+    first.signal("TERM");
+    assert_eq!(first.wait(), Some(0));
+}

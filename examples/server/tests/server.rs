@@ -64,26 +64,153 @@ fn usage_of_the_last_interval_reaches_postgresql_on_sigterm() {
     assert_eq!(String::from_utf8_lossy(&admitted.stdout).trim(), "3");
 }
 
-#[test]
-fn a_connection_that_never_finishes_its_head_is_closed_after_30_seconds() {
-    let server = Server::start(&[]);
-    let mut stream = TcpStream::connect(&server.address).unwrap();
+/// How long after `started` the server closed `stream` (reading until it does, 45 s at most).
+fn closed_after(mut stream: TcpStream, started: Instant) -> Duration {
     stream
         .set_read_timeout(Some(Duration::from_secs(45)))
         .unwrap();
-    stream
-        .write_all(b"GET /api/v1/projects HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    let started = Instant::now();
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    let waited = started.elapsed();
-    assert!(
-        (Duration::from_secs(29)..Duration::from_secs(40)).contains(&waited),
-        "closed after {waited:?}"
-    );
-    // Meanwhile the server served others.
+    started.elapsed()
+}
+
+/// What opens an HTTP/2 connection with prior knowledge, and then says nothing more.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+#[test]
+fn connections_that_never_send_a_whole_request_head_are_closed_after_30_seconds() {
+    let server = Server::start(&[]);
+    let started = Instant::now();
+    let silent = TcpStream::connect(&server.address).unwrap();
+    let mut half_head = TcpStream::connect(&server.address).unwrap();
+    half_head
+        .write_all(b"GET /api/v1/projects HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut preface_only = TcpStream::connect(&server.address).unwrap();
+    preface_only.write_all(HTTP2_PREFACE).unwrap();
+    let waits: Vec<_> = [silent, half_head, preface_only]
+        .map(|stream| std::thread::spawn(move || closed_after(stream, started)))
+        .into_iter()
+        .collect();
+    // Meanwhile the server serves others.
     assert!(server.status("/api/v1/projects").contains("200"));
+    for (what, wait) in ["silent", "half a head", "the HTTP/2 preface"]
+        .iter()
+        .zip(waits)
+    {
+        let waited = wait.join().unwrap();
+        assert!(
+            (Duration::from_secs(29)..Duration::from_secs(40)).contains(&waited),
+            "{what}: closed after {waited:?}"
+        );
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}
+
+#[test]
+fn running_out_of_descriptors_never_ends_the_server() {
+    let server = Server::start_with_descriptors(64, &[]);
+    // Far more idle connections than descriptors: `accept` fails, again and again.
+    let held: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(&server.address).ok())
+        .collect();
+    assert!(held.len() > 64, "only {} connections made", held.len());
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    // Descriptors back: it answers again, with no restart.
+    let started = Instant::now();
+    loop {
+        let answer = server.status("/api/v1/projects");
+        if answer.contains("200") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}
+
+#[test]
+fn shutdown_waits_for_silent_clients_no_longer_than_its_deadline_and_keeps_usage() {
+    let server = Server::start(&[("NOUVEL_SHUTDOWN_SECONDS", "2")]);
+    let account = server.demo_account();
+    let (status, made) = server
+        .admin(
+            "POST",
+            &format!("/accounts/{account}/keys"),
+            r#"{"name": "Counted", "permissions": ["projects:read"]}"#,
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    let key = made["key"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(server.with_key("GET", "/api/v1/projects", key).0, 200);
+    }
+    // Two clients that hold their connections silent: the HTTP/2 preface alone, and a
+    // router request whose body never comes.
+    let mut preface_only = TcpStream::connect(&server.address).unwrap();
+    preface_only.write_all(HTTP2_PREFACE).unwrap();
+    let mut no_body = TcpStream::connect(&server.address).unwrap();
+    write!(
+        no_body,
+        "POST /admin/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 100\r\n\r\n{{",
+        common::ADMIN_TOKEN
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.signal("TERM");
+    let dir = server.dir.clone();
+    assert_eq!(server.wait(), Some(0));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    // The usage of the last interval was flushed before the exit.
+    let restarted = Server::start_in(dir, &[]);
+    let (_, keys) = restarted
+        .admin("GET", &format!("/accounts/{account}/keys"), "")
+        .unwrap();
+    let counted = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "Counted")
+        .unwrap()
+        .clone();
+    assert_eq!(counted["usage"]["admitted"], 3, "{counted}");
+    restarted.signal("TERM");
+    assert_eq!(restarted.wait(), Some(0));
+}
+
+#[test]
+fn every_route_that_takes_the_admin_token_shares_one_guard() {
+    let server = Server::start(&[]);
+    let wrong = [("Authorization", "Bearer a-wrong-guess-of-the-token")];
+    // Twenty wrong guesses spread over the three routes that take the token.
+    for i in 0..20 {
+        let (path, method) = [
+            ("/metrics", "GET"),
+            ("/demo/sign-in", "POST"),
+            ("/admin/accounts", "POST"),
+        ][i % 3];
+        assert_eq!(
+            server.request(method, path, &wrong, "{}").0,
+            401,
+            "{method} {path}"
+        );
+    }
+    let right = format!("Bearer {}", common::ADMIN_TOKEN);
+    for (method, path) in [
+        ("GET", "/metrics"),
+        ("POST", "/demo/sign-in"),
+        ("GET", "/admin/openapi.json"),
+    ] {
+        let (status, body) = server.request(method, path, &[("Authorization", &right)], "{}");
+        assert_eq!(status, 429, "{method} {path}: {body}");
+        assert!(body.contains("too_many_failures"), "{body}");
+    }
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
 }

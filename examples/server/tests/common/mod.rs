@@ -64,8 +64,22 @@ impl Server {
 
     /// Starts the server in `dir` (again, after a stop, to see what it kept).
     pub fn start_in(dir: std::sync::Arc<WorkDir>, env: &[(&str, &str)]) -> Self {
+        Self::launch(dir, env, Command::new(binary()))
+    }
+
+    /// Starts the server with at most `files` open descriptors (`ulimit -n`).
+    pub fn start_with_descriptors(files: u32, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\""))
+            .arg(binary());
+        Self::launch(WorkDir::new(), env, command)
+    }
+
+    fn launch(dir: std::sync::Arc<WorkDir>, env: &[(&str, &str)], mut command: Command) -> Self {
         // Port 0: the server binds a port of its own choosing, and says which.
-        let mut child = Command::new(binary())
+        let mut child = command
             .current_dir(&dir.0)
             .env("NOUVEL_ADDR", "127.0.0.1:0")
             .env("NOUVEL_ADMIN_TOKEN", ADMIN_TOKEN)
