@@ -223,7 +223,7 @@ pub async fn recovers_from_failed_commits<S: KeyStorage>(
     check(
         "usage recorded after a failed commit adds up",
         info.usage.admitted == 3,
-        &info.usage,
+        info.usage,
     );
     let page = ok(
         "list the audit log",

@@ -1,4 +1,4 @@
-//! The admin API of `../shared/design.md`, over HTTP: every endpoint, success and errors,
+//! The admin API of the README, over HTTP: every endpoint, success and errors,
 //! and a key's whole life.
 
 mod common;
@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use axum::{body::Body, http::Request, Router};
 use common::{openapi::Document, Harness, Reply};
-use nouvel_auth::admin::{self, AdminToken};
+use nouvel_auth::{
+    admin::{self, AdminToken},
+    KeyManager, MemoryKeyStore,
+};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -21,10 +24,16 @@ struct Admin {
 
 impl Admin {
     async fn new() -> Self {
+        Self::with_manager(|keys| keys).await
+    }
+
+    async fn with_manager(
+        configure: impl FnOnce(KeyManager<MemoryKeyStore>) -> KeyManager<MemoryKeyStore>,
+    ) -> Self {
         let h = Harness::with_layer(|l| l.usage_flush_interval(Duration::from_secs(3600))).await;
         let app = h.app.clone().nest(
             "/admin",
-            admin::router(h.keys.clone(), AdminToken::new(TOKEN)),
+            admin::router(configure(h.keys.clone()), AdminToken::new(TOKEN)),
         );
         let fetched = common::send(
             &app,
@@ -1026,4 +1035,117 @@ async fn the_audit_log_says_who_did_what_newest_first_a_page_at_a_time() {
     a.call("GET", &audit, None, None)
         .await
         .assert_problem(401, "admin_unauthorized");
+}
+
+#[tokio::test]
+async fn an_account_holds_at_most_its_cap_of_live_keys() {
+    let a = Admin::with_manager(|keys| keys.max_keys_per_account(3)).await;
+    let account = a.account("scale").await;
+    let body = |name: &str, expiration: &str| json!({"name": name, "permissions": ["generate"], "expiration": expiration});
+    let short = a.key(&account, body("Short", "7d")).await;
+    let kept = a.key(&account, body("Kept", "90d")).await;
+    assert_eq!(a.key(&account, body("Third", "90d")).await.status, 201);
+    let refused = a.key(&account, body("Fourth", "90d")).await;
+    refused.assert_problem(409, "too_many_keys");
+    assert_eq!(refused.body["max_keys"], 3);
+    // A rotation replaces a key: it never counts against the cap.
+    let id = |reply: &Reply| reply.body["id"].as_str().unwrap().to_owned();
+    let rotated = a
+        .send(
+            "POST",
+            &format!("/accounts/{account}/keys/{}/rotate", id(&kept)),
+            Some(json!({"grace_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    a.key(&account, body("Fourth", "90d"))
+        .await
+        .assert_problem(409, "too_many_keys");
+    // An expired key no longer counts, nor a deleted one.
+    a.h.advance(Duration::from_secs(8 * 86_400));
+    assert_eq!(a.key(&account, body("Fourth", "90d")).await.status, 201);
+    a.key(&account, body("Fifth", "90d"))
+        .await
+        .assert_problem(409, "too_many_keys");
+    let gone = a
+        .send(
+            "DELETE",
+            &format!("/accounts/{account}/keys/{}", id(&rotated)),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    assert_eq!(a.key(&account, body("Fifth", "90d")).await.status, 201);
+    // The refused ones made nothing: Short (expired), Kept (rotated), Third, Fourth, Fifth.
+    let listed = a
+        .send("GET", &format!("/accounts/{account}/keys"), None)
+        .await;
+    assert_eq!(
+        listed.body["keys"].as_array().unwrap().len(),
+        5,
+        "{}",
+        listed.text
+    );
+    let listed = listed.body["keys"].as_array().unwrap();
+    assert!(listed
+        .iter()
+        .any(|k| k["id"] == id(&short).as_str() && k["status"] == "expired"));
+}
+
+#[tokio::test]
+async fn key_lists_come_a_page_at_a_time() {
+    let a = Admin::new().await;
+    let account = a.account("scale").await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let reply = a
+            .key(
+                &account,
+                json!({"name": format!("Key {i}"), "permissions": ["generate"]}),
+            )
+            .await;
+        made.push(reply.body["id"].as_str().unwrap().to_owned());
+        a.h.advance(Duration::from_secs(1));
+    }
+    made.reverse();
+    let whole = a
+        .send("GET", &format!("/accounts/{account}/keys"), None)
+        .await;
+    assert_eq!(whole.body["next"], Value::Null);
+    let ids = |reply: &Reply| -> Vec<String> {
+        reply.body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&whole), made, "newest first");
+    let mut paged = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = a
+            .send("GET", &format!("/accounts/{account}/keys{query}"), None)
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        pages += 1;
+        paged.extend(ids(&page));
+        match page.body["next"].as_str() {
+            Some(next) => query = format!("?limit=2&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!((pages, paged), (3, made));
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?before=nonsense", "before"),
+    ] {
+        let refused = a
+            .send("GET", &format!("/accounts/{account}/keys{query}"), None)
+            .await;
+        refused.assert_problem(422, "invalid_request");
+        assert_eq!(refused.body["errors"][0]["field"], field, "{query}");
+    }
 }

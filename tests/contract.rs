@@ -1,4 +1,4 @@
-//! The response contract of `../shared/design.md`: every rejection's status, code and
+//! The response contract of the README: every rejection's status, code and
 //! headers, and the order of the checks.
 
 mod common;

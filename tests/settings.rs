@@ -1,4 +1,4 @@
-//! The settings router of `../shared/design.md`, "Settings → API Keys for the signed-in
+//! The settings router of the README, "Settings → API Keys for the signed-in
 //! account", over HTTP: each route, the session, the CSRF rule, and what it refuses.
 
 mod common;

@@ -4,7 +4,9 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 
-use super::{Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, KeyInfo, NewKey};
+use super::{
+    Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, KeyInfo, KeyPage, NewKey,
+};
 use crate::{
     clock::SharedClock, key::random_id, AccountId, ApiKey, BackendError, Clock, Environment,
     Expiration, KeyId, KeyStorage, Permission, PermissionSet, Permissions, Plan, RateLimit,
@@ -233,8 +235,12 @@ impl From<Duration> for Rotation {
     }
 }
 
-/// The most entries in a page of the audit log.
-pub(crate) const MAX_AUDIT_PAGE: usize = 500;
+/// The most entries in a page of the audit log or of keys.
+pub(crate) const MAX_PAGE: usize = 500;
+
+/// The most live keys an account holds unless
+/// [`max_keys_per_account`](KeyManager::max_keys_per_account) says otherwise.
+pub const DEFAULT_MAX_KEYS: usize = 100;
 
 /// The longest rotation grace: a year.
 const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -260,6 +266,12 @@ pub enum ManageError {
     /// The key was rotated already: it has a replacement (409).
     #[error("the key was rotated already")]
     AlreadyRotated,
+    /// The account holds as many live keys as it may (409): delete one first.
+    #[error("the account holds {max} live keys already, as many as it may")]
+    TooManyKeys {
+        /// How many it may hold.
+        max: usize,
+    },
     /// The storage failed (503).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -276,6 +288,7 @@ pub struct KeyManager<S> {
     clock: SharedClock,
     pub(crate) vocabulary: Vocabulary,
     default_limit: RateLimit,
+    max_keys: usize,
     /// Who the audit log says acted.
     actor: Actor,
 }
@@ -287,6 +300,7 @@ impl<S> Clone for KeyManager<S> {
             clock: self.clock.clone(),
             vocabulary: self.vocabulary.clone(),
             default_limit: self.default_limit,
+            max_keys: self.max_keys,
             actor: self.actor.clone(),
         }
     }
@@ -308,6 +322,7 @@ impl<S: KeyStorage> KeyManager<S> {
             clock: Arc::new(SystemClock),
             vocabulary: Vocabulary::nouvel(),
             default_limit: RateLimit::default(),
+            max_keys: DEFAULT_MAX_KEYS,
             actor: Actor::system(),
         }
     }
@@ -334,7 +349,7 @@ impl<S: KeyStorage> KeyManager<S> {
         limit: usize,
     ) -> Result<AuditPage, ManageError> {
         self.account(account).await?;
-        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let limit = limit.clamp(1, MAX_PAGE);
         let mut entries = self.storage.audit(account, before, limit + 1).await?;
         let next = if entries.len() > limit {
             entries.truncate(limit);
@@ -359,6 +374,15 @@ impl<S: KeyStorage> KeyManager<S> {
     #[must_use]
     pub fn default_limit(mut self, limit: RateLimit) -> Self {
         self.default_limit = limit;
+        self
+    }
+
+    /// How many live keys (neither deleted, expired nor rotated) an account may hold:
+    /// creating one more is [`TooManyKeys`](ManageError::TooManyKeys). Default
+    /// [`DEFAULT_MAX_KEYS`], 100. A rotation never counts: it replaces a key.
+    #[must_use]
+    pub fn max_keys_per_account(mut self, max: usize) -> Self {
+        self.max_keys = max;
         self
     }
 
@@ -438,6 +462,45 @@ impl<S: KeyStorage> KeyManager<S> {
         // Newest first; keys made in one instant by id, so the order is stable.
         keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Ok(keys.into_iter().map(|key| self.info(key, now)).collect())
+    }
+
+    /// A page of the account's keys (for `environment` if given), newest first: at most
+    /// `limit` (1 to 500) keys older than the cursor `before`, and the cursor of the next
+    /// page. A cursor not of this list is [`Invalid`](ManageError::Invalid) on `before`.
+    pub async fn key_page(
+        &self,
+        account: &AccountId,
+        environment: Option<&Environment>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, ManageError> {
+        let keys = self.listed(account, environment).await?;
+        let start = match before {
+            None => 0,
+            Some(cursor) => {
+                let (created_at, id) = cursor
+                    .split_once('.')
+                    .and_then(|(nanos, id)| Some((nanos.parse::<i128>().ok()?, id)))
+                    .ok_or_else(|| {
+                        ManageError::Invalid(vec![FieldError::new(
+                            "before",
+                            "is not a cursor of this list",
+                        )])
+                    })?;
+                // Newest first: the page starts at the first key older than the cursor's.
+                keys.partition_point(|key| {
+                    (key.created_at.unix_timestamp_nanos(), key.id.as_str()) >= (created_at, id)
+                })
+            }
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut keys: Vec<KeyInfo> = keys.into_iter().skip(start).collect();
+        let next = (keys.len() > limit).then(|| {
+            keys.truncate(limit);
+            let last = &keys[limit - 1];
+            format!("{}.{}", last.created_at.unix_timestamp_nanos(), last.id)
+        });
+        Ok(KeyPage { keys, next })
     }
 
     /// One key of the account.
@@ -581,6 +644,18 @@ impl<S: KeyStorage> KeyManager<S> {
         } = body?;
         let now = self.clock.now();
         let (key, stored) = self.make_key(&account, &spec, now, errors)?;
+        let live = self
+            .storage
+            .keys(&account.id)
+            .await
+            .map_err(ManageError::from)?;
+        let live = live
+            .iter()
+            .filter(|key| key.replaced_by.is_none() && key.expires_at.is_none_or(|at| at > now))
+            .count();
+        if live >= self.max_keys {
+            return Err(ManageError::TooManyKeys { max: self.max_keys }.into());
+        }
         let audit = self.created(&stored);
         self.storage
             .insert_key(&stored, &audit)

@@ -37,6 +37,7 @@ use time::OffsetDateTime;
 
 pub use crate::usage::{RejectionCounts, Usage};
 use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
+pub use manager::DEFAULT_MAX_KEYS;
 
 /// An account: it owns keys and has a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +63,15 @@ pub enum KeyStatus {
     Expired,
     /// Switched off (whether or not it has expired too; enabled, an expired key is expired).
     Disabled,
+}
+
+/// A page of an account's keys, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyPage {
+    /// At most the page's limit of keys.
+    pub keys: Vec<KeyInfo>,
+    /// The cursor of the next (older) page, `None` on the last.
+    pub next: Option<String>,
 }
 
 /// A key as its owner sees it: never the secret, never the digest.

@@ -12,11 +12,11 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{Body, Fields, RouterError};
 use crate::{
-    manage::{Actor, FieldError, KeyInfo},
+    manage::{Actor, FieldError},
     AccountId, Environment, KeyId, KeyManager, KeyStorage, ManageError,
 };
 
@@ -78,39 +78,41 @@ fn key_id(path: Result<Path<KeyPath>, PathRejection>) -> Result<KeyId, RouterErr
         .map_err(|_| RouterError::NoRoute)
 }
 
-#[derive(Serialize)]
-struct KeyList {
-    keys: Vec<KeyInfo>,
-}
-
 #[derive(Deserialize)]
 struct ListQuery {
     environment: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
 }
+
+/// Keys a page holds unless `limit` says otherwise: every key an account holds by default.
+const KEY_PAGE: usize = crate::manage::manager::DEFAULT_MAX_KEYS;
 
 async fn list<S: KeyStorage>(
     State(keys): Keys<S>,
     Extension(owner): Extension<Owner>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, RouterError> {
-    let invalid = |reason: String| {
-        RouterError::Manage(ManageError::Invalid(vec![FieldError::new(
-            "environment",
-            reason,
-        )]))
-    };
     let (manager, account) = keys.of(owner);
     // The account first: an unknown one is 404 whatever the query says.
     manager.account(&account).await?;
-    let Query(query) = query.map_err(|rejection| invalid(rejection.body_text()))?;
+    let Query(query) = query.map_err(|rejection| invalid("query", rejection.body_text()))?;
     let environment = query
         .environment
         .map(|label| label.parse::<Environment>())
         .transpose()
-        .map_err(|error| invalid(error.to_string()))?;
-    Ok(Json(KeyList {
-        keys: manager.listed(&account, environment.as_ref()).await?,
-    }))
+        .map_err(|error| invalid("environment", error.to_string()))?;
+    let limit = page_limit(query.limit, KEY_PAGE)?;
+    Ok(Json(
+        manager
+            .key_page(
+                &account,
+                environment.as_ref(),
+                query.before.as_deref(),
+                limit,
+            )
+            .await?,
+    ))
 }
 
 async fn create<S: KeyStorage>(
@@ -180,6 +182,24 @@ async fn enable<S: KeyStorage>(
     Ok(Json(manager.enable_key(&account, &key_id(path)?).await?))
 }
 
+/// A 422 on `field`.
+fn invalid(field: &str, reason: String) -> RouterError {
+    RouterError::Manage(ManageError::Invalid(vec![FieldError::new(field, reason)]))
+}
+
+/// A page's `limit`: `default` when absent, else a whole number from 1 to 500.
+fn page_limit(limit: Option<String>, default: usize) -> Result<usize, RouterError> {
+    let max = crate::manage::manager::MAX_PAGE;
+    match limit {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| invalid("limit", format!("must be a whole number from 1 to {max}"))),
+    }
+}
+
 /// `/` (`GET`, `?limit=&before=`): the account's audit log, newest first, a page at a time.
 pub(crate) fn audit_routes<S: KeyStorage>(manager: KeyManager<S>) -> Router {
     Router::new()
@@ -210,7 +230,7 @@ async fn audit<S: KeyStorage>(
         RouterError::Manage(ManageError::Invalid(vec![FieldError::new(field, reason)]))
     };
     let Query(query) = query.map_err(|rejection| invalid("query", rejection.body_text()))?;
-    let max = crate::manage::manager::MAX_AUDIT_PAGE;
+    let max = crate::manage::manager::MAX_PAGE;
     let limit = match query.limit {
         None => AUDIT_PAGE,
         Some(text) => text

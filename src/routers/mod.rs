@@ -82,6 +82,9 @@ enum Extra<'a> {
         plan: &'a Plan,
         required_plans: &'a [Plan],
     },
+    MaxKeys {
+        max_keys: usize,
+    },
 }
 
 impl IntoResponse for RouterError {
@@ -165,6 +168,12 @@ impl IntoResponse for RouterError {
                 "already_rotated",
                 "This key was rotated already; rotate its replacement instead.".to_owned(),
                 Extra::None {},
+            ),
+            Self::Manage(ManageError::TooManyKeys { max }) => (
+                StatusCode::CONFLICT,
+                "too_many_keys",
+                format!("This account holds {max} live keys, as many as it may: delete one first."),
+                Extra::MaxKeys { max_keys: *max },
             ),
             Self::Manage(ManageError::PlanRequired { plan, required }) => (
                 StatusCode::PAYMENT_REQUIRED,

@@ -82,14 +82,18 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
         &[(200, "KeyList")],
         &[404, 422],
     );
-    list["parameters"] = json!([{
-        "name": "environment", "in": "query", "required": false,
-        "description": "Only the keys for this environment.",
-        "schema": {"$ref": "#/components/schemas/Environment"},
-    }]);
+    list["parameters"] = json!([
+        {"name": "environment", "in": "query", "required": false,
+         "description": "Only the keys for this environment.",
+         "schema": {"$ref": "#/components/schemas/Environment"}},
+        {"name": "limit", "in": "query", "required": false, "description": "Keys per page, default 100.",
+         "schema": {"type": "integer", "minimum": 1, "maximum": crate::manage::manager::MAX_PAGE}},
+        {"name": "before", "in": "query", "required": false, "description": "The `next` cursor of the page before.",
+         "schema": {"type": "string"}},
+    ]);
     let mut collection = json!({
         "get": list,
-        "post": op("Creates a key; the response is the only time its plaintext is shown.", Some("CreateKey"), &[(201, "NewKey")], &[400, 402, 404, 408, 413, 422]),
+        "post": op("Creates a key; the response is the only time its plaintext is shown.", Some("CreateKey"), &[(201, "NewKey")], &[400, 402, 404, 408, 409, 413, 422]),
     });
     if let Some(account_id) = &account_id {
         collection["parameters"] = json!([account_id]);
@@ -137,7 +141,7 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
     );
     log["parameters"] = json!([
         {"name": "limit", "in": "query", "required": false, "description": "Entries per page, default 50.",
-         "schema": {"type": "integer", "minimum": 1, "maximum": crate::manage::manager::MAX_AUDIT_PAGE}},
+         "schema": {"type": "integer", "minimum": 1, "maximum": crate::manage::manager::MAX_PAGE}},
         {"name": "before", "in": "query", "required": false, "description": "The `next` cursor of the page before.",
          "schema": {"type": "string"}},
     ]);
@@ -157,7 +161,7 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
     let (title, description, unauthorized, extra_errors) = match api {
         Api::Admin => (
             "nouvel-auth admin API",
-            "The operator's API: every route needs `Authorization: Bearer <admin token>`. Errors are checked in the order 401, 404, 409, 400/408/413/422, 402.",
+            "The operator's API: every route needs `Authorization: Bearer <admin token>`. Errors are checked in the order 401, 404, 409 `already_rotated`, 400/408/413/422, 402, 409 `too_many_keys`.",
             "admin_unauthorized",
             json!({"429": {"$ref": "#/components/responses/TooManyFailures"}}),
         ),
@@ -222,7 +226,7 @@ fn op(summary: &str, body: Option<&str>, ok: &[(u16, &str)], errors: &[u16]) -> 
             402 => "PlanRequired",
             404 => "NotFound",
             408 => "RequestTimeout",
-            409 => "AlreadyRotated",
+            409 => "Conflict",
             413 => "PayloadTooLarge",
             _ => "Invalid",
         };
@@ -391,8 +395,11 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
                 },
             },
             "KeyList": {
-                "type": "object", "additionalProperties": false, "required": ["keys"],
-                "properties": {"keys": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}}},
+                "type": "object", "additionalProperties": false, "required": ["keys", "next"],
+                "properties": {
+                    "keys": {"type": "array", "items": {"$ref": "#/components/schemas/Key"}},
+                    "next": {"type": ["string", "null"]},
+                },
             },
             "Problem": {
                 "type": "object", "required": ["type", "title", "status", "detail", "code"],
@@ -407,7 +414,13 @@ fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
             "MalformedJson": problem("The body is not JSON.", &["malformed_json"], Value::Null),
             "PlanRequired": problem("The account's plan has no API keys.", &["plan_required"], json!({"plan": {"$ref": "#/components/schemas/Plan"}, "required_plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}})),
             "NotFound": problem("No such route, account, or key in this account.", &["not_found"], Value::Null),
-            "AlreadyRotated": problem("The key has a replacement already.", &["already_rotated"], Value::Null),
+            "Conflict": {
+                "description": "The key has a replacement already, or the account holds as many live keys as it may.",
+                "content": {"application/problem+json": {"schema": {"oneOf": [
+                    problem("", &["already_rotated"], Value::Null)["content"]["application/problem+json"]["schema"].clone(),
+                    problem("", &["too_many_keys"], json!({"max_keys": {"type": "integer", "minimum": 0}}))["content"]["application/problem+json"]["schema"].clone(),
+                ]}}},
+            },
             "PayloadTooLarge": problem("The body is over 64 KiB.", &["payload_too_large"], Value::Null),
             "RequestTimeout": problem("The body did not arrive within 30 seconds.", &["request_timeout"], Value::Null),
             "Invalid": problem("Some fields cannot be accepted; every one is listed.", &["invalid_request"], json!({"errors": {

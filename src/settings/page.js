@@ -8,6 +8,10 @@
   const $ = (id) => document.getElementById(id);
   const DAY = 86400000;
   let keys = [];
+  // Keys come a page at a time (the cursor of the next is `next`); a refresh keeps as
+  // many as were shown.
+  const PAGE = 25;
+  let next = null;
   let keysAllowed = true;
   // The key whose row gets the focus once the dialog showing its secret closes.
   let shownKeyId = null;
@@ -135,6 +139,7 @@
     $('keys').tBodies[0].replaceChildren(...keys.map(row));
     $('empty').hidden = keys.length > 0;
     $('keys').hidden = keys.length === 0;
+    $('more').hidden = !next;
   }
 
   const ACTIONS = {
@@ -159,8 +164,10 @@
   }
 
   async function refresh() {
-    const [listed, log] = await Promise.all([api('GET', '/keys'), api('GET', '/audit?limit=20')]);
+    const shown = Math.min(Math.max(PAGE, keys.length), 500);
+    const [listed, log] = await Promise.all([api('GET', `/keys?limit=${shown}`), api('GET', '/audit?limit=20')]);
     keys = listed.keys;
+    next = listed.next;
     render();
     const names = new Map(keys.map((key) => [key.id, key.name]));
     for (const entry of log.entries) {
@@ -168,6 +175,19 @@
     }
     activity(log.entries, names);
   }
+
+  $('more').addEventListener('click', async () => {
+    clearError();
+    try {
+      const page = await api('GET', `/keys?limit=${PAGE}&before=${encodeURIComponent(next)}`);
+      keys = keys.concat(page.keys);
+      next = page.next;
+      render();
+      if (page.keys.length) focusRow(page.keys[0].id);
+    } catch (error) {
+      showError(error);
+    }
+  });
 
   function focusRow(id, action) {
     const tr = [...$('keys').tBodies[0].rows].find((r) => r.dataset.keyId === id);
@@ -230,7 +250,13 @@
       const day = $('custom-date').value;
       expiration = day ? `${day}T23:59:59Z` : '';
     }
-    const body = { name: $('name').value, permissions, expiration };
+    const name = $('name').value;
+    // Characters as the server counts them (code points, not UTF-16 units).
+    if ([...name.trim()].length > 100) {
+      showError({ message: 'The name must be at most 100 characters.' });
+      return;
+    }
+    const body = { name, permissions, expiration };
     const environment = $('environment').value.trim();
     if (environment) body.environment = environment;
     try {
