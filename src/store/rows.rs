@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::{
     manage::{Actor, AuditEntry},
+    quiet::{warn_quietly, Quiet},
     usage::RejectionCounts,
     Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, PermissionSet,
     Permissions, Plan, RateLimit, StoredKey, Usage,
@@ -199,18 +200,19 @@ pub(super) fn audit_entry(row: &impl Columns) -> Result<AuditEntry, sqlx::Error>
 }
 
 /// The row's permission names, as permissions of `set`. A name the set no longer has
-/// grants nothing (and is logged): a vocabulary that dropped a permission takes it from
-/// every key.
+/// grants nothing (and is logged, once per 10 s at most: every lookup of such a key would
+/// log it): a vocabulary that dropped a permission takes it from every key.
 fn permissions(
     row: &impl Columns,
     set: &'static PermissionSet,
 ) -> Result<Permissions, sqlx::Error> {
+    static UNKNOWN: Quiet = Quiet::new();
     Ok(row
         .permission_names()?
         .iter()
         .filter_map(|name| {
             set.parse(name)
-                .inspect_err(|_| tracing::warn!(permission = %name, "nouvel-auth: a stored permission is not in the vocabulary; ignoring it"))
+                .inspect_err(|_| warn_quietly!(UNKNOWN, permission = %name, "nouvel-auth: a stored permission is not in the vocabulary; ignoring it"))
                 .ok()
         })
         .collect())

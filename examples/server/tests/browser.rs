@@ -478,3 +478,71 @@ async fn a_user_manages_keys_on_the_settings_page_in_chromium() {
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_keys_a_page_at_a_time_and_counts_names_as_the_server_does() {
+    let server = Server::start(&[]);
+    let account = server.demo_account();
+    for i in 0..30 {
+        let body = format!(r#"{{"name": "Key {i:02}", "permissions": ["generate"]}}"#);
+        let (status, _) = server
+            .admin("POST", &format!("/accounts/{account}/keys"), &body)
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        console_read: std::cell::Cell::new(0),
+    };
+    browser.goto(&server.sign_in).await.unwrap();
+    let rows = "document.querySelectorAll('tbody tr').length";
+    page.until("the first page shows", &format!("{rows} === 25"))
+        .await;
+    page.click("#more").await;
+    // 30 made here and the demo key.
+    page.until("the rest shows", &format!("{rows} === 31"))
+        .await;
+    assert_eq!(
+        page.js("return document.getElementById('more').hidden")
+            .await,
+        json!(true)
+    );
+
+    // 60 characters that are 120 UTF-16 units: a name the server takes.
+    page.js("document.getElementById('name').value = '🔑'.repeat(60);")
+        .await;
+    page.click("input[name='permissions'][value='generate']")
+        .await;
+    page.click("#create-button").await;
+    let secret = page.take_new_key().await;
+    assert!(secret.starts_with("nvl_"));
+    // Listed first; the page keeps as many keys as it showed, so the oldest moves to the
+    // next page.
+    page.row(&"🔑".repeat(60)).await;
+    assert_eq!(page.js(&format!("return {rows}")).await, json!(31));
+    assert_eq!(
+        page.js("return document.getElementById('more').hidden")
+            .await,
+        json!(false)
+    );
+    // 101 characters: the page says so, and sends nothing.
+    page.js("document.getElementById('name').value = 'x'.repeat(101);")
+        .await;
+    page.click("input[name='permissions'][value='generate']")
+        .await;
+    page.click("#create-button").await;
+    page.until(
+        "the error shows",
+        "!document.getElementById('error').hidden",
+    )
+    .await;
+    let said = page.css("#error").await.text().await.unwrap();
+    assert!(said.contains("at most 100 characters"), "{said}");
+    assert_eq!(page.js(&format!("return {rows}")).await, json!(31));
+
+    browser.close().await.unwrap();
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}
