@@ -85,6 +85,15 @@ async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
     }))
 }
 
+/// 404 in the crate's problem+json.
+async fn not_found() -> axum::response::Response {
+    refused(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No such route, account, or key in this account.",
+    )
+}
+
 /// The name of the key each start makes for the demo account.
 const DEMO_KEY: &str = "Demo key";
 
@@ -259,14 +268,18 @@ where
     let admin = AdminToken::new(&admin_token);
 
     let auth = NouvelAuthLayer::new(store).limiter(limiter);
+    // Every path under `/api/` is behind the layer, those no route has included: without a
+    // key they answer 401, with one 403 `route_not_allowed`, never a 404 that would tell
+    // an unauthenticated client which paths exist.
     let api = Router::new()
-        .route("/api/v1/generate", post(stub))
-        .route("/api/v1/jobs/{jobId}", get(stub))
-        .route("/api/v1/projects", get(stub))
-        .route("/api/v1/publish", post(stub))
-        .route("/api/v1/publish/{id}", get(stub))
-        .route("/api/v1/analytics", get(stub))
-        .route("/api/v1/copilot/chat", post(stub))
+        .route("/v1/generate", post(stub))
+        .route("/v1/jobs/{jobId}", get(stub))
+        .route("/v1/projects", get(stub))
+        .route("/v1/publish", post(stub))
+        .route("/v1/publish/{id}", get(stub))
+        .route("/v1/analytics", get(stub))
+        .route("/v1/copilot/chat", post(stub))
+        .fallback(not_found)
         .layer(auth.clone());
     let demo_sessions = Demo::new(keys.clone());
     let code = demo_sessions.code_for(&account.id);
@@ -281,7 +294,10 @@ where
         let content_type = "text/plain; version=0.0.4; charset=utf-8";
         ([(header::CONTENT_TYPE, content_type)], prometheus.render()).into_response()
     };
-    let app = api
+    let app = Router::new()
+        // A nested router never sees its mount point with a trailing slash: that one too.
+        .route_service("/api/", api.clone().into_service())
+        .nest("/api", api)
         .nest("/admin", admin::router(keys.clone(), admin.clone()))
         .nest("/settings/api-keys", settings::router(keys, session))
         .merge(demo_sessions.routes(admin.clone()))
@@ -289,13 +305,7 @@ where
         .route("/healthz", get(|| async { "ok" }))
         // Paths no router has (`/admin/` and `/settings/api-keys/` among them: a nested
         // router sees its mount point only without the slash) answer as the crate's do.
-        .fallback(|| async {
-            refused(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such route, account, or key in this account.",
-            )
-        });
+        .fallback(not_found);
 
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;

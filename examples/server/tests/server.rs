@@ -332,3 +332,33 @@ fn metrics_are_served_to_the_admin_token_in_prometheus_format() {
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
 }
+
+#[test]
+fn unknown_paths_under_the_api_stay_behind_the_layer() {
+    let server = Server::start(&[]);
+    let code = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for path in ["/api/v1/not-a-route", "/api/v2/projects", "/api/", "/api"] {
+        let (status, body) = server.request("GET", path, &[], "");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "missing_api_key".to_owned()),
+            "{path}"
+        );
+        let (status, body) = server.with_key("GET", path, &server.demo_key);
+        assert_eq!(
+            (status, code(&body)),
+            (403, "route_not_allowed".to_owned()),
+            "{path}"
+        );
+    }
+    // Outside `/api/`, an unknown path is the plain 404 it always was.
+    let (status, body) = server.request("GET", "/not-a-route", &[], "");
+    assert_eq!((status, code(&body)), (404, "not_found".to_owned()));
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}
