@@ -68,8 +68,8 @@ use crate::{
     manage::Actor,
     quiet::{warn_quietly, Quiet},
     routers::{
+        answered_in,
         keys::{audit_routes, key_routes, Owner},
-        no_store,
         openapi::{document, Api},
         serve_document, with_problems, Body, Fields, RouterError,
     },
@@ -94,7 +94,7 @@ use crate::{
 ///   with the count of those left out; never the presented token.
 ///
 /// A refusal is problem+json: 401 `admin_unauthorized` with `WWW-Authenticate: Bearer
-/// realm="nouvel-admin"`, or the 429.
+/// realm="admin"`, or the 429.
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -211,6 +211,7 @@ where
 /// The admin router over `manager`, guarded by `token` (see [`AdminToken`]).
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Router {
     let manager = manager.acting_as(Actor::admin());
+    let profile = manager.profile.clone();
     let routes = Router::new()
         .route("/accounts", post(create_account::<S>))
         .route(
@@ -219,7 +220,7 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
         )
         .route(
             "/openapi.json",
-            serve_document(&document(Api::Admin, &manager.vocabulary)),
+            serve_document(&document(Api::Admin, &manager.profile)),
         )
         .with_state(manager.clone())
         .nest(
@@ -230,16 +231,8 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
             "/accounts/{account_id}/audit",
             audit_routes(manager).route_layer(middleware::from_fn(owner_from_path)),
         );
-    with_problems(routes)
-        .layer(token)
-        .layer(middleware::map_response(no_store))
+    answered_in(with_problems(routes).layer(token), profile)
 }
-
-const UNAUTHORIZED: RouterError = RouterError::Unauthorized {
-    code: "admin_unauthorized",
-    detail: "Send the admin token as `Authorization: Bearer <token>`.",
-    realm: "nouvel-admin",
-};
 
 /// How many failed authentications an address may make in [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 20;
@@ -279,7 +272,7 @@ impl Guard {
                 if let Some(client) = client {
                     self.failed(client, now);
                 }
-                Err(UNAUTHORIZED)
+                Err(RouterError::AdminUnauthorized)
             }
         }
     }

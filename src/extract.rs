@@ -7,7 +7,9 @@
 //! `request.extensions().get::<AuthenticatedKey>()`.
 //!
 //! A handler whose router lacks the layer answers 500 `auth_layer_missing` (problem+json)
-//! and logs an error once, rather than serving a request nobody checked.
+//! and logs an error once, rather than serving a request nobody checked. On an optional
+//! route without a key, `AuthenticatedKey` answers the layer's own 401
+//! `missing_api_key`, in its profile's words and through its responder.
 //!
 //! ```
 //! use axum::{body::Body, routing::get, Router};
@@ -59,9 +61,10 @@ impl Deref for AuthenticatedKey {
 }
 
 /// Put by the layer on requests it let through without a key (optional routes), so that
-/// `Option<AuthenticatedKey>` can tell "no key" from "no layer".
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Unauthenticated;
+/// `Option<AuthenticatedKey>` can tell "no key" from "no layer", and `AuthenticatedKey`
+/// answers the layer's 401.
+#[derive(Debug, Clone)]
+pub(crate) struct Unauthenticated(pub(crate) std::sync::Arc<crate::reject::Problems>);
 
 #[cfg(feature = "axum")]
 mod axum_extract {
@@ -75,33 +78,44 @@ mod axum_extract {
 
     use super::{AuthenticatedKey, Unauthenticated};
     use crate::{
-        reject::{render_problem, ProblemStyle, PROBLEM_JSON},
+        reject::{render_problem, Problems, PROBLEM_JSON},
         Rejection,
     };
 
-    /// Why a handler could not have its [`AuthenticatedKey`].
+    /// Why a handler could not have its [`AuthenticatedKey`]: no key came on an optional
+    /// route (the layer's 401 `missing_api_key`), or no
+    /// [`NouvelAuthLayer`](crate::NouvelAuthLayer) is in front of the handler (500).
     #[derive(Debug)]
-    pub enum KeyRejection {
-        /// The route is optional and no key came: 401 `missing_api_key`.
-        Missing,
-        /// No [`NouvelAuthLayer`](crate::NouvelAuthLayer) in front of the handler: 500.
+    pub struct KeyRejection(Kind);
+
+    #[derive(Debug)]
+    enum Kind {
+        Missing(std::sync::Arc<Problems>),
         LayerMissing,
+    }
+
+    impl KeyRejection {
+        /// 401 or 500.
+        #[must_use]
+        pub fn status(&self) -> StatusCode {
+            match self.0 {
+                Kind::Missing(_) => StatusCode::UNAUTHORIZED,
+                Kind::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
     }
 
     impl IntoResponse for KeyRejection {
         fn into_response(self) -> Response {
-            match self {
-                Self::Missing => {
-                    let problems = crate::reject::Problems::new(ProblemStyle::default());
-                    problems
-                        .respond(
-                            &Rejection::MissingApiKey,
-                            Default::default(),
-                            Default::default(),
-                        )
-                        .map(axum::body::Body::from)
-                }
-                Self::LayerMissing => {
+            match self.0 {
+                Kind::Missing(problems) => problems
+                    .respond(
+                        &Rejection::MissingApiKey,
+                        Default::default(),
+                        Default::default(),
+                    )
+                    .map(axum::body::Body::from),
+                Kind::LayerMissing => {
                     static LOGGED: Once = Once::new();
                     LOGGED.call_once(|| {
                         tracing::error!(
@@ -114,7 +128,8 @@ mod axum_extract {
                         "auth_layer_missing",
                         "The server is misconfigured: this route is not behind its authentication layer.",
                         serde_json::Map::new(),
-                        &ProblemStyle::default(),
+                        // No layer, so no profile: the plain problem.
+                        None,
                     );
                     (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
                 }
@@ -128,10 +143,12 @@ mod axum_extract {
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
             match parts.extensions.get::<Self>() {
                 Some(key) => Ok(key.clone()),
-                None if parts.extensions.get::<Unauthenticated>().is_some() => {
-                    Err(KeyRejection::Missing)
-                }
-                None => Err(KeyRejection::LayerMissing),
+                None => Err(KeyRejection(
+                    match parts.extensions.get::<Unauthenticated>() {
+                        Some(Unauthenticated(problems)) => Kind::Missing(problems.clone()),
+                        None => Kind::LayerMissing,
+                    },
+                )),
             }
         }
     }
@@ -146,7 +163,7 @@ mod axum_extract {
             match parts.extensions.get::<Self>() {
                 Some(key) => Ok(Some(key.clone())),
                 None if parts.extensions.get::<Unauthenticated>().is_some() => Ok(None),
-                None => Err(KeyRejection::LayerMissing),
+                None => Err(KeyRejection(Kind::LayerMissing)),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Tower middleware that puts API-key rules in front of any axum or hyper service:
 //! `Authorization: Bearer <prefix>…` keys checked against a pluggable [`KeyStore`],
 //! per-route [permissions](Permission), [plan](Plans) gating, expiry, and an exact per-key
-//! sliding-window [rate limit](RateLimit), in the application's own [`Vocabulary`] or the
+//! sliding-window [rate limit](RateLimit), in the application's own [`Profile`] or the
 //! Nouvel API's, the default.
 //!
 //! # Quick start
@@ -13,7 +13,7 @@
 //! use http::{Method, Request, StatusCode};
 //! use nouvel_auth::{
 //!     AuthenticatedKey, KeyManager, KeyPrefix, KeySpec, MemoryKeyStore, NouvelAuthLayer,
-//!     Permission, PermissionSet, Plan, Plans, RouteTable, Vocabulary,
+//!     Permission, PermissionSet, Plan, Plans, RouteTable, Profile,
 //! };
 //! use tower::ServiceExt;
 //!
@@ -23,9 +23,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let words = Vocabulary::new(SCOPES, Plans::any(), KeyPrefix::new("vid_").unwrap());
+//! let words = Profile::new(SCOPES, Plans::any(), KeyPrefix::new("vid_").unwrap());
 //! let store = MemoryKeyStore::new();
-//! let keys = KeyManager::new(store.clone()).vocabulary(words.clone());
+//! let keys = words.clone().key_manager(store.clone());
 //! let account = keys.create_account("Acme", Plan::from_static("pro")).await.unwrap();
 //! let created = keys
 //!     .create_key(&account.id, KeySpec::new("Reporting", [VIDEOS_READ]))
@@ -39,7 +39,7 @@
 //! let app = Router::new()
 //!     .route("/videos", get(|key: AuthenticatedKey| async move { key.name.to_string() })
 //!         .post(|| async { "uploaded" }))
-//!     .layer(NouvelAuthLayer::new(store).vocabulary(words).routes(routes));
+//!     .layer(words.layer(store).routes(routes));
 //!
 //! let request = |method: Method, auth: &str| {
 //!     Request::builder().method(method).uri("/videos").header("authorization", auth)
@@ -72,7 +72,7 @@
 //! 2. credentials: the `Bearer` key, its prefix, format and checksum (401, no I/O);
 //! 3. lookup: the [`KeyStore`] finds the digest (401 unknown, 503 outage), then expiry
 //!    (401 expired);
-//! 4. plan: the [`Vocabulary`]'s [`Plans`] (402);
+//! 4. plan: the [`Profile`]'s [`Plans`] (402);
 //! 5. permission: the route's [`Permission`] against the key's (403);
 //! 6. limit: the [`RateLimiter`] (429);
 //! 7. the inner service, with the key as an [`AuthenticatedKey`].
@@ -109,6 +109,7 @@ pub mod middleware;
 pub mod nouvel;
 mod permission;
 mod plan;
+mod profile;
 mod quiet;
 mod reject;
 #[cfg(any(feature = "admin", feature = "settings"))]
@@ -122,7 +123,6 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod usage;
-mod vocabulary;
 
 /// The concurrent map of the memory store, limiter and usage counters. Its keys are ids
 /// and digests the server made, so a fast seeded hash (foldhash) is safe where SipHash
@@ -145,6 +145,7 @@ pub use manage::manager::{KeyManager, KeySpec, ManageError, Rotation};
 pub use middleware::layer::NouvelAuthLayer;
 pub use permission::{Permission, PermissionIter, PermissionSet, Permissions, UnknownPermission};
 pub use plan::{Plan, Plans, UnknownPlan};
+pub use profile::Profile;
 pub use reject::{Rejection, Responder};
 pub use routes::{Access, RouteError, RouteTable};
 pub use store::{
@@ -154,7 +155,6 @@ pub use store::{
 /// The `time` crate, whose [`OffsetDateTime`](time::OffsetDateTime) is every instant in
 /// this crate's signatures (expirations, the clock, `now` in lookups).
 pub use time;
-pub use vocabulary::Vocabulary;
 
 // Short paths for the crate's own code; each item's public path is its module's.
 pub(crate) use manage::Account;

@@ -2,11 +2,11 @@
 //! table ([`RouteTable::nouvel`](crate::RouteTable::nouvel)).
 //!
 //! ```
-//! use nouvel_auth::{nouvel, Vocabulary};
+//! use nouvel_auth::{nouvel, Profile};
 //!
 //! assert_eq!(nouvel::PROJECTS_READ.as_str(), "projects:read");
 //! assert_eq!(nouvel::PERMISSIONS.names().len(), 5);
-//! assert!(Vocabulary::nouvel().plans().allows_api_keys(&nouvel::BUSINESS));
+//! assert!(Profile::nouvel().plans().allows_api_keys(&nouvel::BUSINESS));
 //! ```
 
 use crate::{Permission, PermissionSet, Plan, Plans};

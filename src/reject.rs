@@ -28,7 +28,7 @@ use crate::{
     limit::{header_value, number},
     plan::or_list,
     usage::Outcome,
-    ConcurrentMap, Decision, KeyFormatError, Permission, Plan, RateLimit, Vocabulary,
+    ConcurrentMap, Decision, KeyFormatError, Permission, Plan, Profile, RateLimit,
 };
 
 /// Why the layer refused a request. Found in the response's extensions.
@@ -98,25 +98,6 @@ where
 {
     fn respond(&self, rejection: &Rejection, problem: Response<Bytes>) -> Response<Bytes> {
         self(rejection, problem)
-    }
-}
-
-/// How problem bodies and challenges are written: the `type` base URI, the realm, and the
-/// vocabulary the texts name.
-#[derive(Debug, Clone)]
-pub(crate) struct ProblemStyle {
-    pub(crate) type_base: Option<String>,
-    pub(crate) realm: String,
-    pub(crate) vocabulary: Vocabulary,
-}
-
-impl Default for ProblemStyle {
-    fn default() -> Self {
-        Self {
-            type_base: None,
-            realm: "nouvel".to_owned(),
-            vocabulary: Vocabulary::nouvel(),
-        }
     }
 }
 
@@ -230,7 +211,7 @@ impl Rejection {
 /// formatting), and the application's [`Responder`], if it has one.
 #[derive(Clone)]
 pub(crate) struct Problems {
-    style: ProblemStyle,
+    profile: Profile,
     rendered: Vec<Rendered>,
     /// 429 bodies by limit and seconds to wait, the only things they vary by.
     rate_limited: ConcurrentMap<(RateLimit, u64), Bytes>,
@@ -240,7 +221,7 @@ pub(crate) struct Problems {
 impl std::fmt::Debug for Problems {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Problems")
-            .field("style", &self.style)
+            .field("profile", &self.profile)
             .field("responder", &self.responder.is_some())
             .finish_non_exhaustive()
     }
@@ -257,37 +238,28 @@ struct Rendered {
 }
 
 impl Problems {
-    pub(crate) fn new(style: ProblemStyle) -> Self {
-        let rendered = constant_rejections(&style.vocabulary)
+    pub(crate) fn new(profile: Profile) -> Self {
+        let rendered = constant_rejections(&profile)
             .map(|rejection| Rendered {
-                body: render(&rejection, &style),
-                challenge: rejection.challenge(&style.realm),
+                body: render(&rejection, &profile),
+                challenge: rejection.challenge(profile.realm_name()),
                 rejection,
             })
             .collect();
         Self {
-            style,
+            profile,
             rendered,
             rate_limited: ConcurrentMap::default(),
             responder: None,
         }
     }
 
-    /// Renders them again in a changed style.
-    pub(crate) fn restyle(&mut self, change: impl FnOnce(&mut ProblemStyle)) {
-        let mut style = self.style.clone();
-        change(&mut style);
-        let responder = self.responder.take();
-        *self = Self::new(style);
-        self.responder = responder;
-    }
-
     pub(crate) fn set_responder(&mut self, responder: impl Responder) {
         self.responder = Some(std::sync::Arc::new(responder));
     }
 
-    pub(crate) fn vocabulary(&self) -> &Vocabulary {
-        &self.style.vocabulary
+    pub(crate) fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// The response refusing a request for `rejection`, written into `headers` and
@@ -327,7 +299,10 @@ impl Problems {
     fn body_and_challenge(&self, rejection: &Rejection) -> (Bytes, Option<HeaderValue>) {
         match self.rendered.iter().find(|r| r.rejection == *rejection) {
             Some(rendered) => (rendered.body.clone(), rendered.challenge.clone()),
-            None => (self.body(rejection), rejection.challenge(&self.style.realm)),
+            None => (
+                self.body(rejection),
+                rejection.challenge(self.profile.realm_name()),
+            ),
         }
     }
 
@@ -336,7 +311,7 @@ impl Problems {
     /// (a bounded number of them).
     fn body(&self, rejection: &Rejection) -> Bytes {
         let Rejection::RateLimited(decision) = rejection else {
-            return render(rejection, &self.style);
+            return render(rejection, &self.profile);
         };
         let key = (decision.limit, decision.retry_after());
         if let Some(body) = self.rate_limited.get(&key) {
@@ -345,16 +320,16 @@ impl Problems {
         if self.rate_limited.len() >= RATE_LIMITED_KEPT {
             self.rate_limited.clear();
         }
-        let body = render(rejection, &self.style);
+        let body = render(rejection, &self.profile);
         self.rate_limited.insert(key, body.clone());
         body
     }
 }
 
-/// Every rejection whose response never varies for a vocabulary: all but
+/// Every rejection whose response never varies for a profile: all but
 /// [`RateLimited`](Rejection::RateLimited) and 402s on plans it does not know.
-fn constant_rejections(vocabulary: &Vocabulary) -> impl Iterator<Item = Rejection> + '_ {
-    let prefix = vocabulary.prefix();
+fn constant_rejections(profile: &Profile) -> impl Iterator<Item = Rejection> + '_ {
+    let prefix = profile.prefix();
     let fixed = [
         Rejection::MissingApiKey,
         Rejection::InvalidAuthorization,
@@ -371,12 +346,12 @@ fn constant_rejections(vocabulary: &Vocabulary) -> impl Iterator<Item = Rejectio
         KeyFormatError::Checksum,
     ]
     .map(Rejection::MalformedApiKey);
-    let plans = vocabulary
+    let plans = profile
         .plans()
         .without_api_keys()
         .cloned()
         .map(Rejection::PlanRequired);
-    let permissions = vocabulary
+    let permissions = profile
         .permissions()
         .iter()
         .map(Rejection::MissingPermission);
@@ -388,31 +363,35 @@ fn constant_rejections(vocabulary: &Vocabulary) -> impl Iterator<Item = Rejectio
 }
 
 /// A sentence that helps the caller fix the request. Never echoes the key.
-fn detail(rejection: &Rejection, vocabulary: &Vocabulary) -> Cow<'static, str> {
+fn detail(rejection: &Rejection, profile: &Profile) -> Cow<'static, str> {
     match rejection {
         Rejection::MissingApiKey => format!(
             "Send your API key as `Authorization: Bearer {}…`.",
-            vocabulary.prefix()
+            profile.prefix()
         )
         .into(),
         Rejection::InvalidAuthorization => {
             "The Authorization header must be exactly one `Bearer <key>`.".into()
         }
         Rejection::MalformedApiKey(why) => format!("The API key is malformed: {why}.").into(),
-        Rejection::UnknownApiKey => {
-            "The API key is not valid: it may have been deleted or revoked. Create a new one in Settings → API Keys.".into()
-        }
-        Rejection::ExpiredApiKey => {
-            "The API key has expired. Create a new one in Settings → API Keys.".into()
-        }
-        Rejection::DisabledApiKey => {
-            "The API key is disabled. Enable it again in Settings → API Keys.".into()
-        }
-        Rejection::PlanRequired(plan) => plan_required(
-            plan,
-            vocabulary.plans().with_api_keys().unwrap_or_default(),
+        Rejection::UnknownApiKey => format!(
+            "The API key is not valid: it may have been deleted or revoked. Create a new one{}.",
+            in_settings(profile)
         )
         .into(),
+        Rejection::ExpiredApiKey => format!(
+            "The API key has expired. Create a new one{}.",
+            in_settings(profile)
+        )
+        .into(),
+        Rejection::DisabledApiKey => format!(
+            "The API key is disabled. Enable it again{}.",
+            in_settings(profile)
+        )
+        .into(),
+        Rejection::PlanRequired(plan) => {
+            plan_required(plan, profile.plans().with_api_keys().unwrap_or_default()).into()
+        }
         Rejection::MissingPermission(permission) => {
             format!("This key lacks the `{permission}` permission that this route needs.").into()
         }
@@ -426,6 +405,13 @@ fn detail(rejection: &Rejection, vocabulary: &Vocabulary) -> Cow<'static, str> {
         .into(),
         Rejection::Unavailable => "Authentication is unavailable right now; retry shortly.".into(),
     }
+}
+
+/// ` in Settings → API Keys`, where the profile says its users manage keys.
+fn in_settings(profile: &Profile) -> String {
+    profile
+        .key_settings_place()
+        .map_or_else(String::new, |place| format!(" in {place}"))
 }
 
 /// The detail of a 402, from the layer or from the admin API.
@@ -444,9 +430,9 @@ fn capitalized(name: &str) -> String {
     })
 }
 
-/// The problem+json body of `rejection` in `style`.
-fn render(rejection: &Rejection, style: &ProblemStyle) -> Bytes {
-    let required = style.vocabulary.plans().with_api_keys().unwrap_or_default();
+/// The problem+json body of `rejection` in `profile`'s words.
+fn render(rejection: &Rejection, profile: &Profile) -> Bytes {
+    let required = profile.plans().with_api_keys().unwrap_or_default();
     let extra = match rejection {
         Rejection::PlanRequired(plan) => Extra::Plan {
             plan,
@@ -465,9 +451,9 @@ fn render(rejection: &Rejection, style: &ProblemStyle) -> Bytes {
     render_problem(
         rejection.status(),
         rejection.code(),
-        &detail(rejection, &style.vocabulary),
+        &detail(rejection, profile),
         extra,
-        style,
+        profile.type_base(),
     )
 }
 
@@ -479,9 +465,9 @@ pub(crate) fn render_problem(
     code: &str,
     detail: &str,
     extra: impl Serialize,
-    style: &ProblemStyle,
+    type_base: Option<&str>,
 ) -> Bytes {
-    let problem_type = match &style.type_base {
+    let problem_type = match type_base {
         Some(base) => Cow::Owned(format!("{base}{code}")),
         None => Cow::Borrowed("about:blank"),
     };
@@ -524,7 +510,7 @@ mod tests {
 
     #[test]
     fn a_429_body_is_rendered_once_per_limit_and_wait() {
-        let problems = Problems::new(ProblemStyle::default());
+        let problems = Problems::new(Profile::nouvel());
         let limit = RateLimit::default();
         // 29.2 s and 29.9 s both say "retry in 30 seconds": one body, shared.
         let first = body(&problems, &refusal(limit, 29_200));
@@ -550,7 +536,7 @@ mod tests {
 
     #[test]
     fn kept_429_bodies_stay_bounded() {
-        let problems = Problems::new(ProblemStyle::default());
+        let problems = Problems::new(Profile::nouvel());
         let limit = RateLimit::new(10, Duration::from_secs(100_000));
         for seconds in 1..=(RATE_LIMITED_KEPT as u64 + 10) {
             body(&problems, &refusal(limit, seconds * 1000));

@@ -48,7 +48,7 @@ use time::{macros::datetime, OffsetDateTime};
 use crate::{
     manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
-    KeyStorage, ManageError, ManualClock, Plan, RateLimit, Usage, UsageReport,
+    KeyStorage, ManageError, ManualClock, Plan, Profile, RateLimit, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -58,14 +58,7 @@ const T0: OffsetDateTime = datetime!(2030-01-01 12:00 UTC);
 /// Runs every behaviour of the [module](self) against `storage`; panics at the first that
 /// does not hold, naming it.
 pub async fn conformance<S: KeyStorage>(storage: S) {
-    let kit = Kit {
-        clock: ManualClock::new(T0),
-        keys: KeyManager::new(storage),
-    };
-    let kit = Kit {
-        keys: kit.keys.clock(kit.clock.clone()),
-        clock: kit.clock,
-    };
+    let kit = Kit::new(storage);
     kit.accounts().await;
     kit.keys_read_back_and_list().await;
     kit.lookups().await;
@@ -104,11 +97,7 @@ pub async fn recovers_from_failed_commits<S: KeyStorage>(
     storage: S,
     fail_commits: impl AsyncFn(bool),
 ) {
-    let clock = ManualClock::new(T0);
-    let kit = Kit {
-        keys: KeyManager::new(storage).clock(clock.clone()),
-        clock,
-    };
+    let kit = Kit::new(storage);
     let account = kit.account(nouvel::SCALE).await;
     let deleted = kit
         .key(&account, KeySpec::new("Deleted", [nouvel::GENERATE]))
@@ -266,6 +255,15 @@ fn check(behaviour: &str, holds: bool, detail: impl std::fmt::Debug) {
 }
 
 impl<S: KeyStorage> Kit<S> {
+    /// A kit over `storage`, Nouvel's profile on a manual clock.
+    fn new(storage: S) -> Self {
+        let clock = ManualClock::new(T0);
+        Self {
+            keys: Profile::nouvel().clock(clock.clone()).key_manager(storage),
+            clock,
+        }
+    }
+
     async fn account(&self, plan: Plan) -> Account {
         ok(
             "create an account",

@@ -9,7 +9,7 @@ use axum::{body::Body, http::Request, Router};
 use common::{openapi::Document, Harness, Reply};
 use nouvel_auth::{
     admin::{self, AdminToken},
-    KeyManager, MemoryKeyStore,
+    Profile,
 };
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -24,16 +24,17 @@ struct Admin {
 
 impl Admin {
     async fn new() -> Self {
-        Self::with_manager(|keys| keys).await
+        Self::with_profile(|profile| profile).await
     }
 
-    async fn with_manager(
-        configure: impl FnOnce(KeyManager<MemoryKeyStore>) -> KeyManager<MemoryKeyStore>,
-    ) -> Self {
-        let h = Harness::with_layer(|l| l.usage_flush_interval(Duration::from_secs(3600))).await;
+    async fn with_profile(profile: impl FnOnce(Profile) -> Profile) -> Self {
+        let h = Harness::with(profile, |l| {
+            l.usage_flush_interval(Duration::from_secs(3600))
+        })
+        .await;
         let app = h.app.clone().nest(
             "/admin",
-            admin::router(configure(h.keys.clone()), AdminToken::new(TOKEN)),
+            admin::router(h.keys.clone(), AdminToken::new(TOKEN)),
         );
         let fetched = common::send(
             &app,
@@ -147,7 +148,7 @@ async fn every_route_needs_the_admin_token() {
             reply.assert_problem(401, "admin_unauthorized");
             assert_eq!(
                 reply.header("www-authenticate"),
-                Some(r#"Bearer realm="nouvel-admin""#)
+                Some(r#"Bearer realm="admin""#)
             );
         }
     }
@@ -1039,7 +1040,7 @@ async fn the_audit_log_says_who_did_what_newest_first_a_page_at_a_time() {
 
 #[tokio::test]
 async fn an_account_holds_at_most_its_cap_of_live_keys() {
-    let a = Admin::with_manager(|keys| keys.max_keys_per_account(3)).await;
+    let a = Admin::with_profile(|profile| profile.max_keys_per_account(3)).await;
     let account = a.account("scale").await;
     let body = |name: &str, expiration: &str| json!({"name": name, "permissions": ["generate"], "expiration": expiration});
     let short = a.key(&account, body("Short", "7d")).await;

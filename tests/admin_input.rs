@@ -6,13 +6,14 @@
 
 mod common;
 
+use nouvel_auth::Profile;
 use std::time::Duration;
 
 use axum::{body::Body, http::Request, Router};
 use common::{servers, Reply, T0};
 use nouvel_auth::{
     admin::{self, AdminToken},
-    KeyManager, KeyStorage, ManualClock, MemoryKeyStore, NouvelAuthLayer,
+    KeyStorage, ManualClock, MemoryKeyStore,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -22,9 +23,11 @@ const TOKEN: &str = "admin-token-for-input-tests";
 
 /// The example server's shape: the API behind the layer, the admin router at `/admin`.
 fn app<S: KeyStorage + Clone>(store: S, clock: &ManualClock) -> Router {
-    let keys = KeyManager::new(store.clone()).clock(clock.clone());
+    let keys = Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(store.clone());
     common::routes()
-        .layer(NouvelAuthLayer::new(store).clock(clock.clone()))
+        .layer(Profile::nouvel().clock(clock.clone()).layer(store))
         .nest("/admin", admin::router(keys, AdminToken::new(TOKEN)))
 }
 

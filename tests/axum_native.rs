@@ -6,7 +6,8 @@ mod common;
 use axum::{routing::get, Router};
 use common::{send, Harness};
 use nouvel_auth::nouvel;
-use nouvel_auth::{AuthenticatedKey, NouvelAuthLayer, RouteTable};
+use nouvel_auth::Profile;
+use nouvel_auth::{AuthenticatedKey, RouteTable};
 
 async fn greet(key: Option<AuthenticatedKey>) -> String {
     match key {
@@ -31,8 +32,9 @@ async fn an_optional_route_serves_without_a_key_and_checks_one_that_comes() {
         .route("/greeting", get(greet))
         .route("/whoami", get(whoami))
         .layer(
-            NouvelAuthLayer::new(h.store.clone())
+            Profile::nouvel()
                 .clock(h.clock.clone())
+                .layer(h.store.clone())
                 .routes(routes),
         );
     let key = h.key([nouvel::PUBLISH]).await;
@@ -97,8 +99,9 @@ async fn under_nest_the_route_table_sees_the_path_the_client_sent() {
         .route(http::Method::GET, "/v3/videos/{id}", nouvel::PROJECTS_READ)
         .unwrap();
     let api = Router::new().route("/videos/{id}", get(whoami)).layer(
-        NouvelAuthLayer::new(h.store.clone())
+        Profile::nouvel()
             .clock(h.clock.clone())
+            .layer(h.store.clone())
             .routes(routes),
     );
     let app = Router::new().nest("/v3", api);

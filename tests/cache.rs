@@ -3,6 +3,7 @@
 mod common;
 
 use nouvel_auth::nouvel;
+use nouvel_auth::Profile;
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -73,7 +74,9 @@ async fn setup() -> Fixture {
     };
     let cache =
         CachedKeyStore::with_capacity(counting.clone(), 1_000).fresh_for(Duration::from_secs(30));
-    let elsewhere = KeyManager::new(counting.inner.clone()).clock(clock.clone());
+    let elsewhere = Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(counting.inner.clone());
     let account = elsewhere
         .create_account("Acme", nouvel::SCALE)
         .await
@@ -122,7 +125,9 @@ async fn changes_made_through_the_cache_take_effect_at_once() {
     let clock = ManualClock::new(T0);
     // Fresh for an hour: only the invalidations can make changes visible.
     let cache = CachedKeyStore::new(MemoryKeyStore::new()).fresh_for(Duration::from_secs(3600));
-    let keys = KeyManager::new(cache.clone()).clock(clock.clone());
+    let keys = Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(cache.clone());
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
         .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
@@ -387,7 +392,9 @@ async fn a_hanging_store_makes_one_lookup_a_second_wait_and_the_rest_are_served_
 async fn keys_made_or_rotated_through_the_cache_are_known_to_it_at_once() {
     let clock = ManualClock::new(T0);
     let cache = CachedKeyStore::new(MemoryKeyStore::new());
-    let keys = KeyManager::new(cache.clone()).clock(clock.clone());
+    let keys = Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(cache.clone());
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     assert_eq!(cache.refuse_made_up_keys().await.unwrap(), Some(0));
     let now = clock.now();

@@ -10,7 +10,7 @@ use std::{alloc::System, convert::Infallible};
 
 use axum::body::Body;
 use http::{Request, Response};
-use nouvel_auth::{MemoryKeyStore, NouvelAuthLayer};
+use nouvel_auth::{MemoryKeyStore, Profile};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer};
 
@@ -19,9 +19,10 @@ static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
 fn applying_the_layer_and_cloning_its_service_allocate_nothing() {
-    let layer = NouvelAuthLayer::new(MemoryKeyStore::new())
+    let layer = Profile::nouvel()
         .realm("acme")
-        .problem_type_base("https://docs.example.com/errors/");
+        .problem_type_base("https://docs.example.com/errors/")
+        .layer(MemoryKeyStore::new());
     let inner =
         service_fn(|_: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
 

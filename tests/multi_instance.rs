@@ -4,6 +4,7 @@
 mod common;
 
 use nouvel_auth::nouvel;
+use nouvel_auth::Profile;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -15,7 +16,7 @@ use nouvel_auth::{
     limit::RedisRateLimiter,
     manage::NewKey,
     store::{CachedKeyStore, PostgresKeyStore},
-    KeyManager, KeySpec, ManualClock, NouvelAuthLayer,
+    KeyManager, KeySpec, ManualClock,
 };
 
 struct Instance {
@@ -39,11 +40,12 @@ impl Instance {
             .await
             .unwrap()
             .key_prefix(prefix);
-        let layer = NouvelAuthLayer::new(store.clone())
+        let layer = Profile::nouvel()
             .clock(clock.clone())
+            .layer(store.clone())
             .limiter(limiter);
         Self {
-            keys: KeyManager::new(store).clock(clock.clone()),
+            keys: Profile::nouvel().clock(clock.clone()).key_manager(store),
             app: common::routes().layer(layer),
         }
     }
@@ -195,8 +197,8 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
     let store = CachedKeyStore::new(postgres)
         .fresh_for(Duration::from_secs(30))
         .stale_for(Duration::from_secs(300));
-    let app = common::routes().layer(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
-    let keys = KeyManager::new(store).clock(clock.clone());
+    let app = common::routes().layer(Profile::nouvel().clock(clock.clone()).layer(store.clone()));
+    let keys = Profile::nouvel().clock(clock.clone()).key_manager(store);
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let warm = keys
         .create_key(&account.id, KeySpec::new("warm", [nouvel::PUBLISH]))
@@ -237,9 +239,9 @@ async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_lis
     let proxy = servers::Proxy::start(5432).await;
     let url = proxy.postgres_url();
     let cut_off = Instance::start(&url, &schema, &servers::unique("rl"), &clock).await;
-    let elsewhere =
-        KeyManager::new(servers::postgres_store_at(&servers::database_url(), &schema).await)
-            .clock(clock.clone());
+    let elsewhere = Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(servers::postgres_store_at(&servers::database_url(), &schema).await);
     let account = elsewhere
         .create_account("Acme", nouvel::SCALE)
         .await

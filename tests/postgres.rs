@@ -3,12 +3,13 @@
 mod common;
 
 use nouvel_auth::nouvel;
+use nouvel_auth::Profile;
 use std::time::Duration;
 
 use common::{servers, T0};
 use nouvel_auth::{
     store::{Invalidation, PostgresKeyStore},
-    BackendError, KeyManager, KeySpec, ManageError, ManualClock, NouvelAuthLayer,
+    BackendError, KeyManager, KeySpec, ManageError, ManualClock,
 };
 
 #[tokio::test]
@@ -19,7 +20,7 @@ async fn migrations_are_explicit_and_repeatable() {
         .await
         .unwrap();
     // Before `migrate`, nothing exists: the store never makes tables on its own.
-    let keys = KeyManager::new(store.clone()).clock(clock);
+    let keys = Profile::nouvel().clock(clock).key_manager(store.clone());
     let error = keys
         .create_account("Acme", nouvel::SCALE)
         .await
@@ -113,14 +114,17 @@ async fn a_cached_postgres_store_conforms() {
 async fn usage_arrives_in_batches() {
     let clock = ManualClock::new(T0);
     let store = servers::postgres_store().await;
-    let keys = KeyManager::new(store.clone()).clock(clock.clone());
+    let keys = Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(store.clone());
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let key = keys
         .create_key(&account.id, KeySpec::new("k", [nouvel::GENERATE]))
         .await
         .unwrap();
-    let layer = NouvelAuthLayer::new(store.clone())
+    let layer = Profile::nouvel()
         .clock(clock.clone())
+        .layer(store.clone())
         .usage_flush_interval(Duration::from_secs(3600));
     let app = common::routes().layer(layer.clone());
     let auth = common::bearer(&key.key);
@@ -270,7 +274,9 @@ async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
         record.rate_limit,
         Some(nouvel_auth::RateLimit::new(5, Duration::from_secs(10)))
     );
-    let keys = KeyManager::new(store).clock(ManualClock::new(T0));
+    let keys = Profile::nouvel()
+        .clock(ManualClock::new(T0))
+        .key_manager(store);
     let info = keys
         .key(&"acc_old".into(), &"key_old".into())
         .await

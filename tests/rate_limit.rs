@@ -193,8 +193,8 @@ async fn refusals_are_not_recorded_so_backing_off_works() {
 
 #[tokio::test]
 async fn limits_are_per_key() {
-    let h =
-        Harness::with_layer(|l| l.default_limit(RateLimit::new(2, Duration::from_secs(60)))).await;
+    let h = Harness::with_profile(|p| p.default_limit(RateLimit::new(2, Duration::from_secs(60))))
+        .await;
     let a = h.key([nouvel::GENERATE]).await;
     let b = h.key([nouvel::GENERATE]).await;
     for _ in 0..2 {
@@ -214,13 +214,16 @@ async fn limits_are_per_key() {
 async fn a_rotation_shares_one_window<L: nouvel_auth::RateLimiter>(limiter: L) {
     let clock = nouvel_auth::ManualClock::new(T0);
     let store = nouvel_auth::MemoryKeyStore::new();
-    let keys = nouvel_auth::KeyManager::new(store.clone()).clock(clock.clone());
+    let keys = nouvel_auth::Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(store.clone());
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let spec = nouvel_auth::KeySpec::new("k", [nouvel::PROJECTS_READ])
         .rate_limit(RateLimit::new(10, Duration::from_secs(60)));
     let old = keys.create_key(&account.id, spec).await.unwrap();
-    let layer = nouvel_auth::NouvelAuthLayer::new(store)
+    let layer = nouvel_auth::Profile::nouvel()
         .clock(clock.clone())
+        .layer(store)
         .limiter(limiter);
     let app = common::routes().layer(layer);
     let status = |key: &nouvel_auth::manage::NewKey| {

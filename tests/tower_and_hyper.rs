@@ -5,6 +5,7 @@
 mod common;
 
 use nouvel_auth::nouvel;
+use nouvel_auth::Profile;
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
@@ -86,7 +87,7 @@ async fn under_axum_serve_one_limit_holds_across_connections_and_routes() {
     // services must count in the one limiter.
     let (store, key) = common::store_with_key(nouvel::PROJECTS_READ).await;
     let limit = RateLimit::new(2, Duration::from_secs(60));
-    let app = common::routes().layer(NouvelAuthLayer::new(store).default_limit(limit));
+    let app = common::routes().layer(Profile::nouvel().default_limit(limit).layer(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -141,7 +142,7 @@ async fn with_cors_outside_a_preflight_is_answered_and_the_limit_headers_are_rea
     let mut exposed: Vec<http::HeaderName> = nouvel_auth::limit::RATE_LIMIT_HEADERS.to_vec();
     exposed.extend([
         header::RETRY_AFTER,
-        nouvel_auth::middleware::KEY_EXPIRES_HEADER,
+        http::HeaderName::from_static("nouvel-key-expires-at"),
     ]);
     let cors = CorsLayer::new()
         .allow_origin(HeaderValue::from_static("https://app.example"))

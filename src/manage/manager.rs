@@ -8,9 +8,8 @@ use super::{
     Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, KeyInfo, KeyPage, NewKey,
 };
 use crate::{
-    clock::SharedClock, key::random_id, AccountId, ApiKey, BackendError, Clock, Environment,
-    Expiration, KeyId, KeyStorage, Permission, PermissionSet, Permissions, Plan, RateLimit,
-    StoredKey, SystemClock, Usage, Vocabulary,
+    key::random_id, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId, KeyStorage,
+    Permission, PermissionSet, Permissions, Plan, Profile, RateLimit, StoredKey, Usage,
 };
 
 /// What a new key should be: a name, permissions, an expiration, and optionally an
@@ -238,10 +237,6 @@ impl From<Duration> for Rotation {
 /// The most entries in a page of the audit log or of keys.
 pub(crate) const MAX_PAGE: usize = 500;
 
-/// The most live keys an account holds unless
-/// [`max_keys_per_account`](KeyManager::max_keys_per_account) says otherwise.
-pub const DEFAULT_MAX_KEYS: usize = 100;
-
 /// The longest rotation grace: a year.
 const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -285,10 +280,7 @@ pub enum ManageError {
 /// call. Clones share the storage.
 pub struct KeyManager<S> {
     storage: Arc<S>,
-    clock: SharedClock,
-    pub(crate) vocabulary: Vocabulary,
-    default_limit: RateLimit,
-    max_keys: usize,
+    pub(crate) profile: Profile,
     /// Who the audit log says acted.
     actor: Actor,
 }
@@ -297,10 +289,7 @@ impl<S> Clone for KeyManager<S> {
     fn clone(&self) -> Self {
         Self {
             storage: self.storage.clone(),
-            clock: self.clock.clone(),
-            vocabulary: self.vocabulary.clone(),
-            default_limit: self.default_limit,
-            max_keys: self.max_keys,
+            profile: self.profile.clone(),
             actor: self.actor.clone(),
         }
     }
@@ -315,16 +304,23 @@ impl<S: fmt::Debug> fmt::Debug for KeyManager<S> {
 }
 
 impl<S: KeyStorage> KeyManager<S> {
-    /// A manager over `storage`, on the system clock, with Nouvel's vocabulary.
+    /// A manager of Nouvel's profile over `storage` ([`Profile::key_manager`] for an
+    /// application's own).
     pub fn new(storage: S) -> Self {
+        Self::with_profile(storage, Profile::nouvel())
+    }
+
+    /// [`Profile::key_manager`].
+    pub(crate) fn with_profile(storage: S, profile: Profile) -> Self {
         Self {
             storage: Arc::new(storage),
-            clock: Arc::new(SystemClock),
-            vocabulary: Vocabulary::nouvel(),
-            default_limit: RateLimit::default(),
-            max_keys: DEFAULT_MAX_KEYS,
+            profile,
             actor: Actor::system(),
         }
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.profile.clock_handle().now()
     }
 
     /// The same manager, recording `actor` as the one who acts in the audit log (default
@@ -337,7 +333,7 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// An entry of `action` on `account` (and `key`), by this manager's actor, now.
     fn entry(&self, action: AuditAction, account: &AccountId, key: Option<&KeyId>) -> AuditEntry {
-        AuditEntry::new(action, account, key, &self.actor, self.clock.now())
+        AuditEntry::new(action, account, key, &self.actor, self.now())
     }
 
     /// A page of the account's audit log, newest first: at most `limit` entries (1 to
@@ -364,41 +360,14 @@ impl<S: KeyStorage> KeyManager<S> {
     /// [`AUDIT_RETENTION`](super::AUDIT_RETENTION), 400 days); how many. Run it from the
     /// application's maintenance, daily say.
     pub async fn prune_audit(&self, max_age: Duration) -> Result<u64, ManageError> {
-        let cutoff = self.clock.now() - max_age;
+        let cutoff = self.now() - max_age;
         Ok(self.storage.prune_audit(cutoff).await?)
     }
 
-    /// The limit listings show for keys without one of their own (default 60 per 60 s):
-    /// the layer's [`default_limit`](crate::NouvelAuthLayer::default_limit), which it
-    /// should match.
+    /// The profile it speaks.
     #[must_use]
-    pub fn default_limit(mut self, limit: RateLimit) -> Self {
-        self.default_limit = limit;
-        self
-    }
-
-    /// How many live keys (neither deleted, expired nor rotated) an account may hold:
-    /// creating one more is [`TooManyKeys`](ManageError::TooManyKeys). Default
-    /// [`DEFAULT_MAX_KEYS`], 100. A rotation never counts: it replaces a key.
-    #[must_use]
-    pub fn max_keys_per_account(mut self, max: usize) -> Self {
-        self.max_keys = max;
-        self
-    }
-
-    /// Makes keys with the prefix of `vocabulary`, and takes only its permissions and plans
-    /// (default Nouvel's). Give the layer the same one.
-    #[must_use]
-    pub fn vocabulary(mut self, vocabulary: Vocabulary) -> Self {
-        self.vocabulary = vocabulary;
-        self
-    }
-
-    /// Reads creation and expiry times from `clock`.
-    #[must_use]
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// The storage it manages.
@@ -454,14 +423,18 @@ impl<S: KeyStorage> KeyManager<S> {
         environment: Option<&Environment>,
     ) -> Result<Vec<KeyInfo>, ManageError> {
         self.account(account).await?;
-        let now = self.clock.now();
+        let now = self.now();
+        let plan = self.account(account).await?.plan;
         let mut keys = self.storage.keys(account).await?;
         if let Some(environment) = environment {
             keys.retain(|key| key.environment.as_ref() == Some(environment));
         }
         // Newest first; keys made in one instant by id, so the order is stable.
         keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        Ok(keys.into_iter().map(|key| self.info(key, now)).collect())
+        Ok(keys
+            .into_iter()
+            .map(|key| self.info(key, &plan, now))
+            .collect())
     }
 
     /// A page of the account's keys (for `environment` if given), newest first: at most
@@ -506,7 +479,8 @@ impl<S: KeyStorage> KeyManager<S> {
     /// One key of the account.
     pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
         let stored = self.stored_key(account, key).await?;
-        Ok(self.info(stored, self.clock.now()))
+        let plan = self.account(account).await?.plan;
+        Ok(self.info(stored, &plan, self.now()))
     }
 
     /// Deletes a key: it answers 401 from the next request on.
@@ -554,7 +528,8 @@ impl<S: KeyStorage> KeyManager<S> {
             .set_disabled(account, key, disabled, &audit)
             .await?
             .ok_or(ManageError::NotFound)?;
-        Ok(self.info(stored, self.clock.now()))
+        let plan = self.account(account).await?.plan;
+        Ok(self.info(stored, &plan, self.now()))
     }
 
     /// Replaces a key: a new key with the same name, permissions, environment and limit, and an
@@ -597,7 +572,7 @@ impl<S: KeyStorage> KeyManager<S> {
             id: random_id("acc_").into(),
             name,
             plan,
-            created_at: self.clock.now(),
+            created_at: self.now(),
         };
         let audit = self.entry(AuditAction::AccountCreated, &account.id, None);
         self.storage.insert_account(&account, &audit).await?;
@@ -642,7 +617,7 @@ impl<S: KeyStorage> KeyManager<S> {
             value: spec,
             errors,
         } = body?;
-        let now = self.clock.now();
+        let now = self.now();
         let (key, stored) = self.make_key(&account, &spec, now, errors)?;
         let live = self
             .storage
@@ -653,8 +628,9 @@ impl<S: KeyStorage> KeyManager<S> {
             .iter()
             .filter(|key| key.replaced_by.is_none() && key.expires_at.is_none_or(|at| at > now))
             .count();
-        if live >= self.max_keys {
-            return Err(ManageError::TooManyKeys { max: self.max_keys }.into());
+        let max = self.profile.max_keys();
+        if live >= max {
+            return Err(ManageError::TooManyKeys { max }.into());
         }
         let audit = self.created(&stored);
         self.storage
@@ -662,7 +638,7 @@ impl<S: KeyStorage> KeyManager<S> {
             .await
             .map_err(ManageError::from)?;
         Ok(NewKey {
-            info: self.info(stored, now),
+            info: self.info(stored, &account.plan, now),
             key,
         })
     }
@@ -689,7 +665,7 @@ impl<S: KeyStorage> KeyManager<S> {
             ));
         }
         let account = self.account(account).await?;
-        let now = self.clock.now();
+        let now = self.now();
         let expiration = match rotation.expiration {
             Some(expiration) => expiration,
             None => old
@@ -728,7 +704,7 @@ impl<S: KeyStorage> KeyManager<S> {
             return Err(error.into());
         }
         Ok(NewKey {
-            info: self.info(stored, now),
+            info: self.info(stored, &account.plan, now),
             key,
         })
     }
@@ -745,14 +721,15 @@ impl<S: KeyStorage> KeyManager<S> {
             )
     }
 
-    /// A key as its owner sees it at `now`, with its effective limit.
-    fn info(&self, key: StoredKey, now: OffsetDateTime) -> KeyInfo {
-        let limit = key.rate_limit.unwrap_or(self.default_limit);
+    /// A key of an account on `plan` as its owner sees it at `now`, with its effective
+    /// limit.
+    fn info(&self, key: StoredKey, plan: &Plan, now: OffsetDateTime) -> KeyInfo {
+        let limit = self.profile.limit_of(plan, key.rate_limit);
         KeyInfo::new(key, limit, now)
     }
 
     fn known_plan(&self, plan: &Plan) -> Result<Plan, FieldError> {
-        self.vocabulary
+        self.profile
             .plans()
             .parse(plan.as_str())
             .map_err(|e| FieldError::new("plan", e.to_string()))
@@ -774,19 +751,19 @@ impl<S: KeyStorage> KeyManager<S> {
         now: OffsetDateTime,
         body: Vec<FieldError>,
     ) -> Result<(ApiKey, StoredKey), ManageError> {
-        let (name, expires_at) = spec.validate(self.vocabulary.permissions(), now, body)?;
-        if !self.vocabulary.plans().allows_api_keys(&account.plan) {
+        let (name, expires_at) = spec.validate(self.profile.permissions(), now, body)?;
+        if !self.profile.plans().allows_api_keys(&account.plan) {
             return Err(ManageError::PlanRequired {
                 plan: account.plan.clone(),
                 required: self
-                    .vocabulary
+                    .profile
                     .plans()
                     .with_api_keys()
                     .unwrap_or_default()
                     .to_vec(),
             });
         }
-        let key = self.vocabulary.prefix().generate();
+        let key = self.profile.prefix().generate();
         let stored = StoredKey {
             id: random_id("key_").into(),
             account_id: account.id.clone(),

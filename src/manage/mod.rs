@@ -37,7 +37,6 @@ use time::OffsetDateTime;
 
 pub use crate::usage::{RejectionCounts, Usage};
 use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
-pub use manager::DEFAULT_MAX_KEYS;
 
 /// An account: it owns keys and has a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -4,18 +4,17 @@ use tower_layer::Layer;
 
 use super::{slots::Slots, Checks, Config, NouvelAuth};
 use crate::{
-    reject::{ProblemStyle, Problems},
-    BackendError, Clock, KeyStore, MemoryRateLimiter, RateLimit, RateLimiter, Responder,
-    RouteTable, SystemClock, Vocabulary,
+    reject::Problems, BackendError, KeyStore, MemoryRateLimiter, Profile, RateLimiter, Responder,
+    RouteTable,
 };
 
-/// Puts the Nouvel key rules in front of a service.
+/// Puts an application's key rules in front of a service: [`NouvelAuthLayer::new`] for
+/// Nouvel's [profile](Profile::nouvel), [`Profile::layer`] for an application's own.
 ///
-/// Defaults: Nouvel's [vocabulary](Vocabulary::nouvel) and [route table](RouteTable::nouvel)
-/// with unlisted routes denied, 60 requests per 60 s per key in a [`MemoryRateLimiter`],
-/// the system clock, 1 s timeouts on store and limiter, problem+json rejections with realm
-/// `nouvel` and problem `type` `about:blank`, the `Authorization` header removed before
-/// the inner service, usage flushed every 5 s.
+/// Defaults: the [Nouvel route table](RouteTable::nouvel) with unlisted routes denied, the
+/// limit counted in a [`MemoryRateLimiter`], 1 s timeouts on store and limiter,
+/// problem+json rejections in the profile's words, the `Authorization` header removed
+/// before the inner service, usage flushed every 5 s.
 ///
 /// The services run on Tokio: timeouts use its timer, and the first request starts the
 /// usage flush task on the runtime it runs on (axum and hyper servers are Tokio already).
@@ -46,23 +45,27 @@ pub struct NouvelAuthLayer<K, L: RateLimiter = MemoryRateLimiter> {
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl<K: KeyStore> NouvelAuthLayer<K> {
-    /// A layer reading keys from `store`, with the defaults above.
+    /// A layer of Nouvel's profile reading keys from `store`, with the defaults above.
     pub fn new(store: K) -> Self {
+        Self::with_profile(store, Profile::nouvel())
+    }
+
+    /// [`Profile::layer`].
+    pub(crate) fn with_profile(store: K, profile: Profile) -> Self {
         Self {
             checks: Arc::new(Checks {
                 store: Arc::new(store),
                 limiter: Arc::new(MemoryRateLimiter::new()),
                 slots: Arc::new(Slots::new(DEFAULT_FLUSH_INTERVAL)),
-                problems: Problems::new(ProblemStyle::default()),
                 config: Config {
                     routes: RouteTable::nouvel(),
-                    clock: Arc::new(SystemClock),
-                    default_limit: RateLimit::default(),
+                    clock: profile.clock_handle().clone(),
                     lookup_timeout: Duration::from_secs(1),
                     limiter_timeout: Duration::from_secs(1),
                     keep_authorization: false,
                     flush_interval: DEFAULT_FLUSH_INTERVAL,
                 },
+                problems: Arc::new(Problems::new(profile)),
             }),
         }
     }
@@ -94,18 +97,6 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
         self.change(|checks| checks.config.routes = routes)
     }
 
-    /// The limit of keys whose record sets none (default 60 per 60 s).
-    #[must_use]
-    pub fn default_limit(self, limit: RateLimit) -> Self {
-        self.change(|checks| checks.config.default_limit = limit)
-    }
-
-    /// Reads time from `clock` (expiry, limiter, usage times).
-    #[must_use]
-    pub fn clock(self, clock: impl Clock) -> Self {
-        self.change(|checks| checks.config.clock = Arc::new(clock))
-    }
-
     /// How long a key lookup may take before the request gets 503 (default 1 s).
     #[must_use]
     pub fn lookup_timeout(self, timeout: Duration) -> Self {
@@ -118,47 +109,11 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
         self.change(|checks| checks.config.limiter_timeout = timeout)
     }
 
-    /// The application's permissions, plans and key prefix (default Nouvel's): the plan
-    /// gate (402), the key format (401) and the texts of rejections follow it. Give the
-    /// [`KeyManager`](crate::KeyManager) the same one.
-    #[must_use]
-    pub fn vocabulary(self, vocabulary: Vocabulary) -> Self {
-        self.change(|checks| {
-            checks
-                .problems
-                .restyle(|style| style.vocabulary = vocabulary)
-        })
-    }
-
     /// Answers rejections through `responder` (see [`Responder`]) instead of with the
     /// problem+json default, which it is handed to change or keep.
     #[must_use]
     pub fn responder(self, responder: impl Responder) -> Self {
-        self.change(|checks| checks.problems.set_responder(responder))
-    }
-
-    /// The realm of `WWW-Authenticate` challenges (default `nouvel`). Characters that
-    /// cannot stand in a quoted string (`"`, `\`, controls, non-ASCII) are dropped.
-    #[must_use]
-    pub fn realm(self, realm: &str) -> Self {
-        let realm = realm
-            .chars()
-            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
-            .collect();
-        self.change(|checks| checks.problems.restyle(|style| style.realm = realm))
-    }
-
-    /// Problem `type`s become `{base}{code}` (for example
-    /// `https://docs.example.com/errors/` gives `…/errors/missing_api_key`) instead of
-    /// `about:blank`.
-    #[must_use]
-    pub fn problem_type_base(self, base: impl Into<String>) -> Self {
-        let base = base.into();
-        self.change(|checks| {
-            checks
-                .problems
-                .restyle(|style| style.type_base = Some(base))
-        })
+        self.change(|checks| Arc::make_mut(&mut checks.problems).set_responder(responder))
     }
 
     /// Passes the `Authorization` header on to the inner service (by default it is
@@ -215,7 +170,7 @@ impl<K, L: RateLimiter> fmt::Debug for NouvelAuthLayer<K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NouvelAuthLayer")
             .field("routes", &self.checks.config.routes)
-            .field("default_limit", &self.checks.config.default_limit)
+            .field("profile", self.checks.problems.profile())
             .finish_non_exhaustive()
     }
 }

@@ -38,19 +38,17 @@ use crate::{
     RouteTable,
 };
 
-/// The header on successful responses whose key expires within [`EXPIRY_WARNING`]:
-/// the key's expiration as an RFC 3339 timestamp in whole seconds.
-pub const KEY_EXPIRES_HEADER: HeaderName = HeaderName::from_static("nouvel-key-expires-at");
-
-/// How close an expiration must be for [`KEY_EXPIRES_HEADER`] to appear.
+/// How close an expiration must be for the profile's
+/// [expiry header](crate::Profile::expiry_header) to appear on a successful response: the
+/// key's expiration as an RFC 3339 timestamp in whole seconds.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The layer's settings.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) routes: RouteTable,
+    /// The profile's, kept here too: every request reads it.
     pub(crate) clock: SharedClock,
-    pub(crate) default_limit: RateLimit,
     pub(crate) lookup_timeout: Duration,
     pub(crate) limiter_timeout: Duration,
     pub(crate) keep_authorization: bool,
@@ -63,7 +61,8 @@ pub(crate) struct Checks<K, L: RateLimiter> {
     pub(crate) store: Arc<K>,
     pub(crate) limiter: Arc<L>,
     pub(crate) slots: Arc<Slots<L>>,
-    pub(crate) problems: Problems,
+    /// Shared with the requests that pass without a key, for their extractor's 401.
+    pub(crate) problems: Arc<Problems>,
     pub(crate) config: Config,
 }
 
@@ -90,7 +89,8 @@ pub(crate) struct Admission {
 /// What the headers of an admitted request's response say.
 pub(crate) struct ResponseHeaders {
     decision: Decision,
-    expires_soon: Option<OffsetDateTime>,
+    /// The expiry warning's header and instant, for a key expiring soon.
+    expires_soon: Option<(HeaderName, OffsetDateTime)>,
 }
 
 /// Why [`Checks::begin`] stopped before admitting a request.
@@ -138,7 +138,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         {
             return Err(Stop::Pass);
         }
-        let key = presented_key(request.headers(), self.problems.vocabulary().prefix())
+        let key = presented_key(request.headers(), self.problems.profile().prefix())
             .inspect_err(log_unauthenticated)?;
         let digest = self.store.digest(&key);
         if !self.config.keep_authorization {
@@ -209,18 +209,13 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         access: Access,
         now: OffsetDateTime,
     ) -> Result<RateLimit, Rejection> {
-        let authorized = if self
-            .problems
-            .vocabulary()
-            .plans()
-            .allows_api_keys(&key.plan)
-        {
+        let authorized = if self.problems.profile().plans().allows_api_keys(&key.plan) {
             access.authorize(key.permissions)
         } else {
             Err(Rejection::PlanRequired(key.plan.clone()))
         };
         authorized
-            .map(|()| key.rate_limit.unwrap_or(self.config.default_limit))
+            .map(|()| self.problems.profile().limit_of(&key.plan, key.rate_limit))
             .inspect_err(|rejection| refused(key, slot, rejection, now))
     }
 
@@ -238,7 +233,10 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         self.slots.sweep_if_due(&self.limiter, now);
         Ok(ResponseHeaders {
             decision,
-            expires_soon: key.expires_at.filter(|&at| at - now <= EXPIRY_WARNING),
+            expires_soon: key
+                .expires_at
+                .filter(|&at| at - now <= EXPIRY_WARNING)
+                .map(|at| (self.problems.profile().expiry_header_name().clone(), at)),
         })
     }
 }
@@ -280,8 +278,8 @@ impl ResponseHeaders {
     /// The rate-limit headers, and the expiry warning.
     pub(crate) fn write(&self, headers: &mut http::HeaderMap) {
         self.decision.write_headers(headers);
-        if let Some(at) = self.expires_soon {
-            headers.insert(KEY_EXPIRES_HEADER, whole_seconds(at));
+        if let Some((name, at)) = &self.expires_soon {
+            headers.insert(name, whole_seconds(*at));
         }
     }
 }

@@ -59,7 +59,9 @@ where
             Err(Stop::Pass) => {
                 #[cfg(feature = "metrics")]
                 timer.finish(PASSED);
-                request.extensions_mut().insert(Unauthenticated);
+                request
+                    .extensions_mut()
+                    .insert(Unauthenticated(checks.problems.clone()));
                 return ResponseFuture::passed(self.inner.call(request));
             }
             Err(Stop::Refused(rejection)) => {

@@ -86,7 +86,7 @@ struct ListQuery {
 }
 
 /// Keys a page holds unless `limit` says otherwise: every key an account holds by default.
-const KEY_PAGE: usize = crate::manage::manager::DEFAULT_MAX_KEYS;
+const KEY_PAGE: usize = crate::Profile::DEFAULT_MAX_KEYS;
 
 async fn list<S: KeyStorage>(
     State(keys): Keys<S>,
@@ -122,7 +122,7 @@ async fn create<S: KeyStorage>(
 ) -> Result<impl IntoResponse, RouterError> {
     let take_limit = keys.take_limit;
     let (manager, account) = keys.of(owner);
-    let set = manager.vocabulary.permissions();
+    let set = manager.profile.permissions();
     let parsed = bytes
         .bytes()
         .and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, take_limit)));

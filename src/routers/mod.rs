@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 use crate::{
     manage::{manager::Parsed, FieldError},
     quiet::{warn_quietly, Quiet},
-    reject::{plan_required, render_problem, ProblemStyle, PROBLEM_JSON},
-    Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, RateLimit,
-    Rotation,
+    reject::{plan_required, render_problem, PROBLEM_JSON},
+    Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, Profile,
+    RateLimit, Rotation,
 };
 
 /// The largest body a router reads: 64 KiB.
@@ -35,13 +35,9 @@ const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Why a request to one of the crate's routers failed: each becomes a problem+json answer.
 #[derive(Debug)]
 pub(crate) enum RouterError {
-    /// 401: no or the wrong credentials, with the code and challenge realm of the router.
+    /// 401: no or the wrong admin token.
     #[cfg(feature = "admin")]
-    Unauthorized {
-        code: &'static str,
-        detail: &'static str,
-        realm: &'static str,
-    },
+    AdminUnauthorized,
     /// 401: nobody is signed in (the settings router).
     #[cfg(feature = "settings")]
     NotSignedIn,
@@ -99,10 +95,10 @@ impl IntoResponse for RouterError {
         };
         let (status, code, detail, extra) = match &self {
             #[cfg(feature = "admin")]
-            Self::Unauthorized { code, detail, .. } => (
+            Self::AdminUnauthorized => (
                 StatusCode::UNAUTHORIZED,
-                *code,
-                (*detail).to_owned(),
+                "admin_unauthorized",
+                "Send the admin token as `Authorization: Bearer <token>`.".to_owned(),
                 Extra::None {},
             ),
             #[cfg(feature = "settings")]
@@ -195,16 +191,23 @@ impl IntoResponse for RouterError {
                 )
             }
         };
-        let body = render_problem(status, code, &detail, extra, &ProblemStyle::default());
+        // Rendered here in no one's style, so the guard of the admin token answers alone
+        // too; the routers render it again in their profile's (`answered_in`).
+        let extra = serde_json::to_value(extra).unwrap_or_default();
+        let body = render_problem(status, code, &detail, &extra, None);
         let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
+        response.extensions_mut().insert(Problem {
+            code,
+            detail,
+            extra,
+        });
         match self {
             #[cfg(feature = "admin")]
-            Self::Unauthorized { realm, .. } => {
-                if let Ok(challenge) = HeaderValue::try_from(format!(r#"Bearer realm="{realm}""#)) {
-                    response
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, challenge);
-                }
+            Self::AdminUnauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="admin""#),
+                );
             }
             Self::MethodNotAllowed(Some(allow)) => {
                 response.headers_mut().insert(header::ALLOW, allow);
@@ -231,12 +234,41 @@ fn retry_after(wait: Duration) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Marks an answer `Cache-Control: no-store`, as every answer of the routers is: they carry
-/// keys, usage and account data, which no cache on the way may keep.
-pub(crate) async fn no_store(mut response: Response) -> Response {
+/// A router's refusal as data, riding in its response's extensions until
+/// [`answered_in`] renders it in the router's profile.
+#[derive(Debug, Clone)]
+struct Problem {
+    code: &'static str,
+    detail: String,
+    extra: Value,
+}
+
+/// `router`'s answers as the profile says: every error problem+json in its style, and
+/// every answer `Cache-Control: no-store`, since they carry keys, usage and account data
+/// that no cache on the way may keep.
+pub(crate) fn answered_in(router: Router, profile: Profile) -> Router {
+    router.layer(axum::middleware::map_response_with_state(profile, answer))
+}
+
+async fn answer(
+    axum::extract::State(profile): axum::extract::State<Profile>,
+    mut response: Response,
+) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let (Some(base), Some(problem)) =
+        (profile.type_base(), response.extensions().get::<Problem>())
+    {
+        let body = render_problem(
+            response.status(),
+            problem.code,
+            &problem.detail,
+            &problem.extra,
+            Some(base),
+        );
+        *response.body_mut() = axum::body::Body::from(body);
+    }
     response
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::Vocabulary;
+use crate::Profile;
 
 /// Which router a document describes.
 #[cfg_attr(
@@ -19,8 +19,8 @@ pub(crate) enum Api {
     Settings,
 }
 
-/// The document of `api`, for an application speaking `vocabulary`.
-pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
+/// The document of `api`, for an application speaking `profile`.
+pub(crate) fn document(api: Api, profile: &Profile) -> Value {
     let mut paths = Map::new();
     let keys = match api {
         Api::Admin => {
@@ -194,7 +194,7 @@ pub(crate) fn document(api: Api, vocabulary: &Vocabulary) -> Value {
         "openapi": "3.1.0",
         "info": {"title": title, "version": env!("CARGO_PKG_VERSION"), "description": description},
         "paths": paths,
-        "components": components(api, vocabulary, unauthorized),
+        "components": components(api, profile, unauthorized),
     });
     if api == Api::Admin {
         document["components"]["securitySchemes"] = json!({"admin": {"type": "http", "scheme": "bearer", "description": "The admin token."}});
@@ -264,9 +264,9 @@ fn problem(description: &str, codes: &[&str], extra: Value) -> Value {
     json!({"description": description, "content": {"application/problem+json": {"schema": schema}}})
 }
 
-fn components(api: Api, vocabulary: &Vocabulary, unauthorized: &str) -> Value {
-    let permissions: Vec<&str> = vocabulary.permissions().names().to_vec();
-    let plans: Vec<&str> = vocabulary
+fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
+    let permissions: Vec<&str> = profile.permissions().names().to_vec();
+    let plans: Vec<&str> = profile
         .plans()
         .known()
         .iter()

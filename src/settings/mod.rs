@@ -65,12 +65,12 @@ use serde::Serialize;
 
 use crate::{
     routers::{
+        answered_in,
         keys::{audit_routes, key_routes, Owner},
-        no_store,
         openapi::{document, Api},
         serve_document, with_problems, RouterError,
     },
-    AccountId, KeyManager, KeyStorage, Vocabulary,
+    AccountId, KeyManager, KeyStorage, Profile,
 };
 
 /// Who is signed in: the account whose keys they manage, and the application's own id for
@@ -125,16 +125,17 @@ where
 
 /// The settings router over `manager`, for the users `session` says are signed in.
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, session: impl Session) -> Router {
+    let profile = manager.profile.clone();
     let gate = Arc::new(Gate {
         session,
-        vocabulary: manager.vocabulary.clone(),
+        profile: manager.profile.clone(),
     });
-    let page = page::Page::new(&manager.vocabulary);
+    let page = page::Page::new(&manager.profile);
     let signed_in = Router::new()
         .route("/account", get(account::<S>))
         .route(
             "/openapi.json",
-            serve_document(&document(Api::Settings, &manager.vocabulary)),
+            serve_document(&document(Api::Settings, &manager.profile)),
         )
         .with_state(manager.clone())
         .nest("/keys", key_routes(manager.clone(), false))
@@ -144,13 +145,13 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, session: impl Session) -> R
         .route("/", get(page::serve))
         .with_state((gate, Arc::new(page)))
         .merge(page::assets());
-    with_problems(signed_in.merge(pages)).layer(middleware::map_response(no_store))
+    answered_in(with_problems(signed_in.merge(pages)), profile)
 }
 
 /// The application's session, and what tells an API key from a session.
 struct Gate<A> {
     session: A,
-    vocabulary: Vocabulary,
+    profile: Profile,
 }
 
 impl<A: Session> Gate<A> {
@@ -166,7 +167,7 @@ impl<A: Session> Gate<A> {
     /// API keys, well-formed or not, beside whatever else it carries: those open the API,
     /// never the settings of the account that made them.
     fn presents_api_key(&self, headers: &HeaderMap) -> bool {
-        let prefix = self.vocabulary.prefix();
+        let prefix = self.profile.prefix();
         headers.get_all(header::AUTHORIZATION).iter().any(|value| {
             let value = value.as_bytes().trim_ascii_start();
             let Some((scheme, token)) = value.split_at_checked(b"bearer".len()) else {
@@ -245,7 +246,7 @@ async fn account<S: KeyStorage>(
     axum::Extension(owner): axum::Extension<Owner>,
 ) -> Result<impl IntoResponse, RouterError> {
     let account = manager.account(&owner.account).await?;
-    let api_keys_allowed = manager.vocabulary.plans().allows_api_keys(&account.plan);
+    let api_keys_allowed = manager.profile.plans().allows_api_keys(&account.plan);
     Ok(Json(AccountView {
         id: account.id,
         name: account.name,

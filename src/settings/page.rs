@@ -1,5 +1,5 @@
 //! The settings page: one HTML document rendered on the server (the mount point, the
-//! permissions of the vocabulary, the plans that have keys), and a script and a style
+//! permissions of the profile, the plans that have keys), and a script and a style
 //! sheet served beside it. Plain files with no build step; the script talks to the
 //! router's JSON routes, so the page does nothing a script of the user's could not.
 
@@ -14,7 +14,7 @@ use axum::{
 };
 
 use super::{html, mount_point, Gate, Session};
-use crate::{plan::or_list, Vocabulary};
+use crate::{plan::or_list, Profile};
 
 const TEMPLATE: &str = include_str!("page.html");
 const SIGN_IN: &str = include_str!("sign_in.html");
@@ -28,9 +28,9 @@ pub(super) struct Page {
 }
 
 impl Page {
-    pub(super) fn new(vocabulary: &Vocabulary) -> Self {
+    pub(super) fn new(profile: &Profile) -> Self {
         let mut permissions = String::new();
-        for name in vocabulary.permissions().names() {
+        for name in profile.permissions().names() {
             let name = escape(name);
             // Names are at most 64 and unique: their position makes a stable id.
             let _ = write!(
@@ -38,7 +38,7 @@ impl Page {
                 r#"<li><label><input type="checkbox" name="permissions" value="{name}"> <code>{name}</code></label></li>"#
             );
         }
-        let plans = vocabulary.plans().with_api_keys().unwrap_or_default();
+        let plans = profile.plans().with_api_keys().unwrap_or_default();
         let required_plans = escape(&or_list(plans.iter().map(crate::Plan::as_str)));
         Self {
             permissions,
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn the_mount_point_is_escaped() {
-        let page = Page::new(&Vocabulary::nouvel());
+        let page = Page::new(&Profile::nouvel());
         let html = page.render(r#"/a"><script>x</script>"#);
         assert!(!html.contains("<script>x"));
         assert!(html.contains("/a&quot;&gt;&lt;script&gt;"));

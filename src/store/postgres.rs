@@ -82,7 +82,7 @@ impl PostgresKeyStore {
     }
 
     /// Reads permission names as permissions of `set` (default Nouvel's): the set of the
-    /// application's [`Vocabulary`](crate::Vocabulary). Stored are the names, so a set may
+    /// application's [`Profile`](crate::Profile). Stored are the names, so a set may
     /// grow, or change its order, without touching a row.
     #[must_use]
     pub fn permissions(mut self, set: &'static PermissionSet) -> Self {

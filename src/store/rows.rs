@@ -201,7 +201,7 @@ pub(super) fn audit_entry(row: &impl Columns) -> Result<AuditEntry, sqlx::Error>
 
 /// The row's permission names, as permissions of `set`. A name the set no longer has
 /// grants nothing (and is logged, once per 10 s at most: every lookup of such a key would
-/// log it): a vocabulary that dropped a permission takes it from every key.
+/// log it): a profile that dropped a permission takes it from every key.
 fn permissions(
     row: &impl Columns,
     set: &'static PermissionSet,
@@ -212,7 +212,7 @@ fn permissions(
         .iter()
         .filter_map(|name| {
             set.parse(name)
-                .inspect_err(|_| warn_quietly!(UNKNOWN, permission = %name, "nouvel-auth: a stored permission is not in the vocabulary; ignoring it"))
+                .inspect_err(|_| warn_quietly!(UNKNOWN, permission = %name, "nouvel-auth: a stored permission is not in the profile; ignoring it"))
                 .ok()
         })
         .collect())

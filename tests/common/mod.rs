@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod servers;
 
 use nouvel_auth::nouvel;
+use nouvel_auth::Profile;
 use std::time::Duration;
 
 use axum::{
@@ -90,11 +91,24 @@ impl Harness {
     pub async fn with_layer(
         configure: impl FnOnce(NouvelAuthLayer<MemoryKeyStore>) -> NouvelAuthLayer<MemoryKeyStore>,
     ) -> Self {
+        Self::with(|profile| profile, configure).await
+    }
+
+    /// A harness speaking Nouvel's profile as `profile` changes it.
+    pub async fn with_profile(profile: impl FnOnce(Profile) -> Profile) -> Self {
+        Self::with(profile, |layer| layer).await
+    }
+
+    pub async fn with(
+        profile: impl FnOnce(Profile) -> Profile,
+        configure: impl FnOnce(NouvelAuthLayer<MemoryKeyStore>) -> NouvelAuthLayer<MemoryKeyStore>,
+    ) -> Self {
         let clock = ManualClock::new(T0);
         let store = MemoryKeyStore::new();
-        let keys = KeyManager::new(store.clone()).clock(clock.clone());
+        let profile = profile(Profile::nouvel().clock(clock.clone()));
+        let keys = profile.key_manager(store.clone());
         let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap().id;
-        let layer = configure(NouvelAuthLayer::new(store.clone()).clock(clock.clone()));
+        let layer = configure(profile.layer(store.clone()));
         let app = routes().layer(layer.clone());
         Self {
             clock,

@@ -1,4 +1,4 @@
-//! An application's own vocabulary (permissions, plans, key prefix) and its own rejection
+//! An application's own profile (permissions, plans, key prefix) and its own rejection
 //! responses, end to end: the manager, the layer and the admin API speak it.
 
 mod common;
@@ -15,7 +15,7 @@ use http::{Response, StatusCode};
 use nouvel_auth::{
     admin::{self, AdminToken},
     AuthenticatedKey, KeyManager, KeyPrefix, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission,
-    PermissionSet, Plan, Plans, Rejection, RouteTable, Vocabulary,
+    PermissionSet, Plan, Plans, Profile, Rejection, RouteTable,
 };
 use serde_json::json;
 use tower::ServiceExt;
@@ -26,8 +26,8 @@ const VIDEOS_WRITE: Permission = SCOPES.permission("videos:write");
 const FREE: Plan = Plan::from_static("free");
 const PRO: Plan = Plan::from_static("pro");
 
-fn vocabulary() -> Vocabulary {
-    Vocabulary::new(
+fn profile() -> Profile {
+    Profile::new(
         SCOPES,
         Plans::new([FREE, PRO]).api_keys_on([PRO]),
         KeyPrefix::new("vid_").unwrap(),
@@ -43,17 +43,13 @@ async fn app(
     layer: impl FnOnce(NouvelAuthLayer<MemoryKeyStore>) -> NouvelAuthLayer<MemoryKeyStore>,
 ) -> App {
     let store = MemoryKeyStore::new();
-    let keys = KeyManager::new(store.clone()).vocabulary(vocabulary());
+    let keys = profile().key_manager(store.clone());
     let routes = RouteTable::new()
         .route(Method::GET, "/videos", VIDEOS_READ)
         .unwrap()
         .route(Method::POST, "/videos", VIDEOS_WRITE)
         .unwrap();
-    let auth = layer(
-        NouvelAuthLayer::new(store)
-            .vocabulary(vocabulary())
-            .routes(routes),
-    );
+    let auth = layer(profile().layer(store).routes(routes));
     let app = Router::new()
         .route(
             "/videos",
@@ -141,7 +137,7 @@ async fn the_applications_permissions_plans_and_prefix_hold_everywhere() {
     assert_eq!(write.body["required_permission"], "videos:write");
     assert_eq!(
         write.header("www-authenticate"),
-        Some(r#"Bearer realm="nouvel", error="insufficient_scope", scope="videos:write""#)
+        Some(r#"Bearer realm="api", error="insufficient_scope", scope="videos:write""#)
     );
 
     // A Nouvel key is malformed here: the prefix is the application's.
@@ -182,7 +178,7 @@ async fn the_applications_permissions_plans_and_prefix_hold_everywhere() {
 }
 
 #[tokio::test]
-async fn permissions_of_another_vocabulary_are_refused_by_the_manager() {
+async fn permissions_of_another_profile_are_refused_by_the_manager() {
     let App { keys, .. } = app(|layer| layer).await;
     let account = keys.create_account("Studio", PRO).await.unwrap();
     let refused = keys
@@ -200,8 +196,8 @@ async fn permissions_of_another_vocabulary_are_refused_by_the_manager() {
 #[tokio::test]
 async fn without_a_plan_gate_no_plan_is_refused() {
     let store = MemoryKeyStore::new();
-    let open = Vocabulary::new(SCOPES, Plans::any(), KeyPrefix::new("vid_").unwrap());
-    let keys = KeyManager::new(store.clone()).vocabulary(open.clone());
+    let open = Profile::new(SCOPES, Plans::any(), KeyPrefix::new("vid_").unwrap());
+    let keys = open.clone().key_manager(store.clone());
     let account = keys
         .create_account("Anyone", Plan::new("hobby"))
         .await
@@ -215,7 +211,7 @@ async fn without_a_plan_gate_no_plan_is_refused() {
         .unwrap();
     let app = Router::new()
         .route("/videos", get(|| async { "ok" }))
-        .layer(NouvelAuthLayer::new(store).vocabulary(open).routes(routes));
+        .layer(open.layer(store).routes(routes));
     let reply = send(&app, "GET", "/videos", Some(&common::bearer(&key.key))).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
@@ -285,4 +281,175 @@ async fn a_responder_works_with_plain_hyper_types() {
     );
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "Who are you? (missing_api_key)");
+}
+
+const TEAM: Plan = Plan::from_static("team");
+
+/// The weather application's profile: its plans carry their limits.
+fn weather() -> Profile {
+    use std::time::Duration;
+    Profile::new(
+        SCOPES,
+        Plans::new([FREE, PRO, TEAM]).api_keys_on([PRO, TEAM]),
+        KeyPrefix::new("wx_").unwrap(),
+    )
+    .realm("weather")
+    .expiry_header(http::HeaderName::from_static("weather-key-expires-at"))
+    .problem_type_base("https://weather.example/errors/")
+    .plan_limit(
+        PRO,
+        nouvel_auth::RateLimit::new(120, Duration::from_secs(60)),
+    )
+    .plan_limit(
+        TEAM,
+        nouvel_auth::RateLimit::new(600, Duration::from_secs(60)),
+    )
+}
+
+#[tokio::test]
+async fn limits_follow_the_plan_at_once_and_a_keys_own_limit_wins() {
+    let store = MemoryKeyStore::new();
+    let profile = weather();
+    let keys = profile.key_manager(store.clone());
+    let routes = RouteTable::new()
+        .route(Method::GET, "/forecast", VIDEOS_READ)
+        .unwrap();
+    let app = Router::new()
+        .route("/forecast", get(|| async { "sunny" }))
+        .layer(profile.layer(store).routes(routes))
+        .nest(
+            "/ops",
+            admin::router(keys.clone(), AdminToken::new("admin-token-0123456789")),
+        );
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let made = keys
+        .create_key(&account.id, KeySpec::new("Reader", [VIDEOS_READ]))
+        .await
+        .unwrap();
+    let own = keys
+        .create_key(
+            &account.id,
+            KeySpec::new("Own", [VIDEOS_READ]).rate_limit(nouvel_auth::RateLimit::new(
+                5,
+                std::time::Duration::from_secs(10),
+            )),
+        )
+        .await
+        .unwrap();
+    let limit_of = |key: &nouvel_auth::manage::NewKey| {
+        let auth = format!("Bearer {}", key.key.expose_secret());
+        let app = app.clone();
+        async move {
+            let reply = send(&app, "GET", "/forecast", Some(&auth)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            reply.header("x-ratelimit-limit").unwrap().to_owned()
+        }
+    };
+    let listed = |keys: KeyManager<MemoryKeyStore>, id| {
+        let account = account.id.clone();
+        async move {
+            let info = keys.key(&account, &id).await.unwrap();
+            serde_json::to_value(&info).unwrap()["rate_limit"]["requests"].clone()
+        }
+    };
+    assert_eq!(limit_of(&made).await, "120");
+    assert_eq!(listed(keys.clone(), made.info.id.clone()).await, 120);
+    // The plan changes: the next request, and the listing, have the new plan's limit.
+    keys.set_plan(&account.id, TEAM).await.unwrap();
+    assert_eq!(limit_of(&made).await, "600");
+    assert_eq!(listed(keys.clone(), made.info.id.clone()).await, 600);
+    // A key's own limit wins over its plan's.
+    assert_eq!(limit_of(&own).await, "5");
+    assert_eq!(listed(keys.clone(), own.info.id.clone()).await, 5);
+}
+
+#[tokio::test]
+async fn nothing_of_nouvel_reaches_an_application_with_its_own_profile() {
+    let store = MemoryKeyStore::new();
+    let profile = weather();
+    let keys = profile.key_manager(store.clone());
+    let routes = RouteTable::new()
+        .route(Method::GET, "/forecast", VIDEOS_READ)
+        .unwrap()
+        .optional("/cities")
+        .unwrap();
+    let app = Router::new()
+        .route("/forecast", get(|| async { "sunny" }))
+        .route(
+            "/cities",
+            get(|key: AuthenticatedKey| async move { key.name.to_string() }),
+        )
+        .layer(profile.layer(store).routes(routes))
+        .nest(
+            "/ops",
+            admin::router(keys.clone(), AdminToken::new("admin-token-0123456789")),
+        );
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let soon = keys
+        .create_key(
+            &account.id,
+            KeySpec::new("Soon", [VIDEOS_READ]).expiration(nouvel_auth::Expiration::Days7),
+        )
+        .await
+        .unwrap();
+    let deleted = keys
+        .create_key(&account.id, KeySpec::new("Gone", [VIDEOS_READ]))
+        .await
+        .unwrap();
+    keys.delete_key(&account.id, &deleted.info.id)
+        .await
+        .unwrap();
+
+    let mut replies = Vec::new();
+    let bearer = |key: &nouvel_auth::manage::NewKey| format!("Bearer {}", key.key.expose_secret());
+    let ok = send(&app, "GET", "/forecast", Some(&bearer(&soon))).await;
+    assert_eq!(ok.header("weather-key-expires-at").map(str::len), Some(20));
+    replies.push(ok);
+    // The extractor's own 401, on an optional route without a key, is the layer's.
+    let optional = send(&app, "GET", "/cities", None).await;
+    assert_eq!(
+        (optional.status.as_u16(), optional.code()),
+        (401, "missing_api_key")
+    );
+    assert!(optional.text.contains("Bearer wx_"), "{}", optional.text);
+    assert_eq!(
+        optional.header("www-authenticate"),
+        Some(r#"Bearer realm="weather""#)
+    );
+    assert_eq!(
+        optional.body["type"],
+        "https://weather.example/errors/missing_api_key"
+    );
+    replies.push(optional);
+    replies.push(send(&app, "GET", "/forecast", Some(&bearer(&deleted))).await);
+    replies.push(send(&app, "GET", "/forecast", Some("Bearer nvl_madeup")).await);
+    replies.push(send(&app, "GET", "/forecast", Some("Bearer wx_madeup")).await);
+    // The admin router speaks the profile too.
+    replies.push(
+        Reply::read(
+            app.clone()
+                .oneshot(
+                    Request::get("/ops/accounts/acc_none")
+                        .header("authorization", "Bearer admin-token-0123456789")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    let ops = replies.last().unwrap();
+    assert_eq!((ops.status.as_u16(), ops.code()), (404, "not_found"));
+    assert_eq!(ops.body["type"], "https://weather.example/errors/not_found");
+    for reply in &replies {
+        let mut seen = reply.text.to_lowercase();
+        for (name, value) in reply.headers.iter() {
+            seen.push_str(
+                &format!("{name}: {}", value.to_str().unwrap_or_default()).to_lowercase(),
+            );
+        }
+        assert!(!seen.contains("nouvel"), "{seen}");
+        assert!(!seen.contains("settings → api keys"), "{seen}");
+    }
 }

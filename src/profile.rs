@@ -1,0 +1,269 @@
+//! The application's own words, given once: its [permissions](crate::PermissionSet), its
+//! [plans](crate::Plans) with their limits, its [key prefix](crate::KeyPrefix), the realm
+//! of its challenges, the name of its expiry-warning header, where its users manage keys,
+//! its problem `type` base, its clock and its cap on keys per account. Nouvel's are the
+//! default ([`Profile::nouvel`]).
+//!
+//! The parts are made from the profile, so each speaks it: [`Profile::layer`] and
+//! [`Profile::key_manager`] (whose routers, [`admin`](crate::admin) and
+//! [`settings`](crate::settings), speak its profile too). `NouvelAuthLayer::new(store)`
+//! and `KeyManager::new(store)` are Nouvel's profile's.
+//!
+//! ```
+//! use std::time::Duration;
+//! use nouvel_auth::{
+//!     KeyPrefix, MemoryKeyStore, PermissionSet, Plan, Plans, Profile, RateLimit,
+//! };
+//!
+//! const SCOPES: &PermissionSet = &PermissionSet::new(&["forecast:read", "alerts:write"]);
+//! const PRO: Plan = Plan::from_static("pro");
+//! const TEAM: Plan = Plan::from_static("team");
+//!
+//! let profile = Profile::new(
+//!     SCOPES,
+//!     Plans::new([Plan::from_static("free"), PRO, TEAM]).api_keys_on([PRO, TEAM]),
+//!     KeyPrefix::new("wx_").unwrap(),
+//! )
+//! .realm("weather")
+//! .expiry_header(http::HeaderName::from_static("weather-key-expires-at"))
+//! .plan_limit(PRO, RateLimit::new(120, Duration::from_secs(60)))
+//! .plan_limit(TEAM, RateLimit::new(600, Duration::from_secs(60)));
+//! assert_eq!(profile.limit_of(&TEAM, None).requests(), 600);
+//!
+//! let store = MemoryKeyStore::new();
+//! let keys = profile.key_manager(store.clone());
+//! let layer = profile.layer(store);
+//! assert_eq!(Profile::default().prefix().as_str(), "nvl_");
+//! ```
+
+use std::{fmt, sync::Arc};
+
+use http::HeaderName;
+
+use crate::{
+    clock::SharedClock, nouvel, Clock, KeyManager, KeyPrefix, KeyStorage, KeyStore,
+    NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimit, SystemClock,
+};
+
+/// The application's words, as one value (cheap to clone: a reference count).
+#[derive(Clone)]
+pub struct Profile(Arc<Words>);
+
+#[derive(Clone)]
+struct Words {
+    permissions: &'static PermissionSet,
+    plans: Plans,
+    prefix: KeyPrefix,
+    realm: Arc<str>,
+    expiry_header: HeaderName,
+    key_settings: Option<Arc<str>>,
+    problem_type_base: Option<Arc<str>>,
+    clock: SharedClock,
+    default_limit: RateLimit,
+    plan_limits: Vec<(Plan, RateLimit)>,
+    max_keys: usize,
+}
+
+impl Profile {
+    /// The most live keys an account holds unless
+    /// [`max_keys_per_account`](Profile::max_keys_per_account) says otherwise.
+    pub const DEFAULT_MAX_KEYS: usize = 100;
+
+    /// An application's own words, with these defaults until set: realm `api`, the
+    /// expiry-warning header `Api-Key-Expires-At`, problem `type` `about:blank`, the
+    /// system clock, 60 requests per 60 s per key on every plan, 100 live keys per
+    /// account.
+    #[must_use]
+    pub fn new(permissions: &'static PermissionSet, plans: Plans, prefix: KeyPrefix) -> Self {
+        Self(Arc::new(Words {
+            permissions,
+            plans,
+            prefix,
+            realm: "api".into(),
+            expiry_header: HeaderName::from_static("api-key-expires-at"),
+            key_settings: None,
+            problem_type_base: None,
+            clock: Arc::new(SystemClock),
+            default_limit: RateLimit::default(),
+            plan_limits: Vec::new(),
+            max_keys: Self::DEFAULT_MAX_KEYS,
+        }))
+    }
+
+    /// Nouvel's: five permissions, four plans with keys (60 requests per 60 s) on Scale and
+    /// Business, `nvl_`, realm `nouvel`, `Nouvel-Key-Expires-At`, keys managed in
+    /// "Settings → API Keys".
+    #[must_use]
+    pub fn nouvel() -> Self {
+        Self::new(nouvel::PERMISSIONS, nouvel::plans(), KeyPrefix::NOUVEL)
+            .realm("nouvel")
+            .expiry_header(HeaderName::from_static("nouvel-key-expires-at"))
+            .key_settings("Settings → API Keys")
+    }
+
+    fn change(mut self, change: impl FnOnce(&mut Words)) -> Self {
+        change(Arc::make_mut(&mut self.0));
+        self
+    }
+
+    /// The realm of `WWW-Authenticate` challenges. Characters that cannot stand in a
+    /// quoted string (`"`, `\`, controls, non-ASCII) are left out.
+    #[must_use]
+    pub fn realm(self, realm: &str) -> Self {
+        let realm: String = realm
+            .chars()
+            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
+            .collect();
+        self.change(|words| words.realm = realm.into())
+    }
+
+    /// The header that warns of a key expiring within 7 days, on successful responses.
+    #[must_use]
+    pub fn expiry_header(self, name: HeaderName) -> Self {
+        self.change(|words| words.expiry_header = name)
+    }
+
+    /// Where the application's users manage their keys ("Settings → API Keys"): the
+    /// texts of 401s for deleted, expired and disabled keys send them there.
+    #[must_use]
+    pub fn key_settings(self, place: &str) -> Self {
+        let place: Arc<str> = place.into();
+        self.change(|words| words.key_settings = Some(place))
+    }
+
+    /// Problem `type`s become `{base}{code}` (for example
+    /// `https://docs.example.com/errors/` gives `…/errors/rate_limited`) instead of
+    /// `about:blank`.
+    #[must_use]
+    pub fn problem_type_base(self, base: impl Into<String>) -> Self {
+        let base: Arc<str> = base.into().into();
+        self.change(|words| words.problem_type_base = Some(base))
+    }
+
+    /// Reads time from `clock`: creation and expiry, the limiter, usage times.
+    #[must_use]
+    pub fn clock(self, clock: impl Clock) -> Self {
+        let clock: SharedClock = Arc::new(clock);
+        self.change(|words| words.clock = clock)
+    }
+
+    /// The limit of keys whose plan has none of its own and that have none of their own
+    /// (default 60 per 60 s).
+    #[must_use]
+    pub fn default_limit(self, limit: RateLimit) -> Self {
+        self.change(|words| words.default_limit = limit)
+    }
+
+    /// The limit of the keys of accounts on `plan`, unless a key has one of its own.
+    #[must_use]
+    pub fn plan_limit(self, plan: Plan, limit: RateLimit) -> Self {
+        self.change(|words| {
+            words.plan_limits.retain(|(known, _)| *known != plan);
+            words.plan_limits.push((plan, limit));
+        })
+    }
+
+    /// How many live keys (neither deleted, expired nor rotated) an account may hold
+    /// (default [`DEFAULT_MAX_KEYS`](Self::DEFAULT_MAX_KEYS), 100).
+    #[must_use]
+    pub fn max_keys_per_account(self, max: usize) -> Self {
+        self.change(|words| words.max_keys = max)
+    }
+
+    /// The layer checking requests with this profile, reading keys from `store`.
+    pub fn layer<K: KeyStore>(&self, store: K) -> NouvelAuthLayer<K> {
+        NouvelAuthLayer::with_profile(store, self.clone())
+    }
+
+    /// The key manager making and checking keys with this profile, over `storage`; the
+    /// admin and settings routers made from it speak this profile too.
+    pub fn key_manager<S: KeyStorage>(&self, storage: S) -> KeyManager<S> {
+        KeyManager::with_profile(storage, self.clone())
+    }
+
+    /// The permission names.
+    #[must_use]
+    pub fn permissions(&self) -> &'static PermissionSet {
+        self.0.permissions
+    }
+
+    /// The plans, and which may use API keys.
+    #[must_use]
+    pub fn plans(&self) -> &Plans {
+        &self.0.plans
+    }
+
+    /// What every key starts with.
+    #[must_use]
+    pub fn prefix(&self) -> KeyPrefix {
+        self.0.prefix
+    }
+
+    /// The realm of challenges.
+    #[must_use]
+    pub fn realm_name(&self) -> &str {
+        &self.0.realm
+    }
+
+    /// The expiry-warning header's name.
+    #[must_use]
+    pub fn expiry_header_name(&self) -> &HeaderName {
+        &self.0.expiry_header
+    }
+
+    /// Where users manage their keys, if the profile says.
+    pub(crate) fn key_settings_place(&self) -> Option<&str> {
+        self.0.key_settings.as_deref()
+    }
+
+    /// The problem `type` base, if any.
+    pub(crate) fn type_base(&self) -> Option<&str> {
+        self.0.problem_type_base.as_deref()
+    }
+
+    pub(crate) fn clock_handle(&self) -> &SharedClock {
+        &self.0.clock
+    }
+
+    /// The limit a key on `plan` has: its `own` if it has one, else its plan's, else the
+    /// profile's default.
+    #[must_use]
+    pub fn limit_of(&self, plan: &Plan, own: Option<RateLimit>) -> RateLimit {
+        own.or_else(|| {
+            self.0
+                .plan_limits
+                .iter()
+                .find(|(known, _)| known == plan)
+                .map(|(_, limit)| *limit)
+        })
+        .unwrap_or(self.0.default_limit)
+    }
+
+    /// How many live keys an account may hold.
+    #[must_use]
+    pub fn max_keys(&self) -> usize {
+        self.0.max_keys
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self::nouvel()
+    }
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words = &self.0;
+        f.debug_struct("Profile")
+            .field("permissions", &words.permissions)
+            .field("plans", &words.plans)
+            .field("prefix", &words.prefix)
+            .field("realm", &words.realm)
+            .field("expiry_header", &words.expiry_header)
+            .field("default_limit", &words.default_limit)
+            .field("plan_limits", &words.plan_limits)
+            .field("max_keys", &words.max_keys)
+            .finish_non_exhaustive()
+    }
+}
