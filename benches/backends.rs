@@ -51,7 +51,7 @@ async fn main() {
     let key = keys.create_key(&account.id, spec.clone()).await.unwrap();
     let bearer = format!("Bearer {}", key.key.expose_secret());
     let prefix = servers::unique("bench");
-    let limiter = RedisRateLimiter::connect(&redis_url)
+    let limiter = RedisRateLimiter::connect(&redis_url, &nouvel_auth::Profile::nouvel())
         .await
         .unwrap()
         .key_prefix(prefix);
@@ -115,9 +115,10 @@ async fn main() {
 
     // Lookups that hit: the cached PostgreSQL store against the memory store.
     let schema = servers::unique("nouvel_bench");
-    let postgres = PostgresKeyStore::connect(&database_url, &schema)
-        .await
-        .unwrap();
+    let postgres =
+        PostgresKeyStore::connect(&database_url, &schema, &nouvel_auth::Profile::nouvel())
+            .await
+            .unwrap();
     postgres.migrate().await.unwrap();
     let pg_keys = KeyManager::new(postgres.clone());
     let pg_account = pg_keys
@@ -168,7 +169,9 @@ async fn main() {
     // Lookups awaited one after another: the SQLite store, bare and behind the cache,
     // against the memory store.
     let path = std::env::temp_dir().join(format!("{}.db", servers::unique("nouvel_bench")));
-    let sqlite = SqliteKeyStore::open(&path).await.unwrap();
+    let sqlite = SqliteKeyStore::open(&path, &nouvel_auth::Profile::nouvel())
+        .await
+        .unwrap();
     sqlite.migrate().await.unwrap();
     let sqlite_keys = KeyManager::new(sqlite.clone());
     let sqlite_account = sqlite_keys

@@ -64,7 +64,10 @@ impl Deref for AuthenticatedKey {
 /// `Option<AuthenticatedKey>` can tell "no key" from "no layer", and `AuthenticatedKey`
 /// answers the layer's 401.
 #[derive(Debug, Clone)]
-pub(crate) struct Unauthenticated(pub(crate) std::sync::Arc<crate::reject::Problems>);
+pub(crate) struct Unauthenticated(
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))] // read by the axum extractor
+    pub(crate)  std::sync::Arc<crate::reject::Problems>,
+);
 
 #[cfg(feature = "axum")]
 mod axum_extract {

@@ -55,32 +55,38 @@ pub struct InvalidPrefix;
 
 impl KeyPrefix {
     /// Nouvel's: `nvl_`.
-    pub const NOUVEL: Self = match Self::from_str_const("nvl_") {
-        Some(prefix) => prefix,
-        None => unreachable!(),
+    pub const NOUVEL: Self = match Self::new("nvl_") {
+        Ok(prefix) => prefix,
+        Err(_) => unreachable!(),
     };
 
-    /// The prefix `prefix`.
-    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
-        Self::from_str_const(prefix).ok_or(InvalidPrefix)
-    }
-
-    const fn from_str_const(prefix: &str) -> Option<Self> {
+    /// The prefix `prefix`; usable in a `const`:
+    ///
+    /// ```
+    /// use nouvel_auth::KeyPrefix;
+    ///
+    /// const WEATHER: KeyPrefix = match KeyPrefix::new("wx_") {
+    ///     Ok(prefix) => prefix,
+    ///     Err(_) => panic!("not a key prefix"),
+    /// };
+    /// assert_eq!(WEATHER.as_str(), "wx_");
+    /// ```
+    pub const fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
         let text = prefix.as_bytes();
         if text.is_empty() || text.len() > MAX_PREFIX_LEN || !text[0].is_ascii_lowercase() {
-            return None;
+            return Err(InvalidPrefix);
         }
         let mut bytes = [0; MAX_PREFIX_LEN];
         let mut i = 0;
         while i < text.len() {
             let c = text[i];
             if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
-                return None;
+                return Err(InvalidPrefix);
             }
             bytes[i] = c;
             i += 1;
         }
-        Some(Self {
+        Ok(Self {
             bytes,
             len: text.len() as u8,
         })

@@ -84,11 +84,12 @@
 //! # Features
 //!
 //! `axum` (default): the extractor, and route matching under `nest`. `admin`: the operator's
-//! HTTP API ([`admin`]). `settings`: "Settings → API Keys" for the application's signed-in
-//! users, JSON and a page ([`settings`]). `cache`, `postgres`: [`store::CachedKeyStore`] and
-//! [`store::PostgresKeyStore`]. `redis`: [`limit::RedisRateLimiter`]. `metrics`: counters
-//! and a histogram through the `metrics` facade ([`metrics`]). `testing`: the conformance
-//! kit for stores ([`testing`]).
+//! HTTP API (module `admin`). `settings`: "Settings → API Keys" for the application's
+//! signed-in users, JSON and a page (module `settings`). `cache`, `postgres`, `sqlite`:
+//! `store::CachedKeyStore`, `store::PostgresKeyStore` and `store::SqliteKeyStore`. `redis`:
+//! `limit::RedisRateLimiter`. `metrics`: counters and a histogram through the `metrics`
+//! facade ([`metrics`]). `testing`: the conformance kit for stores (module `testing`). The
+//! links are in the documentation built with the features on (docs.rs builds it with all).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `nouvel_auth_requests_total` | counter | `outcome`: `admitted`, `passed` (no key needed), or the rejection's `code` | requests the layer decided |
 //! | `nouvel_auth_check_duration_seconds` | histogram | | the layer's own checks, from the request's arrival to the inner service's call or the rejection (the handler's time is not in it) |
-//! | `nouvel_auth_key_lookups_total` | counter | `result`: `hit`, `miss`, `stale`, `error` | lookups of a [`CachedKeyStore`](crate::store::CachedKeyStore): answered from the cache, by the store, from a stale entry while the store fails, or failed |
+//! | `nouvel_auth_key_lookups_total` | counter | `result`: `hit`, `miss`, `stale`, `error` | lookups of a `CachedKeyStore`: answered from the cache, by the store, from a stale entry while the store fails, or failed |
 //! | `nouvel_auth_made_up_keys_refused_total` | counter | | digests no live key has, answered without a lookup |
 //! | `nouvel_auth_redis_fallbacks_total` | counter | | requests the Redis limiter decided without Redis (it was failing) |
 //! | `nouvel_auth_redis_recoveries_total` | counter | | times Redis answered again after failing |

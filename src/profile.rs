@@ -211,6 +211,16 @@ impl Profile {
         &self.0.expiry_header
     }
 
+    /// The name the profile's keys in shared backends start with (Redis keys, PostgreSQL
+    /// channels): its key prefix without the trailing `_` (`nvl`, `wx`).
+    #[cfg(any(feature = "postgres", feature = "redis"))]
+    pub(crate) fn namespace(&self) -> &str {
+        match self.0.prefix.as_str().trim_end_matches('_') {
+            "" => "keys",
+            name => name,
+        }
+    }
+
     /// Where users manage their keys, if the profile says.
     pub(crate) fn key_settings_place(&self) -> Option<&str> {
         self.0.key_settings.as_deref()

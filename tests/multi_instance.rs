@@ -36,10 +36,11 @@ impl Instance {
             .await
             .unwrap();
         store.refuse_made_up_keys().await.unwrap();
-        let limiter = RedisRateLimiter::connect(&servers::redis_url())
-            .await
-            .unwrap()
-            .key_prefix(prefix);
+        let limiter =
+            RedisRateLimiter::connect(&servers::redis_url(), &nouvel_auth::Profile::nouvel())
+                .await
+                .unwrap()
+                .key_prefix(prefix);
         let layer = Profile::nouvel()
             .clock(clock.clone())
             .layer(store.clone())

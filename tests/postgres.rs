@@ -16,9 +16,13 @@ use nouvel_auth::{
 async fn migrations_are_explicit_and_repeatable() {
     let clock = ManualClock::new(T0);
     let schema = servers::unique("nouvel_migrate");
-    let store = PostgresKeyStore::connect(&servers::database_url(), &schema)
-        .await
-        .unwrap();
+    let store = PostgresKeyStore::connect(
+        &servers::database_url(),
+        &schema,
+        &nouvel_auth::Profile::nouvel(),
+    )
+    .await
+    .unwrap();
     // Before `migrate`, nothing exists: the store never makes tables on its own.
     let keys = Profile::nouvel().clock(clock).key_manager(store.clone());
     let error = keys
@@ -40,18 +44,26 @@ async fn migrations_are_explicit_and_repeatable() {
 #[tokio::test]
 async fn bad_schema_names_are_refused() {
     for schema in ["", "Nouvel", "a-b", "1abc", "x; DROP TABLE y"] {
-        let error = PostgresKeyStore::connect(&servers::database_url(), schema)
-            .await
-            .unwrap_err();
+        let error = PostgresKeyStore::connect(
+            &servers::database_url(),
+            schema,
+            &nouvel_auth::Profile::nouvel(),
+        )
+        .await
+        .unwrap_err();
         assert!(error.to_string().contains("schema"), "{schema}: {error}");
     }
 }
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_backend_error() {
-    let error = PostgresKeyStore::connect("postgres://postgres@127.0.0.1:1/postgres", "x")
-        .await
-        .unwrap_err();
+    let error = PostgresKeyStore::connect(
+        "postgres://postgres@127.0.0.1:1/postgres",
+        "x",
+        &nouvel_auth::Profile::nouvel(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, BackendError::Failed(_)));
 }
 
@@ -205,7 +217,7 @@ async fn a_listener_that_lost_its_connection_says_all_once_listening_again() {
     let ended: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1",
     )
-    .bind(format!("LISTEN %nouvel_keys_{schema}%"))
+    .bind(format!("LISTEN %nvl_keys_{schema}%"))
     .fetch_all(&mut admin)
     .await
     .unwrap();
@@ -255,9 +267,13 @@ async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
     .await
     .unwrap();
 
-    let store = PostgresKeyStore::connect(&servers::database_url(), &schema)
-        .await
-        .unwrap();
+    let store = PostgresKeyStore::connect(
+        &servers::database_url(),
+        &schema,
+        &nouvel_auth::Profile::nouvel(),
+    )
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     let expected = [
         nouvel::GENERATE,

@@ -273,10 +273,13 @@ async fn a_rotation_shares_one_window_in_memory() {
 
 #[tokio::test]
 async fn a_rotation_shares_one_window_on_redis() {
-    let limiter = nouvel_auth::limit::RedisRateLimiter::connect(&common::servers::redis_url())
-        .await
-        .unwrap()
-        .key_prefix(common::servers::unique("rl_rotation"))
-        .layer_clock();
+    let limiter = nouvel_auth::limit::RedisRateLimiter::connect(
+        &common::servers::redis_url(),
+        &nouvel_auth::Profile::nouvel(),
+    )
+    .await
+    .unwrap()
+    .key_prefix(common::servers::unique("rl_rotation"))
+    .layer_clock();
     a_rotation_shares_one_window(limiter).await;
 }

@@ -23,7 +23,7 @@ async fn limiter(prefix: &str) -> Keyed<RedisRateLimiter> {
 }
 
 async fn connect(prefix: &str) -> RedisRateLimiter {
-    RedisRateLimiter::connect(&redis_url())
+    RedisRateLimiter::connect(&redis_url(), &nouvel_auth::Profile::nouvel())
         .await
         .unwrap()
         .key_prefix(prefix)
@@ -96,7 +96,7 @@ async fn headers_come_from_redis_time() {
 async fn one_command_per_request_and_none_while_blocked() {
     let server = RedisServer::start().await;
     let limiter = Keyed::new(
-        RedisRateLimiter::connect(&server.url())
+        RedisRateLimiter::connect(&server.url(), &nouvel_auth::Profile::nouvel())
             .await
             .unwrap()
             .layer_clock(),
@@ -151,7 +151,7 @@ async fn one_command_per_request_and_none_while_blocked() {
 async fn idle_keys_leave_nothing_in_redis() {
     let server = RedisServer::start().await;
     let limiter = Keyed::new(
-        RedisRateLimiter::connect(&server.url())
+        RedisRateLimiter::connect(&server.url(), &nouvel_auth::Profile::nouvel())
             .await
             .unwrap()
             .key_prefix("idle"),
@@ -190,7 +190,7 @@ async fn fault_policies_do_what_they_promise() {
         let url = server.url();
         async move {
             Keyed::new(
-                RedisRateLimiter::connect(&url)
+                RedisRateLimiter::connect(&url, &nouvel_auth::Profile::nouvel())
                     .await
                     .unwrap()
                     .timeout(timeout)
@@ -249,7 +249,7 @@ async fn fault_policies_do_what_they_promise() {
 async fn a_slow_redis_costs_at_most_the_timeout() {
     let server = RedisServer::start().await;
     let limiter = Keyed::new(
-        RedisRateLimiter::connect(&server.url())
+        RedisRateLimiter::connect(&server.url(), &nouvel_auth::Profile::nouvel())
             .await
             .unwrap()
             .timeout(Duration::from_millis(50))
@@ -285,7 +285,7 @@ async fn an_outage_never_raises_the_limit_on_one_instance() {
         let url = server.url();
         async move {
             Keyed::new(
-                RedisRateLimiter::connect(&url)
+                RedisRateLimiter::connect(&url, &nouvel_auth::Profile::nouvel())
                     .await
                     .unwrap()
                     .timeout(Duration::from_millis(50))
@@ -328,7 +328,7 @@ async fn an_outage_never_raises_the_limit_on_one_instance() {
         let decision = a.check(&key, limit, at(40 + attempt)).await.unwrap();
         assert!(!decision.allowed, "A admitted a sixth in one window");
         let logged: u64 = redis::cmd("ZCARD")
-            .arg("nouvel:rl:{k}")
+            .arg("nvl:rl:{k}")
             .query_async(&mut redis)
             .await
             .unwrap();

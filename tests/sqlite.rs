@@ -12,7 +12,7 @@ use std::{
 
 use nouvel_auth::{
     manage::NewKey, nouvel, store::SqliteKeyStore, ApiKey, KeyManager, KeySpec, KeyStore,
-    ManageError, NouvelAuthLayer,
+    ManageError, NouvelAuthLayer, Profile,
 };
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, SqliteConnection};
 
@@ -34,7 +34,9 @@ impl Drop for TempDb {
 }
 
 async fn store(db: &TempDb) -> SqliteKeyStore {
-    let store = SqliteKeyStore::open(&db.0).await.unwrap();
+    let store = SqliteKeyStore::open(&db.0, &Profile::nouvel())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     store
 }
@@ -189,7 +191,9 @@ async fn on_a_full_disk_every_write_is_committed_or_refused_and_space_freed_is_u
         return;
     };
     let path = disk.0.join("keys.db");
-    let store = SqliteKeyStore::open(&path).await.unwrap();
+    let store = SqliteKeyStore::open(&path, &Profile::nouvel())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let keys = KeyManager::new(store.clone());
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
@@ -235,7 +239,9 @@ async fn on_a_full_disk_every_write_is_committed_or_refused_and_space_freed_is_u
 
     // And all of it is in the file: reopened, the same.
     drop((keys, layer, store));
-    let reopened = SqliteKeyStore::open(&path).await.unwrap();
+    let reopened = SqliteKeyStore::open(&path, &Profile::nouvel())
+        .await
+        .unwrap();
     holds(
         &NouvelAuthLayer::new(reopened.clone()),
         &made,
@@ -255,21 +261,30 @@ async fn on_a_full_disk_every_write_is_committed_or_refused_and_space_freed_is_u
 async fn one_file_serves_one_process_and_a_second_store_is_told_which() {
     let db = TempDb::new();
     let first = store(&db).await;
-    let second = SqliteKeyStore::open(&db.0).await.unwrap_err().to_string();
+    let second = SqliteKeyStore::open(&db.0, &Profile::nouvel())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(second.contains(&db.0.display().to_string()), "{second}");
     assert!(second.contains("PostgreSQL"), "{second}");
     // The lock goes with the last clone.
     let clone = first.clone();
     drop(first);
-    assert!(SqliteKeyStore::open(&db.0).await.is_err());
+    assert!(SqliteKeyStore::open(&db.0, &Profile::nouvel())
+        .await
+        .is_err());
     drop(clone);
-    SqliteKeyStore::open(&db.0).await.unwrap();
+    SqliteKeyStore::open(&db.0, &Profile::nouvel())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn migrations_are_explicit_and_repeatable() {
     let db = TempDb::new();
-    let unmigrated = SqliteKeyStore::open(&db.0).await.unwrap();
+    let unmigrated = SqliteKeyStore::open(&db.0, &Profile::nouvel())
+        .await
+        .unwrap();
     let keys = KeyManager::new(unmigrated.clone());
     assert!(
         keys.create_account("Acme", nouvel::SCALE).await.is_err(),
@@ -342,4 +357,35 @@ async fn many_tasks_write_and_read_one_file_and_it_all_survives_reopening() {
         accounts.iter().map(|a| &a.id).collect::<Vec<_>>(),
         [&account.id]
     );
+}
+
+#[tokio::test]
+async fn a_store_reads_permissions_in_the_profile_it_was_opened_with() {
+    use nouvel_auth::{KeyPrefix, PermissionSet, Plan, Plans};
+    const SCOPES: &PermissionSet = &PermissionSet::new(&["forecast:read", "alerts:write"]);
+    const PRO: Plan = Plan::from_static("pro");
+    let profile = Profile::new(
+        SCOPES,
+        Plans::new([PRO]).api_keys_on([PRO]),
+        KeyPrefix::new("wx_").unwrap(),
+    );
+    let db = TempDb::new();
+    let store = SqliteKeyStore::open(&db.0, &profile).await.unwrap();
+    store.migrate().await.unwrap();
+    let keys = profile.key_manager(store.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let forecast = SCOPES.permission("forecast:read");
+    let made = keys
+        .create_key(&account.id, KeySpec::new("Reader", [forecast]))
+        .await
+        .unwrap();
+    // Read back from the file: the permission is the application's, not dropped.
+    let listed = keys.keys(&account.id).await.unwrap();
+    assert_eq!(listed[0].permissions.iter().collect::<Vec<_>>(), [forecast]);
+    let found = store
+        .lookup(&store.digest(&made.key), time::OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.permissions.contains(forecast));
 }

@@ -64,7 +64,7 @@ use nouvel_auth::{
     settings::{self},
     store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryRateLimiter,
-    NouvelAuthLayer, RateLimiter,
+    NouvelAuthLayer, Profile, RateLimiter,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -115,7 +115,7 @@ async fn main() -> Result<(), Error> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let admin_token = admin_token()?;
     let redis = match env("REDIS_URL") {
-        Some(url) => Some(RedisRateLimiter::connect(&url).await?),
+        Some(url) => Some(RedisRateLimiter::connect(&url, &Profile::nouvel()).await?),
         None => None,
     };
     let database = env("DATABASE_URL");
@@ -124,7 +124,7 @@ async fn main() -> Result<(), Error> {
         .filter(|url| url.starts_with("postgres"))
     {
         let schema = env("NOUVEL_SCHEMA").unwrap_or_else(|| "nouvel".to_owned());
-        let postgres = PostgresKeyStore::connect(url, &schema).await?;
+        let postgres = PostgresKeyStore::connect(url, &schema, &Profile::nouvel()).await?;
         postgres.migrate().await?;
         let store = CachedKeyStore::new(postgres.clone());
         let cache = store.clone();
@@ -151,7 +151,7 @@ async fn main() -> Result<(), Error> {
                 .strip_prefix("sqlite://")
                 .ok_or("DATABASE_URL must be postgres://… or sqlite://PATH")?,
         };
-        let sqlite = SqliteKeyStore::open(path).await?;
+        let sqlite = SqliteKeyStore::open(path, &Profile::nouvel()).await?;
         sqlite.migrate().await?;
         let demo = sqlite.accounts_named("Demo").await?.into_iter().next();
         // One process writes the file, through this cache: it hears every change.

@@ -94,9 +94,9 @@ pub enum RedisFailure {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
-/// use nouvel_auth::{limit::RedisRateLimiter, MemoryKeyStore, NouvelAuthLayer};
+/// use nouvel_auth::{limit::RedisRateLimiter, MemoryKeyStore, NouvelAuthLayer, Profile};
 ///
-/// let limiter = RedisRateLimiter::connect("redis://127.0.0.1:6379").await?;
+/// let limiter = RedisRateLimiter::connect("redis://127.0.0.1:6379", &Profile::nouvel()).await?;
 /// let layer = NouvelAuthLayer::new(MemoryKeyStore::new()).limiter(limiter);
 /// # Ok(()) }
 /// ```
@@ -133,8 +133,9 @@ pub struct RedisWindow {
 }
 
 impl RedisRateLimiter {
-    /// Connects to the Redis at `url` (`redis://host:port/db`).
-    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+    /// Connects to the Redis at `url` (`redis://host:port/db`), its keys named after the
+    /// application of `profile` (`nvl:rl:…` for Nouvel's).
+    pub async fn connect(url: &str, profile: &crate::Profile) -> Result<Self, BackendError> {
         let client = redis::Client::open(url).map_err(BackendError::failed)?;
         let connection = ConnectionManager::new(client)
             .await
@@ -142,7 +143,7 @@ impl RedisRateLimiter {
         Ok(Self {
             connection,
             script: Script::new(SLIDING_LOG),
-            prefix: "nouvel:rl".to_owned(),
+            prefix: format!("{}:rl", profile.namespace()),
             timeout: Duration::from_millis(50),
             on_failure: RedisFailure::default(),
             server_time: true,
@@ -151,7 +152,7 @@ impl RedisRateLimiter {
         })
     }
 
-    /// Prefixes every Redis key (default `nouvel:rl`).
+    /// Prefixes every Redis key (default the profile's, `nvl:rl` for Nouvel's).
     #[must_use]
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();

@@ -85,7 +85,7 @@ pub struct Decision {
 /// The rate-limit headers on every response that reached the limiter, in the order they
 /// are written: `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
 /// then the `X-RateLimit-*` triple. A CORS layer must expose them (with `Retry-After` and
-/// [`KEY_EXPIRES_HEADER`](crate::middleware::KEY_EXPIRES_HEADER)) for browser code to read them.
+/// the profile's [expiry header](crate::Profile::expiry_header)) for browser code to read them.
 ///
 /// ```
 /// use nouvel_auth::limit::RATE_LIMIT_HEADERS;

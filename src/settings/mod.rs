@@ -18,7 +18,7 @@
 //! | `GET /audit` | 200 `{"entries": [AuditEntry, …], "next"}`: the account's actions, newest first |
 //! | `GET /openapi.json` | 200 this router's OpenAPI 3.1 document |
 //!
-//! Bodies, Keys and errors are the admin API's ([`admin`](crate::admin)), with these
+//! Bodies, Keys and errors are the admin API's (module `admin`), with these
 //! differences:
 //!
 //! * without a signed-in user: 401 `not_signed_in` (the page answers 401 with a short

@@ -49,7 +49,7 @@ pub enum Invalidation {
     /// The account's plan changed: all its keys.
     Account(AccountId),
     /// A key with this digest was made: a cache that
-    /// [refuses made-up keys](CachedKeyStore::refuse_made_up_keys) knows it from now on.
+    /// refuses made-up keys (`CachedKeyStore::refuse_made_up_keys`) knows it from now on.
     Created(KeyDigest),
     /// Anything may have changed (for example, notifications were missed).
     All,

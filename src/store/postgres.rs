@@ -16,7 +16,7 @@ use crate::{
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
+use crate::{KeyRecord, KeyStorage, KeyStore, Profile, StoredKey};
 
 /// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyStorage`].
 ///
@@ -30,9 +30,11 @@ use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
-/// use nouvel_auth::{store::PostgresKeyStore, NouvelAuthLayer};
+/// use nouvel_auth::{store::PostgresKeyStore, NouvelAuthLayer, Profile};
 ///
-/// let store = PostgresKeyStore::connect("postgres://postgres@127.0.0.1/postgres", "nouvel").await?;
+/// let store =
+///     PostgresKeyStore::connect("postgres://postgres@127.0.0.1/postgres", "nouvel", &Profile::nouvel())
+///         .await?;
 /// store.migrate().await?; // once, at deploy
 /// let layer = NouvelAuthLayer::new(store);
 /// # Ok(()) }
@@ -51,8 +53,10 @@ fn db(error: sqlx::Error) -> BackendError {
 }
 
 impl PostgresKeyStore {
-    /// Connects to `url`, with tables in `schema` (lowercase letters, digits and `_`).
-    pub async fn connect(url: &str, schema: &str) -> Result<Self, BackendError> {
+    /// Connects to `url`, with tables in `schema` (lowercase letters, digits and `_`), for
+    /// the application of `profile`: stored permission names are read as its permissions,
+    /// and changes are announced on a channel named after it and the schema.
+    pub async fn connect(url: &str, schema: &str, profile: &Profile) -> Result<Self, BackendError> {
         let valid = schema.len() <= 40
             && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && schema
@@ -75,19 +79,10 @@ impl PostgresKeyStore {
         Ok(Self {
             pool,
             schema: schema.into(),
-            channel: format!("nouvel_keys_{schema}").into(),
+            channel: format!("{}_keys_{schema}", profile.namespace()).into(),
             hasher: KeyHasher::default(),
-            permissions: crate::nouvel::PERMISSIONS,
+            permissions: profile.permissions(),
         })
-    }
-
-    /// Reads permission names as permissions of `set` (default Nouvel's): the set of the
-    /// application's [`Profile`](crate::Profile). Stored are the names, so a set may
-    /// grow, or change its order, without touching a row.
-    #[must_use]
-    pub fn permissions(mut self, set: &'static PermissionSet) -> Self {
-        self.permissions = set;
-        self
     }
 
     /// Digests keys with `hasher` (for example with a pepper). Every instance must agree.
@@ -110,7 +105,7 @@ impl PostgresKeyStore {
     }
 
     /// Hands every change made by any instance to `on_change`, from a background task,
-    /// typically [`CachedKeyStore::invalidate`](crate::store::CachedKeyStore::invalidate).
+    /// typically `CachedKeyStore::invalidate` (feature `cache`).
     /// Changes made while the listening connection is down are lost, so once it listens
     /// again `on_change` gets [`Invalidation::All`]: anything read before may be stale.
     pub async fn listen(

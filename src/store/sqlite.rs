@@ -16,7 +16,7 @@ use crate::{
     manage::AuditEntry, Account, AccountId, ApiKey, BackendError, Environment, KeyDigest,
     KeyHasher, KeyId, Permission, PermissionSet, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
+use crate::{KeyRecord, KeyStorage, KeyStore, Profile, StoredKey};
 
 /// The key store in a SQLite file (feature `sqlite`): [`KeyStore`] and [`KeyStorage`],
 /// with no server to run. Keys, accounts, states and usage survive a restart.
@@ -34,13 +34,13 @@ use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 ///   until the last clone of the store is dropped, and a second process's
 ///   [`open`](Self::open) fails naming the file: two processes would each count the limit
 ///   alone and never hear of the other's changes. For several instances, use
-///   [`PostgresKeyStore`](crate::store::PostgresKeyStore).
+///   `PostgresKeyStore`.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
-/// use nouvel_auth::{store::SqliteKeyStore, NouvelAuthLayer};
+/// use nouvel_auth::{store::SqliteKeyStore, NouvelAuthLayer, Profile};
 ///
-/// let store = SqliteKeyStore::open("nouvel.db").await?;
+/// let store = SqliteKeyStore::open("nouvel.db", &Profile::nouvel()).await?;
 /// store.migrate().await?;
 /// let layer = NouvelAuthLayer::new(store);
 /// # Ok(()) }
@@ -61,12 +61,14 @@ fn db(error: sqlx::Error) -> BackendError {
 }
 
 impl SqliteKeyStore {
-    /// Opens (and creates if need be) the SQLite file at `path`, for this process alone.
+    /// Opens (and creates if need be) the SQLite file at `path`, for this process alone,
+    /// for the application of `profile`: stored permission names are read as its
+    /// permissions.
     ///
     /// # Errors
     ///
     /// When another process has the file open through this store, or SQLite cannot open it.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
+    pub async fn open(path: impl AsRef<Path>, profile: &Profile) -> Result<Self, BackendError> {
         let path = path.as_ref();
         let lock = lock(path)?;
         let options = SqliteConnectOptions::new()
@@ -94,15 +96,8 @@ impl SqliteKeyStore {
             path: path.to_string_lossy().into(),
             _lock: Arc::new(lock),
             hasher: KeyHasher::default(),
-            permissions: crate::nouvel::PERMISSIONS,
+            permissions: profile.permissions(),
         })
-    }
-
-    /// Reads permission names as permissions of `set` (default Nouvel's).
-    #[must_use]
-    pub fn permissions(mut self, set: &'static PermissionSet) -> Self {
-        self.permissions = set;
-        self
     }
 
     /// Digests keys with `hasher` (for example with a pepper).

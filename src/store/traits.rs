@@ -278,7 +278,7 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// The digest of every live key, for a cache that refuses made-up keys without asking
-    /// ([`CachedKeyStore::refuse_made_up_keys`](crate::store::CachedKeyStore::refuse_made_up_keys));
+    /// (`CachedKeyStore::refuse_made_up_keys`);
     /// `None` (the default) for a store that cannot list them.
     fn live_digests(
         &self,
@@ -399,7 +399,7 @@ impl StoredKey {
 /// account" (deleted keys are gone for every method). An id that storage never made,
 /// whatever its bytes, is such an answer, never an error. `Err` is for a backend that failed.
 ///
-/// Run [`testing::conformance`](crate::testing::conformance) (feature `testing`) on a
+/// Run `testing::conformance` (feature `testing`) on a
 /// store of your own to check that it keeps this contract.
 pub trait KeyStorage: KeyStore {
     /// Writes a new account.

@@ -189,9 +189,10 @@ pub async fn postgres_store() -> nouvel_auth::store::PostgresKeyStore {
 }
 
 pub async fn postgres_store_at(url: &str, schema: &str) -> nouvel_auth::store::PostgresKeyStore {
-    let store = nouvel_auth::store::PostgresKeyStore::connect(url, schema)
-        .await
-        .unwrap();
+    let store =
+        nouvel_auth::store::PostgresKeyStore::connect(url, schema, &nouvel_auth::Profile::nouvel())
+            .await
+            .unwrap();
     store.migrate().await.unwrap();
     store
 }

@@ -37,7 +37,7 @@ use live::{fingerprint, LiveKeys, Verdict};
 /// * Concurrent lookups of one digest the cache lacks make one store query between them.
 /// * Changes made through this cache's [`KeyStorage`] side evict the entries they affect
 ///   at once; [`invalidate`](Self::invalidate) applies changes announced by other instances
-///   (see [`PostgresKeyStore::listen`](crate::store::PostgresKeyStore::listen)). A lookup
+///   (see `PostgresKeyStore::listen`). A lookup
 ///   under way when a change is announced answers what it read but does not cache it.
 /// * With [`refuse_made_up_keys`](Self::refuse_made_up_keys), it knows every live key
 ///   (8 bytes of each digest) and answers "unknown" for a digest none has without asking
@@ -210,7 +210,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
     ///
     /// Only for a cache that hears every key made on every instance: wire the store's
     /// announcements to [`invalidate`](Self::invalidate) first (for PostgreSQL,
-    /// [`listen`](crate::store::PostgresKeyStore::listen)), so that no key is made between
+    /// `PostgresKeyStore::listen`), so that no key is made between
     /// the load and the first announcement heard. When announcements are missed
     /// ([`Invalidation::All`]) every digest is asked about again until the keys are
     /// loaded anew, which happens by itself on a Tokio runtime. Memory: about 15 bytes
