@@ -77,8 +77,10 @@
 //! 6. limit: the [`RateLimiter`] (429);
 //! 7. the inner service, with the key as an [`AuthenticatedKey`].
 //!
-//! Every refusal is a [`Rejection`], answered as `application/problem+json` unless a
-//! [`Responder`] answers otherwise. Management (accounts, keys, rotation) is the
+//! Every refusal of the layer is a [`Rejection`]; it and every other refusal of the crate
+//! (the extractor's, the routers') is a [`Problem`], answered as
+//! `application/problem+json` in the [`Profile`]'s style unless its [`Responder`] answers
+//! otherwise. Management (accounts, keys, rotation) is the
 //! [`KeyManager`]'s, over any [`KeyStorage`].
 //!
 //! # Features
@@ -147,7 +149,7 @@ pub use middleware::layer::NouvelAuthLayer;
 pub use permission::{Permission, PermissionIter, PermissionSet, Permissions, UnknownPermission};
 pub use plan::{Plan, Plans, UnknownPlan};
 pub use profile::Profile;
-pub use reject::{Rejection, Responder};
+pub use reject::{Problem, Rejection, Responder};
 pub use routes::{Access, RouteError, RouteTable};
 pub use store::{
     memory::MemoryKeyStore,

@@ -42,7 +42,7 @@ use http::HeaderName;
 
 use crate::{
     clock::SharedClock, nouvel, Clock, KeyManager, KeyPrefix, KeyStorage, KeyStore,
-    NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimit, SystemClock,
+    NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimit, Responder, SystemClock,
 };
 
 /// The application's words, as one value (cheap to clone: a reference count).
@@ -59,6 +59,7 @@ struct Words {
     key_settings: Option<Arc<str>>,
     problem_type_base: Option<Arc<str>>,
     clock: SharedClock,
+    responder: Option<Arc<dyn Responder>>,
     default_limit: RateLimit,
     plan_limits: Vec<(Plan, RateLimit)>,
     max_keys: usize,
@@ -84,6 +85,7 @@ impl Profile {
             key_settings: None,
             problem_type_base: None,
             clock: Arc::new(SystemClock),
+            responder: None,
             default_limit: RateLimit::default(),
             plan_limits: Vec::new(),
             max_keys: Self::DEFAULT_MAX_KEYS,
@@ -138,6 +140,15 @@ impl Profile {
     pub fn problem_type_base(self, base: impl Into<String>) -> Self {
         let base: Arc<str> = base.into().into();
         self.change(|words| words.problem_type_base = Some(base))
+    }
+
+    /// Answers every refusal through `responder` (see [`Responder`]) instead of with the
+    /// problem+json default, which it is handed to change or keep: the layer's, the
+    /// extractor's, both routers', and the application's own through [`Profile::respond`].
+    #[must_use]
+    pub fn responder(self, responder: impl Responder) -> Self {
+        let responder: Arc<dyn Responder> = Arc::new(responder);
+        self.change(|words| words.responder = Some(responder))
     }
 
     /// Reads time from `clock`: creation and expiry, the limiter, usage times.
@@ -235,6 +246,10 @@ impl Profile {
         &self.0.clock
     }
 
+    pub(crate) fn responder_handle(&self) -> Option<&dyn Responder> {
+        self.0.responder.as_deref()
+    }
+
     /// The limit a key on `plan` has: its `own` if it has one, else its plan's, else the
     /// profile's default.
     #[must_use]
@@ -274,6 +289,7 @@ impl fmt::Debug for Profile {
             .field("default_limit", &words.default_limit)
             .field("plan_limits", &words.plan_limits)
             .field("max_keys", &words.max_keys)
+            .field("responder", &words.responder.is_some())
             .finish_non_exhaustive()
     }
 }

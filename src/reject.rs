@@ -60,50 +60,160 @@ pub enum Rejection {
     Unavailable,
 }
 
-/// How a rejection becomes a response, when the problem+json default will not do: an
-/// application's own status, headers, body or texts. Works with any framework, since the
-/// body is plain bytes; the layer puts the typed [`Rejection`] in the response's
-/// extensions afterwards.
+/// A refusal as data, whatever refused: the layer (from a [`Rejection`]), the extractor,
+/// the admin and settings routers, or the application's own code. Its status, its stable
+/// `code`, a sentence for the caller, and the extra members of its kind
+/// (`required_permission`, `plan`, `retry_after`, `errors`, …).
 ///
-/// A closure `Fn(&Rejection, Response<Bytes>) -> Response<Bytes>` is a responder.
+/// [`Profile::respond`] answers it as every refusal of the application is answered:
+/// problem+json in the profile's style, through its [`Responder`] if it has one.
+///
+/// ```
+/// use http::StatusCode;
+/// use nouvel_auth::{Problem, Profile};
+///
+/// let problem = Problem::new(StatusCode::NOT_FOUND, "not_found", "No such city.")
+///     .with("city", "Atlantis");
+/// let response = Profile::nouvel().respond(&problem);
+/// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+/// assert_eq!(response.headers()["content-type"], "application/problem+json");
+/// let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+/// assert_eq!(body["code"], "not_found");
+/// assert_eq!(body["city"], "Atlantis");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    detail: Cow<'static, str>,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Problem {
+    /// A problem with `status`, `code` and `detail`, and no extra member yet.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            detail: detail.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The same problem with the extra member `name` (a member of the problem body).
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or_default();
+        self.extra.insert(name.to_owned(), value);
+        self
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable, machine-readable code.
+    #[must_use]
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The sentence that helps the caller fix the request.
+    #[must_use]
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The members of its kind beyond the RFC 9457 ones and `code`.
+    #[must_use]
+    pub fn extra(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.extra
+    }
+}
+
+/// How the application answers refusals when the problem+json default will not do: its
+/// own status, headers, body or texts, for every refusal of the crate (the layer's, the
+/// extractor's, both routers') and of its own ([`Profile::respond`]). Works with any
+/// framework, since the body is plain bytes. The layer puts the typed [`Rejection`] in the
+/// response's extensions afterwards.
+///
+/// A closure `Fn(&Problem, Response<Bytes>) -> Response<Bytes>` is a responder.
 ///
 /// ```
 /// use bytes::Bytes;
 /// use http::{Response, StatusCode};
-/// use nouvel_auth::{MemoryKeyStore, NouvelAuthLayer, Rejection};
+/// use nouvel_auth::{MemoryKeyStore, Problem, Profile};
 ///
-/// // Plain text for refused keys, the default for the rest.
-/// let layer = NouvelAuthLayer::new(MemoryKeyStore::new()).responder(
-///     |rejection: &Rejection, problem: Response<Bytes>| {
-///         if rejection.status() != StatusCode::UNAUTHORIZED {
-///             return problem;
-///         }
-///         Response::builder()
-///             .status(StatusCode::UNAUTHORIZED)
-///             .header("content-type", "text/plain")
-///             .body(Bytes::from("who are you?"))
-///             .unwrap()
-///     },
-/// );
+/// // Plain text for 401s, the default for the rest.
+/// let profile = Profile::nouvel().responder(|problem: &Problem, default: Response<Bytes>| {
+///     if problem.status() != StatusCode::UNAUTHORIZED {
+///         return default;
+///     }
+///     Response::builder()
+///         .status(StatusCode::UNAUTHORIZED)
+///         .header("content-type", "text/plain")
+///         .body(Bytes::from(problem.detail().to_owned()))
+///         .unwrap()
+/// });
+/// let layer = profile.layer(MemoryKeyStore::new());
 /// ```
 pub trait Responder: Send + Sync + 'static {
-    /// The response to `rejection`. `problem` is the default one, made in advance: return
-    /// it as it is for the rejections this responder leaves alone.
-    fn respond(&self, rejection: &Rejection, problem: Response<Bytes>) -> Response<Bytes>;
+    /// The response to `problem`. `default` is the problem+json one, made in advance:
+    /// return it as it is for the problems this responder leaves alone.
+    fn respond(&self, problem: &Problem, default: Response<Bytes>) -> Response<Bytes>;
 }
 
 impl<F> Responder for F
 where
-    F: Fn(&Rejection, Response<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
+    F: Fn(&Problem, Response<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
 {
-    fn respond(&self, rejection: &Rejection, problem: Response<Bytes>) -> Response<Bytes> {
-        self(rejection, problem)
+    fn respond(&self, problem: &Problem, default: Response<Bytes>) -> Response<Bytes> {
+        self(problem, default)
     }
 }
 
-/// An RFC 9457 problem, members in the RFC's order.
+impl Profile {
+    /// `problem` answered as this application answers every refusal: problem+json in the
+    /// profile's style, through its responder if it has one.
+    #[must_use]
+    pub fn respond(&self, problem: &Problem) -> Response<Bytes> {
+        let body = render_problem(
+            problem.status,
+            &problem.code,
+            &problem.detail,
+            &problem.extra,
+            self.type_base(),
+        );
+        let mut response = Response::new(body);
+        *response.status_mut() = problem.status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        self.through_responder(problem, response)
+    }
+
+    /// `default`, or what the profile's responder makes of it.
+    pub(crate) fn through_responder(
+        &self,
+        problem: &Problem,
+        default: Response<Bytes>,
+    ) -> Response<Bytes> {
+        match self.responder_handle() {
+            Some(responder) => responder.respond(problem, default),
+            None => default,
+        }
+    }
+}
+
+/// An RFC 9457 problem body, members in the RFC's order.
 #[derive(Serialize)]
-struct Problem<'a, E> {
+struct ProblemBody<'a, E> {
     #[serde(rename = "type")]
     problem_type: &'a str,
     title: &'a str,
@@ -167,6 +277,22 @@ impl Rejection {
         }
     }
 
+    /// The rejection as data, in `profile`'s words: what its problem+json body says, and
+    /// what a [`Responder`] is given.
+    #[must_use]
+    pub fn problem(&self, profile: &Profile) -> Problem {
+        let extra = match serde_json::to_value(extra(self, profile)) {
+            Ok(serde_json::Value::Object(members)) => members,
+            _ => serde_json::Map::new(),
+        };
+        Problem {
+            status: self.status(),
+            code: Cow::Borrowed(self.code()),
+            detail: detail(self, profile),
+            extra,
+        }
+    }
+
     /// How the rejection counts in the key's [`Usage`](crate::Usage); `None` when no key
     /// authenticated, or the failure was ours (503).
     pub(crate) fn outcome(&self) -> Option<Outcome> {
@@ -215,14 +341,12 @@ pub(crate) struct Problems {
     rendered: Vec<Rendered>,
     /// 429 bodies by limit and seconds to wait, the only things they vary by.
     rate_limited: ConcurrentMap<(RateLimit, u64), Bytes>,
-    responder: Option<std::sync::Arc<dyn Responder>>,
 }
 
 impl std::fmt::Debug for Problems {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Problems")
             .field("profile", &self.profile)
-            .field("responder", &self.responder.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -250,12 +374,7 @@ impl Problems {
             profile,
             rendered,
             rate_limited: ConcurrentMap::default(),
-            responder: None,
         }
-    }
-
-    pub(crate) fn set_responder(&mut self, responder: impl Responder) {
-        self.responder = Some(std::sync::Arc::new(responder));
     }
 
     pub(crate) fn profile(&self) -> &Profile {
@@ -285,8 +404,10 @@ impl Problems {
         let mut response = Response::new(body);
         *response.status_mut() = rejection.status();
         *response.headers_mut() = headers;
-        if let Some(responder) = &self.responder {
-            response = responder.respond(rejection, response);
+        if self.profile.responder_handle().is_some() {
+            response = self
+                .profile
+                .through_responder(&rejection.problem(&self.profile), response);
             extensions.extend(std::mem::take(response.extensions_mut()));
         }
         extensions.insert(rejection.clone());
@@ -432,8 +553,19 @@ fn capitalized(name: &str) -> String {
 
 /// The problem+json body of `rejection` in `profile`'s words.
 fn render(rejection: &Rejection, profile: &Profile) -> Bytes {
+    render_problem(
+        rejection.status(),
+        rejection.code(),
+        &detail(rejection, profile),
+        extra(rejection, profile),
+        profile.type_base(),
+    )
+}
+
+/// The extra members of `rejection`'s problem.
+fn extra<'a>(rejection: &'a Rejection, profile: &'a Profile) -> Extra<'a> {
     let required = profile.plans().with_api_keys().unwrap_or_default();
-    let extra = match rejection {
+    match rejection {
         Rejection::PlanRequired(plan) => Extra::Plan {
             plan,
             required_plans: required,
@@ -447,14 +579,7 @@ fn render(rejection: &Rejection, profile: &Profile) -> Bytes {
             retry_after: decision.retry_after(),
         },
         _ => Extra::None {},
-    };
-    render_problem(
-        rejection.status(),
-        rejection.code(),
-        &detail(rejection, profile),
-        extra,
-        profile.type_base(),
-    )
+    }
 }
 
 /// The body of an `application/problem+json` response: the RFC 9457 members, `code`, and
@@ -473,7 +598,7 @@ pub(crate) fn render_problem(
     };
     // Room for the longest body in one allocation (serde_json would start at 128 bytes).
     let mut body = Vec::with_capacity(384);
-    let problem = Problem {
+    let problem = ProblemBody {
         problem_type: &problem_type,
         title: status.canonical_reason().unwrap_or_default(),
         status: status.as_u16(),

@@ -14,8 +14,8 @@ use common::{send, Reply};
 use http::{Response, StatusCode};
 use nouvel_auth::{
     admin::{self, AdminToken},
-    AuthenticatedKey, KeyManager, KeyPrefix, KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission,
-    PermissionSet, Plan, Plans, Profile, Rejection, RouteTable,
+    AuthenticatedKey, KeyManager, KeyPrefix, KeySpec, MemoryKeyStore, Permission, PermissionSet,
+    Plan, Plans, Problem, Profile, Rejection, RouteTable,
 };
 use serde_json::json;
 use tower::ServiceExt;
@@ -39,17 +39,16 @@ struct App {
     app: Router,
 }
 
-async fn app(
-    layer: impl FnOnce(NouvelAuthLayer<MemoryKeyStore>) -> NouvelAuthLayer<MemoryKeyStore>,
-) -> App {
+async fn app(profile: impl FnOnce(Profile) -> Profile) -> App {
+    let profile = profile(self::profile());
     let store = MemoryKeyStore::new();
-    let keys = profile().key_manager(store.clone());
+    let keys = profile.key_manager(store.clone());
     let routes = RouteTable::new()
         .route(Method::GET, "/videos", VIDEOS_READ)
         .unwrap()
         .route(Method::POST, "/videos", VIDEOS_WRITE)
         .unwrap();
-    let auth = layer(profile().layer(store).routes(routes));
+    let auth = profile.layer(store).routes(routes);
     let app = Router::new()
         .route(
             "/videos",
@@ -76,7 +75,7 @@ async fn admin(app: &Router, method: &str, path: &str, body: serde_json::Value) 
 
 #[tokio::test]
 async fn the_applications_permissions_plans_and_prefix_hold_everywhere() {
-    let App { keys, app } = app(|layer| layer).await;
+    let App { keys, app } = app(|profile| profile).await;
 
     // The admin API takes the application's words, and refuses Nouvel's.
     let account = admin(
@@ -179,7 +178,7 @@ async fn the_applications_permissions_plans_and_prefix_hold_everywhere() {
 
 #[tokio::test]
 async fn permissions_of_another_profile_are_refused_by_the_manager() {
-    let App { keys, .. } = app(|layer| layer).await;
+    let App { keys, .. } = app(|profile| profile).await;
     let account = keys.create_account("Studio", PRO).await.unwrap();
     let refused = keys
         .create_key(
@@ -217,21 +216,21 @@ async fn without_a_plan_gate_no_plan_is_refused() {
 }
 
 /// Plain-text refusals in the application's own words; the rest as the default made them.
-fn plain_401(rejection: &Rejection, problem: Response<Bytes>) -> Response<Bytes> {
-    if rejection.status() != StatusCode::UNAUTHORIZED {
-        return problem;
+fn plain_401(problem: &Problem, default: Response<Bytes>) -> Response<Bytes> {
+    if problem.status() != StatusCode::UNAUTHORIZED {
+        return default;
     }
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
         .header("content-type", "text/plain; charset=utf-8")
         .header("www-authenticate", r#"Bearer realm="videos""#)
-        .body(Bytes::from(format!("Who are you? ({})", rejection.code())))
+        .body(Bytes::from(format!("Who are you? ({})", problem.code())))
         .unwrap()
 }
 
 #[tokio::test]
 async fn a_responder_answers_in_the_applications_words_and_the_rejection_stays_typed() {
-    let App { keys, app } = app(|layer| layer.responder(plain_401)).await;
+    let App { keys, app } = app(|profile| profile.responder(plain_401)).await;
     let reply = send(&app, "GET", "/videos", None).await;
     assert_eq!(reply.status, 401);
     assert_eq!(
@@ -263,8 +262,9 @@ async fn a_responder_works_with_plain_hyper_types() {
     let inner = service_fn(|_: Request<Full<Bytes>>| async {
         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
-    let service = NouvelAuthLayer::new(MemoryKeyStore::new())
+    let service = Profile::nouvel()
         .responder(plain_401)
+        .layer(MemoryKeyStore::new())
         .layer(inner);
     let response = service
         .oneshot(
@@ -452,4 +452,147 @@ async fn nothing_of_nouvel_reaches_an_application_with_its_own_profile() {
         assert!(!seen.contains("nouvel"), "{seen}");
         assert!(!seen.contains("settings → api keys"), "{seen}");
     }
+}
+
+/// The weather application's own error shape: `{"error": {"status", "code", "message", …}}`.
+fn weather_errors(problem: &Problem, default: Response<Bytes>) -> Response<Bytes> {
+    let mut error = serde_json::Map::new();
+    error.insert("status".into(), problem.status().as_u16().into());
+    error.insert("code".into(), problem.code().into());
+    error.insert("message".into(), problem.detail().into());
+    error.extend(problem.extra().clone());
+    let (mut parts, _) = default.into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Bytes::from(json!({ "error": error }).to_string()))
+}
+
+#[tokio::test]
+async fn one_responder_answers_every_refusal_of_the_application() {
+    use nouvel_auth::settings::{self, SignedInUser};
+    let store = MemoryKeyStore::new();
+    let profile = weather().responder(weather_errors);
+    let keys = profile.key_manager(store.clone());
+    let routes = RouteTable::new()
+        .route(Method::GET, "/forecast", VIDEOS_READ)
+        .unwrap()
+        .optional("/cities")
+        .unwrap();
+    let session = |_: &http::request::Parts| async {
+        Ok::<Option<SignedInUser>, axum::response::Response>(None)
+    };
+    let not_found = {
+        let profile = profile.clone();
+        move || {
+            let problem = Problem::new(StatusCode::NOT_FOUND, "not_found", "No such route.");
+            let answer = profile.respond(&problem);
+            async move { answer.map(Body::from) }
+        }
+    };
+    let app = Router::new()
+        .route("/forecast", get(|| async { "sunny" }))
+        .route(
+            "/cities",
+            get(|key: AuthenticatedKey| async move { key.name.to_string() }),
+        )
+        .layer(profile.layer(store).routes(routes))
+        .nest(
+            "/ops",
+            admin::router(keys.clone(), AdminToken::new("admin-token-0123456789")),
+        )
+        .nest(
+            "/settings/api-keys",
+            settings::router(keys.clone(), session),
+        )
+        .fallback(not_found);
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let ops = |method: &str, path: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("/ops{path}"))
+            .header("authorization", "Bearer admin-token-0123456789")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let answers = [
+        (
+            send(&app, "GET", "/forecast", None).await,
+            401,
+            "missing_api_key",
+        ),
+        (
+            send(&app, "GET", "/cities", None).await,
+            401,
+            "missing_api_key",
+        ),
+        (
+            send(&app, "GET", "/forecast", Some("Bearer wx_madeup")).await,
+            401,
+            "invalid_api_key",
+        ),
+        (
+            Reply::read(
+                app.clone()
+                    .oneshot(ops("GET", "/accounts/acc_none", ""))
+                    .await
+                    .unwrap(),
+            )
+            .await,
+            404,
+            "not_found",
+        ),
+        (
+            Reply::read(
+                app.clone()
+                    .oneshot(ops(
+                        "POST",
+                        &format!("/accounts/{}/keys", account.id),
+                        r#"{"name": ""}"#,
+                    ))
+                    .await
+                    .unwrap(),
+            )
+            .await,
+            422,
+            "invalid_request",
+        ),
+        (
+            send(&app, "GET", "/ops/accounts", None).await,
+            401,
+            "admin_unauthorized",
+        ),
+        (
+            send(&app, "GET", "/settings/api-keys/keys", None).await,
+            401,
+            "not_signed_in",
+        ),
+        (send(&app, "GET", "/nowhere", None).await, 404, "not_found"),
+    ];
+    for (reply, status, code) in &answers {
+        assert_eq!(reply.status.as_u16(), *status, "{}", reply.text);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.body["error"]["status"], *status, "{}", reply.text);
+        assert_eq!(reply.body["error"]["code"], *code, "{}", reply.text);
+        assert!(reply.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // The extra members of a kind come along, and the headers of a kind stay.
+    assert!(
+        answers[4].0.body["error"]["errors"].is_array(),
+        "{}",
+        answers[4].0.text
+    );
+    assert_eq!(
+        answers[0].0.header("www-authenticate"),
+        Some(r#"Bearer realm="weather""#)
+    );
+    assert_eq!(answers[5].0.header("cache-control"), Some("no-store"));
 }

@@ -4,8 +4,7 @@ use tower_layer::Layer;
 
 use super::{slots::Slots, Checks, Config, NouvelAuth};
 use crate::{
-    reject::Problems, BackendError, KeyStore, MemoryRateLimiter, Profile, RateLimiter, Responder,
-    RouteTable,
+    reject::Problems, BackendError, KeyStore, MemoryRateLimiter, Profile, RateLimiter, RouteTable,
 };
 
 /// Puts an application's key rules in front of a service: [`NouvelAuthLayer::new`] for
@@ -107,13 +106,6 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     #[must_use]
     pub fn limiter_timeout(self, timeout: Duration) -> Self {
         self.change(|checks| checks.config.limiter_timeout = timeout)
-    }
-
-    /// Answers rejections through `responder` (see [`Responder`]) instead of with the
-    /// problem+json default, which it is handed to change or keep.
-    #[must_use]
-    pub fn responder(self, responder: impl Responder) -> Self {
-        self.change(|checks| Arc::make_mut(&mut checks.problems).set_responder(responder))
     }
 
     /// Passes the `Authorization` header on to the inner service (by default it is

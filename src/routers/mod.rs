@@ -22,8 +22,8 @@ use crate::{
     manage::{manager::Parsed, FieldError},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
-    Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, Profile,
-    RateLimit, Rotation,
+    Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, Problem,
+    Profile, RateLimit, Rotation,
 };
 
 /// The largest body a router reads: 64 KiB.
@@ -192,15 +192,16 @@ impl IntoResponse for RouterError {
             }
         };
         // Rendered here in no one's style, so the guard of the admin token answers alone
-        // too; the routers render it again in their profile's (`answered_in`).
-        let extra = serde_json::to_value(extra).unwrap_or_default();
-        let body = render_problem(status, code, &detail, &extra, None);
+        // too; the routers answer it again as their profile does (`answered_in`).
+        let mut problem = Problem::new(status, code, detail);
+        if let Ok(Value::Object(members)) = serde_json::to_value(extra) {
+            for (name, value) in members {
+                problem = problem.with(&name, value);
+            }
+        }
+        let body = render_problem(status, code, problem.detail(), problem.extra(), None);
         let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
-        response.extensions_mut().insert(Problem {
-            code,
-            detail,
-            extra,
-        });
+        response.extensions_mut().insert(problem);
         match self {
             #[cfg(feature = "admin")]
             Self::AdminUnauthorized => {
@@ -234,15 +235,6 @@ fn retry_after(wait: Duration) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// A router's refusal as data, riding in its response's extensions until
-/// [`answered_in`] renders it in the router's profile.
-#[derive(Debug, Clone)]
-struct Problem {
-    code: &'static str,
-    detail: String,
-    extra: Value,
-}
-
 /// `router`'s answers as the profile says: every error problem+json in its style, and
 /// every answer `Cache-Control: no-store`, since they carry keys, usage and account data
 /// that no cache on the way may keep.
@@ -257,19 +249,22 @@ async fn answer(
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let (Some(base), Some(problem)) =
-        (profile.type_base(), response.extensions().get::<Problem>())
-    {
-        let body = render_problem(
-            response.status(),
-            problem.code,
-            &problem.detail,
-            &problem.extra,
-            Some(base),
-        );
-        *response.body_mut() = axum::body::Body::from(body);
+    // A refusal carries its problem as data: answer it as the profile answers any, keeping
+    // the headers of its kind (`Allow`, `Retry-After`, `WWW-Authenticate`).
+    let Some(problem) = response.extensions_mut().remove::<Problem>() else {
+        return response;
+    };
+    if profile.type_base().is_none() && profile.responder_handle().is_none() {
+        return response;
     }
-    response
+    let (parts, _) = response.into_parts();
+    let mut answered = profile.respond(&problem).map(axum::body::Body::from);
+    for (name, value) in &parts.headers {
+        if !answered.headers().contains_key(name) && name != header::CONTENT_LENGTH {
+            answered.headers_mut().insert(name, value.clone());
+        }
+    }
+    answered
 }
 
 /// `router` with every answer of its own in problem+json: 404 for paths it does not
