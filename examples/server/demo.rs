@@ -25,9 +25,9 @@ use axum::{
 };
 use nouvel_auth::{
     admin::AdminToken, settings::SignedInUser, AccountId, ApiKey, KeyManager, KeyStorage,
-    ManageError,
+    ManageError, Problem,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 /// The session cookie's name.
@@ -143,15 +143,15 @@ fn session_in(headers: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// An error answer in the crate's problem+json shape.
-pub(crate) fn refused(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": detail, "code": code});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+impl<K: KeyStorage> Demo<K> {
+    /// An error answered as the application answers every refusal (its profile's).
+    fn refused(&self, status: StatusCode, code: &'static str, detail: &'static str) -> Response {
+        let problem = Problem::new(status, code, detail);
+        self.keys
+            .profile()
+            .respond(&problem)
+            .map(axum::body::Body::from)
+    }
 }
 
 /// `GET /demo/sign-in?code=…`: the printed link, good once.
@@ -161,7 +161,7 @@ async fn sign_in_by_link<K: KeyStorage>(
 ) -> Response {
     match query.get("code").and_then(|code| demo.redeem(code)) {
         Some(account) => demo.signed_in(account, StatusCode::SEE_OTHER),
-        None => refused(
+        None => demo.refused(
             StatusCode::UNAUTHORIZED,
             "invalid_code",
             "This sign-in link was used already, has expired, or was never made.",
@@ -175,7 +175,7 @@ async fn sign_in_as<K: KeyStorage>(State(demo): State<Demo<K>>, body: Bytes) -> 
         .ok()
         .and_then(|body| body.get("account_id")?.as_str().map(AccountId::from));
     let Some(account) = account else {
-        return refused(
+        return demo.refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
             "The body must be {\"account_id\": \"…\"}.",
@@ -184,9 +184,9 @@ async fn sign_in_as<K: KeyStorage>(State(demo): State<Demo<K>>, body: Bytes) -> 
     match demo.keys.account(&account).await {
         Ok(_) => demo.signed_in(account, StatusCode::NO_CONTENT),
         Err(ManageError::NotFound) => {
-            refused(StatusCode::NOT_FOUND, "not_found", "No such account.")
+            demo.refused(StatusCode::NOT_FOUND, "not_found", "No such account.")
         }
-        Err(_) => refused(
+        Err(_) => demo.refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "auth_unavailable",
             "The key store is unavailable.",

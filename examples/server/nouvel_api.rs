@@ -64,12 +64,12 @@ use nouvel_auth::{
     settings::{self},
     store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     ApiKey, AuthenticatedKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryRateLimiter,
-    NouvelAuthLayer, Profile, RateLimiter,
+    NouvelAuthLayer, Problem, Profile, RateLimiter,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use demo::{refused, Demo};
+use demo::Demo;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,15 +83,6 @@ async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
         "account_id": key.account_id,
         "environment": key.environment,
     }))
-}
-
-/// 404 in the crate's problem+json.
-async fn not_found() -> axum::response::Response {
-    refused(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "No such route, account, or key in this account.",
-    )
 }
 
 /// The name of the key each start makes for the demo account.
@@ -268,6 +259,17 @@ where
     let admin = AdminToken::new(&admin_token);
 
     let auth = NouvelAuthLayer::new(store).limiter(limiter);
+    // The application's own 404, answered as its every refusal is (Nouvel's profile).
+    let not_found = move || async move {
+        let problem = Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such route, account, or key in this account.",
+        );
+        Profile::nouvel()
+            .respond(&problem)
+            .map(axum::body::Body::from)
+    };
     // Every path under `/api/` is behind the layer, those no route has included: without a
     // key they answer 401, with one 403 `route_not_allowed`, never a 404 that would tell
     // an unauthenticated client which paths exist.
