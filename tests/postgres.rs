@@ -308,3 +308,20 @@ async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
         .unwrap();
     assert_eq!(rotated.info.permissions, info.permissions);
 }
+
+#[tokio::test]
+async fn accounts_are_found_by_name_oldest_first() {
+    let clock = ManualClock::new(T0);
+    let store = servers::postgres_store().await;
+    let keys = nouvel_auth::Profile::nouvel()
+        .clock(clock.clone())
+        .key_manager(store.clone());
+    let first = keys.create_account("Demo", nouvel::SCALE).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    keys.create_account("Other", nouvel::SCALE).await.unwrap();
+    let second = keys.create_account("Demo", nouvel::GROWTH).await.unwrap();
+    let named = store.accounts_named("Demo").await.unwrap();
+    assert_eq!(named, [first, second]);
+    assert!(store.accounts_named("Nobody").await.unwrap().is_empty());
+    assert!(store.accounts_named("a\0b").await.unwrap().is_empty());
+}

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 /// The session cookie's name.
-const COOKIE: &str = "nouvel_session";
+const COOKIE: &str = "demo_session";
 /// How long a printed sign-in link works.
 const CODE_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// How long a session lasts without a request.

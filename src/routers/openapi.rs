@@ -160,13 +160,13 @@ pub(crate) fn document(api: Api, profile: &Profile) -> Value {
 
     let (title, description, unauthorized, extra_errors) = match api {
         Api::Admin => (
-            "nouvel-auth admin API",
+            "API key administration",
             "The operator's API: every route needs `Authorization: Bearer <admin token>`. Errors are checked in the order 401, 404, 409 `already_rotated`, 400/408/413/422, 402, 409 `too_many_keys`.",
             "admin_unauthorized",
             json!({"429": {"$ref": "#/components/responses/TooManyFailures"}}),
         ),
         Api::Settings => (
-            "nouvel-auth settings API",
+            "API key settings",
             "Settings → API Keys for the signed-in user: the application's session names the account. Every POST, PUT, PATCH and DELETE needs an `Origin` equal to the request's own (or `Sec-Fetch-Site: same-origin`), else 403 `csrf_rejected`. API keys never open it.",
             "not_signed_in",
             json!({"403": {"$ref": "#/components/responses/CsrfRejected"}}),
