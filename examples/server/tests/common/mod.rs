@@ -11,11 +11,41 @@ use std::{
 
 pub const ADMIN_TOKEN: &str = "a-test-admin-token-of-length";
 
-/// The example's binary, which `cargo test` builds beside this test.
+/// The Nouvel example's binary, which `cargo test` builds beside this test.
 pub fn binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile = deps.parent().unwrap().parent().unwrap();
-    profile.join("examples").join("nouvel_api")
+    NOUVEL.binary()
+}
+
+/// Which example server: its binary, what its variables start with, its key prefix and
+/// where it mounts its admin API.
+#[derive(Clone, Copy)]
+pub struct Example {
+    name: &'static str,
+    env: &'static str,
+    key_prefix: &'static str,
+    pub admin_at: &'static str,
+}
+
+pub const NOUVEL: Example = Example {
+    name: "nouvel_api",
+    env: "NOUVEL",
+    key_prefix: "nvl_",
+    admin_at: "/admin",
+};
+
+pub const WEATHER: Example = Example {
+    name: "weather_api",
+    env: "WEATHER",
+    key_prefix: "wx_",
+    admin_at: "/ops",
+};
+
+impl Example {
+    pub fn binary(self) -> std::path::PathBuf {
+        let deps = std::env::current_exe().unwrap();
+        let profile = deps.parent().unwrap().parent().unwrap();
+        profile.join("examples").join(self.name)
+    }
 }
 
 #[path = "../../../../tests/common/ports.rs"]
@@ -46,6 +76,7 @@ impl Drop for WorkDir {
 }
 
 pub struct Server {
+    pub example: Example,
     pub dir: std::sync::Arc<WorkDir>,
     pub child: Child,
     pub address: String,
@@ -64,7 +95,12 @@ impl Server {
 
     /// Starts the server in `dir` (again, after a stop, to see what it kept).
     pub fn start_in(dir: std::sync::Arc<WorkDir>, env: &[(&str, &str)]) -> Self {
-        Self::launch(dir, env, Command::new(binary()))
+        Self::launch(NOUVEL, dir, env, Command::new(binary()))
+    }
+
+    /// Starts `example` with `env`, in a directory of its own.
+    pub fn start_example(example: Example, env: &[(&str, &str)]) -> Self {
+        Self::launch(example, WorkDir::new(), env, Command::new(example.binary()))
     }
 
     /// Starts the server with at most `files` open descriptors (`ulimit -n`).
@@ -74,15 +110,20 @@ impl Server {
             .arg("-c")
             .arg(format!("ulimit -n {files} && exec \"$0\""))
             .arg(binary());
-        Self::launch(WorkDir::new(), env, command)
+        Self::launch(NOUVEL, WorkDir::new(), env, command)
     }
 
-    fn launch(dir: std::sync::Arc<WorkDir>, env: &[(&str, &str)], mut command: Command) -> Self {
+    fn launch(
+        example: Example,
+        dir: std::sync::Arc<WorkDir>,
+        env: &[(&str, &str)],
+        mut command: Command,
+    ) -> Self {
         // Port 0: the server binds a port of its own choosing, and says which.
         let mut child = command
             .current_dir(&dir.0)
-            .env("NOUVEL_ADDR", "127.0.0.1:0")
-            .env("NOUVEL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env(format!("{}_ADDR", example.env), "127.0.0.1:0")
+            .env(format!("{}_ADMIN_TOKEN", example.env), ADMIN_TOKEN)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -96,7 +137,7 @@ impl Server {
             if let Some((_, bound)) = line.split_once("listening on http://") {
                 address = Some(bound.to_owned());
             }
-            if line.starts_with("nvl_") {
+            if line.starts_with(example.key_prefix) {
                 demo_key = Some(line.clone());
             }
             if line.contains("/demo/sign-in?code=") {
@@ -109,6 +150,7 @@ impl Server {
         }
         std::thread::spawn(move || lines.for_each(drop));
         Self {
+            example,
             dir,
             child,
             address: address.unwrap_or_else(|| panic!("no address in {output:?}")),
@@ -152,6 +194,24 @@ impl Server {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Option<(u16, String)> {
+        let answer = self.raw(method, path, headers, body)?;
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok())?;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+
+    /// The whole answer to `method path`, head and body, as it came; `None` if the
+    /// connection failed.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Option<String> {
         let mut stream = TcpStream::connect(&self.address).ok()?;
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -164,12 +224,7 @@ impl Server {
         write!(stream, "{head}\r\n{body}").ok()?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer).ok()?;
-        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok())?;
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
+        Some(answer)
     }
 
     /// The demo account's id, as the server printed it.
@@ -187,7 +242,7 @@ impl Server {
         let bearer = format!("Bearer {ADMIN_TOKEN}");
         let (status, body) = self.try_request(
             method,
-            &format!("/admin{path}"),
+            &format!("{}{path}", self.example.admin_at),
             &[("Authorization", &bearer)],
             body,
         )?;

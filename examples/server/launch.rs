@@ -1,0 +1,301 @@
+//! What every example server does around its own routes: read its settings from the
+//! environment, choose its store and limiter, make its demo account and key, mount the
+//! admin and settings routers and the demo sign-in, print how to try it, serve until a
+//! signal, and keep the last usage.
+//!
+//! Settings, for an example whose variables start with `PREFIX`:
+//! * `PREFIX_ADDR`: the address (each example has its default);
+//! * `PREFIX_ADMIN_TOKEN`: the admin token, at least 16 characters and no whitespace
+//!   (generated and printed when unset);
+//! * `DATABASE_URL`: `postgres://…` (schema `PREFIX_SCHEMA`, default the example's name),
+//!   or `sqlite://PATH`; without it the example's own SQLite file in the working
+//!   directory;
+//! * `REDIS_URL`: the limit counted in Redis, once for all instances;
+//! * `PREFIX_SHUTDOWN_SECONDS`: how long requests under way get at shutdown (default 10).
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{http::StatusCode, response::Response, routing::get, Router};
+use nouvel_auth::{
+    admin::{self, AdminToken},
+    limit::RedisRateLimiter,
+    manage::{Account, AUDIT_RETENTION},
+    settings,
+    store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
+    ApiKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryRateLimiter, Plan, Problem, Profile,
+    RateLimiter, RouteTable,
+};
+use tokio::net::TcpListener;
+
+use crate::{demo::Demo, serve};
+
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What tells one example server from another.
+pub(crate) struct Example {
+    /// As the first printed line says it: "Nouvel API example".
+    pub(crate) title: &'static str,
+    /// What its environment variables start with: `NOUVEL`.
+    pub(crate) env: &'static str,
+    pub(crate) default_addr: &'static str,
+    /// Its SQLite file, and its PostgreSQL schema unless `PREFIX_SCHEMA` says otherwise.
+    pub(crate) default_file: &'static str,
+    pub(crate) default_schema: &'static str,
+    pub(crate) profile: Profile,
+    /// The demo account's plan, and what the printed key line says of it.
+    pub(crate) demo_plan: Plan,
+    pub(crate) demo_key_says: &'static str,
+    /// Where the admin router is mounted: `/admin`.
+    pub(crate) admin_at: &'static str,
+    /// The path the printed `curl` line tries.
+    pub(crate) try_path: &'static str,
+}
+
+/// The example's own part: its API (put behind the layer), and any routes of its own.
+pub(crate) trait Api {
+    /// The API's routes, relative to `/api`.
+    fn routes(&self) -> Router;
+
+    /// What each route of the API needs, as the client sees the paths.
+    fn table(&self) -> RouteTable;
+
+    /// More routes beside the API's (guarded by `admin` where they take the token).
+    fn more(&self, app: Router, _admin: &AdminToken) -> Router {
+        app
+    }
+}
+
+/// The name of the key each start makes for the demo account.
+pub(crate) const DEMO_KEY: &str = "Demo key";
+
+impl Example {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(format!("{}_{name}", self.env))
+            .ok()
+            .filter(|value| !value.is_empty())
+    }
+
+    /// `PREFIX_ADMIN_TOKEN`, refused if shorter than 16 characters or holding whitespace.
+    fn admin_token(&self) -> Result<Option<String>, Error> {
+        let token = self.var("ADMIN_TOKEN");
+        if let Some(token) = &token {
+            if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "{}_ADMIN_TOKEN must be at least 16 characters and hold no whitespace: \
+                     a shorter one is guessed, and a spaced one is never sent whole",
+                    self.env
+                )
+                .into());
+            }
+        }
+        Ok(token)
+    }
+
+    /// Runs the example with `api`, on the backends its environment names.
+    pub(crate) async fn run(self, api: impl Api) -> Result<(), Error> {
+        let admin_token = self.admin_token()?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let redis = match env("REDIS_URL") {
+            Some(url) => Some(RedisRateLimiter::connect(&url, &self.profile).await?),
+            None => None,
+        };
+        let database = env("DATABASE_URL");
+        if let Some(url) = database
+            .as_deref()
+            .filter(|url| url.starts_with("postgres"))
+        {
+            let schema = self
+                .var("SCHEMA")
+                .unwrap_or_else(|| self.default_schema.to_owned());
+            let postgres = PostgresKeyStore::connect(url, &schema, &self.profile).await?;
+            postgres.migrate().await?;
+            let store = CachedKeyStore::new(postgres.clone());
+            let cache = store.clone();
+            postgres
+                .listen(move |change| cache.invalidate(&change))
+                .await?;
+            // It hears every key made on every instance: made-up keys need not ask PostgreSQL.
+            store.refuse_made_up_keys().await?;
+            println!("Keys: PostgreSQL (schema {schema}), cached");
+            self.with_limiter(store, redis, None, admin_token, api)
+                .await
+        } else {
+            let path = match database.as_deref() {
+                None => self.default_file,
+                Some(url) => url
+                    .strip_prefix("sqlite://")
+                    .ok_or("DATABASE_URL must be postgres://… or sqlite://PATH")?,
+            };
+            let sqlite = SqliteKeyStore::open(path, &self.profile).await?;
+            sqlite.migrate().await?;
+            let demo = sqlite.accounts_named("Demo").await?.into_iter().next();
+            // One process writes the file, through this cache: it hears every change.
+            let store = CachedKeyStore::new(sqlite);
+            store.refuse_made_up_keys().await?;
+            println!("Keys: SQLite file {path}, cached");
+            self.with_limiter(store, redis, demo, admin_token, api)
+                .await
+        }
+    }
+
+    async fn with_limiter<K: KeyStorage + Clone>(
+        self,
+        store: K,
+        redis: Option<RedisRateLimiter>,
+        demo: Option<Account>,
+        admin_token: Option<String>,
+        api: impl Api,
+    ) -> Result<(), Error> {
+        if let Some(limiter) = redis {
+            println!("Rate limit: Redis, shared by every instance");
+            self.serve(store, limiter, demo, admin_token, api).await
+        } else {
+            println!("Rate limit: in memory, this instance alone");
+            self.serve(store, MemoryRateLimiter::new(), demo, admin_token, api)
+                .await
+        }
+    }
+
+    async fn serve<K: KeyStorage + Clone, L: RateLimiter>(
+        self,
+        store: K,
+        limiter: L,
+        demo: Option<Account>,
+        admin_token: Option<String>,
+        api: impl Api,
+    ) -> Result<(), Error> {
+        let addr: SocketAddr = self
+            .var("ADDR")
+            .unwrap_or_else(|| self.default_addr.to_owned())
+            .parse()?;
+        let shutdown_deadline = match self.var("SHUTDOWN_SECONDS") {
+            Some(seconds) => Duration::from_secs(seconds.parse().map_err(|_| {
+                format!(
+                    "{}_SHUTDOWN_SECONDS must be a whole number of seconds",
+                    self.env
+                )
+            })?),
+            None => Duration::from_secs(10),
+        };
+        let keys = self.profile.key_manager(store.clone());
+        // Maintenance: audit entries older than the retention go, at start and then daily.
+        let maintenance = keys.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = maintenance.prune_audit(AUDIT_RETENTION).await {
+                    tracing::warn!(%error, "could not prune the audit log");
+                }
+                tokio::time::sleep(Duration::from_secs(86_400)).await;
+            }
+        });
+        let account = self.demo_account(&keys, demo).await?;
+        let demo_key = keys
+            .create_key(
+                &account.id,
+                KeySpec::new(DEMO_KEY, self.profile.permissions().all())
+                    .expiration(Expiration::Days90),
+            )
+            .await?;
+        let generated_token = admin_token.is_none();
+        // A fresh key's random part makes a fine throwaway admin token; it opens nothing else.
+        let admin_token = admin_token
+            .unwrap_or_else(|| format!("admin_{}", &ApiKey::generate().expose_secret()[4..]));
+        // One guard for every route that takes the token: one count of failures between them.
+        let admin = AdminToken::new(&admin_token);
+
+        let auth = self
+            .profile
+            .layer(store)
+            .limiter(limiter)
+            .routes(api.table());
+        let demo = Demo::new(keys.clone());
+        let code = demo.code_for(&account.id);
+        let session = {
+            let demo = demo.clone();
+            move |parts: &axum::http::request::Parts| {
+                let user = demo.user(&parts.headers);
+                async move { Ok(user) }
+            }
+        };
+        // The example's own 404, answered as every refusal of it is: in its profile's words.
+        let not_found = {
+            let profile = self.profile.clone();
+            move || {
+                let problem = Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "No such route, account, or key in this account.",
+                );
+                let answer: Response = profile.respond(&problem).map(axum::body::Body::from);
+                async move { answer }
+            }
+        };
+        // Every path under `/api/` is behind the layer, those no route has included: without
+        // a key they answer 401, with one 403 `route_not_allowed`, never a 404 that would
+        // tell an unauthenticated client which paths exist.
+        let api_routes = api.routes().fallback(not_found.clone()).layer(auth.clone());
+        let app = Router::new()
+            // A nested router never sees its mount point with a trailing slash: that one too.
+            .route_service("/api/", api_routes.clone().into_service())
+            .nest("/api", api_routes)
+            .nest(self.admin_at, admin::router(keys.clone(), admin.clone()))
+            .nest("/settings/api-keys", settings::router(keys, session))
+            .merge(demo.routes(admin.clone()))
+            .route("/healthz", get(|| async { "ok" }));
+        // Paths no router has (the mount points with a slash among them) answer as the
+        // crate's do.
+        let app = api.more(app, &admin).fallback(not_found);
+
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let secret = demo_key.key.expose_secret();
+        println!("{} listening on http://{addr}", self.title);
+        println!("{}", self.demo_key_says);
+        println!("  {secret}");
+        println!("Try it:");
+        println!(
+            "  curl -i -H 'Authorization: Bearer {secret}' http://{addr}{}",
+            self.try_path
+        );
+        if generated_token {
+            println!(
+                "Admin token (set {}_ADMIN_TOKEN to choose one): {admin_token}",
+                self.env
+            );
+        }
+        println!(
+            "Admin API at http://{addr}{}; the demo account is {}:",
+            self.admin_at, account.id
+        );
+        println!(
+            "  curl -s -H 'Authorization: Bearer <admin token>' http://{addr}{}/accounts/{}/keys",
+            self.admin_at, account.id
+        );
+        println!("Settings → API Keys of the demo account (this link signs in once):");
+        println!("  http://{addr}/demo/sign-in?code={code}");
+
+        serve::until_signalled(listener, app, shutdown_deadline).await;
+        // The server has stopped taking requests and closed every connection: keep the last
+        // interval's usage.
+        auth.flush_usage().await?;
+        println!("Stopped.");
+        Ok(())
+    }
+
+    /// The demo account of an earlier start (its earlier demo keys deleted), or a new one.
+    async fn demo_account<K: KeyStorage>(
+        &self,
+        keys: &KeyManager<K>,
+        earlier: Option<Account>,
+    ) -> Result<Account, Error> {
+        let Some(account) = earlier else {
+            return Ok(keys.create_account("Demo", self.demo_plan.clone()).await?);
+        };
+        for key in keys.keys(&account.id).await? {
+            if key.name == DEMO_KEY {
+                keys.delete_key(&account.id, &key.id).await?;
+            }
+        }
+        Ok(account)
+    }
+}
