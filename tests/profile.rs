@@ -363,10 +363,10 @@ async fn limits_follow_the_plan_at_once_and_a_keys_own_limit_wins() {
     assert_eq!(listed(keys.clone(), own.info.id.clone()).await, 5);
 }
 
-#[tokio::test]
-async fn nothing_of_nouvel_reaches_an_application_with_its_own_profile() {
+/// An application of `profile`: `/forecast` (a permission), `/cities` (optional), the
+/// admin router at `/ops`.
+fn weather_app(profile: &Profile) -> (KeyManager<MemoryKeyStore>, Router) {
     let store = MemoryKeyStore::new();
-    let profile = weather();
     let keys = profile.key_manager(store.clone());
     let routes = RouteTable::new()
         .route(Method::GET, "/forecast", VIDEOS_READ)
@@ -384,6 +384,12 @@ async fn nothing_of_nouvel_reaches_an_application_with_its_own_profile() {
             "/ops",
             admin::router(keys.clone(), AdminToken::new("admin-token-0123456789")),
         );
+    (keys, app)
+}
+
+#[tokio::test]
+async fn nothing_of_nouvel_reaches_an_application_with_its_own_profile() {
+    let (keys, app) = weather_app(&weather());
     let account = keys.create_account("Acme", PRO).await.unwrap();
     let soon = keys
         .create_key(
@@ -472,14 +478,8 @@ fn weather_errors(problem: &Problem, default: Response<Bytes>) -> Response<Bytes
 #[tokio::test]
 async fn one_responder_answers_every_refusal_of_the_application() {
     use nouvel_auth::settings::{self, SignedInUser};
-    let store = MemoryKeyStore::new();
     let profile = weather().responder(weather_errors);
-    let keys = profile.key_manager(store.clone());
-    let routes = RouteTable::new()
-        .route(Method::GET, "/forecast", VIDEOS_READ)
-        .unwrap()
-        .optional("/cities")
-        .unwrap();
+    let (keys, app) = weather_app(&profile);
     let session = |_: &http::request::Parts| async {
         Ok::<Option<SignedInUser>, axum::response::Response>(None)
     };
@@ -491,17 +491,7 @@ async fn one_responder_answers_every_refusal_of_the_application() {
             async move { answer.map(Body::from) }
         }
     };
-    let app = Router::new()
-        .route("/forecast", get(|| async { "sunny" }))
-        .route(
-            "/cities",
-            get(|key: AuthenticatedKey| async move { key.name.to_string() }),
-        )
-        .layer(profile.layer(store).routes(routes))
-        .nest(
-            "/ops",
-            admin::router(keys.clone(), AdminToken::new("admin-token-0123456789")),
-        )
+    let app = app
         .nest(
             "/settings/api-keys",
             settings::router(keys.clone(), session),

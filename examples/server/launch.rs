@@ -91,8 +91,15 @@ impl Example {
         Ok(token)
     }
 
-    /// Runs the example with `api`, on the backends its environment names.
+    /// Runs the example with `api`, on the backends its environment names, logging as
+    /// `RUST_LOG` says (default `info`).
     pub(crate) async fn run(self, api: impl Api) -> Result<(), Error> {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .init();
         let admin_token = self.admin_token()?;
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let redis = match env("REDIS_URL") {

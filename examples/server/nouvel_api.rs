@@ -115,11 +115,6 @@ async fn main() -> Result<(), Error> {
             upkeep.run_upkeep();
         }
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let example = Example {
         title: "Nouvel API example",
         env: "NOUVEL",

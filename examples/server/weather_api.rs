@@ -142,11 +142,6 @@ impl Api for WeatherApi {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let example = Example {
         title: "Weather API example",
         env: "WEATHER",
