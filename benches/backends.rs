@@ -20,7 +20,7 @@ use http::{Request, Response};
 use nouvel_auth::{
     limit::RedisRateLimiter,
     store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
-    KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, RateLimit,
+    KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, RateLimit,
 };
 use tower::{service_fn, Layer, ServiceExt};
 
@@ -45,7 +45,9 @@ async fn main() {
     let (redis_url, database_url) = (servers::redis_url(), servers::database_url());
 
     let store = MemoryKeyStore::new();
-    let keys = KeyManager::new(store.clone());
+    let keys = nouvel_auth::Profile::nouvel()
+        .max_keys_per_account(None)
+        .key_manager(store.clone());
     let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
     let spec = KeySpec::new("bench", [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
     let key = keys.create_key(&account.id, spec.clone()).await.unwrap();
@@ -120,7 +122,9 @@ async fn main() {
             .await
             .unwrap();
     postgres.migrate().await.unwrap();
-    let pg_keys = KeyManager::new(postgres.clone());
+    let pg_keys = nouvel_auth::Profile::nouvel()
+        .max_keys_per_account(None)
+        .key_manager(postgres.clone());
     let pg_account = pg_keys
         .create_account("Bench", nouvel::SCALE)
         .await
@@ -173,7 +177,9 @@ async fn main() {
         .await
         .unwrap();
     sqlite.migrate().await.unwrap();
-    let sqlite_keys = KeyManager::new(sqlite.clone());
+    let sqlite_keys = nouvel_auth::Profile::nouvel()
+        .max_keys_per_account(None)
+        .key_manager(sqlite.clone());
     let sqlite_account = sqlite_keys
         .create_account("Bench", nouvel::SCALE)
         .await

@@ -17,8 +17,8 @@ use axum::body::Body;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Request;
 use nouvel_auth::{
-    ApiKey, Decision, KeyId, KeyManager, KeySpec, KeyStore, MemoryRateLimiter, NouvelAuthLayer,
-    RateLimit, RateLimiter, RouteTable,
+    ApiKey, Decision, KeyId, KeySpec, KeyStore, MemoryRateLimiter, NouvelAuthLayer, RateLimit,
+    RateLimiter, RouteTable,
 };
 use tower::{Layer, Service, ServiceExt};
 
@@ -115,15 +115,23 @@ fn requests(c: &mut Criterion) {
     );
     let limited = NouvelAuthLayer::new(fixture.store.clone());
     let limited_account = rt
-        .block_on(KeyManager::new(fixture.store.clone()).create_account("Limited", nouvel::SCALE))
+        .block_on(
+            nouvel_auth::Profile::nouvel()
+                .max_keys_per_account(None)
+                .key_manager(fixture.store.clone())
+                .create_account("Limited", nouvel::SCALE),
+        )
         .unwrap();
     let limited_key = rt
         .block_on(
-            KeyManager::new(fixture.store.clone()).create_key(
-                &limited_account.id,
-                KeySpec::new("limited", [nouvel::GENERATE])
-                    .rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
-            ),
+            nouvel_auth::Profile::nouvel()
+                .max_keys_per_account(None)
+                .key_manager(fixture.store.clone())
+                .create_key(
+                    &limited_account.id,
+                    KeySpec::new("limited", [nouvel::GENERATE])
+                        .rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
+                ),
         )
         .unwrap();
     let limited_bearer = format!("Bearer {}", limited_key.key.expose_secret());
@@ -211,7 +219,9 @@ fn contention(c: &mut Criterion) {
     let rt = runtime();
     let fixture = fixture(&rt);
     let many: Vec<String> = rt.block_on(async {
-        let keys = KeyManager::new(fixture.store.clone());
+        let keys = nouvel_auth::Profile::nouvel()
+            .max_keys_per_account(None)
+            .key_manager(fixture.store.clone());
         let account = keys.create_account("Many", nouvel::SCALE).await.unwrap();
         let mut bearers = Vec::new();
         for i in 0..1_000 {

@@ -13,7 +13,7 @@ use std::{alloc::System, convert::Infallible};
 use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
-    store::CachedKeyStore, ApiKey, KeyManager, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
+    store::CachedKeyStore, ApiKey, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
@@ -45,7 +45,7 @@ fn main() {
     // (its slot: the window's ring, the pending usage, the map entry), keys made first.
     rt.block_on(async {
         let store = MemoryKeyStore::new();
-        let manager = KeyManager::new(store.clone());
+        let manager = nouvel_auth::Profile::nouvel().max_keys_per_account(None).key_manager(store.clone());
         let account = manager.create_account("Bench", nouvel::SCALE).await.unwrap();
         let mut bearers = Vec::new();
         for i in 0..keys {
@@ -71,7 +71,9 @@ fn main() {
     let requests = if keys == 10_000 { 1_000_000 } else { 1_000 };
     rt.block_on(async {
         let store = MemoryKeyStore::new();
-        let keys = KeyManager::new(store.clone());
+        let keys = nouvel_auth::Profile::nouvel()
+            .max_keys_per_account(None)
+            .key_manager(store.clone());
         let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
         keys.create_key(&account.id, KeySpec::new("real", [nouvel::GENERATE]))
             .await
@@ -99,7 +101,7 @@ fn main() {
     // The cache's set of live keys: bytes per key, and a flood of made-up keys against it.
     rt.block_on(async {
         let store = MemoryKeyStore::new();
-        let manager = KeyManager::new(store.clone());
+        let manager = nouvel_auth::Profile::nouvel().max_keys_per_account(None).key_manager(store.clone());
         let account = manager.create_account("Bench", nouvel::SCALE).await.unwrap();
         for i in 0..keys {
             let spec = KeySpec::new(format!("key {i}"), [nouvel::GENERATE]);

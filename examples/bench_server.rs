@@ -27,8 +27,8 @@ use axum::{
 use dashmap::DashMap;
 use futures_util::{future::Map, FutureExt};
 use nouvel_auth::{
-    ApiKey, Decision, KeyId, KeyManager, KeySpec, MemoryKeyStore, MemoryRateLimiter,
-    NouvelAuthLayer, RateLimit, RateLimiter, RouteTable,
+    ApiKey, Decision, KeyId, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
+    RateLimit, RateLimiter, RouteTable,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -83,7 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         _ => {
             let store = MemoryKeyStore::new();
-            let keys = KeyManager::new(store.clone());
+            let keys = nouvel_auth::Profile::nouvel()
+                .max_keys_per_account(None)
+                .key_manager(store.clone());
             let account = keys.create_account("Bench", nouvel::SCALE).await?;
             let spec = KeySpec::new("bench", nouvel::PERMISSIONS.all()).rate_limit(UNLIMITED);
             let key = keys.create_key(&account.id, spec).await?;

@@ -62,7 +62,7 @@ struct Words {
     responder: Option<Arc<dyn Responder>>,
     default_limit: RateLimit,
     plan_limits: Vec<(Plan, RateLimit)>,
-    max_keys: usize,
+    max_keys: Option<usize>,
 }
 
 impl Profile {
@@ -88,7 +88,7 @@ impl Profile {
             responder: None,
             default_limit: RateLimit::default(),
             plan_limits: Vec::new(),
-            max_keys: Self::DEFAULT_MAX_KEYS,
+            max_keys: Some(Self::DEFAULT_MAX_KEYS),
         }))
     }
 
@@ -175,9 +175,11 @@ impl Profile {
     }
 
     /// How many live keys (neither deleted, expired nor rotated) an account may hold
-    /// (default [`DEFAULT_MAX_KEYS`](Self::DEFAULT_MAX_KEYS), 100).
+    /// (default [`DEFAULT_MAX_KEYS`](Self::DEFAULT_MAX_KEYS), 100); `None` for no cap
+    /// (keys made at start-up by the application itself, say), which also spares each
+    /// creation the read of the account's keys.
     #[must_use]
-    pub fn max_keys_per_account(self, max: usize) -> Self {
+    pub fn max_keys_per_account(self, max: Option<usize>) -> Self {
         self.change(|words| words.max_keys = max)
     }
 
@@ -264,9 +266,9 @@ impl Profile {
         .unwrap_or(self.0.default_limit)
     }
 
-    /// How many live keys an account may hold.
+    /// How many live keys an account may hold, if the profile caps them.
     #[must_use]
-    pub fn max_keys(&self) -> usize {
+    pub fn max_keys(&self) -> Option<usize> {
         self.0.max_keys
     }
 }

@@ -1040,7 +1040,7 @@ async fn the_audit_log_says_who_did_what_newest_first_a_page_at_a_time() {
 
 #[tokio::test]
 async fn an_account_holds_at_most_its_cap_of_live_keys() {
-    let a = Admin::with_profile(|profile| profile.max_keys_per_account(3)).await;
+    let a = Admin::with_profile(|profile| profile.max_keys_per_account(Some(3))).await;
     let account = a.account("scale").await;
     let body = |name: &str, expiration: &str| json!({"name": name, "permissions": ["generate"], "expiration": expiration});
     let short = a.key(&account, body("Short", "7d")).await;

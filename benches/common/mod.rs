@@ -10,8 +10,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use nouvel_auth::{
-    limit::RATE_LIMIT_HEADERS, ApiKey, KeyId, KeyManager, KeySpec, MemoryKeyStore,
-    MemoryRateLimiter, RateLimit, RateLimiter, RouteTable,
+    limit::RATE_LIMIT_HEADERS, ApiKey, KeyId, KeySpec, MemoryKeyStore, MemoryRateLimiter,
+    RateLimit, RateLimiter, RouteTable,
 };
 use time::OffsetDateTime;
 use tower::{Layer, Service};
@@ -59,7 +59,9 @@ pub const MANY: usize = 10_000;
 pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     rt.block_on(async {
         let store = MemoryKeyStore::new();
-        let keys = KeyManager::new(store.clone());
+        let keys = nouvel_auth::Profile::nouvel()
+            .max_keys_per_account(None)
+            .key_manager(store.clone());
         let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
         let mut last = None;
         let mut many = Vec::with_capacity(MANY);

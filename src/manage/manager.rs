@@ -619,18 +619,19 @@ impl<S: KeyStorage> KeyManager<S> {
         } = body?;
         let now = self.now();
         let (key, stored) = self.make_key(&account, &spec, now, errors)?;
-        let live = self
-            .storage
-            .keys(&account.id)
-            .await
-            .map_err(ManageError::from)?;
-        let live = live
-            .iter()
-            .filter(|key| key.replaced_by.is_none() && key.expires_at.is_none_or(|at| at > now))
-            .count();
-        let max = self.profile.max_keys();
-        if live >= max {
-            return Err(ManageError::TooManyKeys { max }.into());
+        if let Some(max) = self.profile.max_keys() {
+            let keys = self
+                .storage
+                .keys(&account.id)
+                .await
+                .map_err(ManageError::from)?;
+            let live = keys
+                .iter()
+                .filter(|key| key.replaced_by.is_none() && key.expires_at.is_none_or(|at| at > now))
+                .count();
+            if live >= max {
+                return Err(ManageError::TooManyKeys { max }.into());
+            }
         }
         let audit = self.created(&stored);
         self.storage
