@@ -75,9 +75,10 @@ impl Example {
             .filter(|value| !value.is_empty())
     }
 
-    /// `PREFIX_ADMIN_TOKEN`, refused if shorter than 16 characters or holding whitespace.
+    /// `PREFIX_ADMIN_TOKEN`, refused if shorter than 16 characters or holding whitespace
+    /// (an empty one included: it is not "unset").
     fn admin_token(&self) -> Result<Option<String>, Error> {
-        let token = self.var("ADMIN_TOKEN");
+        let token = std::env::var(format!("{}_ADMIN_TOKEN", self.env)).ok();
         if let Some(token) = &token {
             if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
                 return Err(format!(

@@ -15,13 +15,36 @@ use common::{binary, Server};
 #[test]
 fn a_short_or_spaced_admin_token_is_refused_at_start() {
     for token in ["short", "", "sixteen chars ok", "a-long-token-with\ta-tab"] {
-        let output = Command::new(binary())
+        // In a directory of its own, and stopped if it starts after all: a server that
+        // took the token would otherwise run on.
+        let dir = common::WorkDir::new();
+        let mut child = Command::new(binary())
+            .current_dir(&dir.0)
             .env("NOUVEL_ADDR", "127.0.0.1:0")
             .env("NOUVEL_ADMIN_TOKEN", token)
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        assert!(!output.status.success(), "{token:?} was accepted");
-        let said = String::from_utf8_lossy(&output.stderr);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{token:?} was accepted: the server started");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "{token:?} was accepted");
+        let mut said = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
         assert!(said.contains("at least 16 characters"), "{token:?}: {said}");
     }
 }
