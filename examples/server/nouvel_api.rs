@@ -50,7 +50,7 @@ mod serve;
 use std::time::Duration;
 
 use axum::{
-    extract::Request,
+    extract::{OriginalUri, Request},
     http::header,
     response::IntoResponse,
     routing::{get, post},
@@ -62,11 +62,16 @@ use serde_json::{json, Value};
 
 use launch::{Api, Error, Example};
 
-/// Every stub answers with the key that called it and the route it reached.
-async fn stub(key: AuthenticatedKey, request: Request) -> Json<Value> {
+/// Every stub answers with the key that called it and the route it reached (the path as
+/// the client sent it: the API is nested under `/api`).
+async fn stub(
+    key: AuthenticatedKey,
+    OriginalUri(uri): OriginalUri,
+    request: Request,
+) -> Json<Value> {
     Json(json!({
         "ok": true,
-        "route": format!("{} {}", request.method(), request.uri().path()),
+        "route": format!("{} {}", request.method(), uri.path()),
         "key_id": key.id,
         "key_name": key.name,
         "account_id": key.account_id,

@@ -379,6 +379,13 @@ fn unknown_paths_under_the_api_stay_behind_the_layer() {
             "{path}"
         );
     }
+    // A known one reaches its stub, which sees the path as the client sent it.
+    let (status, body) = server.with_key("GET", "/api/v1/projects", &server.demo_key);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["route"],
+        "GET /api/v1/projects"
+    );
     // Outside `/api/`, an unknown path is the plain 404 it always was.
     let (status, body) = server.request("GET", "/not-a-route", &[], "");
     assert_eq!((status, code(&body)), (404, "not_found".to_owned()));
