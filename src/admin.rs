@@ -364,11 +364,14 @@ async fn create_account<S: KeyStorage>(
     State(m): Manager<S>,
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
-    let parsed = Fields::parse(&bytes.bytes()?)?.account();
-    Ok((
-        StatusCode::CREATED,
-        Json(m.create_account_parsed(parsed).await?),
-    ))
+    let account = Fields::read(bytes)
+        .account()
+        .call(
+            async |(name, plan)| m.prepare_account(name, plan),
+            async |account| m.insert_account(account).await,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(account)))
 }
 
 async fn account<S: KeyStorage>(
@@ -384,8 +387,12 @@ async fn set_plan<S: KeyStorage>(
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
     let id = AccountId::from(ids(id)?);
-    let parsed = bytes
-        .bytes()
-        .and_then(|bytes| Ok(Fields::parse(&bytes)?.plan()));
-    Ok(Json(m.set_plan_parsed(&id, parsed).await?))
+    let account = Fields::read(bytes)
+        .plan()
+        .call(
+            async |plan| m.prepare_plan(&id, plan).await,
+            async |(before, plan)| m.change_plan(before, plan).await,
+        )
+        .await?;
+    Ok(Json(account))
 }

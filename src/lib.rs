@@ -98,6 +98,7 @@
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
+mod attachment;
 mod clock;
 mod credentials;
 mod environment;

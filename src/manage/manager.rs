@@ -62,14 +62,12 @@ impl KeySpec {
         self
     }
 
-    /// The trimmed name and the expiration instant at `now`, or every field error at once,
-    /// `body`'s (what a router found while reading the request) among them.
+    /// The trimmed name and the expiration instant at `now`, or every field error at once.
     fn validate(
         &self,
         set: &'static PermissionSet,
         now: OffsetDateTime,
-        body: Vec<FieldError>,
-    ) -> Result<(String, Option<OffsetDateTime>), ManageError> {
+    ) -> Result<(String, Option<OffsetDateTime>), Vec<FieldError>> {
         let mut errors = Vec::new();
         let name = valid_name(&self.name).map_err(|e| errors.push(e)).ok();
         if self.permissions.is_empty() {
@@ -98,44 +96,12 @@ impl KeySpec {
                 errors.push(FieldError::new("rate_limit", reason));
             }
         }
-        if let Some(invalid) = merged(body, errors) {
-            return Err(invalid);
+        match name.zip(expires_at) {
+            Some(valid) if errors.is_empty() => Ok(valid),
+            _ => Err(errors),
         }
-        // Each is `None` only with an error on its field, returned just above.
-        name.zip(expires_at)
-            .ok_or_else(|| ManageError::Invalid(Vec::new()))
     }
 }
-
-/// `body`'s errors and, on fields it found none on, `own`: every field error of a request
-/// once, in the order of the fields; `None` if there are none.
-fn merged(body: Vec<FieldError>, own: Vec<FieldError>) -> Option<ManageError> {
-    let mut errors = body;
-    let fresh: Vec<FieldError> = own
-        .into_iter()
-        .filter(|e| !errors.iter().any(|b| b.field == e.field))
-        .collect();
-    errors.extend(fresh);
-    errors.sort_by_key(|e| {
-        FIELD_ORDER
-            .iter()
-            .position(|f| *f == e.field)
-            .unwrap_or(FIELD_ORDER.len())
-    });
-    (!errors.is_empty()).then_some(ManageError::Invalid(errors))
-}
-
-/// The order the fields of a request are reported in; members no endpoint knows come last.
-const FIELD_ORDER: [&str; 8] = [
-    "body",
-    "name",
-    "plan",
-    "permissions",
-    "expiration",
-    "environment",
-    "rate_limit",
-    "grace_seconds",
-];
 
 /// Trims `name` and checks that 1 to 100 characters remain, none of them a control
 /// character or a bidirectional control (which would make a name display as another, on
@@ -178,23 +144,6 @@ fn valid_limit(limit: RateLimit) -> Result<(), &'static str> {
         return Err("window_seconds must be a whole number from 1 to 86400");
     }
     Ok(())
-}
-
-/// A request body as a router read it: the value (with defaults where a field was
-/// missing or bad) and the errors of its fields, which the manager reports with its own,
-/// all at once.
-pub(crate) struct Parsed<T> {
-    pub(crate) value: T,
-    pub(crate) errors: Vec<FieldError>,
-}
-
-impl<T> From<T> for Parsed<T> {
-    fn from(value: T) -> Self {
-        Self {
-            value,
-            errors: Vec::new(),
-        }
-    }
 }
 
 /// How a key is rotated: how long the old key keeps working, and the replacement's
@@ -378,8 +327,31 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// Creates an account.
     pub async fn create_account(&self, name: &str, plan: Plan) -> Result<Account, ManageError> {
-        self.create_account_parsed(Parsed::from((name.to_owned(), plan)))
-            .await
+        let account = self.prepare_account(name, &plan)?;
+        self.insert_account(account).await
+    }
+
+    /// Writes an account made by [`prepare_account`](Self::prepare_account).
+    pub(crate) async fn insert_account(&self, account: Account) -> Result<Account, ManageError> {
+        let audit = self.entry(AuditAction::AccountCreated, &account.id, None);
+        self.storage.insert_account(&account, &audit).await?;
+        Ok(account)
+    }
+
+    /// The account [`create_account`](Self::create_account) would make, checked.
+    pub(crate) fn prepare_account(&self, name: &str, plan: &Plan) -> Result<Account, ManageError> {
+        let mut errors = Vec::new();
+        let name = valid_name(name).map_err(|e| errors.push(e)).ok();
+        let plan = self.known_plan(plan).map_err(|e| errors.push(e)).ok();
+        match (name, plan) {
+            (Some(name), Some(plan)) if errors.is_empty() => Ok(Account {
+                id: random_id("acc_").into(),
+                name,
+                plan,
+                created_at: self.now(),
+            }),
+            _ => Err(ManageError::Invalid(errors)),
+        }
     }
 
     /// Reads an account.
@@ -389,8 +361,39 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// Changes an account's plan. Its keys follow from the next request on.
     pub async fn set_plan(&self, id: &AccountId, plan: Plan) -> Result<Account, ManageError> {
-        self.set_plan_parsed(id, Ok::<_, ManageError>(Parsed::from(plan)))
-            .await
+        let (before, plan) = self.prepare_plan(id, &plan).await?;
+        self.change_plan(before, plan).await
+    }
+
+    /// Gives `account` `plan`, as [`prepare_plan`](Self::prepare_plan) checked it.
+    pub(crate) async fn change_plan(
+        &self,
+        account: Account,
+        plan: Plan,
+    ) -> Result<Account, ManageError> {
+        let (id, before) = (&account.id, &account);
+        let audit = self
+            .entry(AuditAction::PlanChanged, id, None)
+            .detail("from", before.plan.as_str())
+            .detail("to", plan.as_str());
+        self.storage
+            .set_plan(id, plan, &audit)
+            .await?
+            .ok_or(ManageError::NotFound)
+    }
+
+    /// The account as it is and the plan [`set_plan`](Self::set_plan) would give it,
+    /// checked: an unknown account first, then the plan.
+    pub(crate) async fn prepare_plan(
+        &self,
+        id: &AccountId,
+        plan: &Plan,
+    ) -> Result<(Account, Plan), ManageError> {
+        let before = self.account(id).await?;
+        let plan = self
+            .known_plan(plan)
+            .map_err(|e| ManageError::Invalid(vec![e]))?;
+        Ok((before, plan))
     }
 
     /// Makes a key. The plaintext is in the result and nowhere else, ever.
@@ -399,8 +402,8 @@ impl<S: KeyStorage> KeyManager<S> {
         account: &AccountId,
         spec: KeySpec,
     ) -> Result<NewKey, ManageError> {
-        self.create_key_parsed(account, Ok::<_, ManageError>(Parsed::from(spec)))
-            .await
+        let draft = self.prepare_key(account, &spec).await?;
+        self.commit(draft).await
     }
 
     /// The account's keys, newest first; deleted keys are left out.
@@ -422,9 +425,8 @@ impl<S: KeyStorage> KeyManager<S> {
         account: &AccountId,
         environment: Option<&Environment>,
     ) -> Result<Vec<KeyInfo>, ManageError> {
-        self.account(account).await?;
-        let now = self.now();
         let plan = self.account(account).await?.plan;
+        let now = self.now();
         let mut keys = self.storage.keys(account).await?;
         if let Some(environment) = environment {
             keys.retain(|key| key.environment.as_ref() == Some(environment));
@@ -543,130 +545,56 @@ impl<S: KeyStorage> KeyManager<S> {
         key: &KeyId,
         rotation: impl Into<Rotation>,
     ) -> Result<NewKey, ManageError> {
-        self.rotate_key_parsed(
-            account,
-            key,
-            Ok::<_, ManageError>(Parsed::from(rotation.into())),
-        )
-        .await
+        let draft = self
+            .prepare_rotation(account, key, &rotation.into())
+            .await?;
+        self.commit(draft).await
     }
 
-    /// [`create_account`](Self::create_account) from a router's body.
-    pub(crate) async fn create_account_parsed(
-        &self,
-        Parsed {
-            value: (name, plan),
-            errors,
-        }: Parsed<(String, Plan)>,
-    ) -> Result<Account, ManageError> {
-        let mut own = Vec::new();
-        let name = valid_name(&name).map_err(|e| own.push(e)).ok();
-        let plan = self.known_plan(&plan).map_err(|e| own.push(e)).ok();
-        if let Some(invalid) = merged(errors, own) {
-            return Err(invalid);
-        }
-        let (Some(name), Some(plan)) = (name, plan) else {
-            return Err(ManageError::Invalid(Vec::new()));
-        };
-        let account = Account {
-            id: random_id("acc_").into(),
-            name,
-            plan,
-            created_at: self.now(),
-        };
-        let audit = self.entry(AuditAction::AccountCreated, &account.id, None);
-        self.storage.insert_account(&account, &audit).await?;
-        Ok(account)
-    }
-
-    /// [`set_plan`](Self::set_plan) with a body that may have failed to parse: the routers
-    /// hand their body over as it came, so the order of errors is kept here alone.
-    pub(crate) async fn set_plan_parsed<E: From<ManageError>>(
-        &self,
-        id: &AccountId,
-        body: Result<Parsed<Plan>, E>,
-    ) -> Result<Account, E> {
-        let before = self.account(id).await?;
-        let Parsed { value, errors } = body?;
-        let mut own = Vec::new();
-        let plan = self.known_plan(&value).map_err(|e| own.push(e)).ok();
-        if let Some(invalid) = merged(errors, own) {
-            return Err(invalid.into());
-        }
-        let plan = plan.ok_or_else(|| ManageError::Invalid(Vec::new()))?;
-        let audit = self
-            .entry(AuditAction::PlanChanged, id, None)
-            .detail("from", before.plan.as_str())
-            .detail("to", plan.as_str());
-        let account = self
-            .storage
-            .set_plan(id, plan, &audit)
-            .await
-            .map_err(ManageError::from)?;
-        Ok(account.ok_or(ManageError::NotFound)?)
-    }
-
-    /// [`create_key`](Self::create_key) with a body that may have failed to parse.
-    pub(crate) async fn create_key_parsed<E: From<ManageError>>(
+    /// The key [`create_key`](Self::create_key) would make, checked: an unknown account
+    /// first, then every field of `spec` at once, then the plan and the account's key cap.
+    pub(crate) async fn prepare_key(
         &self,
         account: &AccountId,
-        body: Result<Parsed<KeySpec>, E>,
-    ) -> Result<NewKey, E> {
+        spec: &KeySpec,
+    ) -> Result<KeyDraft, ManageError> {
         let account = self.account(account).await?;
-        let Parsed {
-            value: spec,
-            errors,
-        } = body?;
         let now = self.now();
-        let (key, stored) = self.make_key(&account, &spec, now, errors)?;
+        let draft = self.draft(&account, spec, now)?;
         if let Some(max) = self.profile.max_keys() {
-            let keys = self
-                .storage
-                .keys(&account.id)
-                .await
-                .map_err(ManageError::from)?;
+            let keys = self.storage.keys(&account.id).await?;
             let live = keys
                 .iter()
                 .filter(|key| key.replaced_by.is_none() && key.expires_at.is_none_or(|at| at > now))
                 .count();
             if live >= max {
-                return Err(ManageError::TooManyKeys { max }.into());
+                return Err(ManageError::TooManyKeys { max });
             }
         }
-        let audit = self.created(&stored);
-        self.storage
-            .insert_key(&stored, &audit)
-            .await
-            .map_err(ManageError::from)?;
-        Ok(NewKey {
-            info: self.info(stored, &account.plan, now),
-            key,
-        })
+        Ok(draft)
     }
 
-    /// [`rotate_key`](Self::rotate_key) with a body that may have failed to parse.
-    pub(crate) async fn rotate_key_parsed<E: From<ManageError>>(
+    /// The replacement [`rotate_key`](Self::rotate_key) would make, checked: an unknown
+    /// key first, then one rotated already, then every field at once, then the plan.
+    pub(crate) async fn prepare_rotation(
         &self,
         account: &AccountId,
         key: &KeyId,
-        body: Result<Parsed<Rotation>, E>,
-    ) -> Result<NewKey, E> {
+        rotation: &Rotation,
+    ) -> Result<KeyDraft, ManageError> {
         let old = self.stored_key(account, key).await?;
         if old.replaced_by.is_some() {
-            return Err(ManageError::AlreadyRotated.into());
-        }
-        let Parsed {
-            value: rotation,
-            mut errors,
-        } = body?;
-        if rotation.grace > MAX_GRACE {
-            errors.push(FieldError::new(
-                "grace_seconds",
-                format!("must be at most {} (one year)", MAX_GRACE.as_secs()),
-            ));
+            return Err(ManageError::AlreadyRotated);
         }
         let account = self.account(account).await?;
         let now = self.now();
+        let mut errors = Vec::new();
+        if rotation.grace > MAX_GRACE {
+            errors.push(FieldError::new(
+                "grace",
+                format!("must be at most {} seconds (one year)", MAX_GRACE.as_secs()),
+            ));
+        }
         let expiration = match rotation.expiration {
             Some(expiration) => expiration,
             None => old
@@ -684,28 +612,55 @@ impl<S: KeyStorage> KeyManager<S> {
             environment: old.environment,
             rate_limit: old.rate_limit,
         };
-        let (key, mut stored) = self.make_key(&account, &spec, now, errors)?;
+        let mut draft = match self.draft(&account, &spec, now) {
+            Err(ManageError::Invalid(own)) => {
+                FieldError::add(&mut errors, own);
+                return Err(ManageError::Invalid(errors));
+            }
+            _ if !errors.is_empty() => return Err(ManageError::Invalid(errors)),
+            draft => draft?,
+        };
         // Old and new keys count in one window, so a grace period never doubles the limit.
-        stored.shares_limit_with = Some(old.shares_limit_with.unwrap_or(old.id.clone()));
-        let audit = self
-            .entry(AuditAction::KeyRotated, &old.account_id, Some(&old.id))
-            .detail("replacement_id", stored.id.as_str());
-        let replaced = self
-            .storage
-            .replace_key(&old.id, now + rotation.grace, &stored, &audit)
-            .await
-            .map_err(ManageError::from)?;
-        if !replaced {
-            // Deleted meanwhile, or replaced by a rotation that ran beside this one.
-            let now_stored = self.stored_key(&old.account_id, &old.id).await?;
-            let error = match now_stored.replaced_by {
-                Some(_) => ManageError::AlreadyRotated,
-                None => ManageError::NotFound,
-            };
-            return Err(error.into());
+        draft.stored.shares_limit_with = Some(old.shares_limit_with.unwrap_or(old.id.clone()));
+        draft.replaces = Some((old.id, now + rotation.grace));
+        Ok(draft)
+    }
+
+    /// Writes a key made by [`prepare_key`](Self::prepare_key) or
+    /// [`prepare_rotation`](Self::prepare_rotation), in one storage call with its audit entry.
+    pub(crate) async fn commit(&self, draft: KeyDraft) -> Result<NewKey, ManageError> {
+        let KeyDraft {
+            key,
+            stored,
+            plan,
+            now,
+            replaces,
+        } = draft;
+        match replaces {
+            None => {
+                let audit = self.created(&stored);
+                self.storage.insert_key(&stored, &audit).await?;
+            }
+            Some((old, ends_at)) => {
+                let audit = self
+                    .entry(AuditAction::KeyRotated, &stored.account_id, Some(&old))
+                    .detail("replacement_id", stored.id.as_str());
+                if !self
+                    .storage
+                    .replace_key(&old, ends_at, &stored, &audit)
+                    .await?
+                {
+                    // Deleted meanwhile, or replaced by a rotation that ran beside this one.
+                    let now_stored = self.stored_key(&stored.account_id, &old).await?;
+                    return Err(match now_stored.replaced_by {
+                        Some(_) => ManageError::AlreadyRotated,
+                        None => ManageError::NotFound,
+                    });
+                }
+            }
         }
         Ok(NewKey {
-            info: self.info(stored, &account.plan, now),
+            info: self.info(stored, &plan, now),
             key,
         })
     }
@@ -743,16 +698,17 @@ impl<S: KeyStorage> KeyManager<S> {
             .ok_or(ManageError::NotFound)
     }
 
-    /// A new key for `account` from `spec`, checked at `now`: input first (with the errors
-    /// a router found in its body), then the plan.
-    fn make_key(
+    /// A new key for `account` from `spec`, checked at `now`: every field first, then the
+    /// plan.
+    fn draft(
         &self,
         account: &Account,
         spec: &KeySpec,
         now: OffsetDateTime,
-        body: Vec<FieldError>,
-    ) -> Result<(ApiKey, StoredKey), ManageError> {
-        let (name, expires_at) = spec.validate(self.profile.permissions(), now, body)?;
+    ) -> Result<KeyDraft, ManageError> {
+        let (name, expires_at) = spec
+            .validate(self.profile.permissions(), now)
+            .map_err(ManageError::Invalid)?;
         if !self.profile.plans().allows_api_keys(&account.plan) {
             return Err(ManageError::PlanRequired {
                 plan: account.plan.clone(),
@@ -783,6 +739,23 @@ impl<S: KeyStorage> KeyManager<S> {
             environment: spec.environment.clone(),
             shares_limit_with: None,
         };
-        Ok((key, stored))
+        Ok(KeyDraft {
+            key,
+            stored,
+            plan: account.plan.clone(),
+            now,
+            replaces: None,
+        })
     }
+}
+
+/// A key checked and ready to write: what [`KeyManager::commit`] stores.
+pub(crate) struct KeyDraft {
+    key: ApiKey,
+    stored: StoredKey,
+    /// The account's plan, for the key's effective limit.
+    plan: Plan,
+    now: OffsetDateTime,
+    /// The key it replaces and when that one stops, for a rotation.
+    replaces: Option<(KeyId, OffsetDateTime)>,
 }

@@ -148,7 +148,9 @@ fn serialize_secret<S: serde::Serializer>(key: &ApiKey, serializer: S) -> Result
 /// One field of a request that cannot be accepted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
-    /// The field's name in the admin API.
+    /// The field: a parameter of the [`KeyManager`](crate::KeyManager) call (`name`,
+    /// `plan`, `permissions`, `expiration`, `environment`, `rate_limit`, `grace`, `before`),
+    /// or, from the routers, a member of the request's body or query.
     pub field: String,
     /// What is wrong with it.
     pub reason: String,
@@ -161,5 +163,15 @@ impl FieldError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// Adds `more`'s errors on fields `errors` has none on: each field is reported by what
+    /// found its errors first.
+    pub(crate) fn add(errors: &mut Vec<Self>, more: Vec<Self>) {
+        let fresh: Vec<Self> = more
+            .into_iter()
+            .filter(|e| !errors.iter().any(|found| found.field == e.field))
+            .collect();
+        errors.extend(fresh);
     }
 }

@@ -11,7 +11,6 @@ pub(crate) mod layer;
 mod service;
 mod slots;
 
-pub(crate) use slots::SlotCell;
 use slots::{Slot, Slots};
 
 use std::{sync::Arc, task::Poll, time::Duration};

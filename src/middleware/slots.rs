@@ -14,11 +14,10 @@
 //! record or a replacement's slot holds it, so a key never gets two windows.
 
 use std::{
-    any::Any,
     ops::Deref,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc, Once, OnceLock, Weak,
+        Arc, Once, Weak,
     },
     time::Duration,
 };
@@ -50,15 +49,6 @@ pub(crate) struct Slot<W> {
     counts_in: Option<Arc<Self>>,
     usage: PendingUsage,
 }
-
-/// The slot a record carries: whose it is, and the slot.
-pub(crate) struct Attached {
-    layer: u64,
-    slot: Arc<dyn Any + Send + Sync>,
-}
-
-/// A record's field: its slot, once a layer has attached one.
-pub(crate) type SlotCell = OnceLock<Attached>;
 
 /// A slot reached from a record (borrowed), or from the map (shared).
 pub(crate) enum SlotRef<'r, W> {
@@ -95,18 +85,11 @@ impl<L: RateLimiter> Slots<L> {
     /// The slot of `record`'s key: the one the record carries, else the map's (made if
     /// need be, and attached to the record for next time).
     pub(crate) fn of<'r>(&self, record: &'r KeyRecord) -> SlotRef<'r, L::Window> {
-        if let Some(attached) = record.slot.get() {
-            if attached.layer == self.id {
-                if let Some(slot) = attached.slot.downcast_ref::<Slot<L::Window>>() {
-                    return SlotRef::Attached(slot);
-                }
-            }
+        if let Some(slot) = record.layer_state.get::<Slot<L::Window>>(self.id) {
+            return SlotRef::Attached(slot);
         }
         let slot = self.by_id(&record.id, record.limit_id());
-        let _ = record.slot.set(Attached {
-            layer: self.id,
-            slot: slot.clone(),
-        });
+        record.layer_state.attach(self.id, slot.clone());
         SlotRef::Shared(slot)
     }
 

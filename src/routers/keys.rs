@@ -122,11 +122,12 @@ async fn create<S: KeyStorage>(
 ) -> Result<impl IntoResponse, RouterError> {
     let take_limit = keys.take_limit;
     let (manager, account) = keys.of(owner);
-    let set = manager.profile.permissions();
-    let parsed = bytes
-        .bytes()
-        .and_then(|bytes| Ok(Fields::parse(&bytes)?.key_spec(set, take_limit)));
-    let created = manager.create_key_parsed(&account, parsed).await?;
+    let created = Fields::read(bytes)
+        .key_spec(manager.profile.permissions(), take_limit)
+        .key(&manager, async |spec| {
+            manager.prepare_key(&account, spec).await
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -156,11 +157,13 @@ async fn rotate<S: KeyStorage>(
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
     let key = key_id(path)?;
-    let parsed = bytes
-        .bytes()
-        .and_then(|bytes| Ok(Fields::parse(&bytes)?.rotation()));
     let (manager, account) = keys.of(owner);
-    let created = manager.rotate_key_parsed(&account, &key, parsed).await?;
+    let created = Fields::read(bytes)
+        .rotation()
+        .key(&manager, async |rotation| {
+            manager.prepare_rotation(&account, &key, rotation).await
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -226,19 +229,8 @@ async fn audit<S: KeyStorage>(
 ) -> Result<impl IntoResponse, RouterError> {
     let (manager, account) = keys.of(owner);
     manager.account(&account).await?;
-    let invalid = |field: &str, reason: String| {
-        RouterError::Manage(ManageError::Invalid(vec![FieldError::new(field, reason)]))
-    };
     let Query(query) = query.map_err(|rejection| invalid("query", rejection.body_text()))?;
-    let max = crate::manage::manager::MAX_PAGE;
-    let limit = match query.limit {
-        None => AUDIT_PAGE,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| invalid("limit", format!("must be a whole number from 1 to {max}")))?,
-    };
+    let limit = page_limit(query.limit, AUDIT_PAGE)?;
     Ok(Json(
         manager
             .audit(&account, query.before.as_deref(), limit)

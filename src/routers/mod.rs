@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    manage::{manager::Parsed, FieldError},
+    manage::{manager::KeyDraft, FieldError},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
     Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, Problem,
@@ -72,7 +72,7 @@ impl From<ManageError> for RouterError {
 enum Extra<'a> {
     None {},
     Invalid {
-        errors: &'a [FieldError],
+        errors: Vec<FieldError>,
     },
     Plan {
         plan: &'a Plan,
@@ -157,7 +157,9 @@ impl IntoResponse for RouterError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 "Some fields cannot be accepted; see `errors`.".to_owned(),
-                Extra::Invalid { errors },
+                Extra::Invalid {
+                    errors: on_the_wire(errors),
+                },
             ),
             Self::Manage(ManageError::AlreadyRotated) => (
                 StatusCode::CONFLICT,
@@ -288,13 +290,6 @@ pub(crate) fn serve_document<S: Clone + Send + Sync + 'static>(
 /// A request's body, read whole: at most 64 KiB (413 past it), within 30 s (408 after).
 pub(crate) struct Body(Result<Bytes, RouterError>);
 
-impl Body {
-    /// The body, or why it could not be read.
-    pub(crate) fn bytes(self) -> Result<Bytes, RouterError> {
-        self.0
-    }
-}
-
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = Infallible;
 
@@ -310,28 +305,118 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// The order a request's field errors are reported in; members no endpoint knows come last.
+const FIELD_ORDER: [&str; 8] = [
+    "body",
+    "name",
+    "plan",
+    "permissions",
+    "expiration",
+    "environment",
+    "rate_limit",
+    "grace_seconds",
+];
+
+/// `errors` as the wire names them (the manager's `grace` is `grace_seconds`), in the
+/// order of the fields.
+fn on_the_wire(errors: &[FieldError]) -> Vec<FieldError> {
+    let mut errors: Vec<FieldError> = errors
+        .iter()
+        .map(|e| match e.field.as_str() {
+            "grace" => FieldError::new("grace_seconds", e.reason.clone()),
+            _ => e.clone(),
+        })
+        .collect();
+    errors.sort_by_key(|e| {
+        FIELD_ORDER
+            .iter()
+            .position(|f| *f == e.field)
+            .unwrap_or(FIELD_ORDER.len())
+    });
+    errors
+}
+
+/// A request body as a router read it: the value (with defaults where a field was
+/// missing or bad), the errors of its fields, and why it could not be read at all, if so.
+pub(crate) struct Parsed<T> {
+    value: T,
+    errors: Vec<FieldError>,
+    unreadable: Option<RouterError>,
+}
+
+impl<T> Parsed<T> {
+    /// The call for this body: `prepare` checks it as the manager does (unknown ids, then
+    /// its fields, then the rest), `commit` writes what was prepared. The manager's unknown
+    /// ids come first, then an unreadable body, then every field error at once (the body's,
+    /// and the manager's on the other fields), then the manager's other refusals; nothing
+    /// is written unless all is well.
+    pub(crate) async fn call<P, R>(
+        self,
+        prepare: impl AsyncFnOnce(&T) -> Result<P, ManageError>,
+        commit: impl AsyncFnOnce(P) -> Result<R, ManageError>,
+    ) -> Result<R, RouterError> {
+        let prepared = prepare(&self.value).await;
+        if let Err(
+            error @ (ManageError::NotFound | ManageError::AlreadyRotated | ManageError::Backend(_)),
+        ) = prepared
+        {
+            return Err(error.into());
+        }
+        if let Some(unreadable) = self.unreadable {
+            return Err(unreadable);
+        }
+        let mut errors = self.errors;
+        match prepared {
+            Err(ManageError::Invalid(own)) => {
+                FieldError::add(&mut errors, own);
+                Err(ManageError::Invalid(errors).into())
+            }
+            _ if !errors.is_empty() => Err(ManageError::Invalid(errors).into()),
+            Ok(prepared) => Ok(commit(prepared).await?),
+            Err(refused) => Err(refused.into()),
+        }
+    }
+
+    /// [`call`](Self::call) for a key made or rotated.
+    pub(crate) async fn key<S: crate::KeyStorage>(
+        self,
+        manager: &crate::KeyManager<S>,
+        prepare: impl AsyncFnOnce(&T) -> Result<KeyDraft, ManageError>,
+    ) -> Result<crate::manage::NewKey, RouterError> {
+        self.call(prepare, async |draft| manager.commit(draft).await)
+            .await
+    }
+}
+
 /// A JSON object body, read field by field so that every error names its field, and
 /// strictly: a member the endpoint does not take is an error of its own.
 pub(crate) struct Fields {
     object: Map<String, Value>,
     errors: Vec<FieldError>,
+    unreadable: Option<RouterError>,
 }
 
 impl Fields {
-    /// Parses `body`; an empty body is an empty object (for optional bodies).
-    pub(crate) fn parse(body: &[u8]) -> Result<Self, RouterError> {
+    /// Reads `body`; an empty body is an empty object (for optional bodies). A body that
+    /// cannot be read reads as an empty object, and the answer says why.
+    pub(crate) fn read(body: Body) -> Self {
         let mut fields = Self {
             object: Map::new(),
             errors: Vec::new(),
+            unreadable: None,
         };
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(fields);
+        let object = body.0.and_then(|body| {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Object(Map::new()));
+            }
+            serde_json::from_slice(&body).map_err(|e| RouterError::MalformedJson(e.to_string()))
+        });
+        match object {
+            Ok(Value::Object(object)) => fields.object = object,
+            Ok(_) => fields.reject("body", "must be a JSON object"),
+            Err(unreadable) => fields.unreadable = Some(unreadable),
         }
-        match serde_json::from_slice(body).map_err(|e| RouterError::MalformedJson(e.to_string()))? {
-            Value::Object(object) => fields.object = object,
-            _ => fields.reject("body", "must be a JSON object"),
-        }
-        Ok(fields)
+        fields
     }
 
     fn reject(&mut self, field: &str, reason: impl Into<String>) {
@@ -429,6 +514,7 @@ impl Fields {
         Parsed {
             value,
             errors: self.errors,
+            unreadable: self.unreadable,
         }
     }
 

@@ -1,17 +1,18 @@
 //! What a store is: [`KeyStore`] (the layer's lookups), [`KeyStorage`] (the manager's
 //! writes), the [`KeyRecord`] a lookup answers and the [`StoredKey`] storage keeps.
 
-use std::{fmt, future::Future, sync::Arc, task::Poll};
+use std::{future::Future, sync::Arc, task::Poll};
 
 use time::OffsetDateTime;
 
 use crate::{
-    manage::AuditEntry, middleware::SlotCell, Account, AccountId, ApiKey, BackendError,
+    attachment::Attachment, manage::AuditEntry, Account, AccountId, ApiKey, BackendError,
     Environment, Expiration, KeyDigest, KeyId, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// What the layer needs to know about a live key. Handlers get it as an
 /// [`AuthenticatedKey`](crate::AuthenticatedKey) once the layer has admitted the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyRecord {
     /// The key's id.
@@ -37,73 +38,7 @@ pub struct KeyRecord {
     /// old and new keys together get the limit once.
     pub shares_limit_with: Option<KeyId>,
     /// The layer's state for this key (window, pending usage), once it has seen the record.
-    pub(crate) slot: SlotCell,
-}
-
-/// A copy of the record's fields; the copy is a new record, with no layer state yet.
-impl Clone for KeyRecord {
-    fn clone(&self) -> Self {
-        Self {
-            id: self.id.clone(),
-            account_id: self.account_id.clone(),
-            name: self.name.clone(),
-            plan: self.plan.clone(),
-            permissions: self.permissions,
-            expires_at: self.expires_at,
-            rate_limit: self.rate_limit,
-            disabled: self.disabled,
-            environment: self.environment.clone(),
-            shares_limit_with: self.shares_limit_with.clone(),
-            slot: SlotCell::new(),
-        }
-    }
-}
-
-impl PartialEq for KeyRecord {
-    fn eq(&self, other: &Self) -> bool {
-        (
-            &self.id,
-            &self.account_id,
-            &self.name,
-            &self.plan,
-            self.permissions,
-            self.expires_at,
-            self.rate_limit,
-            self.disabled,
-            &self.environment,
-            &self.shares_limit_with,
-        ) == (
-            &other.id,
-            &other.account_id,
-            &other.name,
-            &other.plan,
-            other.permissions,
-            other.expires_at,
-            other.rate_limit,
-            other.disabled,
-            &other.environment,
-            &other.shares_limit_with,
-        )
-    }
-}
-
-impl Eq for KeyRecord {}
-
-impl fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("id", &self.id)
-            .field("account_id", &self.account_id)
-            .field("name", &self.name)
-            .field("plan", &self.plan)
-            .field("permissions", &self.permissions)
-            .field("expires_at", &self.expires_at)
-            .field("rate_limit", &self.rate_limit)
-            .field("disabled", &self.disabled)
-            .field("environment", &self.environment)
-            .field("shares_limit_with", &self.shares_limit_with)
-            .finish()
-    }
+    pub(crate) layer_state: Attachment,
 }
 
 impl KeyRecord {
@@ -127,7 +62,7 @@ impl KeyRecord {
             disabled: false,
             environment: None,
             shares_limit_with: None,
-            slot: SlotCell::new(),
+            layer_state: Attachment::default(),
         }
     }
 
