@@ -118,6 +118,17 @@ impl KeyStorage for TableStore {
             .cloned())
     }
 
+    async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
+        // Accounts are pushed as they are made: oldest first already.
+        Ok(self
+            .tables()?
+            .accounts
+            .iter()
+            .filter(|a| a.name == name)
+            .cloned()
+            .collect())
+    }
+
     async fn set_plan(
         &self,
         id: &AccountId,

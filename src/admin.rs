@@ -352,6 +352,7 @@ async fn owner_from_path(path: Ids<AccountPath>, mut request: Request, next: Nex
             let owner = Owner {
                 account: AccountId::from(path.account_id),
                 actor: Actor::admin(),
+                grantable: None,
             };
             request.extensions_mut().insert(owner);
             next.run(request).await

@@ -160,6 +160,14 @@ pub use store::{
 /// this crate's signatures (expirations, the clock, `now` in lookups).
 pub use time;
 
+/// Locks `mutex`, going on after a panic elsewhere: every update under the crate's locks
+/// leaves a valid state (a window, a log, a list).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 // Short paths for the crate's own code; each item's public path is its module's.
 pub(crate) use manage::Account;
 pub(crate) use usage::{Usage, UsageReport};

@@ -295,6 +295,15 @@ impl Permissions {
         }
     }
 
+    /// The set without `permission`.
+    #[must_use]
+    pub fn without(self, permission: Permission) -> Self {
+        Self {
+            bits: self.bits & !permission.mask(),
+            ..self
+        }
+    }
+
     /// Whether the set is empty.
     #[must_use]
     pub fn is_empty(self) -> bool {

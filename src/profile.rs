@@ -36,13 +36,18 @@
 //! assert_eq!(Profile::default().prefix().as_str(), "nvl_");
 //! ```
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+};
 
 use http::HeaderName;
 
+use crate::middleware::Unflushed;
+
 use crate::{
-    clock::SharedClock, nouvel, Clock, KeyManager, KeyPrefix, KeyStorage, KeyStore,
-    NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimit, Responder, SystemClock,
+    clock::SharedClock, lock, nouvel, BackendError, Clock, KeyManager, KeyPrefix, KeyStorage,
+    KeyStore, NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimit, Responder, SystemClock,
 };
 
 /// The application's words, as one value (cheap to clone: a reference count).
@@ -57,12 +62,16 @@ struct Words {
     realm: Arc<str>,
     expiry_header: HeaderName,
     key_settings: Option<Arc<str>>,
+    product: Option<Arc<str>>,
     problem_type_base: Option<Arc<str>>,
     clock: SharedClock,
     responder: Option<Arc<dyn Responder>>,
     default_limit: RateLimit,
     plan_limits: Vec<(Plan, RateLimit)>,
     max_keys: Option<usize>,
+    /// The layers made from this profile (and the profiles built from it) that have
+    /// counted usage: what [`Profile::flush_usage`] writes.
+    layers: Arc<Mutex<Vec<Arc<dyn Unflushed>>>>,
 }
 
 impl Profile {
@@ -83,12 +92,14 @@ impl Profile {
             realm: "api".into(),
             expiry_header: HeaderName::from_static("api-key-expires-at"),
             key_settings: None,
+            product: None,
             problem_type_base: None,
             clock: Arc::new(SystemClock),
             responder: None,
             default_limit: RateLimit::default(),
             plan_limits: Vec::new(),
             max_keys: Some(Self::DEFAULT_MAX_KEYS),
+            layers: Arc::default(),
         }))
     }
 
@@ -101,6 +112,7 @@ impl Profile {
             .realm("nouvel")
             .expiry_header(HeaderName::from_static("nouvel-key-expires-at"))
             .key_settings("Settings → API Keys")
+            .product("Nouvel")
     }
 
     fn change(mut self, change: impl FnOnce(&mut Words)) -> Self {
@@ -131,6 +143,13 @@ impl Profile {
     pub fn key_settings(self, place: &str) -> Self {
         let place: Arc<str> = place.into();
         self.change(|words| words.key_settings = Some(place))
+    }
+
+    /// The product's name, as the settings page's title says it ("API Keys · Weather").
+    #[must_use]
+    pub fn product(self, name: &str) -> Self {
+        let name: Arc<str> = name.into();
+        self.change(|words| words.product = Some(name))
     }
 
     /// Problem `type`s become `{base}{code}` (for example
@@ -188,6 +207,48 @@ impl Profile {
         NouvelAuthLayer::with_profile(store, self.clone())
     }
 
+    /// Writes the usage every layer made from this profile has counted and not yet
+    /// written. Call it at shutdown, once the server has stopped taking requests, so the
+    /// last interval's usage is kept; no layer needs to be kept around for it. Every
+    /// layer is flushed, and the first failure is answered.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use nouvel_auth::{MemoryKeyStore, Profile};
+    ///
+    /// let profile = Profile::nouvel();
+    /// let app = axum::Router::<()>::new().layer(profile.layer(MemoryKeyStore::new()));
+    /// // … serve `app` until a signal, then:
+    /// drop(app);
+    /// profile.flush_usage().await.unwrap();
+    /// # }
+    /// ```
+    pub async fn flush_usage(&self) -> Result<(), BackendError> {
+        let layers: Vec<_> = lock(&self.0.layers).clone();
+        let mut first_failure = Ok(());
+        for layer in layers {
+            let flushed = layer.flush().await;
+            if first_failure.is_ok() {
+                first_failure = flushed;
+            }
+        }
+        first_failure
+    }
+
+    /// Remembers a layer's usage for [`flush_usage`](Self::flush_usage). Layers dropped
+    /// since (only this list holds their state) are flushed one last time and forgotten, so
+    /// the list holds the live layers and their usage is not lost.
+    pub(crate) fn keep_usage_of(&self, layer: Arc<dyn Unflushed>) {
+        let mut layers = lock(&self.0.layers);
+        let (gone, live): (Vec<_>, Vec<_>) = layers.drain(..).partition(|l| l.is_dropped());
+        *layers = live;
+        layers.push(layer);
+        for layer in gone {
+            tokio::spawn(async move { layer.flush().await });
+        }
+    }
+
     /// The key manager making and checking keys with this profile, over `storage`; the
     /// admin and settings routers made from it speak this profile too.
     pub fn key_manager<S: KeyStorage>(&self, storage: S) -> KeyManager<S> {
@@ -239,6 +300,11 @@ impl Profile {
         self.0.key_settings.as_deref()
     }
 
+    /// The product's name, if the profile says.
+    pub(crate) fn product_name(&self) -> Option<&str> {
+        self.0.product.as_deref()
+    }
+
     /// The problem `type` base, if any.
     pub(crate) fn type_base(&self) -> Option<&str> {
         self.0.problem_type_base.as_deref()
@@ -288,6 +354,7 @@ impl fmt::Debug for Profile {
             .field("prefix", &words.prefix)
             .field("realm", &words.realm)
             .field("expiry_header", &words.expiry_header)
+            .field("product", &words.product)
             .field("default_limit", &words.default_limit)
             .field("plan_limits", &words.plan_limits)
             .field("max_keys", &words.max_keys)

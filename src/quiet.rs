@@ -33,10 +33,7 @@ impl Quiet {
     /// one was written less than 10 s ago (it is counted instead).
     pub(crate) fn due(&self) -> Option<u64> {
         let now = Instant::now();
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = crate::lock(&self.last);
         if last.is_some_and(|at| now < at + EVERY) {
             self.left_out.fetch_add(1, Ordering::Relaxed);
             return None;

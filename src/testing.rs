@@ -315,6 +315,29 @@ impl<S: KeyStorage> Kit<S> {
             matches!(unknown, Err(ManageError::NotFound)),
             &unknown,
         );
+        // A name of this run alone, so a store that keeps earlier runs' accounts passes too.
+        let name = crate::key::random_id("Named ");
+        let first = ok(
+            "create an account",
+            self.keys.create_account(&name, nouvel::SCALE).await,
+        );
+        self.clock.advance(std::time::Duration::from_secs(1));
+        let second = ok(
+            "create an account",
+            self.keys.create_account(&name, nouvel::STARTER).await,
+        );
+        let storage = self.keys.storage();
+        let named = ok("find accounts by name", storage.accounts_named(&name).await);
+        check(
+            "accounts are found by their exact name, oldest first",
+            named == [first, second],
+            &named,
+        );
+        let none = ok(
+            "find accounts by name",
+            storage.accounts_named(&name.to_lowercase()).await,
+        );
+        check("a name no account has finds none", none.is_empty(), &none);
     }
 
     async fn keys_read_back_and_list(&self) {

@@ -4,8 +4,7 @@
 //! The layer adds every authenticated request to a pending [`Usage`] per key. Every flush
 //! interval (default 5 s) a background task hands the pending reports to
 //! [`KeyStore::record_usage`](crate::KeyStore::record_usage); call
-//! [`NouvelAuthLayer::flush_usage`](crate::NouvelAuthLayer::flush_usage) once more at
-//! shutdown. So `last_used_at` and the counters a store shows are at most one flush
+//! [`Profile::flush_usage`](crate::Profile::flush_usage) once more at shutdown. So `last_used_at` and the counters a store shows are at most one flush
 //! interval stale. A failed flush puts the reports back; nothing is lost.
 
 use serde::{Deserialize, Serialize};

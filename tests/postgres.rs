@@ -3,7 +3,7 @@
 mod common;
 
 use nouvel_auth::nouvel;
-use nouvel_auth::Profile;
+use nouvel_auth::{KeyStorage, Profile};
 use std::time::Duration;
 
 use common::{servers, T0};

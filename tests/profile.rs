@@ -586,3 +586,54 @@ async fn one_responder_answers_every_refusal_of_the_application() {
     );
     assert_eq!(answers[5].0.header("cache-control"), Some("no-store"));
 }
+
+#[tokio::test]
+async fn the_profile_writes_the_last_usage_of_its_layers_with_no_layer_kept() {
+    let profile = profile();
+    let store = MemoryKeyStore::new();
+    let keys = profile.key_manager(store.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let made = keys
+        .create_key(&account.id, KeySpec::new("Reporting", [VIDEOS_READ]))
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", made.key.expose_secret());
+    let routes = RouteTable::new()
+        .route(Method::GET, "/videos", VIDEOS_READ)
+        .unwrap();
+    // Two layers of one profile, neither flushing on its own within the test.
+    let hour = std::time::Duration::from_secs(3600);
+    let app = |store: MemoryKeyStore| {
+        Router::new()
+            .route("/videos", get(|| async { "listed" }))
+            .layer(
+                profile
+                    .layer(store)
+                    .routes(routes.clone())
+                    .usage_flush_interval(hour),
+            )
+    };
+    let (first, second) = (app(store.clone()), app(store.clone()));
+    for app in [first.clone(), second.clone(), second] {
+        let request = Request::get("/videos")
+            .header("authorization", &bearer)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
+    }
+    let used = async || {
+        let key = keys.key(&account.id, &made.info.id).await.unwrap();
+        (key.usage.admitted, key.last_used_at.is_some())
+    };
+    assert_eq!(used().await, (0, false), "nothing written yet");
+
+    drop(first);
+    profile.flush_usage().await.unwrap();
+    assert_eq!(
+        used().await,
+        (3, true),
+        "both layers' usage, one of them dropped"
+    );
+    profile.flush_usage().await.unwrap();
+    assert_eq!(used().await.0, 3, "a second flush writes nothing twice");
+}

@@ -14,7 +14,7 @@ use axum::{
 use common::{openapi::Document, Harness, Reply};
 use nouvel_auth::{
     nouvel,
-    settings::{self, SignedInUser},
+    settings::{self, SettingsRouter, SignedInUser},
 };
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -79,11 +79,13 @@ impl<'a> As<'a> {
 
 impl Settings {
     async fn new() -> Self {
+        Self::with(|h| settings::router(h.keys.clone(), session)).await
+    }
+
+    /// The settings router `router` makes, mounted at `/settings/api-keys`.
+    async fn with(router: impl FnOnce(&Harness) -> Router) -> Self {
         let h = Harness::with_layer(|l| l.usage_flush_interval(Duration::from_secs(3600))).await;
-        let app = h.app.clone().nest(
-            "/settings/api-keys",
-            settings::router(h.keys.clone(), session),
-        );
+        let app = h.app.clone().nest("/settings/api-keys", router(&h));
         let fetched = send(
             &app,
             "GET",
@@ -165,7 +167,8 @@ async fn the_account_and_its_keys_through_every_route() {
     assert_eq!(account.status, 200, "{}", account.text);
     assert_eq!(
         account.body,
-        json!({"id": s.h.account.as_str(), "name": "Acme", "plan": "scale", "api_keys_allowed": true})
+        json!({"id": s.h.account.as_str(), "name": "Acme", "plan": "scale", "api_keys_allowed": true,
+               "grantable_permissions": ["generate", "projects:read", "publish", "analytics:read", "copilot:chat"]})
     );
 
     let created = s
@@ -623,4 +626,99 @@ async fn the_audit_log_names_the_signed_in_user() {
     s.call("GET", "/audit", None, As::nobody())
         .await
         .assert_problem(401, "not_signed_in");
+}
+
+#[tokio::test]
+async fn the_application_dresses_the_page_and_says_what_a_user_may_grant() {
+    let s = Settings::with(|h| {
+        SettingsRouter::new(h.keys.clone(), session)
+            .grantable(|_user, account| {
+                let all = nouvel::PERMISSIONS.all();
+                if account.plan == nouvel::BUSINESS {
+                    all
+                } else {
+                    all.without(nouvel::PUBLISH)
+                }
+            })
+            .back_link("/dashboard", "Back to <Nouvel>")
+            .sign_out("/sign-out")
+            .build()
+    })
+    .await;
+    let page = s.call("GET", "", None, s.me()).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text.contains("<title>API Keys · Nouvel</title>"),
+        "{}",
+        page.text
+    );
+    assert!(page
+        .text
+        .contains(r#"<a href="/dashboard" class="back">Back to &lt;Nouvel&gt;</a>"#));
+    assert!(page
+        .text
+        .contains(r#"<form method="post" action="/sign-out""#));
+
+    let account = s.call("GET", "/account", None, s.me()).await;
+    assert_eq!(
+        account.body["grantable_permissions"],
+        json!([
+            "generate",
+            "projects:read",
+            "analytics:read",
+            "copilot:chat"
+        ])
+    );
+
+    let withheld = s
+        .create(json!({"name": " ", "permissions": ["generate", "publish"]}))
+        .await;
+    withheld.assert_problem(422, "invalid_request");
+    assert_eq!(
+        withheld.body["errors"],
+        json!([
+            {"field": "name", "reason": "must not be empty"},
+            {"field": "permissions", "reason": "not yours to grant: publish"},
+        ])
+    );
+    let listed = s.call("GET", "/keys", None, s.me()).await;
+    assert_eq!(listed.body["keys"], json!([]), "nothing was made");
+    let made = s
+        .create(json!({"name": "Reports", "permissions": ["generate"]}))
+        .await;
+    assert_eq!(made.status, 201);
+
+    // On the Business plan, publishing is the user's to grant.
+    s.h.keys
+        .set_plan(&s.h.account, nouvel::BUSINESS)
+        .await
+        .unwrap();
+    let account = s.call("GET", "/account", None, s.me()).await;
+    assert_eq!(
+        account.body["grantable_permissions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    let publishing = s
+        .create(json!({"name": "Publisher", "permissions": ["publish"]}))
+        .await;
+    assert_eq!(publishing.status, 201);
+}
+
+#[tokio::test]
+async fn without_the_applications_links_the_page_has_none() {
+    let s = Settings::new().await;
+    let page = s.call("GET", "", None, s.me()).await;
+    assert!(page.text.contains("<title>API Keys · Nouvel</title>"));
+    assert!(!page.text.contains("<nav"));
+    let account = s.call("GET", "/account", None, s.me()).await;
+    assert_eq!(
+        account.body["grantable_permissions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
 }

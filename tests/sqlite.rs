@@ -11,8 +11,8 @@ use std::{
 };
 
 use nouvel_auth::{
-    manage::NewKey, nouvel, store::SqliteKeyStore, ApiKey, KeyManager, KeySpec, KeyStore,
-    ManageError, NouvelAuthLayer, Profile,
+    manage::NewKey, nouvel, store::SqliteKeyStore, ApiKey, KeyManager, KeySpec, KeyStorage,
+    KeyStore, ManageError, NouvelAuthLayer, Profile,
 };
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, SqliteConnection};
 

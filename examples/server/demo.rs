@@ -5,7 +5,8 @@
 //!   the session cookie and answers 303 to the settings page.
 //! * `POST /demo/sign-in` with the admin token and `{"account_id": "…"}`: signs in as any
 //!   account, for scripts (204 with the cookie). The token is guarded as on `/admin`.
-//! * `POST /demo/sign-out`: ends the session (204, the cookie cleared).
+//! * `POST /demo/sign-out`: ends the session (the cookie cleared) and answers 303 to the
+//!   settings page, which then asks to sign in: the page's "Sign out" button posts here.
 //!
 //! A session ends after 12 hours without a request.
 
@@ -18,20 +19,23 @@ use std::{
 use axum::{
     body::Bytes,
     extract::{Query, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
 use nouvel_auth::{
-    admin::AdminToken, settings::SignedInUser, AccountId, ApiKey, KeyManager, KeyStorage,
-    ManageError, Problem,
+    admin::AdminToken,
+    settings::{Session, SignedInUser},
+    AccountId, ApiKey, KeyManager, KeyStorage, ManageError, Problem,
 };
 use serde_json::Value;
 use tokio::time::Instant;
 
 /// The session cookie's name.
 const COOKIE: &str = "demo_session";
+/// Where the settings router is mounted.
+pub(crate) const SETTINGS_PAGE: &str = "/settings/api-keys";
 /// How long a printed sign-in link works.
 const CODE_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// How long a session lasts without a request.
@@ -65,6 +69,15 @@ fn locked<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<K: KeyStorage> Demo<K> {
+    /// An error answered as the application answers every refusal (its profile's).
+    fn refused(&self, status: StatusCode, code: &'static str, detail: &'static str) -> Response {
+        let problem = Problem::new(status, code, detail);
+        self.keys
+            .profile()
+            .respond(&problem)
+            .map(axum::body::Body::from)
+    }
+
     pub(crate) fn new(keys: KeyManager<K>) -> Self {
         Self {
             keys,
@@ -99,10 +112,9 @@ impl<K: KeyStorage> Demo<K> {
         let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
         let mut response = (status, [(header::SET_COOKIE, cookie)]).into_response();
         if status == StatusCode::SEE_OTHER {
-            response.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_static("/settings/api-keys"),
-            );
+            response
+                .headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static(SETTINGS_PAGE));
         }
         response
     }
@@ -133,6 +145,13 @@ impl<K: KeyStorage> Demo<K> {
     }
 }
 
+/// The demo's sessions are the settings router's.
+impl<K: KeyStorage> Session for Demo<K> {
+    async fn signed_in(&self, request: &Parts) -> Result<Option<SignedInUser>, Response> {
+        Ok(self.user(&request.headers))
+    }
+}
+
 /// The session named by the request's cookie.
 fn session_in(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -141,17 +160,6 @@ fn session_in(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-}
-
-impl<K: KeyStorage> Demo<K> {
-    /// An error answered as the application answers every refusal (its profile's).
-    fn refused(&self, status: StatusCode, code: &'static str, detail: &'static str) -> Response {
-        let problem = Problem::new(status, code, detail);
-        self.keys
-            .profile()
-            .respond(&problem)
-            .map(axum::body::Body::from)
-    }
 }
 
 /// `GET /demo/sign-in?code=…`: the printed link, good once.
@@ -200,7 +208,14 @@ async fn sign_out<K: KeyStorage>(State(demo): State<Demo<K>>, headers: HeaderMap
         locked(&demo.sessions).remove(session);
     }
     let cleared = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cleared)]).into_response()
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cleared),
+            (header::LOCATION, SETTINGS_PAGE.to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -252,7 +267,8 @@ mod tests {
         let again = cookie_of(&demo.signed_in(account, StatusCode::NO_CONTENT));
         assert!(demo.user(&again).is_some());
         let out = sign_out(State(demo.clone()), again.clone()).await;
-        assert_eq!(out.status(), StatusCode::NO_CONTENT);
+        assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        assert_eq!(out.headers()[header::LOCATION], SETTINGS_PAGE);
         assert!(out.headers()[header::SET_COOKIE]
             .to_str()
             .unwrap()

@@ -18,18 +18,27 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{http::StatusCode, response::Response, routing::get, Router};
 use nouvel_auth::{
     admin::{self, AdminToken},
-    limit::RedisRateLimiter,
+    limit::{AnyRateLimiter, RedisRateLimiter},
     manage::{Account, AUDIT_RETENTION},
-    settings,
-    store::{CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
+    settings::SettingsRouter,
+    store::{AnyKeyStore, CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     ApiKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryRateLimiter, Plan, Problem, Profile,
-    RateLimiter, RouteTable,
+    RouteTable,
 };
 use tokio::net::TcpListener;
 
-use crate::{demo::Demo, serve};
+use crate::{
+    demo::{Demo, SETTINGS_PAGE},
+    serve,
+};
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The store of every example: the one `DATABASE_URL` names, behind a cache.
+pub(crate) type Store = CachedKeyStore<AnyKeyStore>;
+
+/// The settings router of an example, over its store, with the demo's sign-in.
+pub(crate) type Settings = SettingsRouter<Store, Demo<Store>>;
 
 /// What tells one example server from another.
 pub(crate) struct Example {
@@ -58,6 +67,12 @@ pub(crate) trait Api {
 
     /// What each route of the API needs, as the client sees the paths.
     fn table(&self) -> RouteTable;
+
+    /// The settings router in the application's clothes (the page's sign-out button is
+    /// the demo's).
+    fn settings(&self, settings: Settings) -> Settings {
+        settings
+    }
 
     /// More routes beside the API's (guarded by `admin` where they take the token).
     fn more(&self, app: Router, _admin: &AdminToken) -> Router {
@@ -103,71 +118,53 @@ impl Example {
             .init();
         let admin_token = self.admin_token()?;
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let redis = match env("REDIS_URL") {
-            Some(url) => Some(RedisRateLimiter::connect(&url, &self.profile).await?),
-            None => None,
+        let limiter: AnyRateLimiter = match env("REDIS_URL") {
+            Some(url) => RedisRateLimiter::connect(&url, &self.profile).await?.into(),
+            None => MemoryRateLimiter::new().into(),
         };
-        let database = env("DATABASE_URL");
-        if let Some(url) = database
-            .as_deref()
-            .filter(|url| url.starts_with("postgres"))
-        {
-            let schema = self
-                .var("SCHEMA")
-                .unwrap_or_else(|| self.default_schema.to_owned());
-            let postgres = PostgresKeyStore::connect(url, &schema, &self.profile).await?;
-            postgres.migrate().await?;
-            let store = CachedKeyStore::new(postgres.clone());
-            let cache = store.clone();
-            postgres
-                .listen(move |change| cache.invalidate(&change))
-                .await?;
-            // It hears every key made on every instance: made-up keys need not ask PostgreSQL.
-            store.refuse_made_up_keys().await?;
-            println!("Keys: PostgreSQL (schema {schema}), cached");
-            self.with_limiter(store, redis, None, admin_token, api)
-                .await
-        } else {
-            let path = match database.as_deref() {
-                None => self.default_file,
-                Some(url) => url
-                    .strip_prefix("sqlite://")
-                    .ok_or("DATABASE_URL must be postgres://… or sqlite://PATH")?,
-            };
-            let sqlite = SqliteKeyStore::open(path, &self.profile).await?;
-            sqlite.migrate().await?;
-            let demo = sqlite.accounts_named("Demo").await?.into_iter().next();
-            // One process writes the file, through this cache: it hears every change.
-            let store = CachedKeyStore::new(sqlite);
-            store.refuse_made_up_keys().await?;
-            println!("Keys: SQLite file {path}, cached");
-            self.with_limiter(store, redis, demo, admin_token, api)
-                .await
+        let store: AnyKeyStore = match env("DATABASE_URL") {
+            Some(url) if url.starts_with("postgres") => {
+                let schema = self
+                    .var("SCHEMA")
+                    .unwrap_or_else(|| self.default_schema.to_owned());
+                println!("Keys: PostgreSQL (schema {schema}), cached");
+                PostgresKeyStore::connect(&url, &schema, &self.profile)
+                    .await?
+                    .into()
+            }
+            database => {
+                let path = match &database {
+                    None => self.default_file,
+                    Some(url) => url
+                        .strip_prefix("sqlite://")
+                        .ok_or("DATABASE_URL must be postgres://… or sqlite://PATH")?,
+                };
+                println!("Keys: SQLite file {path}, cached");
+                SqliteKeyStore::open(path, &self.profile).await?.into()
+            }
+        };
+        store.migrate().await?;
+        let demo = store.accounts_named("Demo").await?.into_iter().next();
+        let cached = CachedKeyStore::new(store.clone());
+        // PostgreSQL's other instances announce their changes; a SQLite file has one writer,
+        // this process, whose cache sees every change.
+        let cache = cached.clone();
+        store
+            .listen(move |change| cache.invalidate(&change))
+            .await?;
+        // It hears every key made: made-up keys need not ask the database.
+        cached.refuse_made_up_keys().await?;
+        match limiter {
+            AnyRateLimiter::Redis(_) => println!("Rate limit: Redis, shared by every instance"),
+            _ => println!("Rate limit: in memory, this instance alone"),
         }
+        self.serve(cached, limiter, demo, admin_token, api).await
     }
 
-    async fn with_limiter<K: KeyStorage + Clone>(
+    async fn serve(
         self,
-        store: K,
-        redis: Option<RedisRateLimiter>,
-        demo: Option<Account>,
-        admin_token: Option<String>,
-        api: impl Api,
-    ) -> Result<(), Error> {
-        if let Some(limiter) = redis {
-            println!("Rate limit: Redis, shared by every instance");
-            self.serve(store, limiter, demo, admin_token, api).await
-        } else {
-            println!("Rate limit: in memory, this instance alone");
-            self.serve(store, MemoryRateLimiter::new(), demo, admin_token, api)
-                .await
-        }
-    }
-
-    async fn serve<K: KeyStorage + Clone, L: RateLimiter>(
-        self,
-        store: K,
-        limiter: L,
+        store: Store,
+        limiter: AnyRateLimiter,
         demo: Option<Account>,
         admin_token: Option<String>,
         api: impl Api,
@@ -218,13 +215,10 @@ impl Example {
             .routes(api.table());
         let demo = Demo::new(keys.clone());
         let code = demo.code_for(&account.id);
-        let session = {
-            let demo = demo.clone();
-            move |parts: &axum::http::request::Parts| {
-                let user = demo.user(&parts.headers);
-                async move { Ok(user) }
-            }
-        };
+        let settings = api
+            .settings(SettingsRouter::new(keys.clone(), demo.clone()))
+            .sign_out("/demo/sign-out")
+            .build();
         // The example's own 404, answered as every refusal of it is: in its profile's words.
         let not_found = {
             let profile = self.profile.clone();
@@ -241,13 +235,13 @@ impl Example {
         // Every path under `/api/` is behind the layer, those no route has included: without
         // a key they answer 401, with one 403 `route_not_allowed`, never a 404 that would
         // tell an unauthenticated client which paths exist.
-        let api_routes = api.routes().fallback(not_found.clone()).layer(auth.clone());
+        let api_routes = api.routes().fallback(not_found.clone()).layer(auth);
         let app = Router::new()
             // A nested router never sees its mount point with a trailing slash: that one too.
             .route_service("/api/", api_routes.clone().into_service())
             .nest("/api", api_routes)
             .nest(self.admin_at, admin::router(keys.clone(), admin.clone()))
-            .nest("/settings/api-keys", settings::router(keys, session))
+            .nest(SETTINGS_PAGE, settings)
             .merge(demo.routes(admin.clone()))
             .route("/healthz", get(|| async { "ok" }));
         // Paths no router has (the mount points with a slash among them) answer as the
@@ -285,15 +279,15 @@ impl Example {
         serve::until_signalled(listener, app, shutdown_deadline).await;
         // The server has stopped taking requests and closed every connection: keep the last
         // interval's usage.
-        auth.flush_usage().await?;
+        self.profile.flush_usage().await?;
         println!("Stopped.");
         Ok(())
     }
 
     /// The demo account of an earlier start (its earlier demo keys deleted), or a new one.
-    async fn demo_account<K: KeyStorage>(
+    async fn demo_account(
         &self,
-        keys: &KeyManager<K>,
+        keys: &KeyManager<Store>,
         earlier: Option<Account>,
     ) -> Result<Account, Error> {
         let Some(account) = earlier else {

@@ -14,7 +14,7 @@
 //!   path under `/api/` is behind the layer too.
 //! * Every error, whoever answers it, is `{"error": {"status", "code", "message", …}}`.
 //! * The admin API at `/ops`, "Settings → API Keys" at `/settings/api-keys` with the demo
-//!   sign-in, `/healthz`.
+//!   sign-in (its users grant `alerts:write` on the team plan only), `/healthz`.
 //!
 //! Settings: `WEATHER_ADDR` (default `127.0.0.1:8090`), `WEATHER_ADMIN_TOKEN`,
 //! `DATABASE_URL` (default the SQLite file `weather.db`), `REDIS_URL`,
@@ -40,7 +40,7 @@ use nouvel_auth::{
 };
 use serde_json::{json, Map, Value};
 
-use launch::{Api, Error, Example};
+use launch::{Api, Error, Example, Settings};
 
 const PERMISSIONS: &PermissionSet =
     &PermissionSet::new(&["forecast:read", "history:read", "alerts:write"]);
@@ -65,6 +65,7 @@ fn profile() -> Profile {
         Plans::new([FREE, PRO, TEAM]).api_keys_on([PRO, TEAM]),
         PREFIX,
     )
+    .product("Weather")
     .realm("weather")
     .expiry_header(HeaderName::from_static("weather-key-expires-at"))
     .plan_limit(PRO, per_minute(120))
@@ -137,6 +138,18 @@ impl Api for WeatherApi {
             .and_then(|t| t.optional("/api/v1/cities"))
             .and_then(|t| t.public("/api/status"))
             .expect("the route table's templates are valid")
+    }
+
+    fn settings(&self, settings: Settings) -> Settings {
+        // Alerts are the team plan's: other accounts' users may not grant them.
+        settings.grantable(|_user, account| {
+            let all = PERMISSIONS.all();
+            if account.plan == TEAM {
+                all
+            } else {
+                all.without(ALERTS_WRITE)
+            }
+        })
     }
 }
 

@@ -1,13 +1,8 @@
-use std::{
-    collections::VecDeque,
-    sync::{Mutex, MutexGuard},
-    task::Poll,
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Mutex, task::Poll, time::Duration};
 
 use time::OffsetDateTime;
 
-use crate::{BackendError, KeyId};
+use crate::{lock, BackendError, KeyId};
 use crate::{Decision, RateLimit, RateLimiter};
 
 /// The in-memory sliding-log limiter: the default, exact for one process.
@@ -58,13 +53,6 @@ impl MemoryWindow {
     pub(crate) fn is_idle(&self, now: OffsetDateTime) -> bool {
         lock(&self.0).is_idle(unix_millis(now))
     }
-}
-
-/// Locks `mutex`, going on after a panic elsewhere: every update leaves a valid window.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug, Default)]

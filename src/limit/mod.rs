@@ -2,18 +2,20 @@
 //! decisions are at the crate root ([`RateLimit`](crate::RateLimit),
 //! [`RateLimiter`](crate::RateLimiter), [`Decision`](crate::Decision),
 //! [`MemoryRateLimiter`](crate::MemoryRateLimiter)); here are the per-key windows, the
-//! headers, and the limiter on Redis.
+//! headers, the limiter on Redis, and [`AnyRateLimiter`], the one chosen at run time.
 //!
 //! The rule is an exact sliding window (a sliding log): for any key, in any interval of
 //! length W at most N requests are admitted, and a request is refused only when N were
 //! admitted in the W before it. Refused requests are not recorded, so a client that backs
 //! off gets through as soon as its oldest request leaves the window.
 
+mod any;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 pub(crate) mod rule;
 
+pub use any::{AnyRateLimiter, AnyWindow};
 pub use memory::MemoryWindow;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

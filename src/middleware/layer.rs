@@ -125,8 +125,8 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
         })
     }
 
-    /// Hands pending usage to the store now. Call it at shutdown, after the server has
-    /// stopped taking requests, so the last interval's usage is kept.
+    /// Hands this layer's pending usage to the store now; [`Profile::flush_usage`] does it
+    /// for every layer of a profile, with no layer kept around for it.
     pub async fn flush_usage(&self) -> Result<(), BackendError> {
         self.checks.slots.flush(&*self.checks.store).await
     }

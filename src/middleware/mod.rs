@@ -11,6 +11,7 @@ pub(crate) mod layer;
 mod service;
 mod slots;
 
+pub(crate) use slots::Unflushed;
 use slots::{Slot, Slots};
 
 use std::{sync::Arc, task::Poll, time::Duration};

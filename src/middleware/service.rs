@@ -49,7 +49,9 @@ where
         #[cfg(feature = "metrics")]
         let timer = CheckTimer::start();
         let checks = &self.checks;
-        checks.slots.start_flushing(&checks.store);
+        checks
+            .slots
+            .start_flushing(&checks.store, checks.problems.profile());
         let wait = match checks.begin(&mut request) {
             Ok(admission) => {
                 #[cfg(feature = "metrics")]

@@ -14,7 +14,9 @@
 //! record or a replacement's slot holds it, so a key never gets two windows.
 
 use std::{
+    future::Future,
     ops::Deref,
+    pin::Pin,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Once, Weak,
@@ -28,7 +30,8 @@ use crate::{
     metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts},
-    BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, RateLimiter, Usage, UsageReport,
+    BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Profile, RateLimiter, Usage,
+    UsageReport,
 };
 
 /// A layer's slots, by key id.
@@ -159,10 +162,14 @@ impl<L: RateLimiter> Slots<L> {
 
     /// Starts the periodic flush once, on the runtime of the first request. The task
     /// holds weak references, so it ends when the layer and its services are dropped.
-    pub(crate) fn start_flushing<K: KeyStore>(self: &Arc<Self>, store: &Arc<K>) {
+    pub(crate) fn start_flushing<K: KeyStore>(self: &Arc<Self>, store: &Arc<K>, profile: &Profile) {
         self.flusher.call_once(|| {
-            let (slots, store) = (Arc::downgrade(self), Arc::downgrade(store));
-            tokio::spawn(flush_periodically(slots, store, self.interval));
+            let (slots, weak_store) = (Arc::downgrade(self), Arc::downgrade(store));
+            tokio::spawn(flush_periodically(slots, weak_store, self.interval));
+            profile.keep_usage_of(Arc::new(LayerUsage {
+                slots: self.clone(),
+                store: store.clone(),
+            }));
         });
     }
 
@@ -183,6 +190,31 @@ impl<W> Slot<W> {
     /// Counts one request of the key with `outcome` at `at`.
     pub(crate) fn count(&self, outcome: Outcome, at: OffsetDateTime) {
         self.usage.count(outcome, at);
+    }
+}
+
+/// A layer's usage not yet written, as its profile keeps it for the last flush.
+pub(crate) trait Unflushed: Send + Sync {
+    /// Writes it.
+    fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send + '_>>;
+
+    /// Whether the layer was dropped: nothing but the profile holds its state.
+    fn is_dropped(&self) -> bool;
+}
+
+/// A layer's slots and store.
+struct LayerUsage<L: RateLimiter, K> {
+    slots: Arc<Slots<L>>,
+    store: Arc<K>,
+}
+
+impl<L: RateLimiter, K: KeyStore> Unflushed for LayerUsage<L, K> {
+    fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send + '_>> {
+        Box::pin(self.slots.flush(&*self.store))
+    }
+
+    fn is_dropped(&self) -> bool {
+        Arc::strong_count(&self.slots) == 1
     }
 }
 

@@ -12,21 +12,29 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::{Body, Fields, RouterError};
 use crate::{
-    manage::{Actor, FieldError},
-    AccountId, Environment, KeyId, KeyManager, KeyStorage, ManageError,
+    manage::{Account, Actor, FieldError},
+    AccountId, Environment, KeyId, KeyManager, KeyStorage, ManageError, Permissions,
 };
 
 /// The account whose keys a request manages, and who acts: put in its extensions by the
 /// router.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Owner {
     pub(crate) account: AccountId,
     pub(crate) actor: Actor,
+    /// Which permissions the actor may grant on the account's keys, if not all.
+    pub(crate) grantable: Option<Grantable>,
 }
+
+/// The permissions a signed-in user may grant on keys of an account (the application's
+/// rule, bound to the user).
+pub(crate) type Grantable = Arc<dyn Fn(&Account) -> Permissions + Send + Sync>;
 
 struct KeyRoutes<S> {
     manager: KeyManager<S>,
@@ -62,7 +70,7 @@ type Keys<S> = State<KeyRoutes<S>>;
 
 impl<S: KeyStorage> KeyRoutes<S> {
     /// The manager, acting as the request's actor, and the account.
-    fn of(&self, Owner { account, actor }: Owner) -> (KeyManager<S>, AccountId) {
+    fn of(&self, Owner { account, actor, .. }: Owner) -> (KeyManager<S>, AccountId) {
         (self.manager.clone().acting_as(actor), account)
     }
 }
@@ -121,9 +129,13 @@ async fn create<S: KeyStorage>(
     bytes: Body,
 ) -> Result<impl IntoResponse, RouterError> {
     let take_limit = keys.take_limit;
+    let grantable = owner.grantable.clone();
     let (manager, account) = keys.of(owner);
-    let created = Fields::read(bytes)
-        .key_spec(manager.profile.permissions(), take_limit)
+    let mut spec = Fields::read(bytes).key_spec(manager.profile.permissions(), take_limit);
+    if let Some(grantable) = grantable {
+        spec.grantable_only(grantable(&manager.account(&account).await?));
+    }
+    let created = spec
         .key(&manager, async |spec| {
             manager.prepare_key(&account, spec).await
         })

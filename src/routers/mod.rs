@@ -22,8 +22,8 @@ use crate::{
     manage::{manager::KeyDraft, FieldError},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
-    Environment, Expiration, KeySpec, ManageError, PermissionSet, Permissions, Plan, Problem,
-    Profile, RateLimit, Rotation,
+    Environment, Expiration, KeySpec, ManageError, Permission, PermissionSet, Permissions, Plan,
+    Problem, Profile, RateLimit, Rotation,
 };
 
 /// The largest body a router reads: 64 KiB.
@@ -385,6 +385,26 @@ impl<T> Parsed<T> {
     ) -> Result<crate::manage::NewKey, RouterError> {
         self.call(prepare, async |draft| manager.commit(draft).await)
             .await
+    }
+}
+
+impl Parsed<KeySpec> {
+    /// Refuses the permissions beyond `grantable`: those are not the signed-in user's to
+    /// grant.
+    pub(crate) fn grantable_only(&mut self, grantable: Permissions) {
+        let withheld: Vec<&str> = self
+            .value
+            .permissions
+            .iter()
+            .filter(|&p| !grantable.contains(p))
+            .map(Permission::as_str)
+            .collect();
+        if !withheld.is_empty() {
+            self.errors.push(FieldError::new(
+                "permissions",
+                format!("not yours to grant: {}", withheld.join(", ")),
+            ));
+        }
     }
 }
 

@@ -338,8 +338,8 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
                 "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "plan": {"$ref": "#/components/schemas/Plan"}, "created_at": time},
             },
             "AccountView": {
-                "type": "object", "additionalProperties": false, "required": ["id", "name", "plan", "api_keys_allowed"],
-                "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "plan": {"$ref": "#/components/schemas/Plan"}, "api_keys_allowed": {"type": "boolean"}},
+                "type": "object", "additionalProperties": false, "required": ["id", "name", "plan", "api_keys_allowed", "grantable_permissions"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "plan": {"$ref": "#/components/schemas/Plan"}, "api_keys_allowed": {"type": "boolean"}, "grantable_permissions": {"type": "array", "items": {"$ref": "#/components/schemas/Permission"}}},
             },
             "CreateAccount": {
                 "type": "object", "additionalProperties": false, "required": ["name", "plan"],

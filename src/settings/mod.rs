@@ -51,7 +51,7 @@
 
 mod page;
 
-use std::{future::Future, sync::Arc};
+use std::{fmt, future::Future, sync::Arc};
 
 use axum::{
     extract::{OriginalUri, Request, State},
@@ -64,13 +64,14 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
+    manage::Account,
     routers::{
         answered_in,
-        keys::{audit_routes, key_routes, Owner},
+        keys::{audit_routes, key_routes, Grantable, Owner},
         openapi::{document, Api},
         serve_document, with_problems, RouterError,
     },
-    AccountId, KeyManager, KeyStorage, Profile,
+    AccountId, KeyManager, KeyStorage, Permission, Permissions, Profile,
 };
 
 /// Who is signed in: the account whose keys they manage, and the application's own id for
@@ -101,7 +102,33 @@ impl SignedInUser {
 /// response of the application's own (a redirect, say), which the router returns as it is.
 ///
 /// A closure `Fn(&Parts) -> impl Future<Output = Result<Option<SignedInUser>, Response>>`
-/// is a session; its future may not borrow the parts (clone what it needs).
+/// is a session; its future may not borrow the parts (clone what it needs). Write its
+/// argument's type, `|parts: &Parts| …`: Rust infers a closure's signature from `Fn`
+/// bounds only, and this is a trait of its own.
+///
+/// To send a signed-out browser to the application's own sign-in page rather than the
+/// router's 401, answer a redirect for the page's path:
+///
+/// ```
+/// use axum::{http::request::Parts, response::{IntoResponse, Redirect}};
+/// use nouvel_auth::settings::{Session, SignedInUser};
+///
+/// # fn user(_: &Parts) -> Option<SignedInUser> { None }
+/// let session = |parts: &Parts| {
+///     let user = user(parts);
+///     // The page (the router sees paths below its mount point); its JSON routes still
+///     // answer 401.
+///     let page = parts.uri.path() == "/";
+///     async move {
+///         match user {
+///             None if page => Err(Redirect::to("/sign-in").into_response()),
+///             user => Ok(user),
+///         }
+///     }
+/// };
+/// # fn is_session(_: impl Session) {}
+/// # is_session(session);
+/// ```
 pub trait Session: Send + Sync + 'static {
     /// The user signed in on this request, if any.
     fn signed_in(
@@ -123,14 +150,118 @@ where
     }
 }
 
-/// The settings router over `manager`, for the users `session` says are signed in.
+/// The settings router over `manager`, for the users `session` says are signed in: every
+/// permission of the profile grantable, and a page with no links of the application's
+/// ([`SettingsRouter`] adds them).
 pub fn router<S: KeyStorage>(manager: KeyManager<S>, session: impl Session) -> Router {
+    SettingsRouter::new(manager, session).build()
+}
+
+/// Which permissions a signed-in user may grant on keys of their account.
+type GrantRule = Arc<dyn Fn(&SignedInUser, &Account) -> Permissions + Send + Sync>;
+
+/// The settings router in the application's clothes: which permissions a user may grant,
+/// a link back to the application and a sign-out button on the page. The product's name
+/// is the profile's ([`Profile::product`]).
+///
+/// ```
+/// use axum::{http::request::Parts, Router};
+/// use nouvel_auth::{nouvel, settings::{SettingsRouter, SignedInUser}, KeyManager, MemoryKeyStore};
+///
+/// # fn user(_: &Parts) -> Option<SignedInUser> { None }
+/// let keys = KeyManager::new(MemoryKeyStore::new());
+/// let session = |parts: &Parts| {
+///     let user = user(parts);
+///     async move { Ok(user) }
+/// };
+/// let settings = SettingsRouter::new(keys, session)
+///     // Publishing is for the Business plan's keys alone.
+///     .grantable(|_user, account| {
+///         let all = nouvel::PERMISSIONS.all();
+///         if account.plan == nouvel::BUSINESS { all } else { all.without(nouvel::PUBLISH) }
+///     })
+///     .back_link("/dashboard", "Back to the dashboard")
+///     .sign_out("/sign-out")
+///     .build();
+/// let app: Router = Router::new().nest("/settings/api-keys", settings);
+/// ```
+pub struct SettingsRouter<S, A> {
+    manager: KeyManager<S>,
+    session: A,
+    grantable: Option<GrantRule>,
+    links: page::Links,
+}
+
+impl<S: KeyStorage, A: Session> SettingsRouter<S, A> {
+    /// The router over `manager`, for the users `session` says are signed in.
+    pub fn new(manager: KeyManager<S>, session: A) -> Self {
+        Self {
+            manager,
+            session,
+            grantable: None,
+            links: page::Links::default(),
+        }
+    }
+
+    /// The permissions a user may grant on keys of their account, by `rule` (default: all
+    /// the profile's). A create with others is refused 422 on `permissions`, and the page
+    /// offers only these; a rotation keeps the old key's.
+    #[must_use]
+    pub fn grantable(
+        mut self,
+        rule: impl Fn(&SignedInUser, &Account) -> Permissions + Send + Sync + 'static,
+    ) -> Self {
+        self.grantable = Some(Arc::new(rule));
+        self
+    }
+
+    /// A link back to the application at the top of the page.
+    #[must_use]
+    pub fn back_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Self {
+        self.links.back = Some((href.into(), text.into()));
+        self
+    }
+
+    /// A "Sign out" button on the page, posting to `action` (the application's own route).
+    #[must_use]
+    pub fn sign_out(mut self, action: impl Into<String>) -> Self {
+        self.links.sign_out = Some(action.into());
+        self
+    }
+
+    /// The router.
+    pub fn build(self) -> Router {
+        let Self {
+            manager,
+            session,
+            grantable,
+            links,
+        } = self;
+        build(manager, session, grantable, &links)
+    }
+}
+
+impl<S, A> fmt::Debug for SettingsRouter<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettingsRouter")
+            .field("links", &self.links)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build<S: KeyStorage>(
+    manager: KeyManager<S>,
+    session: impl Session,
+    grantable: Option<GrantRule>,
+    links: &page::Links,
+) -> Router {
     let profile = manager.profile.clone();
     let gate = Arc::new(Gate {
         session,
         profile: manager.profile.clone(),
+        grantable,
     });
-    let page = page::Page::new(&manager.profile);
+    let page = page::Page::new(&manager.profile, links);
     let signed_in = Router::new()
         .route("/account", get(account::<S>))
         .route(
@@ -152,6 +283,7 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, session: impl Session) -> R
 struct Gate<A> {
     session: A,
     profile: Profile,
+    grantable: Option<GrantRule>,
 }
 
 impl<A: Session> Gate<A> {
@@ -197,9 +329,14 @@ async fn require_user<A: Session>(
     if !is_safe(&parts.method) && !same_origin(&parts) {
         return RouterError::CsrfRejected.into_response();
     }
+    let grantable = gate.grantable.clone().map(|rule| {
+        let user = user.clone();
+        Arc::new(move |account: &Account| rule(&user, account)) as Grantable
+    });
     parts.extensions.insert(Owner {
         account: user.account_id.clone(),
         actor: crate::manage::Actor::user(user.user_id.clone()),
+        grantable,
     });
     parts.extensions.insert(user);
     next.run(Request::from_parts(parts, body)).await
@@ -239,6 +376,7 @@ struct AccountView {
     name: String,
     plan: crate::Plan,
     api_keys_allowed: bool,
+    grantable_permissions: Vec<&'static str>,
 }
 
 async fn account<S: KeyStorage>(
@@ -247,7 +385,12 @@ async fn account<S: KeyStorage>(
 ) -> Result<impl IntoResponse, RouterError> {
     let account = manager.account(&owner.account).await?;
     let api_keys_allowed = manager.profile.plans().allows_api_keys(&account.plan);
+    let grantable = match &owner.grantable {
+        Some(rule) => rule(&account),
+        None => manager.profile.permissions().all(),
+    };
     Ok(Json(AccountView {
+        grantable_permissions: grantable.iter().map(Permission::as_str).collect(),
         id: account.id,
         name: account.name,
         plan: account.plan,

@@ -342,6 +342,12 @@
       $('plan-name').textContent = account.plan;
       $('plan-notice').hidden = keysAllowed;
       $('create-fields').disabled = !keysAllowed;
+      // Only what this user may grant is offered; the router refuses the rest anyway.
+      const grantable = new Set(account.grantable_permissions);
+      for (const input of document.querySelectorAll('input[name="permissions"]')) {
+        input.closest('li').hidden = !grantable.has(input.value);
+        input.disabled = !grantable.has(input.value);
+      }
       await refresh();
     } catch (error) {
       showError(error);

@@ -21,14 +21,50 @@ const SIGN_IN: &str = include_str!("sign_in.html");
 const SCRIPT: &str = include_str!("page.js");
 const STYLE: &str = include_str!("page.css");
 
+/// The application's links on the page.
+#[derive(Debug, Default)]
+pub(super) struct Links {
+    /// Where the link back goes, and its text.
+    pub(super) back: Option<(String, String)>,
+    /// Where the sign-out button posts.
+    pub(super) sign_out: Option<String>,
+}
+
 /// What the document says that depends on the application, rendered once.
 pub(super) struct Page {
+    title: String,
+    links: String,
     permissions: String,
     required_plans: String,
 }
 
 impl Page {
-    pub(super) fn new(profile: &Profile) -> Self {
+    pub(super) fn new(profile: &Profile, links: &Links) -> Self {
+        let title = match profile.product_name() {
+            Some(product) => format!("API Keys · {}", escape(product)),
+            None => "API Keys · Settings".to_owned(),
+        };
+        let mut nav = String::new();
+        if let Some((href, text)) = &links.back {
+            let _ = write!(
+                nav,
+                r#"<a href="{}" class="back">{}</a>"#,
+                escape(href),
+                escape(text)
+            );
+        }
+        if let Some(action) = &links.sign_out {
+            let _ = write!(
+                nav,
+                r#"<form method="post" action="{}" class="sign-out"><button type="submit">Sign out</button></form>"#,
+                escape(action)
+            );
+        }
+        let links = if nav.is_empty() {
+            nav
+        } else {
+            format!(r#"<nav class="app" aria-label="Application">{nav}</nav>"#)
+        };
         let mut permissions = String::new();
         for name in profile.permissions().names() {
             let name = escape(name);
@@ -41,6 +77,8 @@ impl Page {
         let plans = profile.plans().with_api_keys().unwrap_or_default();
         let required_plans = escape(&or_list(plans.iter().map(crate::Plan::as_str)));
         Self {
+            title,
+            links,
             permissions,
             required_plans,
         }
@@ -48,6 +86,8 @@ impl Page {
 
     fn render(&self, base: &str) -> String {
         TEMPLATE
+            .replace("{{title}}", &self.title)
+            .replace("{{links}}", &self.links)
             .replace("{{base}}", &escape(base))
             .replace("{{permissions}}", &self.permissions)
             .replace("{{required_plans}}", &self.required_plans)
@@ -151,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_mount_point_is_escaped() {
-        let page = Page::new(&Profile::nouvel());
+        let page = Page::new(&Profile::nouvel(), &Links::default());
         let html = page.render(r#"/a"><script>x</script>"#);
         assert!(!html.contains("<script>x"));
         assert!(html.contains("/a&quot;&gt;&lt;script&gt;"));

@@ -98,7 +98,7 @@ impl MemoryKeyStore {
     /// Makes `change` and, if it says it did (`true`), records `audit`: both under the
     /// log's lock.
     fn audited<T>(&self, audit: &AuditEntry, change: impl FnOnce() -> (T, bool)) -> T {
-        let mut log = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = crate::lock(&self.inner.audit);
         let (answer, changed) = change();
         if changed {
             log.push(audit.clone());
@@ -157,6 +157,18 @@ impl KeyStorage for MemoryKeyStore {
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, BackendError> {
         Ok(self.inner.accounts.get(id).map(|a| a.clone()))
+    }
+
+    async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
+        let mut named: Vec<Account> = self
+            .inner
+            .accounts
+            .iter()
+            .filter(|account| account.name == name)
+            .map(|account| account.clone())
+            .collect();
+        named.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(named)
     }
 
     async fn set_plan(
@@ -287,7 +299,7 @@ impl KeyStorage for MemoryKeyStore {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, BackendError> {
-        let log = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let log = crate::lock(&self.inner.audit);
         let mut entries: Vec<AuditEntry> = log
             .iter()
             .filter(|entry| entry.account_id == *account)
@@ -300,7 +312,7 @@ impl KeyStorage for MemoryKeyStore {
     }
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
-        let mut log = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = crate::lock(&self.inner.audit);
         let kept = log.len();
         log.retain(|entry| entry.at >= before);
         Ok(u64::try_from(kept - log.len()).unwrap_or(u64::MAX))

@@ -5,12 +5,13 @@
 //! `testing`) checks that a store keeps them. This module holds what comes with them:
 //! the [`UsageReport`]s stores receive, the [`Invalidation`]s they announce, and the
 //! stores beside [`MemoryKeyStore`](crate::MemoryKeyStore): a cache for any store,
-//! PostgreSQL and SQLite.
+//! PostgreSQL and SQLite, and [`AnyKeyStore`], the one of them chosen at run time.
 //!
 //! A store keeps only [`KeyDigest`]s, never keys. The layer uses the
 //! store generically (`NouvelAuthLayer<K: KeyStore>`), not as a trait object: a lookup
 //! costs no allocation and no virtual call. See `examples/custom_store.rs`.
 
+mod any;
 #[cfg(feature = "cache")]
 mod cached;
 pub(crate) mod memory;
@@ -25,6 +26,7 @@ pub(crate) mod traits;
 use std::fmt;
 
 pub use crate::usage::UsageReport;
+pub use any::AnyKeyStore;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use cached::CachedKeyStore;

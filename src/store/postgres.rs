@@ -85,22 +85,6 @@ impl PostgresKeyStore {
         })
     }
 
-    /// The accounts named `name`, oldest first (an application's demo account, say).
-    pub async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
-        if !storable(name) {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query("SELECT * FROM accounts WHERE name = $1 ORDER BY created_at, id")
-            .bind(name)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(rows::account)
-            .collect::<Result<_, _>>()
-            .map_err(db)
-    }
-
     /// Digests keys with `hasher` (for example with a pepper). Every instance must agree.
     #[must_use]
     pub fn hasher(mut self, hasher: KeyHasher) -> Self {
@@ -319,6 +303,21 @@ impl KeyStorage for PostgresKeyStore {
             .await
             .map_err(db)?;
         row.as_ref().map(rows::account).transpose().map_err(db)
+    }
+
+    async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
+        if !storable(name) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT * FROM accounts WHERE name = $1 ORDER BY created_at, id")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(rows::account)
+            .collect::<Result<_, _>>()
+            .map_err(db)
     }
 
     async fn set_plan(

@@ -137,19 +137,6 @@ impl SqliteKeyStore {
         }
         done.map_err(db)
     }
-
-    /// The accounts named `name`, oldest first (an application's demo account, say).
-    pub async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
-        let rows = sqlx::query("SELECT * FROM accounts WHERE name = ? ORDER BY created_at, id")
-            .bind(name)
-            .fetch_all(&self.reads)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(rows::account)
-            .collect::<Result<_, _>>()
-            .map_err(db)
-    }
 }
 
 impl KeyStore for SqliteKeyStore {
@@ -250,6 +237,18 @@ impl KeyStorage for SqliteKeyStore {
             .await
             .map_err(db)?;
         row.as_ref().map(rows::account).transpose().map_err(db)
+    }
+
+    async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
+        let rows = sqlx::query("SELECT * FROM accounts WHERE name = ? ORDER BY created_at, id")
+            .bind(name)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(rows::account)
+            .collect::<Result<_, _>>()
+            .map_err(db)
     }
 
     async fn set_plan(

@@ -350,6 +350,13 @@ pub trait KeyStorage: KeyStore {
         id: &AccountId,
     ) -> impl Future<Output = Result<Option<Account>, BackendError>> + Send;
 
+    /// The accounts named `name` exactly, oldest first (an application finds its own
+    /// accounts again by name, a demo account say).
+    fn accounts_named(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<Account>, BackendError>> + Send;
+
     /// Changes an account's plan; lookups of its keys answer the new plan from now on.
     fn set_plan(
         &self,

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ports::free_port, Server, ADMIN_TOKEN};
+use common::{ports::free_port, Server, ADMIN_TOKEN, WEATHER};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -545,4 +545,42 @@ async fn the_page_shows_keys_a_page_at_a_time_and_counts_names_as_the_server_doe
     browser.close().await.unwrap();
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_offers_what_the_user_may_grant_and_signs_out_in_the_applications_clothes() {
+    let server = Server::start_example(WEATHER, &[]);
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        console_read: std::cell::Cell::new(0),
+    };
+    browser.goto(&server.sign_in).await.unwrap();
+    assert_eq!(browser.title().await.unwrap(), "API Keys · Weather");
+    // The demo account is on pro: alerts are the team plan's, so the page does not offer them.
+    let offered = |permission: &str| {
+        format!("!document.querySelector(\"input[value='{permission}']\").closest('li').hidden")
+    };
+    page.until(
+        "the account is read",
+        "document.getElementById('account').textContent",
+    )
+    .await;
+    page.until("forecasts are offered", &offered("forecast:read"))
+        .await;
+    assert_eq!(
+        page.js(&format!("return {}", offered("alerts:write")))
+            .await,
+        json!(false),
+        "alerts are not offered"
+    );
+    assert_eq!(page.console_problems().await, Vec::<String>::new());
+    // The 401 of the sign-in page it lands on is the one entry the console gets after.
+    page.click("nav.app .sign-out button").await;
+    page.until(
+        "the page asks to sign in",
+        "document.title.startsWith('Sign in')",
+    )
+    .await;
 }

@@ -174,27 +174,79 @@ fn plans_carry_their_limits_and_free_has_no_keys() {
     assert_eq!(server.wait(), Some(0));
 }
 
+/// A session of the demo account, for the settings page and its routes: the cookie, and
+/// the whole answer that set it.
+fn sign_in(server: &Server) -> (String, String) {
+    let bearer = admin_bearer();
+    let answer = server
+        .raw(
+            "POST",
+            "/demo/sign-in",
+            &[("Authorization", bearer.as_str())],
+            &format!(r#"{{"account_id": "{}"}}"#, server.demo_account()),
+        )
+        .unwrap();
+    let cookie = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|value| value.split(';').next())
+        .unwrap()
+        .to_owned();
+    (cookie, answer)
+}
+
+#[test]
+fn the_settings_page_wears_the_applications_clothes() {
+    let server = Server::start_example(WEATHER, &[]);
+    let (cookie, _) = sign_in(&server);
+    let session = [
+        ("Cookie", cookie.as_str()),
+        ("Origin", &format!("http://{}", server.address) as &str),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, page) = server.request("GET", "/settings/api-keys", &session, "");
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>API Keys · Weather</title>"), "{page}");
+    assert!(page.contains(r#"action="/demo/sign-out""#), "{page}");
+    // The demo account is on pro: alerts are the team plan's to grant.
+    let (_, account) = server.request("GET", "/settings/api-keys/account", &session, "");
+    assert_eq!(
+        json(&account)["grantable_permissions"],
+        serde_json::json!(["forecast:read", "history:read"])
+    );
+    let (status, body) = server.request(
+        "POST",
+        "/settings/api-keys/keys",
+        &session,
+        r#"{"name": "Alerts", "permissions": ["alerts:write"]}"#,
+    );
+    assert_error(status, &body, 422, "invalid_request");
+    assert_eq!(
+        json(&body)["error"]["errors"][0]["reason"],
+        "not yours to grant: alerts:write"
+    );
+    // The page's "Sign out" posts here: the session ends and the browser goes back to the
+    // page, which asks to sign in.
+    let out = server.raw("POST", "/demo/sign-out", &session, "").unwrap();
+    assert!(out.starts_with("HTTP/1.1 303"), "{out}");
+    assert!(
+        out.to_lowercase()
+            .contains("location: /settings/api-keys\r\n"),
+        "{out}"
+    );
+    let (status, _) = server.request("GET", "/settings/api-keys/account", &session, "");
+    assert_eq!(status, 401);
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
+}
+
 #[test]
 fn no_answer_of_the_weather_api_names_nouvel() {
     let server = Server::start_example(WEATHER, &[]);
     let account = server.demo_account();
     let bearer = admin_bearer();
     let admin = [("Authorization", bearer.as_str())];
-    // A signed-in session, for the settings page and its routes.
-    let signed_in = server
-        .raw(
-            "POST",
-            "/demo/sign-in",
-            &admin,
-            &format!(r#"{{"account_id": "{account}"}}"#),
-        )
-        .unwrap();
-    let cookie = signed_in
-        .lines()
-        .find_map(|line| line.strip_prefix("set-cookie: "))
-        .and_then(|value| value.split(';').next())
-        .unwrap()
-        .to_owned();
+    let (cookie, signed_in) = sign_in(&server);
     let session = [("Cookie", cookie.as_str())];
     let key = format!("Bearer {}", server.demo_key);
     let with_key = [("Authorization", key.as_str())];

@@ -433,6 +433,10 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         self.inner.account(id).await
     }
 
+    async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
+        self.inner.accounts_named(name).await
+    }
+
     async fn set_plan(
         &self,
         id: &AccountId,
