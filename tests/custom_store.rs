@@ -22,3 +22,10 @@ async fn a_cached_memory_store_conforms() {
     ))
     .await;
 }
+
+#[tokio::test]
+async fn the_memory_store_chosen_at_run_time_conforms() {
+    let store = nouvel_auth::store::AnyKeyStore::from(nouvel_auth::MemoryKeyStore::new());
+    store.migrate().await.unwrap();
+    nouvel_auth::testing::conformance(store).await;
+}

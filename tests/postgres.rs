@@ -73,6 +73,18 @@ async fn the_postgres_store_conforms() {
 }
 
 #[tokio::test]
+async fn the_postgres_store_chosen_at_run_time_conforms_and_listens() {
+    let store = nouvel_auth::store::AnyKeyStore::from(servers::postgres_store().await);
+    store.migrate().await.unwrap();
+    let listening = store.listen(|_| {}).await.unwrap();
+    assert!(
+        listening.is_some(),
+        "PostgreSQL's other instances are heard"
+    );
+    nouvel_auth::testing::conformance(store).await;
+}
+
+#[tokio::test]
 async fn a_commit_that_fails_leaves_the_store_writing() {
     let schema = servers::unique("nouvel_test");
     let store = servers::postgres_store_at(&servers::database_url(), &schema).await;

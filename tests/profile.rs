@@ -637,3 +637,65 @@ async fn the_profile_writes_the_last_usage_of_its_layers_with_no_layer_kept() {
     profile.flush_usage().await.unwrap();
     assert_eq!(used().await.0, 3, "a second flush writes nothing twice");
 }
+
+#[tokio::test]
+async fn a_dropped_layers_usage_is_written_when_the_next_layer_of_its_profile_starts() {
+    let profile = profile();
+    let store = MemoryKeyStore::new();
+    let keys = profile.key_manager(store.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let made = keys
+        .create_key(&account.id, KeySpec::new("Reporting", [VIDEOS_READ]))
+        .await
+        .unwrap();
+    let routes = RouteTable::new()
+        .route(Method::GET, "/videos", VIDEOS_READ)
+        .unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    let app = || {
+        Router::new()
+            .route("/videos", get(|| async { "listed" }))
+            .layer(
+                profile
+                    .layer(store.clone())
+                    .routes(routes.clone())
+                    .usage_flush_interval(hour),
+            )
+    };
+    let request = || {
+        Request::get("/videos")
+            .header(
+                "authorization",
+                format!("Bearer {}", made.key.expose_secret()),
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The first layer serves one request and is dropped with it, unflushed.
+    assert_eq!(
+        app().oneshot(request()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let next = app();
+    assert_eq!(
+        next.oneshot(request()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let mut admitted = 0;
+    for _ in 0..100 {
+        admitted = keys
+            .key(&account.id, &made.info.id)
+            .await
+            .unwrap()
+            .usage
+            .admitted;
+        if admitted > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        admitted, 1,
+        "the dropped layer's request, and not yet the live one's"
+    );
+}

@@ -7,11 +7,19 @@ use nouvel_auth::nouvel;
 use std::{sync::Arc, time::Duration};
 
 use common::{Harness, T0};
-use nouvel_auth::{KeyId, MemoryRateLimiter, RateLimit};
+use nouvel_auth::{limit::AnyRateLimiter, KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
 use proptest::prelude::*;
 
 fn check_exactness(limit: RateLimit, arrivals: &[u64]) -> Result<(), TestCaseError> {
-    let limiter = common::Keyed::new(MemoryRateLimiter::new());
+    check_exactness_of(MemoryRateLimiter::new(), limit, arrivals)
+}
+
+fn check_exactness_of<L: RateLimiter>(
+    limiter: L,
+    limit: RateLimit,
+    arrivals: &[u64],
+) -> Result<(), TestCaseError> {
+    let limiter = common::Keyed::new(limiter);
     let key = KeyId::from("key");
     common::exactness::check(limit, arrivals, |t| {
         match limiter.check_now(&key, limit, T0 + Duration::from_millis(t)) {
@@ -46,6 +54,17 @@ proptest! {
         arrivals in common::exactness::arrivals(600, 400),
     ) {
         check_exactness(RateLimit::new(n, Duration::from_millis(w)), &arrivals)?;
+    }
+
+    /// The memory limiter chosen at run time is the same limiter.
+    #[test]
+    fn the_window_is_exact_when_chosen_at_run_time(
+        n in 1u32..20,
+        w in 1u64..5_000,
+        arrivals in common::exactness::arrivals(400, 400),
+    ) {
+        let limiter = AnyRateLimiter::from(MemoryRateLimiter::new());
+        check_exactness_of(limiter, RateLimit::new(n, Duration::from_millis(w)), &arrivals)?;
     }
 }
 

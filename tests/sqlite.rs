@@ -47,6 +47,16 @@ async fn the_sqlite_store_passes_the_conformance_kit() {
     nouvel_auth::testing::conformance(store(&db).await).await;
 }
 
+#[tokio::test]
+async fn the_sqlite_store_chosen_at_run_time_conforms_behind_a_cache() {
+    let db = TempDb::new();
+    let store = nouvel_auth::store::AnyKeyStore::from(store(&db).await);
+    // A file has one writer, this process, whose cache sees every change: nothing to hear.
+    let listening = store.listen(|_| {}).await.unwrap();
+    assert!(listening.is_none());
+    nouvel_auth::testing::conformance(nouvel_auth::store::CachedKeyStore::new(store)).await;
+}
+
 /// A connection of the test's own to `db`, beside the store's.
 async fn side_connection(db: &Path) -> SqliteConnection {
     SqliteConnectOptions::new()
