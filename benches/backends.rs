@@ -194,7 +194,11 @@ async fn main() {
     let sqlite_digest = sqlite.digest(&sqlite_key.key);
     let cached_sqlite = CachedKeyStore::new(sqlite.clone());
     let rounds = lookups / 50;
-    async fn timed<K: KeyStore>(store: &K, digest: &nouvel_auth::KeyDigest, n: u32) -> Duration {
+    async fn timed<K: KeyStore>(
+        store: &K,
+        digest: &nouvel_auth::key::KeyDigest,
+        n: u32,
+    ) -> Duration {
         let now = time::OffsetDateTime::now_utc();
         let started = Instant::now();
         for _ in 0..n {

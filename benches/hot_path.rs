@@ -17,8 +17,8 @@ use axum::body::Body;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Request;
 use nouvel_auth::{
-    ApiKey, Decision, KeyId, KeySpec, KeyStore, MemoryRateLimiter, NouvelAuthLayer, RateLimit,
-    RateLimiter, RouteTable,
+    key::ApiKey, key::KeyId, limit::Decision, limit::MemoryRateLimiter, limit::RateLimiter,
+    KeySpec, KeyStore, NouvelAuthLayer, RateLimit, RouteTable,
 };
 use tower::{Layer, Service, ServiceExt};
 

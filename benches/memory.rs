@@ -13,7 +13,7 @@ use std::{alloc::System, convert::Infallible};
 use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
-    store::CachedKeyStore, ApiKey, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
+    key::ApiKey, store::CachedKeyStore, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};

@@ -25,7 +25,7 @@ use std::{
 
 use axum::body::Body;
 use http::Request;
-use nouvel_auth::{ApiKey, NouvelAuthLayer, RouteTable};
+use nouvel_auth::{key::ApiKey, NouvelAuthLayer, RouteTable};
 use tower::{Layer, Service, ServiceExt};
 
 use common::{

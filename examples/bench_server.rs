@@ -27,8 +27,8 @@ use axum::{
 use dashmap::DashMap;
 use futures_util::{future::Map, FutureExt};
 use nouvel_auth::{
-    ApiKey, Decision, KeyId, KeySpec, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer,
-    RateLimit, RateLimiter, RouteTable,
+    key::ApiKey, key::KeyId, limit::Decision, limit::MemoryRateLimiter, limit::RateLimiter,
+    KeySpec, MemoryKeyStore, NouvelAuthLayer, RateLimit, RouteTable,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;

@@ -19,10 +19,13 @@ use std::{
 
 use axum::{body::Body, http::Request, routing::get, Router};
 use nouvel_auth::{
+    key::AccountId,
+    key::KeyDigest,
+    key::KeyId,
     manage::{Account, AuditEntry},
     store::UsageReport,
-    AccountId, BackendError, KeyDigest, KeyId, KeyManager, KeyRecord, KeySpec, KeyStorage,
-    KeyStore, NouvelAuthLayer, Plan, StoredKey,
+    BackendError, KeyManager, KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan,
+    StoredKey,
 };
 use time::OffsetDateTime;
 use tower::ServiceExt;

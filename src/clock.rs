@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use nouvel_auth::{Clock, ManualClock};
+//! use nouvel_auth::{clock::Clock, clock::ManualClock};
 //! use time::macros::datetime;
 //!
 //! let clock = ManualClock::new(datetime!(2026-01-01 00:00 UTC));

@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 /// tell which environment called it.
 ///
 /// ```
-/// use nouvel_auth::Environment;
+/// use nouvel_auth::key::Environment;
 ///
 /// let staging: Environment = "staging".parse().unwrap();
 /// assert_eq!(staging.as_str(), "staging");

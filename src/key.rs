@@ -7,7 +7,7 @@
 //! before it hashes anything or asks the store.
 //!
 //! ```
-//! use nouvel_auth::{ApiKey, KeyPrefix};
+//! use nouvel_auth::{key::ApiKey, KeyPrefix};
 //!
 //! let key = ApiKey::generate();
 //! assert!(key.expose_secret().starts_with("nvl_"));
@@ -33,6 +33,8 @@ use std::{fmt, hash::Hash, sync::Arc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use crate::environment::{Environment, InvalidEnvironment};
 
 const RANDOM_LEN: usize = 22;
 const CHECKSUM_LEN: usize = 6;
@@ -364,7 +366,7 @@ impl fmt::Debug for KeyDigest {
 /// so stores and layer always agree.
 ///
 /// ```
-/// use nouvel_auth::{ApiKey, KeyHasher};
+/// use nouvel_auth::{key::ApiKey, key::KeyHasher};
 ///
 /// let key = ApiKey::generate();
 /// let peppered = KeyHasher::hmac_sha256(b"server-side pepper");

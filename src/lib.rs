@@ -68,7 +68,7 @@
 //!
 //! Each step has one place, so the answer to "why did I get 403" is in one module:
 //!
-//! 1. route: [`RouteTable`] says what the path needs ([`Access`]); public paths stop here;
+//! 1. route: [`RouteTable`] says what the path needs ([`Access`](routes::Access)); public paths stop here;
 //! 2. credentials: the `Bearer` key, its prefix, format and checksum (401, no I/O);
 //! 3. lookup: the [`KeyStore`] finds the digest (401 unknown, 503 outage), then expiry
 //!    (401 expired);
@@ -99,26 +99,26 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
 mod attachment;
-mod clock;
+pub mod clock;
 mod credentials;
 mod environment;
 mod error;
-mod expiration;
+pub mod expiration;
 mod extract;
-mod key;
+pub mod key;
 pub mod limit;
 pub mod manage;
 pub mod metrics;
 pub mod middleware;
 pub mod nouvel;
-mod permission;
-mod plan;
+pub mod permission;
+pub mod plan;
 mod profile;
 mod quiet;
 mod reject;
 #[cfg(any(feature = "admin", feature = "settings"))]
 mod routers;
-mod routes;
+pub mod routes;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub mod settings;
@@ -133,25 +133,21 @@ mod usage;
 /// would cost more than the rest of a lookup.
 type ConcurrentMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use environment::{Environment, InvalidEnvironment};
+// The crate root holds what an integrator types in the common case: the profile and what
+// it is made of, the layer, the extractor, the manager, the traits a store implements with
+// their record types, and the rejections. Everything else is in its module, once.
 pub use error::BackendError;
-pub use expiration::{Expiration, ExpirationError};
+pub use expiration::Expiration;
 pub use extract::AuthenticatedKey;
-pub use key::{
-    AccountId, ApiKey, InvalidPrefix, KeyDigest, KeyFormatError, KeyHasher, KeyId, KeyPrefix,
-};
-pub use limit::{
-    memory::MemoryRateLimiter,
-    rule::{Decision, RateLimit, RateLimiter},
-};
-pub use manage::manager::{KeyManager, KeySpec, ManageError, Rotation};
+pub use key::KeyPrefix;
+pub use limit::rule::RateLimit;
+pub use manage::manager::{KeyManager, KeySpec, ManageError};
 pub use middleware::layer::NouvelAuthLayer;
-pub use permission::{Permission, PermissionIter, PermissionSet, Permissions, UnknownPermission};
-pub use plan::{Plan, Plans, UnknownPlan};
+pub use permission::{Permission, PermissionSet, Permissions};
+pub use plan::{Plan, Plans};
 pub use profile::Profile;
 pub use reject::{Problem, Rejection, Responder};
-pub use routes::{Access, RouteError, RouteTable};
+pub use routes::RouteTable;
 pub use store::{
     memory::MemoryKeyStore,
     traits::{KeyRecord, KeyStorage, KeyStore, StoredKey},
@@ -169,5 +165,9 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 }
 
 // Short paths for the crate's own code; each item's public path is its module's.
+pub(crate) use clock::{Clock, SystemClock};
+pub(crate) use environment::Environment;
+pub(crate) use key::{AccountId, ApiKey, KeyDigest, KeyFormatError, KeyHasher, KeyId};
+pub(crate) use limit::{Decision, MemoryRateLimiter, RateLimiter};
 pub(crate) use manage::Account;
 pub(crate) use usage::{Usage, UsageReport};

@@ -301,6 +301,7 @@ impl Profile {
     }
 
     /// The product's name, if the profile says.
+    #[cfg(feature = "settings")]
     pub(crate) fn product_name(&self) -> Option<&str> {
         self.0.product.as_deref()
     }

@@ -143,7 +143,10 @@ impl Problem {
 /// framework, since the body is plain bytes. The layer puts the typed [`Rejection`] in the
 /// response's extensions afterwards.
 ///
-/// A closure `Fn(&Problem, Response<Bytes>) -> Response<Bytes>` is a responder.
+/// A closure `Fn(&Problem, Response<Bytes>) -> Response<Bytes>` is a responder. Write its
+/// arguments' types, `|problem: &Problem, default: Response<Bytes>| …`, as below: Rust
+/// infers a closure's signature from `Fn` bounds only, and this is a trait of its own. A
+/// `fn` item needs nothing.
 ///
 /// ```
 /// use bytes::Bytes;

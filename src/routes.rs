@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use http::Method;
-//! use nouvel_auth::{nouvel, RouteTable, Access};
+//! use nouvel_auth::{nouvel, routes::Access, RouteTable};
 //!
 //! let table = RouteTable::nouvel();
 //! assert_eq!(

@@ -46,9 +46,10 @@ use std::{collections::HashSet, time::Duration};
 use time::{macros::datetime, OffsetDateTime};
 
 use crate::{
+    clock::ManualClock,
     manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
-    KeyStorage, ManageError, ManualClock, Plan, Profile, RateLimit, Usage, UsageReport,
+    KeyStorage, ManageError, Plan, Profile, RateLimit, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any

@@ -13,7 +13,8 @@ use axum::{body::Body, http::Request, Router};
 use common::{servers, Reply, T0};
 use nouvel_auth::{
     admin::{self, AdminToken},
-    KeyStorage, ManualClock, MemoryKeyStore,
+    clock::ManualClock,
+    KeyStorage, MemoryKeyStore,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};

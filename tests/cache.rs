@@ -14,11 +14,15 @@ use std::{
 
 use common::T0;
 use nouvel_auth::{
+    clock::Clock,
+    clock::ManualClock,
+    key::AccountId,
+    key::ApiKey,
+    key::KeyDigest,
     manage::NewKey,
     store::UsageReport,
     store::{CachedKeyStore, Invalidation},
-    AccountId, ApiKey, BackendError, Clock, KeyDigest, KeyManager, KeyRecord, KeySpec, KeyStore,
-    ManualClock, MemoryKeyStore,
+    BackendError, KeyManager, KeyRecord, KeySpec, KeyStore, MemoryKeyStore,
 };
 use std::task::Poll;
 use time::OffsetDateTime;

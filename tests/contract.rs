@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
-    store::UsageReport, BackendError, Decision, Expiration, KeyDigest, KeyId, KeyManager,
-    KeyRecord, KeySpec, KeyStore, MemoryKeyStore, MemoryRateLimiter, NouvelAuthLayer, Permissions,
-    RateLimit, RateLimiter, RouteTable,
+    key::KeyDigest, key::KeyId, limit::Decision, limit::MemoryRateLimiter, limit::RateLimiter,
+    store::UsageReport, BackendError, Expiration, KeyManager, KeyRecord, KeySpec, KeyStore,
+    MemoryKeyStore, NouvelAuthLayer, Permissions, RateLimit, RouteTable,
 };
 
 const INVALID_TOKEN: &str =
@@ -140,7 +140,7 @@ async fn malformed_keys_are_invalid_api_key() {
 #[tokio::test]
 async fn unknown_deleted_and_revoked_keys_get_one_answer() {
     let h = Harness::new().await;
-    let unknown = nouvel_auth::ApiKey::generate();
+    let unknown = nouvel_auth::key::ApiKey::generate();
     let deleted = h.key([nouvel::GENERATE]).await;
     h.keys
         .delete_key(&h.account, &deleted.info.id)
@@ -418,7 +418,7 @@ async fn broken_reply(hang: bool) -> Reply {
     let layer =
         NouvelAuthLayer::new(BrokenStore { hang }).lookup_timeout(Duration::from_millis(50));
     let app = common::routes().layer(layer);
-    let key = nouvel_auth::ApiKey::generate();
+    let key = nouvel_auth::key::ApiKey::generate();
     common::send(
         &app,
         "POST",
@@ -449,16 +449,16 @@ async fn a_store_that_hangs_times_out_with_503() {
 /// A limiter whose backend is down.
 struct BrokenLimiter;
 
-impl nouvel_auth::RateLimiter for BrokenLimiter {
+impl nouvel_auth::limit::RateLimiter for BrokenLimiter {
     type Window = ();
 
     async fn check(
         &self,
         _window: &(),
-        _key: &nouvel_auth::KeyId,
+        _key: &nouvel_auth::key::KeyId,
         _limit: RateLimit,
         _now: time::OffsetDateTime,
-    ) -> Result<nouvel_auth::Decision, BackendError> {
+    ) -> Result<nouvel_auth::limit::Decision, BackendError> {
         Err(BackendError::failed("redis down"))
     }
 
@@ -498,7 +498,7 @@ async fn a_custom_store_record_drives_the_checks() {
             Ok(())
         }
     }
-    let key = nouvel_auth::ApiKey::generate();
+    let key = nouvel_auth::key::ApiKey::generate();
     let record = KeyRecord::new(
         "key_1",
         "acc_1",
@@ -525,8 +525,8 @@ async fn a_custom_store_record_drives_the_checks() {
 
 #[tokio::test]
 async fn a_peppered_store_authenticates_and_keeps_no_plain_digest() {
-    let clock = nouvel_auth::ManualClock::new(common::T0);
-    let hasher = nouvel_auth::KeyHasher::hmac_sha256(b"server-side pepper");
+    let clock = nouvel_auth::clock::ManualClock::new(common::T0);
+    let hasher = nouvel_auth::key::KeyHasher::hmac_sha256(b"server-side pepper");
     let store = nouvel_auth::MemoryKeyStore::with_hasher(hasher);
     let keys = Profile::nouvel()
         .clock(clock.clone())
@@ -582,7 +582,7 @@ impl KeyStore for Recording {
 
 #[tokio::test]
 async fn only_well_formed_keys_reach_the_store_at_the_layers_instant() {
-    let clock = nouvel_auth::ManualClock::new(common::T0);
+    let clock = nouvel_auth::clock::ManualClock::new(common::T0);
     let store = Recording::default();
     let routes = RouteTable::nouvel().public("/healthz").unwrap();
     let layer = Profile::nouvel()
@@ -598,7 +598,9 @@ async fn only_well_formed_keys_reach_the_store_at_the_layers_instant() {
         200
     );
     let bad_checksum = {
-        let mut key = nouvel_auth::ApiKey::generate().expose_secret().to_owned();
+        let mut key = nouvel_auth::key::ApiKey::generate()
+            .expose_secret()
+            .to_owned();
         let last = if key.ends_with('a') { "b" } else { "a" };
         key.replace_range(key.len() - 1.., last);
         key
@@ -615,7 +617,7 @@ async fn only_well_formed_keys_reach_the_store_at_the_layers_instant() {
 
     // A well-formed key is looked up once, at the instant the layer judges it at.
     clock.advance(Duration::from_secs(90));
-    let unknown = common::bearer(&nouvel_auth::ApiKey::generate());
+    let unknown = common::bearer(&nouvel_auth::key::ApiKey::generate());
     common::send(&app, "POST", "/api/v1/generate", Some(&unknown))
         .await
         .assert_problem(401, "invalid_api_key");
@@ -756,7 +758,7 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
 async fn a_refusal_carries_none_of_the_requests_headers_or_extensions() {
     use tower::ServiceExt;
     let app = common::routes().layer(NouvelAuthLayer::new(MemoryKeyStore::new()));
-    let unknown = common::bearer(&nouvel_auth::ApiKey::generate());
+    let unknown = common::bearer(&nouvel_auth::key::ApiKey::generate());
     // Refused in `call` (malformed) and after the store's answer (unknown).
     for auth in ["Bearer nvl_this-is-not-a-key", unknown.as_str()] {
         let request = http::Request::post("/api/v1/generate")

@@ -12,7 +12,8 @@ use metrics_util::{
     MetricKind,
 };
 use nouvel_auth::{
-    metrics as names, nouvel, store::CachedKeyStore, ApiKey, Clock, KeyStore, MemoryKeyStore,
+    clock::Clock, key::ApiKey, metrics as names, nouvel, store::CachedKeyStore, KeyStore,
+    MemoryKeyStore,
 };
 
 /// Every counter as `name{label=value,…}` → count, and each histogram's number of samples.

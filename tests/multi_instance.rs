@@ -13,10 +13,11 @@ use std::{
 use axum::Router;
 use common::{servers, T0};
 use nouvel_auth::{
+    clock::ManualClock,
     limit::RedisRateLimiter,
     manage::NewKey,
     store::{CachedKeyStore, PostgresKeyStore},
-    KeyManager, KeySpec, ManualClock,
+    KeyManager, KeySpec,
 };
 
 struct Instance {
@@ -220,7 +221,7 @@ async fn a_database_outage_serves_cached_keys_for_a_while_and_503_otherwise() {
     clock.advance(Duration::from_secs(60)); // past fresh: the store is asked, and fails
     assert_eq!(send(&warm).await.status, 200, "a warm key is served stale");
     send(&cold).await.assert_problem(503, "auth_unavailable");
-    let unknown = nouvel_auth::ApiKey::generate();
+    let unknown = nouvel_auth::key::ApiKey::generate();
     let reply = common::send(
         &app,
         "POST",
@@ -299,7 +300,7 @@ async fn a_flood_of_made_up_keys_costs_the_database_one_lookup_per_hundred() {
     assert_eq!(a.status(&real, "/api/v1/projects").await, 200);
     let made_up = 10_000;
     for i in 0..made_up {
-        let key = nouvel_auth::ApiKey::generate();
+        let key = nouvel_auth::key::ApiKey::generate();
         let reply = common::send(
             &a.app,
             "GET",

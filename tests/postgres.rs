@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::{servers, T0};
 use nouvel_auth::{
+    clock::ManualClock,
     store::{Invalidation, PostgresKeyStore},
-    BackendError, KeyManager, KeySpec, ManageError, ManualClock,
+    BackendError, KeyManager, KeySpec, ManageError,
 };
 
 #[tokio::test]
@@ -260,7 +261,7 @@ async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
     let mut first = sqlx::migrate!("./migrations/postgres");
     first.migrations = first.migrations[..1].to_vec().into();
     first.run(&pool).await.unwrap();
-    let key = nouvel_auth::ApiKey::generate();
+    let key = nouvel_auth::key::ApiKey::generate();
     sqlx::query("INSERT INTO accounts VALUES ('acc_old', 'Old', 'business', $1)")
         .bind(T0)
         .execute(&pool)

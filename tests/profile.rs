@@ -140,7 +140,7 @@ async fn the_applications_permissions_plans_and_prefix_hold_everywhere() {
     );
 
     // A Nouvel key is malformed here: the prefix is the application's.
-    let nouvel_key = nouvel_auth::ApiKey::generate();
+    let nouvel_key = nouvel_auth::key::ApiKey::generate();
     let wrong = send(&app, "GET", "/videos", Some(&common::bearer(&nouvel_key))).await;
     wrong.assert_problem(401, "invalid_api_key");
     assert!(

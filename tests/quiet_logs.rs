@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use nouvel_auth::{
-    store::UsageReport, BackendError, KeyDigest, KeyRecord, KeyStore, NouvelAuthLayer,
+    key::KeyDigest, store::UsageReport, BackendError, KeyRecord, KeyStore, NouvelAuthLayer,
 };
 
 /// A store whose backend is down.
@@ -32,7 +32,7 @@ async fn a_hundred_failed_lookups_write_one_warning_then_one_with_the_count() {
     let logs = common::Captured::default();
     let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
     let app = common::routes().layer(NouvelAuthLayer::new(Down));
-    let key = common::bearer(&nouvel_auth::ApiKey::generate());
+    let key = common::bearer(&nouvel_auth::key::ApiKey::generate());
     for _ in 0..100 {
         common::send(&app, "POST", "/api/v1/generate", Some(&key))
             .await

@@ -7,7 +7,9 @@ use nouvel_auth::nouvel;
 use std::{sync::Arc, time::Duration};
 
 use common::{Harness, T0};
-use nouvel_auth::{limit::AnyRateLimiter, KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
+use nouvel_auth::{
+    key::KeyId, limit::AnyRateLimiter, limit::MemoryRateLimiter, limit::RateLimiter, RateLimit,
+};
 use proptest::prelude::*;
 
 fn check_exactness(limit: RateLimit, arrivals: &[u64]) -> Result<(), TestCaseError> {
@@ -230,8 +232,8 @@ async fn limits_are_per_key() {
 }
 
 /// Old and new keys of a rotation get the limit once between them during the grace.
-async fn a_rotation_shares_one_window<L: nouvel_auth::RateLimiter>(limiter: L) {
-    let clock = nouvel_auth::ManualClock::new(T0);
+async fn a_rotation_shares_one_window<L: nouvel_auth::limit::RateLimiter>(limiter: L) {
+    let clock = nouvel_auth::clock::ManualClock::new(T0);
     let store = nouvel_auth::MemoryKeyStore::new();
     let keys = nouvel_auth::Profile::nouvel()
         .clock(clock.clone())

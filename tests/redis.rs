@@ -13,8 +13,10 @@ use common::{
     Keyed, T0,
 };
 use nouvel_auth::{
+    key::KeyId,
+    limit::RateLimiter,
     limit::{AnyRateLimiter, RedisFailure, RedisRateLimiter},
-    BackendError, KeyId, RateLimit, RateLimiter,
+    BackendError, RateLimit,
 };
 use proptest::prelude::*;
 

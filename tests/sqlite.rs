@@ -11,7 +11,7 @@ use std::{
 };
 
 use nouvel_auth::{
-    manage::NewKey, nouvel, store::SqliteKeyStore, ApiKey, KeyManager, KeySpec, KeyStorage,
+    key::ApiKey, manage::NewKey, nouvel, store::SqliteKeyStore, KeyManager, KeySpec, KeyStorage,
     KeyStore, ManageError, NouvelAuthLayer, Profile,
 };
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, SqliteConnection};

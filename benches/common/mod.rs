@@ -10,8 +10,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use nouvel_auth::{
-    limit::RATE_LIMIT_HEADERS, ApiKey, KeyId, KeySpec, MemoryKeyStore, MemoryRateLimiter,
-    RateLimit, RateLimiter, RouteTable,
+    key::ApiKey, key::KeyId, limit::MemoryRateLimiter, limit::RateLimiter,
+    limit::RATE_LIMIT_HEADERS, KeySpec, MemoryKeyStore, RateLimit, RouteTable,
 };
 use time::OffsetDateTime;
 use tower::{Layer, Service};

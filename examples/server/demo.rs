@@ -26,8 +26,10 @@ use axum::{
 };
 use nouvel_auth::{
     admin::AdminToken,
+    key::AccountId,
+    key::ApiKey,
     settings::{Session, SignedInUser},
-    AccountId, ApiKey, KeyManager, KeyStorage, ManageError, Problem,
+    KeyManager, KeyStorage, ManageError, Problem,
 };
 use serde_json::Value;
 use tokio::time::Instant;

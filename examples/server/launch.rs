@@ -18,12 +18,13 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{http::StatusCode, response::Response, routing::get, Router};
 use nouvel_auth::{
     admin::{self, AdminToken},
+    key::ApiKey,
+    limit::MemoryRateLimiter,
     limit::{AnyRateLimiter, RedisRateLimiter},
     manage::{Account, AUDIT_RETENTION},
     settings::SettingsRouter,
     store::{AnyKeyStore, CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
-    ApiKey, Expiration, KeyManager, KeySpec, KeyStorage, MemoryRateLimiter, Plan, Problem, Profile,
-    RouteTable,
+    Expiration, KeyManager, KeySpec, KeyStorage, Plan, Problem, Profile, RouteTable,
 };
 use tokio::net::TcpListener;
 

@@ -44,7 +44,7 @@ fn app() -> &'static App {
             .route("/api/v1/projects", get(|| async { "ok" }))
             .layer(NouvelAuthLayer::new(store));
         let mut app = App { runtime, router, key: key.key.expose_secret().to_owned(), refusals: Vec::new() };
-        let made_up = nouvel_auth::ApiKey::generate();
+        let made_up = nouvel_auth::key::ApiKey::generate();
         let bad_checksum = format!("{}0", &made_up.expose_secret()[..made_up.expose_secret().len() - 1]);
         for value in [
             None,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nouvel_auth::{ApiKey, KeyPrefix};
+use nouvel_auth::{key::ApiKey, KeyPrefix};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

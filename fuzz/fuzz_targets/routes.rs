@@ -4,7 +4,7 @@
 
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use nouvel_auth::{nouvel, Access, RouteTable};
+use nouvel_auth::{nouvel, routes::Access, RouteTable};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -14,7 +14,9 @@ use crate::{
 /// one type: the application's layer and router have one type whichever it is.
 ///
 /// ```
-/// use nouvel_auth::{limit::AnyRateLimiter, MemoryRateLimiter, MemoryKeyStore, Profile};
+/// use nouvel_auth::{
+///     limit::AnyRateLimiter, limit::MemoryRateLimiter, MemoryKeyStore, Profile,
+/// };
 ///
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
 /// let profile = Profile::nouvel();

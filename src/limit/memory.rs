@@ -15,7 +15,10 @@ use crate::{Decision, RateLimit, RateLimiter};
 ///
 /// ```
 /// use std::time::Duration;
-/// use nouvel_auth::{limit::MemoryWindow, KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
+/// use nouvel_auth::{
+///     key::KeyId, limit::MemoryRateLimiter, limit::MemoryWindow, limit::RateLimiter,
+///     RateLimit,
+/// };
 /// use time::macros::datetime;
 ///
 /// # tokio_test_block_on(async {

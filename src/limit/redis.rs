@@ -174,7 +174,7 @@ impl RedisRateLimiter {
     }
 
     /// Uses the layer's clock instead of Redis `TIME`. Only for tests that drive time
-    /// with a [`ManualClock`](crate::ManualClock): instances' clocks would disagree.
+    /// with a [`ManualClock`](crate::clock::ManualClock): instances' clocks would disagree.
     #[must_use]
     pub fn layer_clock(mut self) -> Self {
         self.server_time = false;

@@ -258,7 +258,10 @@ pub trait RateLimiter: Send + Sync + 'static {
     ///
     /// ```
     /// use std::{task::Poll, time::Duration};
-    /// use nouvel_auth::{limit::MemoryWindow, KeyId, MemoryRateLimiter, RateLimit, RateLimiter};
+    /// use nouvel_auth::{
+    ///     key::KeyId, limit::MemoryRateLimiter, limit::MemoryWindow, limit::RateLimiter,
+    ///     RateLimit,
+    /// };
     ///
     /// let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
     /// let limit = RateLimit::new(1, Duration::from_secs(60));

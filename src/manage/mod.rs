@@ -37,6 +37,7 @@ use time::OffsetDateTime;
 
 pub use crate::usage::{RejectionCounts, Usage};
 use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
+pub use manager::Rotation;
 
 /// An account: it owns keys and has a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -19,11 +19,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
+    manage::Rotation,
     manage::{manager::KeyDraft, FieldError},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
     Environment, Expiration, KeySpec, ManageError, Permission, PermissionSet, Permissions, Plan,
-    Problem, Profile, RateLimit, Rotation,
+    Problem, Profile, RateLimit,
 };
 
 /// The largest body a router reads: 64 KiB.

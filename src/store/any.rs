@@ -15,8 +15,7 @@ use crate::{
 
 /// One of the built-in stores, chosen at run time (from a `DATABASE_URL`, say), behind one
 /// type: the application's layer, manager and routers have one type whichever it is. Put
-/// a [`CachedKeyStore`](super::CachedKeyStore) (feature `cache`) in front of it as of any
-/// store.
+/// the cache (`CachedKeyStore`, feature `cache`) in front of it as of any store.
 ///
 /// ```
 /// use nouvel_auth::{store::AnyKeyStore, MemoryKeyStore, Profile};
@@ -35,6 +34,8 @@ use crate::{
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
+// One value per application, cloned into its parts: a box would cost more than the bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyKeyStore {
     /// [`MemoryKeyStore`].
     Memory(MemoryKeyStore),

@@ -125,7 +125,9 @@ impl KeyRecord {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use nouvel_auth::{BackendError, KeyDigest, KeyRecord, KeyStore, store::{UsageReport}};
+/// use nouvel_auth::{
+///     key::KeyDigest, store::{UsageReport}, BackendError, KeyRecord, KeyStore,
+/// };
 /// use time::OffsetDateTime;
 ///
 /// struct NoKeys;
@@ -146,7 +148,7 @@ impl KeyRecord {
 /// ```
 pub trait KeyStore: Send + Sync + 'static {
     /// The digest under which this store keeps `key`. Plain SHA-256 unless the store
-    /// uses a pepper ([`KeyHasher`](crate::KeyHasher)).
+    /// uses a pepper ([`KeyHasher`](crate::key::KeyHasher)).
     fn digest(&self, key: &ApiKey) -> KeyDigest {
         key.digest()
     }
@@ -172,7 +174,10 @@ pub trait KeyStore: Send + Sync + 'static {
     ///
     /// ```
     /// use std::{collections::HashMap, sync::Arc, task::Poll};
-    /// use nouvel_auth::{ApiKey, BackendError, KeyDigest, KeyRecord, KeyStore, store::{UsageReport}};
+    /// use nouvel_auth::{
+    ///     key::ApiKey, key::KeyDigest, store::{UsageReport}, BackendError, KeyRecord,
+    ///     KeyStore,
+    /// };
     /// use time::OffsetDateTime;
     ///
     /// /// Keys loaded at start-up: every answer is at hand.

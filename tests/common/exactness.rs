@@ -1,6 +1,6 @@
 //! The exactness rule of the sliding window, checked against any limiter.
 
-use nouvel_auth::{Decision, RateLimit};
+use nouvel_auth::{limit::Decision, RateLimit};
 use proptest::prelude::*;
 
 /// Feeds `arrivals` (milliseconds from some start, sorted) to `decide` and checks the rule:

@@ -18,8 +18,8 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use nouvel_auth::{
-    manage::NewKey, AccountId, AuthenticatedKey, Expiration, KeyManager, KeySpec, ManualClock,
-    MemoryKeyStore, NouvelAuthLayer, Permission,
+    clock::ManualClock, key::AccountId, manage::NewKey, AuthenticatedKey, Expiration, KeyManager,
+    KeySpec, MemoryKeyStore, NouvelAuthLayer, Permission,
 };
 use serde_json::{json, Value};
 use time::{macros::datetime, OffsetDateTime};
@@ -147,7 +147,7 @@ impl Harness {
 }
 
 /// The `Authorization` value that presents `key`.
-pub fn bearer(key: &nouvel_auth::ApiKey) -> String {
+pub fn bearer(key: &nouvel_auth::key::ApiKey) -> String {
     format!("Bearer {}", key.expose_secret())
 }
 
@@ -215,13 +215,14 @@ impl Reply {
 
 /// A limiter driven outside the layer: one window per key id, kept as the layer keeps
 /// them beside each key's record.
-pub struct Keyed<L: nouvel_auth::RateLimiter> {
+pub struct Keyed<L: nouvel_auth::limit::RateLimiter> {
     limiter: L,
-    windows:
-        std::sync::Mutex<std::collections::HashMap<nouvel_auth::KeyId, std::sync::Arc<L::Window>>>,
+    windows: std::sync::Mutex<
+        std::collections::HashMap<nouvel_auth::key::KeyId, std::sync::Arc<L::Window>>,
+    >,
 }
 
-impl<L: nouvel_auth::RateLimiter> Keyed<L> {
+impl<L: nouvel_auth::limit::RateLimiter> Keyed<L> {
     pub fn new(limiter: L) -> Self {
         Self {
             limiter,
@@ -229,7 +230,7 @@ impl<L: nouvel_auth::RateLimiter> Keyed<L> {
         }
     }
 
-    fn window(&self, key: &nouvel_auth::KeyId) -> std::sync::Arc<L::Window> {
+    fn window(&self, key: &nouvel_auth::key::KeyId) -> std::sync::Arc<L::Window> {
         self.windows
             .lock()
             .unwrap()
@@ -240,19 +241,19 @@ impl<L: nouvel_auth::RateLimiter> Keyed<L> {
 
     pub async fn check(
         &self,
-        key: &nouvel_auth::KeyId,
+        key: &nouvel_auth::key::KeyId,
         limit: nouvel_auth::RateLimit,
         now: OffsetDateTime,
-    ) -> Result<nouvel_auth::Decision, nouvel_auth::BackendError> {
+    ) -> Result<nouvel_auth::limit::Decision, nouvel_auth::BackendError> {
         self.limiter.check(&self.window(key), key, limit, now).await
     }
 
     pub fn check_now(
         &self,
-        key: &nouvel_auth::KeyId,
+        key: &nouvel_auth::key::KeyId,
         limit: nouvel_auth::RateLimit,
         now: OffsetDateTime,
-    ) -> std::task::Poll<nouvel_auth::Decision> {
+    ) -> std::task::Poll<nouvel_auth::limit::Decision> {
         self.limiter.check_now(&self.window(key), key, limit, now)
     }
 }

@@ -24,7 +24,7 @@ pub fn database_url() -> String {
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}_{}",
-        nouvel_auth::ApiKey::generate().expose_secret()[4..16].to_lowercase()
+        nouvel_auth::key::ApiKey::generate().expose_secret()[4..16].to_lowercase()
     )
 }
 
