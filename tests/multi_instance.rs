@@ -17,7 +17,7 @@ use nouvel_auth::{
     limit::RedisRateLimiter,
     manage::NewKey,
     store::{CachedKeyStore, PostgresKeyStore},
-    KeyManager, KeySpec,
+    KeyManager, KeySpec, RateLimit,
 };
 
 struct Instance {
@@ -27,7 +27,13 @@ struct Instance {
 
 impl Instance {
     /// One instance on `schema`, limiting through Redis under `prefix`, listening for changes.
-    async fn start(url: &str, schema: &str, prefix: &str, clock: &ManualClock) -> Self {
+    async fn start(
+        url: &str,
+        schema: &str,
+        prefix: &str,
+        clock: &ManualClock,
+        profile: &Profile,
+    ) -> Self {
         let postgres = servers::postgres_store_at(url, schema).await;
         // An hour of freshness: only the notifications can make a change visible quickly.
         let store = CachedKeyStore::new(postgres.clone()).fresh_for(Duration::from_secs(3600));
@@ -42,12 +48,10 @@ impl Instance {
                 .await
                 .unwrap()
                 .key_prefix(prefix);
-        let layer = Profile::nouvel()
-            .clock(clock.clone())
-            .layer(store.clone())
-            .limiter(limiter);
+        let profile = profile.clone().clock(clock.clone());
+        let layer = profile.layer(store.clone()).limiter(limiter);
         Self {
-            keys: Profile::nouvel().clock(clock.clone()).key_manager(store),
+            keys: profile.key_manager(store),
             app: common::routes().layer(layer),
         }
     }
@@ -67,10 +71,15 @@ impl Instance {
 }
 
 async fn cluster(n: usize, clock: &ManualClock) -> Vec<Instance> {
+    cluster_of(n, clock, &Profile::nouvel()).await
+}
+
+async fn cluster_of(n: usize, clock: &ManualClock, profile: &Profile) -> Vec<Instance> {
     let (schema, prefix) = (servers::unique("nouvel_test"), servers::unique("rl"));
     let mut instances = Vec::new();
     for _ in 0..n {
-        instances.push(Instance::start(&servers::database_url(), &schema, &prefix, clock).await);
+        let url = servers::database_url();
+        instances.push(Instance::start(&url, &schema, &prefix, clock, profile).await);
     }
     instances
 }
@@ -183,11 +192,53 @@ async fn changes_on_one_instance_reach_the_others_within_a_second() {
     .into_iter()
     .max()
     .unwrap_or_default();
-    eprintln!("cross-instance delay: plan {plan_delay:?}, rotation {rotate_delay:?}, disable {disable_delay:?}, enable {enable_delay:?}, deletion {delete_delay:?}");
-    assert!(
-        worst < Duration::from_secs(1),
-        "the documented bound is 1 s; took {worst:?}"
+    // Reported, not asserted (no test asserts a timing): with an hour of cache freshness,
+    // only the notifications can have carried each change across.
+    eprintln!("cross-instance delay: plan {plan_delay:?}, rotation {rotate_delay:?}, disable {disable_delay:?}, enable {enable_delay:?}, deletion {delete_delay:?}, worst {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_change_moves_the_keys_to_the_new_plans_limit_on_every_instance() {
+    let clock = ManualClock::new(T0);
+    let per_minute = |n| RateLimit::new(n, Duration::from_secs(60));
+    let profile = Profile::nouvel()
+        .plan_limit(nouvel::SCALE, per_minute(2))
+        .plan_limit(nouvel::BUSINESS, per_minute(5));
+    let instances = cluster_of(2, &clock, &profile).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    let account = a.keys.create_account("Acme", nouvel::SCALE).await.unwrap();
+    let key = a
+        .keys
+        .create_key(&account.id, KeySpec::new("k", [nouvel::PROJECTS_READ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        key.info.rate_limit,
+        per_minute(2),
+        "the plan's limit, listed"
     );
+    let path = "/api/v1/projects";
+    for _ in 0..2 {
+        assert_eq!(b.status(&key, path).await, 200);
+    }
+    assert_eq!(b.status(&key, path).await, 429, "scale: 2 a minute");
+
+    // The plan changes on A; B admits up to business's 5 in the same minute.
+    a.keys
+        .set_plan(&account.id, nouvel::BUSINESS)
+        .await
+        .unwrap();
+    // The first 200 is the third admission of the minute; two more fit under five.
+    time_until(b, &key, path, 200).await;
+    assert_eq!(a.status(&key, path).await, 200);
+    assert_eq!(b.status(&key, path).await, 200);
+    assert_eq!(
+        a.status(&key, path).await,
+        429,
+        "business: 5 a minute, across both"
+    );
+    let listed = b.keys.key(&account.id, &key.info.id).await.unwrap();
+    assert_eq!(listed.rate_limit, per_minute(5));
 }
 
 #[tokio::test]
@@ -240,7 +291,14 @@ async fn changes_missed_while_the_listener_was_cut_off_are_forgotten_once_it_lis
     let schema = servers::unique("nouvel_test");
     let proxy = servers::Proxy::start(5432).await;
     let url = proxy.postgres_url();
-    let cut_off = Instance::start(&url, &schema, &servers::unique("rl"), &clock).await;
+    let cut_off = Instance::start(
+        &url,
+        &schema,
+        &servers::unique("rl"),
+        &clock,
+        &Profile::nouvel(),
+    )
+    .await;
     let elsewhere = Profile::nouvel()
         .clock(clock.clone())
         .key_manager(servers::postgres_store_at(&servers::database_url(), &schema).await);
@@ -290,7 +348,14 @@ async fn key_table_scans(schema: &str) -> i64 {
 async fn a_flood_of_made_up_keys_costs_the_database_one_lookup_per_hundred() {
     let clock = ManualClock::new(T0);
     let (schema, prefix) = (servers::unique("nouvel_test"), servers::unique("rl"));
-    let a = Instance::start(&servers::database_url(), &schema, &prefix, &clock).await;
+    let a = Instance::start(
+        &servers::database_url(),
+        &schema,
+        &prefix,
+        &clock,
+        &Profile::nouvel(),
+    )
+    .await;
     let account = a.keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let real = a
         .keys

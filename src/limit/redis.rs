@@ -129,7 +129,16 @@ fn monotonic_ms() -> u64 {
 pub struct RedisWindow {
     /// Unix milliseconds until which the key is refused without asking Redis; 0 for none.
     blocked_until: AtomicU64,
+    /// The limit that refusal was under (`limit_bits`): a key whose limit changed since
+    /// (its plan's, say) asks Redis again.
+    blocked_under: AtomicU64,
     local: MemoryWindow,
+}
+
+/// `limit` as one number: its requests, and its window in milliseconds (at most a day).
+fn limit_bits(limit: RateLimit) -> u64 {
+    let window = u64::try_from(limit.window().as_millis()).unwrap_or(u64::MAX);
+    (u64::from(limit.requests()) << 32) | (window & u64::from(u32::MAX))
 }
 
 impl RedisRateLimiter {
@@ -213,7 +222,8 @@ impl RedisRateLimiter {
     /// The refusal for a key known to be over its limit, if it still is at `now` (ms).
     fn still_blocked(window: &RedisWindow, limit: RateLimit, now: u64) -> Option<Decision> {
         let until = window.blocked_until.load(Ordering::Relaxed);
-        (now < until).then(|| Decision {
+        let same_limit = window.blocked_under.load(Ordering::Relaxed) == limit_bits(limit);
+        (now < until && same_limit).then(|| Decision {
             allowed: false,
             limit,
             remaining: 0,
@@ -332,6 +342,9 @@ impl RateLimiter for RedisRateLimiter {
                 self.answered(at);
                 if !decision.allowed {
                     let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
+                    window
+                        .blocked_under
+                        .store(limit_bits(limit), Ordering::Relaxed);
                     window.blocked_until.fetch_max(until, Ordering::Relaxed);
                 }
                 Ok(self.with_local(decision, window, at, now))
