@@ -722,3 +722,51 @@ async fn without_the_applications_links_the_page_has_none() {
         5
     );
 }
+
+#[tokio::test]
+async fn a_rotation_narrows_a_key_to_the_permissions_it_keeps() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "Wide", "permissions": ["generate", "projects:read", "publish"]}))
+        .await;
+    let id = made.body["id"].as_str().unwrap();
+    let rotate = format!("/keys/{id}/rotate");
+    for (body, reason) in [
+        (
+            json!({"permissions": []}),
+            "at least one permission is required",
+        ),
+        (
+            json!({"permissions": ["projects:read", "analytics:read"]}),
+            "not held by the old key: analytics:read",
+        ),
+        (
+            json!({"permissions": "publish"}),
+            "must be an array of permissions",
+        ),
+    ] {
+        let refused = s.call("POST", &rotate, Some(body), s.me()).await;
+        refused.assert_problem(422, "invalid_request");
+        assert_eq!(
+            refused.body["errors"],
+            json!([{"field": "permissions", "reason": reason}])
+        );
+    }
+    let read = s.call("GET", &format!("/keys/{id}"), None, s.me()).await;
+    assert_eq!(read.body["replaced_by"], Value::Null, "nothing was rotated");
+
+    let narrowed = s
+        .call(
+            "POST",
+            &rotate,
+            Some(json!({"permissions": ["projects:read"], "grace_seconds": 0})),
+            s.me(),
+        )
+        .await;
+    assert_eq!(narrowed.status, 201, "{}", narrowed.text);
+    assert_eq!(narrowed.body["permissions"], json!(["projects:read"]));
+    let key = narrowed.body["key"].as_str().unwrap();
+    assert_eq!(s.use_key("GET", "/api/v1/projects", key).await.status, 200);
+    let refused = s.use_key("POST", "/api/v1/generate", key).await;
+    refused.assert_problem(403, "missing_permission");
+}

@@ -157,6 +157,9 @@ pub struct Rotation {
     /// counted from now; a custom date becomes the same length of life as the old key had
     /// (its date less its creation, in whole seconds) from now.
     pub expiration: Option<Expiration>,
+    /// The replacement's permissions, a non-empty subset of the old key's: a rotation
+    /// narrows a key to what it uses. `None` (the default): the old key's.
+    pub permissions: Option<Permissions>,
 }
 
 impl Rotation {
@@ -166,6 +169,7 @@ impl Rotation {
         Self {
             grace,
             expiration: None,
+            permissions: None,
         }
     }
 
@@ -173,6 +177,13 @@ impl Rotation {
     #[must_use]
     pub fn expiration(mut self, expiration: Expiration) -> Self {
         self.expiration = Some(expiration);
+        self
+    }
+
+    /// The replacement has only `permissions`, a non-empty subset of the old key's.
+    #[must_use]
+    pub fn permissions(mut self, permissions: impl IntoIterator<Item = Permission>) -> Self {
+        self.permissions = Some(permissions.into_iter().collect());
         self
     }
 }
@@ -534,8 +545,9 @@ impl<S: KeyStorage> KeyManager<S> {
         Ok(self.info(stored, &plan, self.now()))
     }
 
-    /// Replaces a key: a new key with the same name, permissions, environment and limit, and an
-    /// expiration counted from now (see [`Rotation`]); the old one keeps working for the
+    /// Replaces a key: a new key with the same name, permissions (or fewer: see
+    /// [`Rotation::permissions`]), environment and limit, and an expiration counted from
+    /// now (see [`Rotation`]); the old one keeps working for the
     /// rotation's grace (zero: it stops now; at most a year), then answers 401
     /// `expired_api_key`. Its expiration becomes the end of the grace, unless it expires
     /// sooner anyway.
@@ -605,9 +617,26 @@ impl<S: KeyStorage> KeyManager<S> {
                     old.expiration
                 }),
         };
+        let permissions = match rotation.permissions {
+            None => old.permissions,
+            Some(narrowed) => {
+                let beyond: Vec<&str> = narrowed
+                    .iter()
+                    .filter(|&p| !old.permissions.contains(p))
+                    .map(Permission::as_str)
+                    .collect();
+                if !beyond.is_empty() {
+                    errors.push(FieldError::new(
+                        "permissions",
+                        format!("not held by the old key: {}", beyond.join(", ")),
+                    ));
+                }
+                narrowed
+            }
+        };
         let spec = KeySpec {
             name: old.name,
-            permissions: old.permissions,
+            permissions,
             expiration,
             environment: old.environment,
             rate_limit: old.rate_limit,

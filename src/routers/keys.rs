@@ -171,7 +171,7 @@ async fn rotate<S: KeyStorage>(
     let key = key_id(path)?;
     let (manager, account) = keys.of(owner);
     let created = Fields::read(bytes)
-        .rotation()
+        .rotation(manager.profile.permissions())
         .key(&manager, async |rotation| {
             manager.prepare_rotation(&account, &key, rotation).await
         })

@@ -472,15 +472,20 @@ impl Fields {
     }
 
     fn permissions(&mut self, set: &'static PermissionSet) -> Permissions {
+        if matches!(self.object.get("permissions"), None | Some(Value::Null)) {
+            self.reject("permissions", "is required");
+        }
+        self.optional_permissions(set).unwrap_or_default()
+    }
+
+    /// The permissions, if the member is there and not null.
+    fn optional_permissions(&mut self, set: &'static PermissionSet) -> Option<Permissions> {
         let items = match self.object.remove("permissions") {
             Some(Value::Array(items)) => items,
-            None | Some(Value::Null) => {
-                self.reject("permissions", "is required");
-                return Permissions::default();
-            }
+            None | Some(Value::Null) => return None,
             Some(_) => {
                 self.reject("permissions", "must be an array of permissions");
-                return Permissions::default();
+                return Some(Permissions::default());
             }
         };
         let mut permissions = Permissions::default();
@@ -491,7 +496,7 @@ impl Fields {
                 None => self.reject("permissions", "each permission must be a string"),
             }
         }
-        permissions
+        Some(permissions)
     }
 
     /// A whole number, 0 or more, if the member is there.
@@ -572,12 +577,14 @@ impl Fields {
         self.finish(spec)
     }
 
-    /// How to rotate (`POST …/rotate`): a grace (default a day) and an expiration.
-    pub(crate) fn rotation(mut self) -> Parsed<Rotation> {
+    /// How to rotate (`POST …/rotate`): a grace (default a day), an expiration, and the
+    /// replacement's permissions.
+    pub(crate) fn rotation(mut self, set: &'static PermissionSet) -> Parsed<Rotation> {
         const DAY: u64 = 86_400;
         let grace = self.whole_number("grace_seconds").unwrap_or(DAY);
         let mut rotation = Rotation::grace(Duration::from_secs(grace));
         rotation.expiration = self.parsed::<Expiration>("expiration");
+        rotation.permissions = self.optional_permissions(set);
         self.finish(rotation)
     }
 }
