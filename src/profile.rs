@@ -39,6 +39,7 @@
 use std::{
     fmt,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use http::HeaderName;
@@ -69,6 +70,8 @@ struct Words {
     default_limit: RateLimit,
     plan_limits: Vec<(Plan, RateLimit)>,
     max_keys: Option<usize>,
+    unused_after: Duration,
+    rotate_after: Duration,
     /// The layers made from this profile (and the profiles built from it) that have
     /// counted usage: what [`Profile::flush_usage`] writes.
     layers: Arc<Mutex<Vec<Arc<dyn Unflushed>>>>,
@@ -99,6 +102,8 @@ impl Profile {
             default_limit: RateLimit::default(),
             plan_limits: Vec::new(),
             max_keys: Some(Self::DEFAULT_MAX_KEYS),
+            unused_after: Duration::from_secs(30 * 86_400),
+            rotate_after: Duration::from_secs(90 * 86_400),
             layers: Arc::default(),
         }))
     }
@@ -143,6 +148,19 @@ impl Profile {
     pub fn key_settings(self, place: &str) -> Self {
         let place: Arc<str> = place.into();
         self.change(|words| words.key_settings = Some(place))
+    }
+
+    /// How long a key may go without an admitted request before its hints say `unused`
+    /// (default 30 days).
+    #[must_use]
+    pub fn unused_after(self, after: Duration) -> Self {
+        self.change(|words| words.unused_after = after)
+    }
+
+    /// How old a key may get before its hints say `rotation_due` (default 90 days).
+    #[must_use]
+    pub fn rotate_after(self, after: Duration) -> Self {
+        self.change(|words| words.rotate_after = after)
     }
 
     /// The product's name, as the settings page's title says it ("API Keys · Weather").
@@ -300,6 +318,14 @@ impl Profile {
         self.0.key_settings.as_deref()
     }
 
+    pub(crate) fn unused_after_threshold(&self) -> Duration {
+        self.0.unused_after
+    }
+
+    pub(crate) fn rotate_after_threshold(&self) -> Duration {
+        self.0.rotate_after
+    }
+
     /// The product's name, if the profile says.
     #[cfg(feature = "settings")]
     pub(crate) fn product_name(&self) -> Option<&str> {
@@ -359,6 +385,8 @@ impl fmt::Debug for Profile {
             .field("default_limit", &words.default_limit)
             .field("plan_limits", &words.plan_limits)
             .field("max_keys", &words.max_keys)
+            .field("unused_after", &words.unused_after)
+            .field("rotate_after", &words.rotate_after)
             .field("responder", &words.responder.is_some())
             .finish_non_exhaustive()
     }

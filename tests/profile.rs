@@ -699,3 +699,105 @@ async fn a_dropped_layers_usage_is_written_when_the_next_layer_of_its_profile_st
         "the dropped layer's request, and not yet the live one's"
     );
 }
+
+#[tokio::test]
+async fn hints_tell_the_owner_what_to_do_by_the_thresholds_of_the_profile() {
+    use nouvel_auth::{clock::ManualClock, manage::HintCode, Expiration};
+    let day = std::time::Duration::from_secs(86_400);
+    let clock = ManualClock::new(common::T0);
+    let profile = profile()
+        .clock(clock.clone())
+        .unused_after(10 * day)
+        .rotate_after(20 * day);
+    let store = MemoryKeyStore::new();
+    let keys = profile.key_manager(store.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let used = keys
+        .create_key(
+            &account.id,
+            KeySpec::new("Used", [VIDEOS_READ]).expiration(Expiration::Days30),
+        )
+        .await
+        .unwrap();
+    keys.create_key(
+        &account.id,
+        KeySpec::new("Idle", [VIDEOS_READ]).expiration(Expiration::Never),
+    )
+    .await
+    .unwrap();
+    let hints = async |name: &str| {
+        let listed = keys.keys(&account.id).await.unwrap();
+        let key = listed.into_iter().find(|k| k.name == name).unwrap();
+        key.hints
+    };
+    let codes = async |name: &str| -> Vec<HintCode> {
+        hints(name).await.into_iter().map(|h| h.code).collect()
+    };
+    assert_eq!(codes("Used").await, []);
+    assert_eq!(codes("Idle").await, [HintCode::NeverExpires]);
+
+    // Day 5: one request with the first key, written by the profile's flush.
+    clock.advance(5 * day);
+    let routes = RouteTable::new()
+        .route(Method::GET, "/videos", VIDEOS_READ)
+        .unwrap();
+    let app = Router::new()
+        .route("/videos", get(|| async { "listed" }))
+        .layer(profile.layer(store.clone()).routes(routes));
+    let request = Request::get("/videos")
+        .header(
+            "authorization",
+            format!("Bearer {}", used.key.expose_secret()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
+    profile.flush_usage().await.unwrap();
+
+    // Day 11: the idle key is older than 10 days and was never used; the used one was used
+    // 6 days ago.
+    clock.advance(6 * day);
+    assert_eq!(codes("Used").await, []);
+    assert_eq!(
+        codes("Idle").await,
+        [HintCode::Unused, HintCode::NeverExpires]
+    );
+    assert_eq!(
+        hints("Idle").await[0].message,
+        "No request in the last 10 days: delete the key if nothing uses it."
+    );
+    // Day 21: both are older than 20 days; the used one idles for 16.
+    clock.advance(10 * day);
+    assert_eq!(
+        codes("Used").await,
+        [HintCode::Unused, HintCode::RotationDue]
+    );
+    assert_eq!(
+        hints("Used").await[1].message,
+        "Created more than 20 days ago: rotate it."
+    );
+    // Day 24: the 30-day key has 6 days left.
+    clock.advance(3 * day);
+    assert_eq!(
+        codes("Used").await,
+        [
+            HintCode::Unused,
+            HintCode::RotationDue,
+            HintCode::ExpiresSoon
+        ]
+    );
+    // A rotated key's hints are its replacement's to give.
+    let rotated = keys
+        .rotate_key(
+            &account.id,
+            &used.info.id,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.key(&account.id, &used.info.id).await.unwrap().hints,
+        []
+    );
+    assert_eq!(rotated.info.hints, []);
+}

@@ -11,7 +11,9 @@
 //!   or `sqlite://PATH`; without it the example's own SQLite file in the working
 //!   directory;
 //! * `REDIS_URL`: the limit counted in Redis, once for all instances;
-//! * `PREFIX_SHUTDOWN_SECONDS`: how long requests under way get at shutdown (default 10).
+//! * `PREFIX_SHUTDOWN_SECONDS`: how long requests under way get at shutdown (default 10);
+//! * `PREFIX_UNUSED_AFTER`, `PREFIX_ROTATE_AFTER`: the thresholds of the keys' `unused` and
+//!   `rotation_due` hints (seconds, or `30d`, `12h`, `90s`; default 30 and 90 days).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -108,9 +110,35 @@ impl Example {
         Ok(token)
     }
 
+    /// `PREFIX_NAME` as a duration: whole seconds, or a number of days, hours or seconds
+    /// (`30d`, `12h`, `90s`).
+    fn duration(&self, name: &str) -> Result<Option<Duration>, Error> {
+        let Some(text) = self.var(name) else {
+            return Ok(None);
+        };
+        let (number, unit) = match text.char_indices().last() {
+            Some((at, 'd')) => (&text[..at], 86_400),
+            Some((at, 'h')) => (&text[..at], 3_600),
+            Some((at, 's')) => (&text[..at], 1),
+            _ => (text.as_str(), 1),
+        };
+        let seconds = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .ok_or_else(|| {
+                format!(
+                    "{}_{name} must be whole seconds, or a number of days, hours or seconds \
+                     (30d, 12h, 90s)",
+                    self.env
+                )
+            })?;
+        Ok(Some(Duration::from_secs(seconds)))
+    }
+
     /// Runs the example with `api`, on the backends its environment names, logging as
     /// `RUST_LOG` says (default `info`).
-    pub(crate) async fn run(self, api: impl Api) -> Result<(), Error> {
+    pub(crate) async fn run(mut self, api: impl Api) -> Result<(), Error> {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -118,6 +146,12 @@ impl Example {
             )
             .init();
         let admin_token = self.admin_token()?;
+        if let Some(after) = self.duration("UNUSED_AFTER")? {
+            self.profile = self.profile.unused_after(after);
+        }
+        if let Some(after) = self.duration("ROTATE_AFTER")? {
+            self.profile = self.profile.rotate_after(after);
+        }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let limiter: AnyRateLimiter = match env("REDIS_URL") {
             Some(url) => RedisRateLimiter::connect(&url, &self.profile).await?.into(),

@@ -709,8 +709,7 @@ impl<S: KeyStorage> KeyManager<S> {
     /// A key of an account on `plan` as its owner sees it at `now`, with its effective
     /// limit.
     fn info(&self, key: StoredKey, plan: &Plan, now: OffsetDateTime) -> KeyInfo {
-        let limit = self.profile.limit_of(plan, key.rate_limit);
-        KeyInfo::new(key, limit, now)
+        KeyInfo::new(key, &self.profile, plan, now)
     }
 
     fn known_plan(&self, plan: &Plan) -> Result<Plan, FieldError> {

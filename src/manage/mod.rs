@@ -26,6 +26,7 @@
 //! ```
 
 mod audit;
+mod hints;
 pub(crate) mod manager;
 
 pub use audit::{
@@ -37,6 +38,7 @@ use time::OffsetDateTime;
 
 pub use crate::usage::{RejectionCounts, Usage};
 use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
+pub use hints::{Hint, HintCode};
 pub use manager::Rotation;
 
 /// An account: it owns keys and has a plan.
@@ -104,11 +106,15 @@ pub struct KeyInfo {
     pub rate_limit: RateLimit,
     /// Its requests, by outcome.
     pub usage: Usage,
+    /// What its owner should look at now (empty when nothing).
+    pub hints: Vec<Hint>,
 }
 
 impl KeyInfo {
-    /// The key as its owner sees it at `now`.
-    fn new(key: StoredKey, rate_limit: RateLimit, now: OffsetDateTime) -> Self {
+    /// The key as its owner sees it at `now`, with `profile`'s limits and hints.
+    fn new(key: StoredKey, profile: &crate::Profile, plan: &Plan, now: OffsetDateTime) -> Self {
+        let rate_limit = profile.limit_of(plan, key.rate_limit);
+        let hints = hints::of(&key, profile, now);
         let status = match key.expires_at {
             _ if key.disabled => KeyStatus::Disabled,
             Some(at) if at <= now => KeyStatus::Expired,
@@ -127,6 +133,7 @@ impl KeyInfo {
             replaced_by: key.replaced_by,
             rate_limit,
             usage: key.usage,
+            hints,
         }
     }
 }

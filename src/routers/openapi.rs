@@ -317,6 +317,7 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         "replaced_by": {"type": ["string", "null"], "description": "The replacement's id, once the key has been rotated; a rotated key cannot be rotated again."},
         "rate_limit": rate_limit,
         "usage": {"$ref": "#/components/schemas/Usage"},
+        "hints": {"type": "array", "items": {"$ref": "#/components/schemas/Hint"}, "description": "What the key's owner should look at now, computed when read."},
     });
     let key_required: Vec<&String> = key_properties
         .as_object()
@@ -368,6 +369,13 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
                         "properties": {"plan_required": count, "missing_permission": count, "route_not_allowed": count, "rate_limited": count},
                     },
                     "last_request_at": nullable_time,
+                },
+            },
+            "Hint": {
+                "type": "object", "additionalProperties": false, "required": ["code", "message"],
+                "properties": {
+                    "code": {"enum": ["unused", "rotation_due", "never_expires", "expires_soon"]},
+                    "message": {"type": "string"},
                 },
             },
             "Key": {"type": "object", "additionalProperties": false, "required": key_required, "properties": key_properties},

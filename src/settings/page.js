@@ -96,6 +96,13 @@
     return cell;
   }
 
+  // What the owner should look at, as the server says it (unused, rotation due, …).
+  function hintList(key) {
+    const list = element('ul', null, key.hints.map((hint) => element('li', hint.message, null, { 'data-hint': hint.code })), { class: 'hints' });
+    list.hidden = key.hints.length === 0;
+    return list;
+  }
+
   function cell(label, content) {
     const td = element('td', null, Array.isArray(content) ? content : [content]);
     td.dataset.label = label;
@@ -129,7 +136,7 @@
       cell('Created', when(key.created_at)),
       cell('Last used', key.last_used_at ? when(key.last_used_at) : element('span', 'Never used')),
       cell('Expires', expiryCell(key)),
-      cell('Status', statusCell(key)),
+      cell('Status', [...statusCell(key), hintList(key)]),
       cell('Actions', element('div', null, [rotate, toggle, remove], { class: 'actions' })),
     );
     return tr;

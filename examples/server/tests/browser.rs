@@ -549,7 +549,7 @@ async fn the_page_shows_keys_a_page_at_a_time_and_counts_names_as_the_server_doe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_offers_what_the_user_may_grant_and_signs_out_in_the_applications_clothes() {
-    let server = Server::start_example(WEATHER, &[]);
+    let server = Server::start_example(WEATHER, &[("WEATHER_ROTATE_AFTER", "1s")]);
     let driver = Driver::start();
     let browser = driver.browser().await;
     let page = Page {
@@ -577,6 +577,15 @@ async fn the_page_offers_what_the_user_may_grant_and_signs_out_in_the_applicatio
     );
     assert_eq!(page.console_problems().await, Vec::<String>::new());
     // The 401 of the sign-in page it lands on is the one entry the console gets after.
+    // The demo key is older than the profile's one second: its row says to rotate it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    browser.refresh().await.unwrap();
+    let hint = page.css("tbody tr [data-hint='rotation_due']").await;
+    assert_eq!(
+        hint.text().await.unwrap(),
+        "Created more than 1 second ago: rotate it."
+    );
+    assert_eq!(page.console_problems().await, Vec::<String>::new());
     page.click("nav.app .sign-out button").await;
     page.until(
         "the page asks to sign in",

@@ -12,41 +12,81 @@ use std::{
 
 use common::{binary, Server};
 
+/// What the server says on stderr when `env` makes it refuse to start; a panic if it
+/// starts. In a directory of its own, and stopped if it starts after all: a server that
+/// took the setting would otherwise run on.
+fn refused_at_start(env: &[(&str, &str)]) -> String {
+    let dir = common::WorkDir::new();
+    let mut child = Command::new(binary())
+        .current_dir(&dir.0)
+        .env("NOUVEL_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("{env:?} was accepted: the server started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{env:?} was accepted");
+    let mut said = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    said
+}
+
 #[test]
 fn a_short_or_spaced_admin_token_is_refused_at_start() {
     for token in ["short", "", "sixteen chars ok", "a-long-token-with\ta-tab"] {
-        // In a directory of its own, and stopped if it starts after all: a server that
-        // took the token would otherwise run on.
-        let dir = common::WorkDir::new();
-        let mut child = Command::new(binary())
-            .current_dir(&dir.0)
-            .env("NOUVEL_ADDR", "127.0.0.1:0")
-            .env("NOUVEL_ADMIN_TOKEN", token)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                panic!("{token:?} was accepted: the server started");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(!status.success(), "{token:?} was accepted");
-        let mut said = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut said)
-            .unwrap();
+        let said = refused_at_start(&[("NOUVEL_ADMIN_TOKEN", token)]);
         assert!(said.contains("at least 16 characters"), "{token:?}: {said}");
     }
+}
+
+#[test]
+fn the_hints_thresholds_come_from_the_environment() {
+    for value in ["soon", "-1", "12m", "1.5d"] {
+        let said = refused_at_start(&[("NOUVEL_ROTATE_AFTER", value)]);
+        assert!(
+            said.contains("NOUVEL_ROTATE_AFTER must be whole seconds"),
+            "{value:?}: {said}"
+        );
+    }
+    let server = Server::start(&[
+        ("NOUVEL_ROTATE_AFTER", "1s"),
+        ("NOUVEL_UNUSED_AFTER", "30d"),
+    ]);
+    let keys = format!("/accounts/{}/keys", server.demo_account());
+    let started = Instant::now();
+    let hints = loop {
+        let (status, listed) = server.admin("GET", &keys, "").unwrap();
+        assert_eq!(status, 200);
+        let hints = listed["keys"][0]["hints"].clone();
+        if hints.as_array().is_some_and(|h| !h.is_empty())
+            || started.elapsed() > Duration::from_secs(5)
+        {
+            break hints;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        hints,
+        serde_json::json!([{"code": "rotation_due", "message": "Created more than 1 second ago: rotate it."}])
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait(), Some(0));
 }
 
 #[test]

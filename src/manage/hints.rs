@@ -1,0 +1,105 @@
+//! Hints: what a key's owner should do about a key, read from what the store holds when
+//! the key is read, with the thresholds of the profile. The seed asks owners to delete
+//! unused keys, rotate every 90 days and watch expirations; the hints do the watching.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{middleware::EXPIRY_WARNING, Profile, StoredKey};
+
+/// One thing a key's owner should look at: a code to act on, and a sentence to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Hint {
+    /// What it is about.
+    pub code: HintCode,
+    /// A sentence for the owner, with the action it suggests.
+    pub message: String,
+}
+
+/// What a [`Hint`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HintCode {
+    /// No admitted request for the profile's `unused_after`, and the key is older than
+    /// that: delete it if nothing uses it.
+    Unused,
+    /// Older than the profile's `rotate_after`: rotate it.
+    RotationDue,
+    /// It never expires.
+    NeverExpires,
+    /// It expires within 7 days.
+    ExpiresSoon,
+}
+
+/// The hints for `key` at `now`, by `profile`'s thresholds; a key already replaced by a
+/// rotation has none (its replacement is the one to watch).
+pub(crate) fn of(key: &StoredKey, profile: &Profile, now: OffsetDateTime) -> Vec<Hint> {
+    let mut hints = Vec::new();
+    if key.replaced_by.is_some() {
+        return hints;
+    }
+    let age = now - key.created_at;
+    let unused_after = profile.unused_after_threshold();
+    let idle_since = key.last_used_at.unwrap_or(key.created_at);
+    if age > unused_after && now - idle_since > unused_after {
+        hints.push(Hint {
+            code: HintCode::Unused,
+            message: format!(
+                "No request in the last {}: delete the key if nothing uses it.",
+                spoken(unused_after)
+            ),
+        });
+    }
+    let rotate_after = profile.rotate_after_threshold();
+    if age > rotate_after {
+        hints.push(Hint {
+            code: HintCode::RotationDue,
+            message: format!("Created more than {} ago: rotate it.", spoken(rotate_after)),
+        });
+    }
+    match key.expires_at {
+        None => hints.push(Hint {
+            code: HintCode::NeverExpires,
+            message:
+                "It never expires: rotate it regularly, or replace it with a key that expires."
+                    .to_owned(),
+        }),
+        Some(at) if at > now && at - now <= EXPIRY_WARNING => hints.push(Hint {
+            code: HintCode::ExpiresSoon,
+            message: "It expires within 7 days: rotate it to keep access.".to_owned(),
+        }),
+        Some(_) => {}
+    }
+    hints
+}
+
+/// `duration` as a person says it: "30 days", "12 hours", "90 seconds".
+fn spoken(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (count, unit) = match seconds {
+        s if s % 86_400 == 0 && s > 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 && s > 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 && s > 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_spoken_in_their_largest_whole_unit() {
+        assert_eq!(spoken(Duration::from_secs(30 * 86_400)), "30 days");
+        assert_eq!(spoken(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(spoken(Duration::from_secs(12 * 3_600)), "12 hours");
+        assert_eq!(spoken(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(spoken(Duration::from_secs(120)), "2 minutes");
+    }
+}
