@@ -12,7 +12,11 @@
 //! | `nouvel_auth_redis_recoveries_total` | counter | | times Redis answered again after failing |
 //! | `nouvel_auth_usage_flushes_total` | counter | `result`: `ok`, `error` | batches of usage handed to the store |
 //!
-//! Without the feature these calls compile to nothing.
+//! Every series exists from the start of the part that reports it, at zero and described
+//! with its unit and help text (the layer's when a layer is made, the cache's when a
+//! `CachedKeyStore` is, Redis' when a `RedisRateLimiter` connects), so dashboards and
+//! alerts work before the first request. Without the feature these calls compile to
+//! nothing.
 
 /// Requests the layer decided, by `outcome`.
 pub const REQUESTS: &str = "nouvel_auth_requests_total";
@@ -56,10 +60,12 @@ pub(crate) fn increment(key: &metrics::Key) {
     metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
 }
 
-/// The key of [`REQUESTS`] for each `outcome` the layer gives (made at compile time).
+/// The outcomes of [`REQUESTS`] (`OUTCOMES`), and the key of each (made at compile time).
 #[cfg(feature = "metrics")]
 macro_rules! request_keys {
     ($($outcome:literal),+ $(,)?) => {
+        const OUTCOMES: &[&str] = &[$($outcome),+];
+
         fn request_key(outcome: &str) -> Option<&'static metrics::Key> {
             $(
                 if outcome == $outcome {
@@ -89,6 +95,84 @@ request_keys!(
     "rate_limited",
     "auth_unavailable",
 );
+
+/// Describes the counter `name` and makes each of its series exist at zero: one per value
+/// of `label`, or one without labels.
+#[cfg(feature = "metrics")]
+fn counter_at_zero(
+    name: &'static str,
+    help: &'static str,
+    label: Option<(&'static str, &[&'static str])>,
+) {
+    metrics::describe_counter!(name, metrics::Unit::Count, help);
+    match label {
+        None => metrics::counter!(name).increment(0),
+        Some((label, values)) => {
+            for &value in values {
+                metrics::counter!(name, label => value).increment(0);
+            }
+        }
+    }
+}
+
+/// The layer's series, at zero and described: requests by outcome, check time, flushes.
+pub(crate) fn layer_started() {
+    #[cfg(feature = "metrics")]
+    {
+        counter_at_zero(
+            REQUESTS,
+            "Requests the layer decided, by outcome: admitted, passed (no key needed), or the rejection's code.",
+            Some(("outcome", OUTCOMES)),
+        );
+        metrics::describe_histogram!(
+            CHECK_DURATION,
+            metrics::Unit::Seconds,
+            "The layer's own checks of a request, from its arrival to the inner service's call or the rejection."
+        );
+        let _ = metrics::histogram!(CHECK_DURATION);
+        counter_at_zero(
+            USAGE_FLUSHES,
+            "Batches of usage handed to the key store, by result.",
+            Some(("result", &["ok", "error"])),
+        );
+    }
+}
+
+/// A cached store's series, at zero and described.
+#[cfg(feature = "cache")]
+pub(crate) fn cache_started() {
+    #[cfg(feature = "metrics")]
+    {
+        counter_at_zero(
+            KEY_LOOKUPS,
+            "Lookups of a cached key store, by result: hit, miss, stale (served while the store fails) or error.",
+            Some(("result", &["hit", "miss", "stale", "error"])),
+        );
+        counter_at_zero(
+            MADE_UP_KEYS_REFUSED,
+            "Digests no live key has, answered without a lookup.",
+            None,
+        );
+    }
+}
+
+/// The Redis limiter's series, at zero and described.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_started() {
+    #[cfg(feature = "metrics")]
+    {
+        counter_at_zero(
+            REDIS_FALLBACKS,
+            "Requests the Redis limiter decided without Redis, while it failed.",
+            None,
+        );
+        counter_at_zero(
+            REDIS_RECOVERIES,
+            "Times Redis answered again after failing.",
+            None,
+        );
+    }
+}
 
 /// Times the layer's checks of one request. Without the feature the layer has no timer at
 /// all: not even a zero-sized one changes its code.
@@ -165,8 +249,17 @@ mod tests {
             let key = request_key(code).unwrap_or_else(|| panic!("no key for {code}"));
             assert_eq!(key.labels().next().unwrap().value(), code);
         }
-        for outcome in ["admitted", "passed"] {
+        for &outcome in super::OUTCOMES {
             assert!(request_key(outcome).is_some(), "{outcome}");
         }
+        let codes: Vec<&str> = rejections.iter().map(Rejection::code).collect();
+        for code in &codes {
+            assert!(super::OUTCOMES.contains(code), "{code} is not made at zero");
+        }
+        assert_eq!(
+            super::OUTCOMES.len(),
+            codes.len() + 2,
+            "admitted, passed, the codes"
+        );
     }
 }

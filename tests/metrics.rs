@@ -106,3 +106,62 @@ async fn requests_lookups_and_flushes_are_counted_with_bounded_labels() {
         );
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_series_exists_at_zero_and_described_from_the_start_of_its_part() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    // Made, never asked anything.
+    let _layer = nouvel_auth::NouvelAuthLayer::new(CachedKeyStore::new(MemoryKeyStore::new()));
+    let snapshot = snapshotter.snapshot().into_vec();
+    let series: HashMap<String, (Option<metrics::Unit>, Option<String>)> = snapshot
+        .iter()
+        .map(|(key, unit, help, _)| {
+            let key = key.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            (
+                format!("{}{{{}}}", key.name(), labels.join(",")),
+                (*unit, help.as_ref().map(ToString::to_string)),
+            )
+        })
+        .collect();
+    let counts = read(&snapshotter);
+    for outcome in [
+        "admitted",
+        "passed",
+        "missing_api_key",
+        "invalid_api_key",
+        "plan_required",
+        "missing_permission",
+        "rate_limited",
+        "auth_unavailable",
+    ] {
+        let name = format!("{}{{outcome={outcome}}}", names::REQUESTS);
+        assert_eq!(counts.get(&name), Some(&0), "{name}");
+    }
+    for result in ["hit", "miss", "stale", "error"] {
+        let name = format!("{}{{result={result}}}", names::KEY_LOOKUPS);
+        assert_eq!(counts.get(&name), Some(&0), "{name}");
+    }
+    for result in ["ok", "error"] {
+        let name = format!("{}{{result={result}}}", names::USAGE_FLUSHES);
+        assert_eq!(counts.get(&name), Some(&0), "{name}");
+    }
+    assert_eq!(
+        counts.get(&format!("{}{{}}", names::MADE_UP_KEYS_REFUSED)),
+        Some(&0)
+    );
+    let (unit, help) = &series[&format!("{}{{outcome=admitted}}", names::REQUESTS)];
+    assert_eq!(*unit, Some(metrics::Unit::Count));
+    assert!(help
+        .as_deref()
+        .is_some_and(|h| h.starts_with("Requests the layer decided")));
+    let (unit, help) = &series[&format!("{}{{}}", names::CHECK_DURATION)];
+    assert_eq!(*unit, Some(metrics::Unit::Seconds));
+    assert!(help.is_some());
+}

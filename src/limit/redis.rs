@@ -149,6 +149,7 @@ impl RedisRateLimiter {
         let connection = ConnectionManager::new(client)
             .await
             .map_err(BackendError::failed)?;
+        crate::metrics::redis_started();
         Ok(Self {
             connection,
             script: Script::new(SLIDING_LOG),

@@ -51,6 +51,7 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
 
     /// [`Profile::layer`].
     pub(crate) fn with_profile(store: K, profile: Profile) -> Self {
+        crate::metrics::layer_started();
         Self {
             checks: Arc::new(Checks {
                 store: Arc::new(store),

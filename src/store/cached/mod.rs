@@ -162,6 +162,7 @@ impl<K: KeyStore> CachedKeyStore<K> {
 
     /// A cache of at most `capacity` entries.
     pub fn with_capacity(inner: K, capacity: usize) -> Self {
+        crate::metrics::cache_started();
         Self {
             inner: Arc::new(inner),
             cache: Arc::new(Cache::new(capacity)),
