@@ -19,8 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    manage::Rotation,
-    manage::{manager::KeyDraft, FieldError},
+    manage::{manager::KeyDraft, FieldError, Rotation},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
     Environment, Expiration, KeySpec, ManageError, Permission, PermissionSet, Permissions, Plan,
