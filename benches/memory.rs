@@ -13,7 +13,10 @@ use std::{alloc::System, convert::Infallible};
 use axum::body::Body;
 use http::{Request, Response};
 use nouvel_auth::{
-    key::ApiKey, store::CachedKeyStore, KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
+    key::ApiKey,
+    limit::{AnyRateLimiter, MemoryRateLimiter, RateLimiter},
+    store::CachedKeyStore,
+    KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
@@ -29,6 +32,37 @@ fn live() -> isize {
     stats.bytes_allocated as isize - stats.bytes_deallocated as isize
 }
 
+/// What the layer with `limiter` keeps per active key at N = 60, over `keys` keys.
+async fn per_active_key<L: RateLimiter>(limiter: L, keys: usize) -> f64 {
+    let store = MemoryKeyStore::new();
+    let manager = nouvel_auth::Profile::nouvel()
+        .max_keys_per_account(None)
+        .key_manager(store.clone());
+    let account = manager
+        .create_account("Bench", nouvel::SCALE)
+        .await
+        .unwrap();
+    let mut bearers = Vec::new();
+    for i in 0..keys {
+        let spec = KeySpec::new(format!("key {i}"), [nouvel::GENERATE]);
+        let key = manager.create_key(&account.id, spec).await.unwrap().key;
+        bearers.push(format!("Bearer {}", key.expose_secret()));
+    }
+    let service = NouvelAuthLayer::new(store)
+        .limiter(limiter)
+        .layer(service_fn(|_r: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }));
+    send(&service, &bearers[0]).await;
+    let before = live();
+    for bearer in &bearers[1..] {
+        for _ in 0..60 {
+            send(&service, bearer).await;
+        }
+    }
+    (live() - before) as f64 / (keys - 1) as f64
+}
+
 fn main() {
     // cargo bench passes `--bench`; anything else (as in `cargo test --benches`) just checks.
     let keys: usize = if std::env::args().any(|a| a == "--bench") {
@@ -42,30 +76,15 @@ fn main() {
         .build()
         .unwrap();
     // Bytes per active key at N = 60: what the layer keeps for a key whose window is full
-    // (its slot: the window's ring, the pending usage, the map entry), keys made first.
-    rt.block_on(async {
-        let store = MemoryKeyStore::new();
-        let manager = nouvel_auth::Profile::nouvel().max_keys_per_account(None).key_manager(store.clone());
-        let account = manager.create_account("Bench", nouvel::SCALE).await.unwrap();
-        let mut bearers = Vec::new();
-        for i in 0..keys {
-            let spec = KeySpec::new(format!("key {i}"), [nouvel::GENERATE]);
-            let key = manager.create_key(&account.id, spec).await.unwrap().key;
-            bearers.push(format!("Bearer {}", key.expose_secret()));
-        }
-        let service = NouvelAuthLayer::new(store).layer(service_fn(|_r: Request<Body>| async {
-            Ok::<_, Infallible>(Response::new(Body::empty()))
-        }));
-        send(&service, &bearers[0]).await;
-        let before = live();
-        for bearer in &bearers[1..] {
-            for _ in 0..60 {
-                send(&service, bearer).await;
-            }
-        }
-        let per_key = (live() - before) as f64 / (keys - 1) as f64;
-        println!("layer: {per_key:.0} bytes per active key at N = 60 ({keys} keys; the records themselves are the store's, not counted)");
-    });
+    // (its slot: the window's ring, the pending usage, the map entry), keys made first; with
+    // the memory limiter, and with it chosen at run time (as the examples choose theirs).
+    let per_key = rt.block_on(per_active_key(MemoryRateLimiter::new(), keys));
+    println!("layer: {per_key:.0} bytes per active key at N = 60 ({keys} keys; the records themselves are the store's, not counted)");
+    let chosen = AnyRateLimiter::from(MemoryRateLimiter::new());
+    let per_key = rt.block_on(per_active_key(chosen, keys));
+    println!(
+        "layer with limit::AnyRateLimiter (memory): {per_key:.0} bytes per active key at N = 60"
+    );
 
     // A million requests with random, well-formed but unknown keys through the layer.
     let requests = if keys == 10_000 { 1_000_000 } else { 1_000 };
