@@ -22,7 +22,7 @@ use nouvel_auth::{
     key::AccountId,
     key::KeyDigest,
     key::KeyId,
-    manage::{Account, AuditEntry},
+    manage::{Account, AuditEntry, Granularity, UsageBucket},
     store::UsageReport,
     BackendError, KeyManager, KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan,
     StoredKey,
@@ -37,6 +37,8 @@ struct Tables {
     accounts: Vec<Account>,
     keys: Vec<(StoredKey, bool)>,
     audit: Vec<AuditEntry>,
+    /// Usage by hour and by day: `(key, granularity, bucket)`.
+    usage: Vec<(KeyId, Granularity, UsageBucket)>,
 }
 
 /// Clones share the tables.
@@ -91,9 +93,24 @@ impl KeyStore for TableStore {
         // One batch per flush interval: one `UPDATE … FROM (VALUES …)` in a real store.
         let mut tables = self.tables()?;
         for report in reports {
-            if let Some((key, _)) = tables.keys.iter_mut().find(|(k, _)| k.id == report.key_id) {
-                key.usage.merge(&report.usage);
-                key.last_used_at = key.last_used_at.max(report.last_used_at);
+            let Some((key, _)) = tables.keys.iter_mut().find(|(k, _)| k.id == report.key_id) else {
+                continue;
+            };
+            key.usage.merge(&report.usage);
+            key.last_used_at = key.last_used_at.max(report.last_used_at);
+            // An `INSERT … ON CONFLICT DO UPDATE` per bucket in a real store.
+            let hours = report.hours.iter().map(|h| (Granularity::Hour, *h));
+            let days = report.days().into_iter().map(|d| (Granularity::Day, d));
+            for (granularity, bucket) in hours.chain(days) {
+                let row = tables.usage.iter_mut().find(|(k, g, b)| {
+                    *k == report.key_id && *g == granularity && b.start == bucket.start
+                });
+                match row {
+                    Some((_, _, kept)) => kept.add(&bucket),
+                    None => tables
+                        .usage
+                        .push((report.key_id.clone(), granularity, bucket)),
+                }
             }
         }
         Ok(())
@@ -251,6 +268,24 @@ impl KeyStorage for TableStore {
         let kept = tables.audit.len();
         tables.audit.retain(|e| e.at >= before);
         Ok((kept - tables.audit.len()) as u64)
+    }
+
+    async fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, BackendError> {
+        let mut buckets: Vec<UsageBucket> = self
+            .tables()?
+            .usage
+            .iter()
+            .filter(|(k, g, b)| k == key && *g == granularity && (from..to).contains(&b.start))
+            .map(|(_, _, b)| *b)
+            .collect();
+        buckets.sort_by_key(|b| b.start);
+        Ok(buckets)
     }
 }
 

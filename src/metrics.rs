@@ -252,7 +252,8 @@ mod tests {
         for &outcome in super::OUTCOMES {
             assert!(request_key(outcome).is_some(), "{outcome}");
         }
-        let codes: Vec<&str> = rejections.iter().map(Rejection::code).collect();
+        let codes: std::collections::BTreeSet<&str> =
+            rejections.iter().map(Rejection::code).collect();
         for code in &codes {
             assert!(super::OUTCOMES.contains(code), "{code} is not made at zero");
         }

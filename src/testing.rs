@@ -48,6 +48,7 @@ use time::{macros::datetime, OffsetDateTime};
 use crate::{
     clock::ManualClock,
     manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
+    usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
     KeyStorage, ManageError, Plan, Profile, RateLimit, Usage, UsageReport,
 };
@@ -201,6 +202,10 @@ pub async fn recovers_from_failed_commits<S: KeyStorage>(
             ..Usage::default()
         },
         last_used_at: None,
+        hours: vec![UsageBucket {
+            admitted: 3,
+            ..UsageBucket::new(T0)
+        }],
     };
     ok(
         "record usage after a failed commit",
@@ -766,17 +771,24 @@ impl<S: KeyStorage> Kit<S> {
             .key(&account, KeySpec::new("Used", [nouvel::GENERATE]))
             .await;
         let at = |seconds| T0 + Duration::from_secs(seconds);
+        let rejected = |rate_limited| crate::usage::RejectionCounts {
+            rate_limited,
+            ..Default::default()
+        };
+        // T0 is on the hour: each batch's requests in its last request's hour.
         let batch = |admitted, rate_limited, last_used: Option<u64>, last_request| UsageReport {
             key_id: key.info.id.clone(),
             usage: Usage {
                 admitted,
-                rejected: crate::usage::RejectionCounts {
-                    rate_limited,
-                    ..Default::default()
-                },
+                rejected: rejected(rate_limited),
                 last_request_at: Some(at(last_request)),
             },
             last_used_at: last_used.map(at),
+            hours: vec![UsageBucket {
+                admitted,
+                rejected: rejected(rate_limited),
+                ..UsageBucket::new(Granularity::Hour.start_of(at(last_request)))
+            }],
         };
         let unknown = UsageReport {
             key_id: "key_never_made".into(),
@@ -801,6 +813,69 @@ impl<S: KeyStorage> Kit<S> {
                 && info.usage.last_request_at == Some(at(40))
                 && info.last_used_at == Some(at(20)),
             &info,
+        );
+        // A batch across the turn of the hour: a bucket of each hour, one of the day.
+        let mut turn = batch(3, 0, Some(3_601), 3_601);
+        turn.hours = vec![
+            UsageBucket {
+                admitted: 1,
+                ..UsageBucket::new(T0)
+            },
+            UsageBucket {
+                admitted: 2,
+                ..UsageBucket::new(at(3_600))
+            },
+        ];
+        ok("record usage", storage.record_usage(&[turn]).await);
+        let counts = |buckets: &[UsageBucket]| -> Vec<(OffsetDateTime, u64, u64)> {
+            buckets
+                .iter()
+                .map(|b| (b.start, b.admitted, b.rejected.rate_limited))
+                .collect()
+        };
+        let id = &key.info.id;
+        let day = Granularity::Day.start_of(T0);
+        let hours = ok(
+            "read hourly usage",
+            storage.usage(id, Granularity::Hour, day, at(86_400)).await,
+        );
+        check(
+            "hourly buckets add up the batches of each hour, oldest first",
+            counts(&hours) == [(T0, 6, 1), (at(3_600), 2, 0)],
+            counts(&hours),
+        );
+        let days = ok(
+            "read daily usage",
+            storage
+                .usage(id, Granularity::Day, day, day + Duration::from_secs(86_400))
+                .await,
+        );
+        check(
+            "a daily bucket adds up its hours",
+            counts(&days) == [(day, 8, 1)],
+            counts(&days),
+        );
+        let later = ok(
+            "read hourly usage",
+            storage
+                .usage(id, Granularity::Hour, at(3_600), at(7_200))
+                .await,
+        );
+        check(
+            "a range holds the buckets that start in it, its end left out",
+            counts(&later) == [(at(3_600), 2, 0)],
+            counts(&later),
+        );
+        let none = ok(
+            "read hourly usage",
+            storage
+                .usage(&"key_never_made".into(), Granularity::Hour, day, at(86_400))
+                .await,
+        );
+        check(
+            "a key the store does not hold gets no buckets",
+            none.is_empty(),
+            counts(&none),
         );
     }
 

@@ -36,7 +36,7 @@ pub use audit::{
 use serde::Serialize;
 use time::OffsetDateTime;
 
-pub use crate::usage::{RejectionCounts, Usage};
+pub use crate::usage::{Granularity, RejectionCounts, Usage, UsageBucket};
 use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
 pub use hints::{Hint, HintCode};
 pub use manager::Rotation;

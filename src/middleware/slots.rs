@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use crate::{
     metrics::count,
     quiet::{warn_quietly, Quiet},
-    usage::{Outcome, RejectionCounts},
+    usage::{Outcome, RejectionCounts, UsageBucket},
     BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Profile, RateLimiter, Usage,
     UsageReport,
 };
@@ -42,6 +42,9 @@ pub(crate) struct Slots<L: RateLimiter> {
     last_sweep: AtomicI64,
     flusher: Once,
     interval: Duration,
+    /// Reports a flush failed to write, for the next flush: by then the hours they count
+    /// may be past, so they do not go back into the slots' cells.
+    retry: std::sync::Mutex<Vec<UsageReport>>,
 }
 
 /// One key's window and pending usage; a replacement's window is the first key's of its
@@ -82,6 +85,7 @@ impl<L: RateLimiter> Slots<L> {
             last_sweep: AtomicI64::new(i64::MIN),
             flusher: Once::new(),
             interval,
+            retry: std::sync::Mutex::default(),
         }
     }
 
@@ -137,11 +141,17 @@ impl<L: RateLimiter> Slots<L> {
 
     /// Hands the pending usage to `store`; on failure keeps it for the next flush.
     pub(crate) async fn flush<K: KeyStore>(&self, store: &K) -> Result<(), BackendError> {
-        let reports: Vec<UsageReport> = self
-            .map
-            .iter()
-            .filter_map(|entry| entry.value().usage.take(entry.key()))
-            .collect();
+        // One report per key: the failed ones first, this interval's merged into them.
+        let mut reports = std::mem::take(&mut *crate::lock(&self.retry));
+        for entry in &self.map {
+            let Some(fresh) = entry.value().usage.take(entry.key()) else {
+                continue;
+            };
+            match reports.iter_mut().find(|r| r.key_id == fresh.key_id) {
+                Some(report) => report.merge(&fresh),
+                None => reports.push(fresh),
+            }
+        }
         if reports.is_empty() {
             return Ok(());
         }
@@ -150,9 +160,13 @@ impl<L: RateLimiter> Slots<L> {
             count!(USAGE_FLUSHES, "result" => "error");
             static FLUSH: Quiet = Quiet::new();
             warn_quietly!(FLUSH, %error, "nouvel-auth could not flush key usage; will retry");
-            for report in &reports {
-                let key = &report.key_id;
-                self.by_id(key, key).usage.restore(report);
+            let mut retry = crate::lock(&self.retry);
+            // A flush that ran meanwhile may have failed too: keep one report per key.
+            for report in reports {
+                match retry.iter_mut().find(|r| r.key_id == report.key_id) {
+                    Some(kept) => kept.merge(&report),
+                    None => retry.push(report),
+                }
             }
         } else {
             count!(USAGE_FLUSHES, "result" => "ok");
@@ -239,14 +253,23 @@ async fn flush_periodically<L: RateLimiter, K: KeyStore>(
 /// Usage since the last flush, as counters a request adds to without a lock.
 #[derive(Default)]
 struct PendingUsage {
-    admitted: AtomicU64,
-    plan_required: AtomicU64,
-    missing_permission: AtomicU64,
-    route_not_allowed: AtomicU64,
-    rate_limited: AtomicU64,
-    /// Unix microseconds, `NONE` for none.
+    /// The counts by hour: an hour's cell is the one of its parity, so a batch that spans
+    /// the turn of an hour keeps both hours apart. A cell takes a new hour when a request
+    /// of that hour comes; its counts are flushed every few seconds, so it holds an older
+    /// hour's only when nothing was flushed for an hour (a failed flush hands its counts
+    /// to the layer's retry list, not back to the cell).
+    hours: [HourCell; 2],
     last_used: AtomicI64Time,
     last_request: AtomicI64Time,
+}
+
+/// One hour's counts, by outcome.
+#[derive(Default)]
+struct HourCell {
+    /// Unix hours (seconds / 3600).
+    hour: AtomicI64,
+    /// Admitted, then the four rejections, in the order of [`Outcome`].
+    counts: [AtomicU64; 5],
 }
 
 /// A time kept as unix microseconds in an atomic; `i64::MIN` for none.
@@ -282,18 +305,20 @@ fn micros(at: OffsetDateTime) -> i64 {
 }
 
 impl PendingUsage {
-    fn counter(&self, outcome: Outcome) -> &AtomicU64 {
-        match outcome {
-            Outcome::Admitted => &self.admitted,
-            Outcome::PlanRequired => &self.plan_required,
-            Outcome::MissingPermission => &self.missing_permission,
-            Outcome::RouteNotAllowed => &self.route_not_allowed,
-            Outcome::RateLimited => &self.rate_limited,
-        }
-    }
-
     fn count(&self, outcome: Outcome, at: OffsetDateTime) {
-        self.counter(outcome).fetch_add(1, Ordering::Relaxed);
+        let hour = at.unix_timestamp().div_euclid(3_600);
+        let cell = &self.hours[usize::from(hour.rem_euclid(2) == 1)];
+        if cell.hour.load(Ordering::Relaxed) != hour {
+            cell.hour.store(hour, Ordering::Relaxed);
+        }
+        let index = match outcome {
+            Outcome::Admitted => 0,
+            Outcome::PlanRequired => 1,
+            Outcome::MissingPermission => 2,
+            Outcome::RouteNotAllowed => 3,
+            Outcome::RateLimited => 4,
+        };
+        cell.counts[index].fetch_add(1, Ordering::Relaxed);
         self.last_request.at_least(Some(at));
         if outcome == Outcome::Admitted {
             self.last_used.at_least(Some(at));
@@ -309,34 +334,47 @@ impl PendingUsage {
     fn take(&self, key: &KeyId) -> Option<UsageReport> {
         let last_request_at = self.last_request.take()?;
         let last_used_at = self.last_used.take();
-        let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
+        let mut hours: Vec<UsageBucket> = self
+            .hours
+            .iter()
+            .filter_map(|cell| {
+                let start = OffsetDateTime::from_unix_timestamp(
+                    cell.hour.load(Ordering::Relaxed).saturating_mul(3_600),
+                )
+                .ok()?;
+                let [admitted, plan_required, missing_permission, route_not_allowed, rate_limited] =
+                    cell.counts.each_ref().map(|n| n.swap(0, Ordering::Relaxed));
+                let bucket = UsageBucket {
+                    start,
+                    admitted,
+                    rejected: RejectionCounts {
+                        plan_required,
+                        missing_permission,
+                        route_not_allowed,
+                        rate_limited,
+                    },
+                };
+                (!bucket.is_empty()).then_some(bucket)
+            })
+            .collect();
+        hours.sort_by_key(|bucket| bucket.start);
+        let mut usage = Usage {
+            last_request_at: Some(last_request_at),
+            ..Usage::default()
+        };
+        for hour in &hours {
+            usage.merge(&Usage {
+                admitted: hour.admitted,
+                rejected: hour.rejected,
+                last_request_at: None,
+            });
+        }
         Some(UsageReport {
             key_id: key.clone(),
-            usage: Usage {
-                admitted: take(&self.admitted),
-                rejected: RejectionCounts {
-                    plan_required: take(&self.plan_required),
-                    missing_permission: take(&self.missing_permission),
-                    route_not_allowed: take(&self.route_not_allowed),
-                    rate_limited: take(&self.rate_limited),
-                },
-                last_request_at: Some(last_request_at),
-            },
+            usage,
             last_used_at,
+            hours,
         })
-    }
-
-    /// Puts a report that could not be flushed back.
-    fn restore(&self, report: &UsageReport) {
-        let add = |counter: &AtomicU64, n| counter.fetch_add(n, Ordering::Relaxed);
-        let usage = &report.usage;
-        add(&self.admitted, usage.admitted);
-        add(&self.plan_required, usage.rejected.plan_required);
-        add(&self.missing_permission, usage.rejected.missing_permission);
-        add(&self.route_not_allowed, usage.rejected.route_not_allowed);
-        add(&self.rate_limited, usage.rejected.rate_limited);
-        self.last_used.at_least(report.last_used_at);
-        self.last_request.at_least(usage.last_request_at);
     }
 }
 
@@ -424,22 +462,33 @@ mod tests {
     }
 
     #[test]
-    fn pending_usage_is_taken_once_and_restored_whole() {
+    fn pending_usage_is_taken_once_by_hour() {
         let usage = PendingUsage::default();
         let key = KeyId::from("k");
         assert!(usage.take(&key).is_none());
+        // T0 is on the hour: one request in the hour before, two in T0's.
+        usage.count(Outcome::Admitted, T0 - Duration::from_secs(1));
         usage.count(Outcome::Admitted, T0);
         usage.count(Outcome::RateLimited, T0 + Duration::from_secs(2));
         let report = usage.take(&key).unwrap();
-        assert_eq!(report.usage.admitted, 1);
+        assert_eq!(report.usage.admitted, 2);
         assert_eq!(report.usage.rejected.rate_limited, 1);
         assert_eq!(report.last_used_at, Some(T0));
         assert_eq!(
             report.usage.last_request_at,
             Some(T0 + Duration::from_secs(2))
         );
+        let hours: Vec<_> = report
+            .hours
+            .iter()
+            .map(|h| (h.start, h.admitted, h.rejected.rate_limited))
+            .collect();
+        assert_eq!(hours, [(T0 - Duration::from_secs(3_600), 1, 0), (T0, 1, 1)]);
         assert!(usage.take(&key).is_none());
-        usage.restore(&report);
-        assert_eq!(usage.take(&key), Some(report));
+        // The next hour takes the cell of the hour before T0's, now flushed.
+        usage.count(Outcome::Admitted, T0 + Duration::from_secs(3_600));
+        let report = usage.take(&key).unwrap();
+        assert_eq!(report.hours.len(), 1);
+        assert_eq!(report.hours[0].start, T0 + Duration::from_secs(3_600));
     }
 }

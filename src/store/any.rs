@@ -9,8 +9,9 @@ use super::PostgresKeyStore;
 #[cfg(feature = "sqlite")]
 use super::SqliteKeyStore;
 use crate::{
-    manage::AuditEntry, Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyRecord,
-    KeyStorage, KeyStore, MemoryKeyStore, Plan, StoredKey, UsageReport,
+    manage::{AuditEntry, Granularity, UsageBucket},
+    Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyRecord, KeyStorage, KeyStore,
+    MemoryKeyStore, Plan, StoredKey, UsageReport,
 };
 
 /// One of the built-in stores, chosen at run time (from a `DATABASE_URL`, say), behind one
@@ -224,5 +225,15 @@ impl KeyStorage for AnyKeyStore {
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
         each!(self, |store| store.prune_audit(before).await)
+    }
+
+    async fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, BackendError> {
+        each!(self, |store| store.usage(key, granularity, from, to).await)
     }
 }

@@ -1,10 +1,12 @@
-use std::{fmt, sync::Arc, task::Poll};
+use std::{collections::BTreeMap, fmt, sync::Arc, task::Poll};
 
 use time::OffsetDateTime;
 
 use crate::{
-    manage::AuditEntry, Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest,
-    KeyHasher, KeyId, Plan, UsageReport,
+    manage::AuditEntry,
+    usage::{Granularity, UsageBucket},
+    Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId, Plan,
+    UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -44,6 +46,8 @@ struct Inner {
     records: ConcurrentMap<KeyDigest, Arc<KeyRecord>>,
     /// What management reads and writes: the live keys as stored.
     keys: ConcurrentMap<KeyId, StoredKey>,
+    /// The usage buckets, by key, granularity and start.
+    usage: std::sync::Mutex<BTreeMap<(KeyId, Granularity, OffsetDateTime), UsageBucket>>,
     /// The audit log, oldest first. Held while a change is made, so that whoever reads the
     /// log sees a change and its entry together.
     audit: std::sync::Mutex<Vec<AuditEntry>>,
@@ -71,6 +75,7 @@ impl MemoryKeyStore {
                 accounts: ConcurrentMap::default(),
                 records: ConcurrentMap::default(),
                 keys: ConcurrentMap::default(),
+                usage: std::sync::Mutex::default(),
                 audit: std::sync::Mutex::default(),
             }),
         }
@@ -129,11 +134,20 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
+        let mut buckets = crate::lock(&self.inner.usage);
         for report in reports {
             // A key deleted since has nobody left to show its usage to.
             if let Some(mut key) = self.inner.keys.get_mut(&report.key_id) {
                 key.usage.merge(&report.usage);
                 key.last_used_at = key.last_used_at.max(report.last_used_at);
+                let hours = report.hours.iter().map(|h| (Granularity::Hour, *h));
+                let days = report.days().into_iter().map(|d| (Granularity::Day, d));
+                for (granularity, bucket) in hours.chain(days) {
+                    buckets
+                        .entry((report.key_id.clone(), granularity, bucket.start))
+                        .or_insert_with(|| UsageBucket::new(bucket.start))
+                        .add(&bucket);
+                }
             }
         }
         Ok(())
@@ -316,6 +330,23 @@ impl KeyStorage for MemoryKeyStore {
         let kept = log.len();
         log.retain(|entry| entry.at >= before);
         Ok(u64::try_from(kept - log.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, BackendError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let range = (key.clone(), granularity, from)..(key.clone(), granularity, to);
+        Ok(crate::lock(&self.inner.usage)
+            .range(range)
+            .map(|(_, bucket)| *bucket)
+            .collect())
     }
 }
 

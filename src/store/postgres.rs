@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::rows::{self, KEY_COLUMNS};
 use super::Invalidation;
 use crate::{
-    manage::AuditEntry,
+    manage::{AuditEntry, Granularity, UsageBucket},
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
@@ -216,6 +216,7 @@ impl KeyStore for PostgresKeyStore {
                 .map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX))
                 .collect()
         };
+        let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(
             "UPDATE api_keys k SET
                 admitted = k.admitted + u.admitted,
@@ -249,10 +250,56 @@ impl KeyStore for PostgresKeyStore {
                 .map(|r| r.usage.last_request_at)
                 .collect::<Vec<_>>(),
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map(drop)
-        .map_err(db)
+        .map_err(db)?;
+        // Every bucket of the batch in one statement; the layer sends one report per key,
+        // so no (key, granularity, start) comes twice. Only a key the table holds gets
+        // buckets, as only it gets totals.
+        let buckets = rows::buckets(reports);
+        let count = |f: fn(&UsageBucket) -> u64| -> Vec<i64> {
+            buckets
+                .iter()
+                .map(|(_, _, b)| i64::try_from(f(b)).unwrap_or(i64::MAX))
+                .collect()
+        };
+        sqlx::query(
+            "INSERT INTO usage_buckets AS b (key_id, granularity, start, admitted,
+                plan_required, missing_permission, route_not_allowed, rate_limited)
+             SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::int8[],
+                                    $5::int8[], $6::int8[], $7::int8[], $8::int8[])
+                  AS u(key_id, granularity, start, admitted, plan_required,
+                       missing_permission, route_not_allowed, rate_limited)
+             JOIN api_keys k ON k.id = u.key_id
+             ON CONFLICT (key_id, granularity, start) DO UPDATE SET
+                admitted = b.admitted + EXCLUDED.admitted,
+                plan_required = b.plan_required + EXCLUDED.plan_required,
+                missing_permission = b.missing_permission + EXCLUDED.missing_permission,
+                route_not_allowed = b.route_not_allowed + EXCLUDED.route_not_allowed,
+                rate_limited = b.rate_limited + EXCLUDED.rate_limited",
+        )
+        .bind(
+            buckets
+                .iter()
+                .map(|(key, _, _)| key.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            buckets
+                .iter()
+                .map(|(_, granularity, _)| granularity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(buckets.iter().map(|(_, _, b)| b.start).collect::<Vec<_>>())
+        .bind(count(|b| b.admitted))
+        .bind(count(|b| b.rejected.plan_required))
+        .bind(count(|b| b.rejected.missing_permission))
+        .bind(count(|b| b.rejected.route_not_allowed))
+        .bind(count(|b| b.rejected.rate_limited))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
@@ -530,6 +577,34 @@ impl KeyStorage for PostgresKeyStore {
             .execute(&self.pool)
             .await
             .map(|done| done.rows_affected())
+            .map_err(db)
+    }
+
+    async fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, BackendError> {
+        if !storable(key.as_str()) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM usage_buckets
+             WHERE key_id = $1 AND granularity = $2 AND start >= $3 AND start < $4
+             ORDER BY start",
+        )
+        .bind(key.as_str())
+        .bind(granularity.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(rows::usage_bucket)
+            .collect::<Result<_, _>>()
             .map_err(db)
     }
 }

@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 use crate::{
     manage::{Actor, AuditEntry},
     quiet::{warn_quietly, Quiet},
-    usage::RejectionCounts,
+    usage::{Granularity, RejectionCounts, UsageBucket},
     Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, PermissionSet,
-    Permissions, Plan, RateLimit, StoredKey, Usage,
+    Permissions, Plan, RateLimit, StoredKey, Usage, UsageReport,
 };
 
 /// The columns of a [`StoredKey`], for `SELECT`s that decode one with [`stored_key`].
@@ -105,6 +105,36 @@ pub(super) fn micros(at: OffsetDateTime) -> i64 {
 
 fn decode<E: std::error::Error + Send + Sync + 'static>(error: E) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(error))
+}
+
+/// A row of `usage_buckets`.
+pub(super) fn usage_bucket(row: &impl Columns) -> Result<UsageBucket, sqlx::Error> {
+    let count = |column| Ok::<_, sqlx::Error>(u64::try_from(row.integer(column)?).unwrap_or(0));
+    Ok(UsageBucket {
+        start: row.time("start")?,
+        admitted: count("admitted")?,
+        rejected: RejectionCounts {
+            plan_required: count("plan_required")?,
+            missing_permission: count("missing_permission")?,
+            route_not_allowed: count("route_not_allowed")?,
+            rate_limited: count("rate_limited")?,
+        },
+    })
+}
+
+/// Every bucket of a batch of reports: each report's hours, then its days.
+pub(super) fn buckets(reports: &[UsageReport]) -> Vec<(&KeyId, Granularity, UsageBucket)> {
+    reports
+        .iter()
+        .flat_map(|report| {
+            let hours = report.hours.iter().map(|h| (Granularity::Hour, *h));
+            let days = report.days().into_iter().map(|d| (Granularity::Day, d));
+            hours
+                .chain(days)
+                .map(move |(granularity, bucket)| (&report.key_id, granularity, bucket))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 pub(super) fn account(row: &impl Columns) -> Result<Account, sqlx::Error> {

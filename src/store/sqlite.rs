@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 
 use super::rows::{self, KEY_COLUMNS};
 use crate::{
-    manage::AuditEntry, Account, AccountId, ApiKey, BackendError, Environment, KeyDigest,
-    KeyHasher, KeyId, Permission, PermissionSet, Plan, UsageReport,
+    manage::{AuditEntry, Granularity, UsageBucket},
+    Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
+    PermissionSet, Plan, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, Profile, StoredKey};
 
@@ -190,6 +191,32 @@ impl KeyStore for SqliteKeyStore {
                 .bind(n(usage.rejected.rate_limited))
                 .bind(report.last_used_at.map(rows::micros))
                 .bind(usage.last_request_at.map(rows::micros))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (key_id, granularity, bucket) in rows::buckets(reports) {
+                let n = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+                // Only a key the file holds gets buckets, as only it gets totals.
+                sqlx::query(
+                    "INSERT INTO usage_buckets (key_id, granularity, start, admitted,
+                        plan_required, missing_permission, route_not_allowed, rate_limited)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+                     WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?1)
+                     ON CONFLICT (key_id, granularity, start) DO UPDATE SET
+                        admitted = admitted + excluded.admitted,
+                        plan_required = plan_required + excluded.plan_required,
+                        missing_permission = missing_permission + excluded.missing_permission,
+                        route_not_allowed = route_not_allowed + excluded.route_not_allowed,
+                        rate_limited = rate_limited + excluded.rate_limited",
+                )
+                .bind(key_id.as_str())
+                .bind(granularity.as_str())
+                .bind(rows::micros(bucket.start))
+                .bind(n(bucket.admitted))
+                .bind(n(bucket.rejected.plan_required))
+                .bind(n(bucket.rejected.missing_permission))
+                .bind(n(bucket.rejected.route_not_allowed))
+                .bind(n(bucket.rejected.rate_limited))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -424,6 +451,31 @@ impl KeyStorage for SqliteKeyStore {
             Ok(pruned.rows_affected())
         })
         .await
+    }
+
+    async fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT * FROM usage_buckets
+             WHERE key_id = ? AND granularity = ? AND start >= ? AND start < ?
+             ORDER BY start",
+        )
+        .bind(key.as_str())
+        .bind(granularity.as_str())
+        .bind(rows::micros(from))
+        .bind(rows::micros(to))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(rows::usage_bucket)
+            .collect::<Result<_, _>>()
+            .map_err(db)
     }
 }
 

@@ -6,8 +6,11 @@ use std::{future::Future, sync::Arc, task::Poll};
 use time::OffsetDateTime;
 
 use crate::{
-    attachment::Attachment, manage::AuditEntry, Account, AccountId, ApiKey, BackendError,
-    Environment, Expiration, KeyDigest, KeyId, Permissions, Plan, RateLimit, Usage, UsageReport,
+    attachment::Attachment,
+    manage::AuditEntry,
+    usage::{Granularity, UsageBucket},
+    Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyId,
+    Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// What the layer needs to know about a live key. Handlers get it as an
@@ -211,7 +214,10 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 
     /// Adds a batch of usage (admitted and rejected requests, last-used times) to the
-    /// keys' totals. The layer calls it once per flush interval, not once per request.
+    /// keys' totals, and its [`hours`](UsageReport::hours) to the keys' hourly and daily
+    /// buckets ([`UsageReport::days`]), all in one write: a failed call has added nothing.
+    /// Reports of keys the store does not hold are left out. The layer calls it once per
+    /// flush interval, not once per request.
     fn record_usage(
         &self,
         reports: &[UsageReport],
@@ -436,4 +442,15 @@ pub trait KeyStorage: KeyStore {
         &self,
         before: OffsetDateTime,
     ) -> impl Future<Output = Result<u64, BackendError>> + Send;
+
+    /// `key`'s buckets of `granularity` that start in `[from, to)`, oldest first, as
+    /// [`record_usage`](KeyStore::record_usage) added them up; a period with no request
+    /// may be left out. Hourly buckets are kept at least 35 days, daily ones at least 400.
+    fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<UsageBucket>, BackendError>> + Send;
 }

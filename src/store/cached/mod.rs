@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use super::Invalidation;
 use crate::{
     error::within,
-    manage::AuditEntry,
+    manage::{AuditEntry, Granularity, UsageBucket},
     metrics::count,
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Plan, UsageReport,
@@ -436,6 +436,16 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
 
     async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
         self.inner.accounts_named(name).await
+    }
+
+    async fn usage(
+        &self,
+        key: &KeyId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, BackendError> {
+        self.inner.usage(key, granularity, from, to).await
     }
 
     async fn set_plan(
