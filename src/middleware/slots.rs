@@ -18,7 +18,7 @@ use std::{
     ops::Deref,
     pin::Pin,
     sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering},
         Arc, Once, Weak,
     },
     time::Duration,
@@ -268,8 +268,9 @@ struct PendingUsage {
 struct HourCell {
     /// Unix hours (seconds / 3600).
     hour: AtomicI64,
-    /// Admitted, then the four rejections, in the order of [`Outcome`].
-    counts: [AtomicU64; 5],
+    /// Admitted, then the four rejections, in the order of [`Outcome`]. A cell is emptied
+    /// at every flush (a few seconds), so 32 bits are plenty, and they keep the slot small.
+    counts: [AtomicU32; 5],
 }
 
 /// A time kept as unix microseconds in an atomic; `i64::MIN` for none.
@@ -343,7 +344,9 @@ impl PendingUsage {
                 )
                 .ok()?;
                 let [admitted, plan_required, missing_permission, route_not_allowed, rate_limited] =
-                    cell.counts.each_ref().map(|n| n.swap(0, Ordering::Relaxed));
+                    cell.counts
+                        .each_ref()
+                        .map(|n| u64::from(n.swap(0, Ordering::Relaxed)));
                 let bucket = UsageBucket {
                     start,
                     admitted,
