@@ -929,6 +929,8 @@ async fn every_route_answers_as_its_openapi_document_says() {
     for (method, path, status) in [
         ("GET", keys.clone(), 200),
         ("GET", format!("{keys}/{id}"), 200),
+        ("GET", format!("{keys}/{id}/usage?granularity=day"), 200),
+        ("GET", format!("{keys}/{id}/usage?from=soon"), 422),
         ("POST", format!("{keys}/{id}/disable"), 200),
         ("POST", format!("{keys}/{id}/enable"), 200),
         ("POST", format!("{keys}/{id}/rotate"), 201),

@@ -580,6 +580,8 @@ async fn every_route_answers_as_its_openapi_document_says() {
     let id = made.body["id"].as_str().unwrap();
     for (method, path, status) in [
         ("GET", format!("/keys/{id}"), 200),
+        ("GET", format!("/keys/{id}/usage"), 200),
+        ("GET", "/keys/key_nope/usage".to_owned(), 404),
         ("POST", format!("/keys/{id}/disable"), 200),
         ("POST", format!("/keys/{id}/enable"), 200),
         ("POST", format!("/keys/{id}/rotate"), 201),
@@ -769,4 +771,110 @@ async fn a_rotation_narrows_a_key_to_the_permissions_it_keeps() {
     assert_eq!(s.use_key("GET", "/api/v1/projects", key).await.status, 200);
     let refused = s.use_key("POST", "/api/v1/generate", key).await;
     refused.assert_problem(403, "missing_permission");
+}
+
+#[tokio::test]
+async fn usage_by_hour_and_by_day_with_every_bucket_as_json_or_csv() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "Watched", "permissions": ["projects:read"]}))
+        .await;
+    let key = made.body["key"].as_str().unwrap().to_owned();
+    let usage = format!("/keys/{}/usage", made.body["id"].as_str().unwrap());
+    // T0 is 12:00 UTC: two requests at 12:00, one refused with 403 at 14:30.
+    for _ in 0..2 {
+        assert_eq!(s.use_key("GET", "/api/v1/projects", &key).await.status, 200);
+    }
+    s.h.clock.advance(Duration::from_secs(2 * 3_600 + 1_800));
+    s.use_key("POST", "/api/v1/generate", &key)
+        .await
+        .assert_problem(403, "missing_permission");
+    s.h.layer.flush_usage().await.unwrap();
+
+    // By default, the 24 hours ending with the current one's end (15:00).
+    let hours = s.call("GET", &usage, None, s.me()).await;
+    assert_eq!(hours.status, 200, "{}", hours.text);
+    assert_eq!(hours.body["granularity"], "hour");
+    assert_eq!(hours.body["from"], "2026-05-31T15:00:00Z");
+    assert_eq!(hours.body["to"], "2026-06-01T15:00:00Z");
+    let buckets = hours.body["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 24, "zeros included");
+    assert_eq!(
+        buckets[21],
+        json!({"start": "2026-06-01T12:00:00Z", "admitted": 2, "rejected": {
+            "plan_required": 0, "missing_permission": 0, "route_not_allowed": 0, "rate_limited": 0}})
+    );
+    assert_eq!(buckets[22]["admitted"], 0);
+    assert_eq!(buckets[23]["rejected"]["missing_permission"], 1);
+
+    // A range, rounded down to the buckets' starts; by day.
+    let range = s
+        .call(
+            "GET",
+            &format!("{usage}?granularity=hour&from=2026-06-01T12:59:59Z&to=2026-06-01T14:10:00Z"),
+            None,
+            s.me(),
+        )
+        .await;
+    assert_eq!(range.body["from"], "2026-06-01T12:00:00Z");
+    assert_eq!(range.body["buckets"].as_array().unwrap().len(), 2);
+    let days = s
+        .call("GET", &format!("{usage}?granularity=day"), None, s.me())
+        .await;
+    let days = days.body["buckets"].as_array().unwrap().clone();
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[29]["start"], "2026-06-01T00:00:00Z");
+    assert_eq!(days[29]["admitted"], 2);
+    assert_eq!(days[29]["rejected"]["missing_permission"], 1);
+
+    // The same as CSV.
+    let csv = send(&s.app, "GET", &usage, None, s.me()).await;
+    assert_eq!(csv.status, 200);
+    let csv = {
+        let mut request = Request::get(format!("/settings/api-keys{usage}"))
+            .header("host", HOST)
+            .header("x-user", s.h.account.as_str())
+            .header("accept", "text/csv")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", ORIGIN.parse().unwrap());
+        Reply::read(s.app.clone().oneshot(request).await.unwrap()).await
+    };
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 25);
+    assert_eq!(
+        lines[0],
+        "start,admitted,plan_required,missing_permission,route_not_allowed,rate_limited"
+    );
+    assert_eq!(lines[22], "2026-06-01T12:00:00Z,2,0,0,0,0");
+    assert_eq!(lines[24], "2026-06-01T14:00:00Z,0,0,1,0,0");
+
+    // What cannot be answered: 422 on the field, every one at once.
+    for (query, fields) in [
+        (
+            "granularity=week&from=yesterday",
+            json!(["granularity", "from"]),
+        ),
+        (
+            "from=2026-06-01T12:00:00Z&to=2026-06-01T12:00:00Z",
+            json!(["from"]),
+        ),
+        ("from=2026-01-01T00:00:00Z", json!(["from"])),
+        ("granularity=day&from=2025-01-01T00:00:00Z", json!(["from"])),
+    ] {
+        let refused = s
+            .call("GET", &format!("{usage}?{query}"), None, s.me())
+            .await;
+        refused.assert_problem(422, "invalid_request");
+        let named: Vec<&str> = refused.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(json!(named), fields, "{query}");
+    }
 }

@@ -5,7 +5,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use super::{
-    Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, KeyInfo, KeyPage, NewKey,
+    Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, Granularity, KeyInfo, KeyPage,
+    KeyUsage, NewKey, UsageBucket,
 };
 use crate::{
     key::random_id, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId, KeyStorage,
@@ -494,6 +495,64 @@ impl<S: KeyStorage> KeyManager<S> {
         let stored = self.stored_key(account, key).await?;
         let plan = self.account(account).await?.plan;
         Ok(self.info(stored, &plan, self.now()))
+    }
+
+    /// A key's usage by `granularity` over `[from, to)`, each rounded down to the start of
+    /// its bucket: every bucket in time order, zeros included. By default the 24 hours
+    /// ending with the current hour's end, or the 30 days ending with today's; at most 840
+    /// hourly or 400 daily buckets, and `from` before `to` (else
+    /// [`Invalid`](ManageError::Invalid) on `from`).
+    pub async fn usage(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        granularity: Granularity,
+        from: Option<OffsetDateTime>,
+        to: Option<OffsetDateTime>,
+    ) -> Result<KeyUsage, ManageError> {
+        self.stored_key(account, key).await?;
+        let (default_buckets, max_buckets) = match granularity {
+            Granularity::Hour => (24, 840),
+            Granularity::Day => (30, 400),
+        };
+        let length = granularity.length();
+        let to = granularity.start_of(to.unwrap_or_else(|| self.now() + length));
+        let from = from.map_or(to - length * default_buckets, |at| granularity.start_of(at));
+        if from >= to {
+            return Err(ManageError::Invalid(vec![FieldError::new(
+                "from",
+                "must be before `to`",
+            )]));
+        }
+        let count = (to - from).whole_seconds() / i64::try_from(length.as_secs()).unwrap_or(1);
+        if count > i64::from(max_buckets) {
+            return Err(ManageError::Invalid(vec![FieldError::new(
+                "from",
+                format!(
+                    "the range holds {count} {} buckets; at most {max_buckets}",
+                    granularity.as_str()
+                ),
+            )]));
+        }
+        let stored = self.storage.usage(key, granularity, from, to).await?;
+        let mut stored = stored.into_iter().peekable();
+        let mut buckets = Vec::new();
+        let mut start = from;
+        while start < to {
+            let mut bucket = UsageBucket::new(start);
+            while let Some(kept) = stored.next_if(|b| b.start < start + length) {
+                bucket.add(&kept);
+            }
+            buckets.push(bucket);
+            start += length;
+        }
+        Ok(KeyUsage {
+            key_id: key.clone(),
+            granularity,
+            from,
+            to,
+            buckets,
+        })
     }
 
     /// Deletes a key: it answers 401 from the next request on.

@@ -76,6 +76,24 @@ pub struct KeyPage {
     pub next: Option<String>,
 }
 
+/// A key's usage over a range, bucket by bucket: every period in `[from, to)` in time
+/// order, the ones with no request as zeros.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    /// The key.
+    pub key_id: KeyId,
+    /// The buckets' length.
+    pub granularity: Granularity,
+    /// The first bucket's start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: OffsetDateTime,
+    /// The end of the last bucket.
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: OffsetDateTime,
+    /// The buckets, oldest first.
+    pub buckets: Vec<UsageBucket>,
+}
+
 /// A key as its owner sees it: never the secret, never the digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyInfo {

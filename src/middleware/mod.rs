@@ -216,7 +216,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         };
         authorized
             .map(|()| self.problems.profile().limit_of(&key.plan, key.rate_limit))
-            .inspect_err(|rejection| refused(key, slot, rejection, now))
+            .inspect_err(|rejection| self.refused(key, slot, rejection, now))
     }
 
     /// The limiter's `decision` (429 or 503 when it refused or failed), counted in the
@@ -228,8 +228,8 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         decision: Result<Decision, Rejection>,
         now: OffsetDateTime,
     ) -> Result<ResponseHeaders, Rejection> {
-        let decision = decision.inspect_err(|rejection| refused(key, slot, rejection, now))?;
-        slot.count(Outcome::Admitted, now);
+        let decision = decision.inspect_err(|rejection| self.refused(key, slot, rejection, now))?;
+        self.slots.count(&key.id, slot, Outcome::Admitted, now);
         self.slots.sweep_if_due(&self.limiter, now);
         Ok(ResponseHeaders {
             decision,
@@ -239,16 +239,22 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
                 .map(|at| (self.problems.profile().expiry_header_name().clone(), at)),
         })
     }
-}
 
-/// Counts a refusal of an authenticated request in the key's usage, and logs it.
-fn refused<W>(key: &KeyRecord, slot: &Slot<W>, rejection: &Rejection, now: OffsetDateTime) {
-    if let Some(outcome) = rejection.outcome() {
-        slot.count(outcome, now);
+    /// Counts a refusal of an authenticated request in the key's usage, and logs it.
+    fn refused(
+        &self,
+        key: &KeyRecord,
+        slot: &Slot<L::Window>,
+        rejection: &Rejection,
+        now: OffsetDateTime,
+    ) {
+        if let Some(outcome) = rejection.outcome() {
+            self.slots.count(&key.id, slot, outcome, now);
+        }
+        // DEBUG, as every refusal: a client can send thousands a second, and their counts are
+        // in the key's usage and the metrics.
+        tracing::debug!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
     }
-    // DEBUG, as every refusal: a client can send thousands a second, and their counts are
-    // in the key's usage and the metrics.
-    tracing::debug!(key_id = %key.id, code = rejection.code(), "nouvel-auth rejected a request");
 }
 
 /// 401: the store's record of the digest, whether it is disabled, and its expiry at `now`.

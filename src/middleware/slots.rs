@@ -139,6 +139,38 @@ impl<L: RateLimiter> Slots<L> {
         }
     }
 
+    /// Counts one request of `key` (whose slot is `slot`) with `outcome` at `at`. The
+    /// counts of an hour no flush took before the cell was needed again (the flush
+    /// interval is an hour or more, or the flusher was held up) wait for the next flush
+    /// beside the slots, in their own hour.
+    pub(crate) fn count(
+        &self,
+        key: &KeyId,
+        slot: &Slot<L::Window>,
+        outcome: Outcome,
+        at: OffsetDateTime,
+    ) {
+        if let Some(stale) = slot.usage.count(outcome, at) {
+            let mut usage = Usage::default();
+            usage.merge(&Usage {
+                admitted: stale.admitted,
+                rejected: stale.rejected,
+                last_request_at: None,
+            });
+            let report = UsageReport {
+                key_id: key.clone(),
+                usage,
+                last_used_at: None,
+                hours: vec![stale],
+            };
+            let mut retry = crate::lock(&self.retry);
+            match retry.iter_mut().find(|r| r.key_id == report.key_id) {
+                Some(kept) => kept.merge(&report),
+                None => retry.push(report),
+            }
+        }
+    }
+
     /// Hands the pending usage to `store`; on failure keeps it for the next flush.
     pub(crate) async fn flush<K: KeyStore>(&self, store: &K) -> Result<(), BackendError> {
         // One report per key: the failed ones first, this interval's merged into them.
@@ -199,11 +231,6 @@ impl<W> Slot<W> {
         self.counts_in
             .as_deref()
             .map_or(&self.own_window, |first| &first.own_window)
-    }
-
-    /// Counts one request of the key with `outcome` at `at`.
-    pub(crate) fn count(&self, outcome: Outcome, at: OffsetDateTime) {
-        self.usage.count(outcome, at);
     }
 }
 
@@ -305,11 +332,40 @@ fn micros(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
+impl HourCell {
+    /// Its counts, emptied, as a bucket; `None` if it counted nothing.
+    fn take(&self) -> Option<UsageBucket> {
+        let start = OffsetDateTime::from_unix_timestamp(
+            self.hour.load(Ordering::Relaxed).saturating_mul(3_600),
+        )
+        .ok()?;
+        let [admitted, plan_required, missing_permission, route_not_allowed, rate_limited] = self
+            .counts
+            .each_ref()
+            .map(|n| u64::from(n.swap(0, Ordering::Relaxed)));
+        let bucket = UsageBucket {
+            start,
+            admitted,
+            rejected: RejectionCounts {
+                plan_required,
+                missing_permission,
+                route_not_allowed,
+                rate_limited,
+            },
+        };
+        (!bucket.is_empty()).then_some(bucket)
+    }
+}
+
 impl PendingUsage {
-    fn count(&self, outcome: Outcome, at: OffsetDateTime) {
+    /// Counts one request; the counts of another hour the cell still held, if any, moved
+    /// out of it.
+    fn count(&self, outcome: Outcome, at: OffsetDateTime) -> Option<UsageBucket> {
         let hour = at.unix_timestamp().div_euclid(3_600);
         let cell = &self.hours[usize::from(hour.rem_euclid(2) == 1)];
+        let mut stale = None;
         if cell.hour.load(Ordering::Relaxed) != hour {
+            stale = cell.take();
             cell.hour.store(hour, Ordering::Relaxed);
         }
         let index = match outcome {
@@ -324,6 +380,7 @@ impl PendingUsage {
         if outcome == Outcome::Admitted {
             self.last_used.at_least(Some(at));
         }
+        stale
     }
 
     fn is_empty(&self) -> bool {
@@ -335,31 +392,7 @@ impl PendingUsage {
     fn take(&self, key: &KeyId) -> Option<UsageReport> {
         let last_request_at = self.last_request.take()?;
         let last_used_at = self.last_used.take();
-        let mut hours: Vec<UsageBucket> = self
-            .hours
-            .iter()
-            .filter_map(|cell| {
-                let start = OffsetDateTime::from_unix_timestamp(
-                    cell.hour.load(Ordering::Relaxed).saturating_mul(3_600),
-                )
-                .ok()?;
-                let [admitted, plan_required, missing_permission, route_not_allowed, rate_limited] =
-                    cell.counts
-                        .each_ref()
-                        .map(|n| u64::from(n.swap(0, Ordering::Relaxed)));
-                let bucket = UsageBucket {
-                    start,
-                    admitted,
-                    rejected: RejectionCounts {
-                        plan_required,
-                        missing_permission,
-                        route_not_allowed,
-                        rate_limited,
-                    },
-                };
-                (!bucket.is_empty()).then_some(bucket)
-            })
-            .collect();
+        let mut hours: Vec<UsageBucket> = self.hours.iter().filter_map(HourCell::take).collect();
         hours.sort_by_key(|bucket| bucket.start);
         let mut usage = Usage {
             last_request_at: Some(last_request_at),
@@ -439,7 +472,7 @@ mod tests {
             !slots.of(&newer).window().admit(limit, T0).allowed,
             "two in all"
         );
-        slots.of(&new).count(Outcome::Admitted, T0);
+        slots.count(&new.id, &slots.of(&new), Outcome::Admitted, T0);
         assert!(slots.of(&old).usage.is_empty(), "usage stays per key");
         assert!(!slots.of(&new).usage.is_empty());
     }
@@ -454,7 +487,7 @@ mod tests {
             let dropped = record("dropped");
             slots.of(&dropped).window().admit(limit, T0);
             let counted = record("counted");
-            slots.of(&counted).count(Outcome::Admitted, T0);
+            slots.count(&counted.id, &slots.of(&counted), Outcome::Admitted, T0);
         }
         assert_eq!(slots.len(), 3);
         // A minute on, every window is idle; only the held record and the unflushed usage stay.

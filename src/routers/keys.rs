@@ -7,18 +7,19 @@ use axum::{
         rejection::{PathRejection, QueryRejection},
         Path, Query, State,
     },
-    http::StatusCode,
-    response::IntoResponse,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Extension, Json, Router,
 };
 use std::sync::Arc;
 
 use serde::Deserialize;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::{Body, Fields, RouterError};
 use crate::{
-    manage::{Account, Actor, FieldError},
+    manage::{Account, Actor, FieldError, Granularity},
     AccountId, Environment, KeyId, KeyManager, KeyStorage, ManageError, Permissions,
 };
 
@@ -60,6 +61,7 @@ pub(crate) fn key_routes<S: KeyStorage>(manager: KeyManager<S>, take_limit: bool
         .route("/{key_id}/rotate", post(rotate::<S>))
         .route("/{key_id}/disable", post(disable::<S>))
         .route("/{key_id}/enable", post(enable::<S>))
+        .route("/{key_id}/usage", get(usage::<S>))
         .with_state(KeyRoutes {
             manager,
             take_limit,
@@ -195,6 +197,82 @@ async fn enable<S: KeyStorage>(
 ) -> Result<impl IntoResponse, RouterError> {
     let (manager, account) = keys.of(owner);
     Ok(Json(manager.enable_key(&account, &key_id(path)?).await?))
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    granularity: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The key's usage by hour or by day over a range, as JSON or, asked with
+/// `Accept: text/csv`, as CSV.
+async fn usage<S: KeyStorage>(
+    State(keys): Keys<S>,
+    Extension(owner): Extension<Owner>,
+    path: Result<Path<KeyPath>, PathRejection>,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Response, RouterError> {
+    let (manager, account) = keys.of(owner);
+    let key = key_id(path)?;
+    let mut errors = Vec::new();
+    let (granularity, from, to) = match query {
+        Err(rejection) => {
+            errors.push(FieldError::new("query", rejection.body_text()));
+            (Granularity::Hour, None, None)
+        }
+        Ok(Query(query)) => {
+            let granularity = match query.granularity.as_deref() {
+                None | Some("hour") => Granularity::Hour,
+                Some("day") => Granularity::Day,
+                Some(_) => {
+                    errors.push(FieldError::new("granularity", "must be hour or day"));
+                    Granularity::Hour
+                }
+            };
+            let mut instant = |field: &str, text: Option<String>| {
+                let text = text?;
+                OffsetDateTime::parse(&text, &Rfc3339)
+                    .map_err(|_| errors.push(FieldError::new(field, "must be an RFC 3339 time")))
+                    .ok()
+            };
+            let from = instant("from", query.from);
+            let to = instant("to", query.to);
+            (granularity, from, to)
+        }
+    };
+    if !errors.is_empty() {
+        // An unknown key first, as everywhere.
+        manager.key(&account, &key).await?;
+        return Err(ManageError::Invalid(errors).into());
+    }
+    let usage = manager.usage(&account, &key, granularity, from, to).await?;
+    let csv = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/csv"));
+    if !csv {
+        return Ok(Json(usage).into_response());
+    }
+    let mut body = String::from(
+        "start,admitted,plan_required,missing_permission,route_not_allowed,rate_limited\n",
+    );
+    for bucket in &usage.buckets {
+        let start = bucket.start.format(&Rfc3339).unwrap_or_default();
+        let r = &bucket.rejected;
+        body.push_str(&format!(
+            "{start},{},{},{},{},{}\n",
+            bucket.admitted,
+            r.plan_required,
+            r.missing_permission,
+            r.route_not_allowed,
+            r.rate_limited
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
 }
 
 /// A 422 on `field`.

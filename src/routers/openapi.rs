@@ -114,6 +114,29 @@ pub(crate) fn document(api: Api, profile: &Profile) -> Value {
             "post": op("Replaces a key; the old one keeps working for the grace.", Some("Rotate"), &[(201, "NewKey")], &[400, 402, 404, 408, 409, 413, 422]),
         }),
     );
+    let mut usage = op(
+        "The key's usage by hour or by day over a range, every bucket included; CSV with `Accept: text/csv`.",
+        None,
+        &[(200, "KeyUsage")],
+        &[404, 422],
+    );
+    usage["responses"]["200"]["content"]["text/csv; charset=utf-8"] = json!({
+        "schema": {"type": "string", "description": "A header line `start,admitted,plan_required,missing_permission,route_not_allowed,rate_limited`, then a line per bucket."},
+    });
+    usage["parameters"] = json!([
+        {"name": "granularity", "in": "query", "required": false, "description": "`hour` (default) or `day`.",
+         "schema": {"enum": ["hour", "day"]}},
+        {"name": "from", "in": "query", "required": false,
+         "description": "RFC 3339, rounded down to its bucket's start; default 24 hours or 30 days before `to`.",
+         "schema": {"type": "string", "format": "date-time"}},
+        {"name": "to", "in": "query", "required": false,
+         "description": "RFC 3339, rounded down to its bucket's start; default the end of the current bucket. At most 840 hourly or 400 daily buckets.",
+         "schema": {"type": "string", "format": "date-time"}},
+    ]);
+    paths.insert(
+        format!("{keys}/{{key_id}}/usage"),
+        json!({"parameters": with(id("key_id")), "get": usage}),
+    );
     for (action, summary) in [
         (
             "disable",
@@ -359,16 +382,32 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
                     "permissions": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Permission"}, "minItems": 1, "uniqueItems": true, "description": "The replacement's permissions, a subset of the old key's; absent or null: the old key's."},
                 },
             },
+            "Rejected": {
+                "type": "object", "additionalProperties": false,
+                "required": ["plan_required", "missing_permission", "route_not_allowed", "rate_limited"],
+                "properties": {"plan_required": count, "missing_permission": count, "route_not_allowed": count, "rate_limited": count},
+            },
             "Usage": {
                 "type": "object", "additionalProperties": false, "required": ["admitted", "rejected", "last_request_at"],
                 "properties": {
                     "admitted": count,
-                    "rejected": {
-                        "type": "object", "additionalProperties": false,
-                        "required": ["plan_required", "missing_permission", "route_not_allowed", "rate_limited"],
-                        "properties": {"plan_required": count, "missing_permission": count, "route_not_allowed": count, "rate_limited": count},
-                    },
+                    "rejected": {"$ref": "#/components/schemas/Rejected"},
                     "last_request_at": nullable_time,
+                },
+            },
+            "UsageBucket": {
+                "type": "object", "additionalProperties": false, "required": ["start", "admitted", "rejected"],
+                "properties": {"start": time, "admitted": count, "rejected": {"$ref": "#/components/schemas/Rejected"}},
+            },
+            "KeyUsage": {
+                "type": "object", "additionalProperties": false,
+                "required": ["key_id", "granularity", "from", "to", "buckets"],
+                "properties": {
+                    "key_id": {"type": "string"},
+                    "granularity": {"enum": ["hour", "day"]},
+                    "from": time,
+                    "to": time,
+                    "buckets": {"type": "array", "items": {"$ref": "#/components/schemas/UsageBucket"}, "description": "Every bucket in [from, to), oldest first, zeros included."},
                 },
             },
             "Hint": {
