@@ -18,7 +18,7 @@ use std::{
     ops::Deref,
     pin::Pin,
     sync::{
-        atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering},
         Arc, Once, Weak,
     },
     time::Duration,
@@ -151,6 +151,14 @@ impl<L: RateLimiter> Slots<L> {
         at: OffsetDateTime,
     ) {
         if let Some(stale) = slot.usage.count(outcome, at) {
+            self.keep_for_next_flush(key, stale);
+        }
+    }
+
+    /// Keeps `stale`, an hour of `key`'s counts taken out of its cell, for the next flush.
+    #[cold]
+    fn keep_for_next_flush(&self, key: &KeyId, stale: UsageBucket) {
+        {
             let mut usage = Usage::default();
             usage.merge(&Usage {
                 admitted: stale.admitted,
@@ -293,8 +301,8 @@ struct PendingUsage {
 /// One hour's counts, by outcome.
 #[derive(Default)]
 struct HourCell {
-    /// Unix hours (seconds / 3600).
-    hour: AtomicI64,
+    /// Unix hours (seconds / 3600; 32 bits last 245 000 years).
+    hour: AtomicI32,
     /// Admitted, then the four rejections, in the order of [`Outcome`]. A cell is emptied
     /// at every flush (a few seconds), so 32 bits are plenty, and they keep the slot small.
     counts: [AtomicU32; 5],
@@ -310,10 +318,9 @@ impl Default for AtomicI64Time {
 }
 
 impl AtomicI64Time {
-    fn at_least(&self, at: Option<OffsetDateTime>) {
-        if let Some(at) = at {
-            self.0.fetch_max(micros(at), Ordering::Relaxed);
-        }
+    /// Keeps the later of its time and `micros` (unix microseconds).
+    fn at_least(&self, micros: i64) {
+        self.0.fetch_max(micros, Ordering::Relaxed);
     }
 
     fn take(&self) -> Option<OffsetDateTime> {
@@ -333,10 +340,18 @@ fn micros(at: OffsetDateTime) -> i64 {
 }
 
 impl HourCell {
+    /// Makes the cell `hour`'s, handing back the counts of the hour it held, if any.
+    #[cold]
+    fn turn(&self, hour: i32) -> Option<UsageBucket> {
+        let stale = self.take();
+        self.hour.store(hour, Ordering::Relaxed);
+        stale
+    }
+
     /// Its counts, emptied, as a bucket; `None` if it counted nothing.
     fn take(&self) -> Option<UsageBucket> {
         let start = OffsetDateTime::from_unix_timestamp(
-            self.hour.load(Ordering::Relaxed).saturating_mul(3_600),
+            i64::from(self.hour.load(Ordering::Relaxed)) * 3_600,
         )
         .ok()?;
         let [admitted, plan_required, missing_permission, route_not_allowed, rate_limited] = self
@@ -361,13 +376,15 @@ impl PendingUsage {
     /// Counts one request; the counts of another hour the cell still held, if any, moved
     /// out of it.
     fn count(&self, outcome: Outcome, at: OffsetDateTime) -> Option<UsageBucket> {
-        let hour = at.unix_timestamp().div_euclid(3_600);
+        const MICROS_PER_HOUR: i64 = 3_600_000_000;
+        let at = micros(at);
+        let hour = i32::try_from(at.div_euclid(MICROS_PER_HOUR)).unwrap_or(i32::MAX);
         let cell = &self.hours[usize::from(hour.rem_euclid(2) == 1)];
-        let mut stale = None;
-        if cell.hour.load(Ordering::Relaxed) != hour {
-            stale = cell.take();
-            cell.hour.store(hour, Ordering::Relaxed);
-        }
+        let stale = if cell.hour.load(Ordering::Relaxed) == hour {
+            None
+        } else {
+            cell.turn(hour)
+        };
         let index = match outcome {
             Outcome::Admitted => 0,
             Outcome::PlanRequired => 1,
@@ -376,9 +393,9 @@ impl PendingUsage {
             Outcome::RateLimited => 4,
         };
         cell.counts[index].fetch_add(1, Ordering::Relaxed);
-        self.last_request.at_least(Some(at));
+        self.last_request.at_least(at);
         if outcome == Outcome::Admitted {
-            self.last_used.at_least(Some(at));
+            self.last_used.at_least(at);
         }
         stale
     }
