@@ -103,6 +103,64 @@
     return list;
   }
 
+  // Requests refused after authentication, all reasons together.
+  function refused(bucket) {
+    const r = bucket.rejected;
+    return r.plan_required + r.missing_permission + r.route_not_allowed + r.rate_limited;
+  }
+
+  // The last 7 days' admitted requests as bars drawn here (no library), with the figures
+  // as text beside them for every reader.
+  async function lastSevenDays(key, td) {
+    const from = new Date(Date.now() - 6 * DAY);
+    from.setUTCHours(0, 0, 0, 0);
+    const usage = await api('GET', `/keys/${encodeURIComponent(key.id)}/usage?granularity=day&from=${from.toISOString()}`);
+    const counts = usage.buckets.map((b) => b.admitted);
+    const most = Math.max(1, ...counts);
+    const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+    svg.setAttribute('viewBox', '0 0 70 20');
+    svg.setAttribute('class', 'chart');
+    svg.setAttribute('aria-hidden', 'true');
+    counts.forEach((n, i) => {
+      const bar = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+      const height = n === 0 ? 1 : Math.max(2, Math.round((n / most) * 20));
+      bar.setAttribute('x', String(i * 10));
+      bar.setAttribute('y', String(20 - height));
+      bar.setAttribute('width', '8');
+      bar.setAttribute('height', String(height));
+      svg.append(bar);
+    });
+    const total = counts.reduce((a, b) => a + b, 0);
+    const text = element('span', `${total} in 7 days`, null, { class: 'chart-total', title: counts.join(', ') });
+    td.replaceChildren(svg, ' ', text);
+  }
+
+  // The usage view: 24 hours by hour and 30 days by day, as tables.
+  async function openUsage(key) {
+    clearError();
+    try {
+      const path = `/keys/${encodeURIComponent(key.id)}/usage`;
+      const [hours, days] = await Promise.all([api('GET', `${path}?granularity=hour`), api('GET', `${path}?granularity=day`)]);
+      const rows = (buckets, label) => buckets.map((b) => element('tr', null, [
+        element('th', label(b.start), null, { scope: 'row' }),
+        element('td', String(b.admitted)),
+        element('td', String(refused(b))),
+      ]));
+      $('usage-hours').tBodies[0].replaceChildren(...rows(hours.buckets, (s) => `${s.slice(0, 10)} ${s.slice(11, 16)}`));
+      $('usage-days').tBodies[0].replaceChildren(...rows(days.buckets, (s) => s.slice(0, 10)));
+      $('usage-name').textContent = key.name;
+      pending = key;
+      $('usage').showModal();
+      $('usage-close').focus();
+    } catch (error) {
+      showError(error);
+    }
+  }
+  $('usage-close').addEventListener('click', () => $('usage').close());
+  $('usage').addEventListener('close', () => {
+    if (pending) focusRow(pending.id, 'usage');
+  });
+
   function cell(label, content) {
     const td = element('td', null, Array.isArray(content) ? content : [content]);
     td.dataset.label = label;
@@ -128,6 +186,9 @@
     // A rotated key has its replacement already: rotating it again is refused.
     rotate.disabled = !keysAllowed || key.replaced_by != null;
     const remove = button('Delete', `Delete ${key.name}`, () => openDelete(key), { 'data-action': 'delete', class: 'danger' });
+    const usage = button('Usage', `Usage of ${key.name}`, () => openUsage(key), { 'data-action': 'usage' });
+    const chart = cell('Last 7 days', element('span', '…'));
+    lastSevenDays(key, chart).catch(() => chart.replaceChildren(element('span', '—')));
     tr.append(
       name,
       cell('Key', element('code', `${key.prefix}…`)),
@@ -135,9 +196,10 @@
       cell('Environment', key.environment ? element('code', key.environment) : element('span', '—')),
       cell('Created', when(key.created_at)),
       cell('Last used', key.last_used_at ? when(key.last_used_at) : element('span', 'Never used')),
+      chart,
       cell('Expires', expiryCell(key)),
       cell('Status', [...statusCell(key), hintList(key)]),
-      cell('Actions', element('div', null, [rotate, toggle, remove], { class: 'actions' })),
+      cell('Actions', element('div', null, [usage, rotate, toggle, remove], { class: 'actions' })),
     );
     return tr;
   }

@@ -577,9 +577,51 @@ async fn the_page_offers_what_the_user_may_grant_and_signs_out_in_the_applicatio
     );
     assert_eq!(page.console_problems().await, Vec::<String>::new());
     // The 401 of the sign-in page it lands on is the one entry the console gets after.
+    // Three requests with the demo key: once the server has flushed them (every 5 s), its
+    // row's chart and its usage view count them.
+    for _ in 0..3 {
+        let (status, _) = server.with_key("GET", "/api/v1/forecast/oslo", &server.demo_key);
+        assert_eq!(status, 200);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        browser.refresh().await.unwrap();
+        page.until("the chart is drawn", "((c) => c && !c.textContent.includes('…'))(document.querySelector('tbody tr td[data-label=\"Last 7 days\"]'))")
+            .await;
+        if page.cell("Demo key", "Last 7 days").await == "3 in 7 days" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the usage never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        page.js("return document.querySelectorAll('tbody tr svg.chart rect').length")
+            .await,
+        json!(7),
+        "a bar a day"
+    );
+    page.row_action("Demo key", "usage").await;
+    page.until(
+        "the usage view is open",
+        "document.getElementById('usage').open",
+    )
+    .await;
+    let last_row = |table: &str| {
+        format!(
+            "return [...document.querySelectorAll('#{table} tbody tr')].map((r) => r.innerText)"
+        )
+    };
+    let hours = page.js(&last_row("usage-hours")).await;
+    let hours = hours.as_array().unwrap();
+    assert_eq!(hours.len(), 24);
+    assert!(hours[23].as_str().unwrap().ends_with("3\t0"), "{hours:?}");
+    let days = page.js(&last_row("usage-days")).await;
+    assert_eq!(days.as_array().unwrap().len(), 30);
+    page.click("#usage-close").await;
     // The demo key is older than the profile's one second: its row says to rotate it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    browser.refresh().await.unwrap();
     let hint = page.css("tbody tr [data-hint='rotation_due']").await;
     assert_eq!(
         hint.text().await.unwrap(),
