@@ -24,8 +24,8 @@ use nouvel_auth::{
     key::KeyId,
     manage::{Account, AuditEntry, Granularity, UsageBucket},
     store::UsageReport,
-    BackendError, KeyManager, KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer, Plan,
-    StoredKey,
+    BackendError, KeyManager, KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer,
+    Permission, Plan, StoredKey,
 };
 use time::OffsetDateTime;
 use tower::ServiceExt;
@@ -39,6 +39,8 @@ struct Tables {
     audit: Vec<AuditEntry>,
     /// Usage by hour and by day: `(key, granularity, bucket)`.
     usage: Vec<(KeyId, Granularity, UsageBucket)>,
+    /// When each key last used each permission.
+    permission_use: Vec<(KeyId, Permission, OffsetDateTime)>,
 }
 
 /// Clones share the tables.
@@ -98,6 +100,20 @@ impl KeyStore for TableStore {
             };
             key.usage.merge(&report.usage);
             key.last_used_at = key.last_used_at.max(report.last_used_at);
+            if let Some(at) = report.last_used_at {
+                for permission in report.permissions_used {
+                    let row = tables
+                        .permission_use
+                        .iter_mut()
+                        .find(|(k, p, _)| *k == report.key_id && *p == permission);
+                    match row {
+                        Some((_, _, last)) => *last = (*last).max(at),
+                        None => tables
+                            .permission_use
+                            .push((report.key_id.clone(), permission, at)),
+                    }
+                }
+            }
             // An `INSERT … ON CONFLICT DO UPDATE` per bucket in a real store.
             let hours = report.hours.iter().map(|h| (Granularity::Hour, *h));
             let days = report.days().into_iter().map(|d| (Granularity::Day, d));
@@ -286,6 +302,25 @@ impl KeyStorage for TableStore {
             .collect();
         buckets.sort_by_key(|b| b.start);
         Ok(buckets)
+    }
+
+    async fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError> {
+        let tables = self.tables()?;
+        let of_account = |id: &KeyId| {
+            tables
+                .keys
+                .iter()
+                .any(|(k, _)| k.id == *id && k.account_id == *account)
+        };
+        Ok(tables
+            .permission_use
+            .iter()
+            .filter(|(id, _, _)| of_account(id))
+            .cloned()
+            .collect())
     }
 }
 

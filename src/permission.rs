@@ -205,7 +205,7 @@ impl Permission {
         self.set
     }
 
-    const fn mask(self) -> u64 {
+    pub(crate) const fn mask(self) -> u64 {
         1 << self.bit
     }
 }
@@ -293,6 +293,11 @@ impl Permissions {
             set,
             bits: self.bits | permission.mask(),
         }
+    }
+
+    /// The permissions of `set` whose masks are in `bits`.
+    pub(crate) fn from_bits(set: &'static PermissionSet, bits: u64) -> Self {
+        Self { set, bits }
     }
 
     /// The set without `permission`.

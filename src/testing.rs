@@ -50,7 +50,7 @@ use crate::{
     manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
-    KeyStorage, ManageError, Plan, Profile, RateLimit, Usage, UsageReport,
+    KeyStorage, ManageError, Permissions, Plan, Profile, RateLimit, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -206,6 +206,7 @@ pub async fn recovers_from_failed_commits<S: KeyStorage>(
             admitted: 3,
             ..UsageBucket::new(T0)
         }],
+        permissions_used: Permissions::default(),
     };
     ok(
         "record usage after a failed commit",
@@ -789,6 +790,7 @@ impl<S: KeyStorage> Kit<S> {
                 rejected: rejected(rate_limited),
                 ..UsageBucket::new(Granularity::Hour.start_of(at(last_request)))
             }],
+            permissions_used: [nouvel::GENERATE].into_iter().collect(),
         };
         let unknown = UsageReport {
             key_id: "key_never_made".into(),
@@ -804,6 +806,15 @@ impl<S: KeyStorage> Kit<S> {
         ok(
             "record usage",
             storage.record_usage(&[batch(2, 0, Some(10), 40)]).await,
+        );
+        let used = ok(
+            "read when permissions were last used",
+            storage.permissions_last_used(&account.id).await,
+        );
+        check(
+            "a permission's last use is the latest batch's that used it",
+            used == [(key.info.id.clone(), nouvel::GENERATE, at(20))],
+            &used,
         );
         let info = ok("read a key", self.keys.key(&account.id, &key.info.id).await);
         check(

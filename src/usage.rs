@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::KeyId;
+use crate::{KeyId, Permissions};
 
 /// What happened to a request that authenticated with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,9 @@ pub struct UsageReport {
     /// The same requests by hour (UTC), oldest first: one bucket, or more when the
     /// batch spans the turn of an hour. A store adds them to its hourly and daily buckets.
     pub hours: Vec<UsageBucket>,
+    /// The permissions the admitted requests' routes needed: each was last used at
+    /// `last_used_at` (within the batch's flush interval).
+    pub permissions_used: Permissions,
 }
 
 impl UsageReport {
@@ -163,6 +166,9 @@ impl UsageReport {
     pub(crate) fn merge(&mut self, other: &Self) {
         self.usage.merge(&other.usage);
         self.last_used_at = self.last_used_at.max(other.last_used_at);
+        for permission in other.permissions_used {
+            self.permissions_used = self.permissions_used.with(permission);
+        }
         for bucket in &other.hours {
             match self.hours.iter_mut().find(|b| b.start == bucket.start) {
                 Some(same) => same.add(bucket),

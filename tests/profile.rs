@@ -801,3 +801,77 @@ async fn hints_tell_the_owner_what_to_do_by_the_thresholds_of_the_profile() {
     );
     assert_eq!(rotated.info.hints, []);
 }
+
+#[tokio::test]
+async fn the_last_use_of_each_permission_shows_which_a_key_does_not_need() {
+    use nouvel_auth::{clock::ManualClock, manage::HintCode};
+    let day = std::time::Duration::from_secs(86_400);
+    let clock = ManualClock::new(common::T0);
+    let profile = profile().clock(clock.clone()).unused_after(10 * day);
+    let store = MemoryKeyStore::new();
+    let keys = profile.key_manager(store.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let made = keys
+        .create_key(
+            &account.id,
+            KeySpec::new("Wide", [VIDEOS_READ, VIDEOS_WRITE]),
+        )
+        .await
+        .unwrap();
+    let routes = RouteTable::new()
+        .route(Method::GET, "/videos", VIDEOS_READ)
+        .unwrap()
+        .route(Method::POST, "/videos", VIDEOS_WRITE)
+        .unwrap();
+    let app = Router::new()
+        .route("/videos", get(|| async { "listed" }))
+        .layer(profile.layer(store.clone()).routes(routes));
+    let read = async || {
+        let request = Request::get("/videos")
+            .header(
+                "authorization",
+                format!("Bearer {}", made.key.expose_secret()),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(request).await.unwrap().status(),
+            StatusCode::OK
+        );
+        profile.flush_usage().await.unwrap();
+    };
+    read().await;
+    let key = keys.key(&account.id, &made.info.id).await.unwrap();
+    let json = serde_json::to_value(&key).unwrap();
+    assert_eq!(
+        json["permissions_last_used"],
+        json!({"videos:read": "2026-06-01T12:00:00Z", "videos:write": null})
+    );
+
+    // Day 11: read again; the key is older than 10 days and has never written.
+    clock.advance(11 * day);
+    read().await;
+    let key = keys.key(&account.id, &made.info.id).await.unwrap();
+    let hint = &key.hints[0];
+    assert_eq!(hint.code, HintCode::UnusedPermissions);
+    assert_eq!(hint.permissions, [VIDEOS_WRITE]);
+    assert_eq!(
+        serde_json::to_value(hint).unwrap()["message"],
+        "Not used in the last 10 days: videos:write. Rotate the key with only the permissions it uses."
+    );
+    // Acting on it: a rotation keeping what the key uses.
+    let narrowed = keys
+        .rotate_key(
+            &account.id,
+            &made.info.id,
+            nouvel_auth::manage::Rotation::grace(std::time::Duration::ZERO)
+                .permissions([VIDEOS_READ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        narrowed.info.permissions.iter().collect::<Vec<_>>(),
+        [VIDEOS_READ]
+    );
+    assert_eq!(narrowed.info.hints, []);
+}

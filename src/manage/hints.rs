@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{middleware::EXPIRY_WARNING, Profile, StoredKey};
+use crate::{middleware::EXPIRY_WARNING, Permission, Profile, StoredKey};
 
 /// One thing a key's owner should look at: a code to act on, and a sentence to show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,6 +17,9 @@ pub struct Hint {
     pub code: HintCode,
     /// A sentence for the owner, with the action it suggests.
     pub message: String,
+    /// The permissions it is about (`unused_permissions`); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
 }
 
 /// What a [`Hint`] is about.
@@ -27,6 +30,9 @@ pub enum HintCode {
     /// No admitted request for the profile's `unused_after`, and the key is older than
     /// that: delete it if nothing uses it.
     Unused,
+    /// These granted permissions had no admitted request for the profile's
+    /// `unused_after`, though the key had: rotate it with only the permissions it uses.
+    UnusedPermissions,
     /// Older than the profile's `rotate_after`: rotate it.
     RotationDue,
     /// It never expires.
@@ -37,7 +43,12 @@ pub enum HintCode {
 
 /// The hints for `key` at `now`, by `profile`'s thresholds; a key already replaced by a
 /// rotation has none (its replacement is the one to watch).
-pub(crate) fn of(key: &StoredKey, profile: &Profile, now: OffsetDateTime) -> Vec<Hint> {
+pub(crate) fn of(
+    key: &StoredKey,
+    profile: &Profile,
+    now: OffsetDateTime,
+    permissions_last_used: &[(Permission, Option<OffsetDateTime>)],
+) -> Vec<Hint> {
     let mut hints = Vec::new();
     if key.replaced_by.is_some() {
         return hints;
@@ -52,13 +63,33 @@ pub(crate) fn of(key: &StoredKey, profile: &Profile, now: OffsetDateTime) -> Vec
                 "No request in the last {}: delete the key if nothing uses it.",
                 spoken(unused_after)
             ),
+            permissions: Vec::new(),
         });
+    } else if age > unused_after && key.last_used_at.is_some() {
+        let unused: Vec<Permission> = permissions_last_used
+            .iter()
+            .filter(|(_, at)| at.is_none_or(|at| now - at > unused_after))
+            .map(|(permission, _)| *permission)
+            .collect();
+        if !unused.is_empty() {
+            let names: Vec<&str> = unused.iter().map(|p| p.as_str()).collect();
+            hints.push(Hint {
+                code: HintCode::UnusedPermissions,
+                message: format!(
+                    "Not used in the last {}: {}. Rotate the key with only the permissions it uses.",
+                    spoken(unused_after),
+                    names.join(", ")
+                ),
+                permissions: unused,
+            });
+        }
     }
     let rotate_after = profile.rotate_after_threshold();
     if age > rotate_after {
         hints.push(Hint {
             code: HintCode::RotationDue,
             message: format!("Created more than {} ago: rotate it.", spoken(rotate_after)),
+            permissions: Vec::new(),
         });
     }
     match key.expires_at {
@@ -67,10 +98,12 @@ pub(crate) fn of(key: &StoredKey, profile: &Profile, now: OffsetDateTime) -> Vec
             message:
                 "It never expires: rotate it regularly, or replace it with a key that expires."
                     .to_owned(),
+            permissions: Vec::new(),
         }),
         Some(at) if at > now && at - now <= EXPIRY_WARNING => hints.push(Hint {
             code: HintCode::ExpiresSoon,
             message: "It expires within 7 days: rotate it to keep access.".to_owned(),
+            permissions: Vec::new(),
         }),
         Some(_) => {}
     }

@@ -445,9 +445,10 @@ impl<S: KeyStorage> KeyManager<S> {
         }
         // Newest first; keys made in one instant by id, so the order is stable.
         keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        let used = self.storage.permissions_last_used(account).await?;
         Ok(keys
             .into_iter()
-            .map(|key| self.info(key, &plan, now))
+            .map(|key| self.info(key, &plan, now, &used))
             .collect())
     }
 
@@ -494,7 +495,8 @@ impl<S: KeyStorage> KeyManager<S> {
     pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
         let stored = self.stored_key(account, key).await?;
         let plan = self.account(account).await?.plan;
-        Ok(self.info(stored, &plan, self.now()))
+        let used = self.storage.permissions_last_used(account).await?;
+        Ok(self.info(stored, &plan, self.now(), &used))
     }
 
     /// A key's usage by `granularity` over `[from, to)`, each rounded down to the start of
@@ -601,7 +603,8 @@ impl<S: KeyStorage> KeyManager<S> {
             .await?
             .ok_or(ManageError::NotFound)?;
         let plan = self.account(account).await?.plan;
-        Ok(self.info(stored, &plan, self.now()))
+        let used = self.storage.permissions_last_used(account).await?;
+        Ok(self.info(stored, &plan, self.now(), &used))
     }
 
     /// Replaces a key: a new key with the same name, permissions (or fewer: see
@@ -748,7 +751,8 @@ impl<S: KeyStorage> KeyManager<S> {
             }
         }
         Ok(NewKey {
-            info: self.info(stored, &plan, now),
+            // A new key has used nothing yet.
+            info: self.info(stored, &plan, now, &[]),
             key,
         })
     }
@@ -767,8 +771,19 @@ impl<S: KeyStorage> KeyManager<S> {
 
     /// A key of an account on `plan` as its owner sees it at `now`, with its effective
     /// limit.
-    fn info(&self, key: StoredKey, plan: &Plan, now: OffsetDateTime) -> KeyInfo {
-        KeyInfo::new(key, &self.profile, plan, now)
+    fn info(
+        &self,
+        key: StoredKey,
+        plan: &Plan,
+        now: OffsetDateTime,
+        used: &[(KeyId, Permission, OffsetDateTime)],
+    ) -> KeyInfo {
+        let used: Vec<(Permission, OffsetDateTime)> = used
+            .iter()
+            .filter(|(id, _, _)| *id == key.id)
+            .map(|(_, permission, at)| (*permission, *at))
+            .collect();
+        KeyInfo::new(key, &self.profile, plan, now, &used)
     }
 
     fn known_plan(&self, plan: &Plan) -> Result<Plan, FieldError> {

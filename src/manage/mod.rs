@@ -37,7 +37,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use crate::usage::{Granularity, RejectionCounts, Usage, UsageBucket};
-use crate::{AccountId, ApiKey, Environment, KeyId, Permissions, Plan, RateLimit, StoredKey};
+use crate::{
+    AccountId, ApiKey, Environment, KeyId, Permission, Permissions, Plan, RateLimit, StoredKey,
+};
 pub use hints::{Hint, HintCode};
 pub use manager::Rotation;
 
@@ -124,15 +126,53 @@ pub struct KeyInfo {
     pub rate_limit: RateLimit,
     /// Its requests, by outcome.
     pub usage: Usage,
+    /// When each of its permissions was last used (by an admitted request whose route
+    /// needed it), in the order of its permissions; `None` for never.
+    #[serde(serialize_with = "serialize_last_used")]
+    pub permissions_last_used: Vec<(Permission, Option<OffsetDateTime>)>,
     /// What its owner should look at now (empty when nothing).
     pub hints: Vec<Hint>,
 }
 
+/// `{"<permission>": <RFC 3339> | null, …}`.
+fn serialize_last_used<S: serde::Serializer>(
+    used: &[(Permission, Option<OffsetDateTime>)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeMap};
+    let mut map = serializer.serialize_map(Some(used.len()))?;
+    for (permission, at) in used {
+        let at = at
+            .map(|at| at.format(&time::format_description::well_known::Rfc3339))
+            .transpose()
+            .map_err(S::Error::custom)?;
+        map.serialize_entry(permission.as_str(), &at)?;
+    }
+    map.end()
+}
+
 impl KeyInfo {
     /// The key as its owner sees it at `now`, with `profile`'s limits and hints.
-    fn new(key: StoredKey, profile: &crate::Profile, plan: &Plan, now: OffsetDateTime) -> Self {
+    fn new(
+        key: StoredKey,
+        profile: &crate::Profile,
+        plan: &Plan,
+        now: OffsetDateTime,
+        used: &[(Permission, OffsetDateTime)],
+    ) -> Self {
         let rate_limit = profile.limit_of(plan, key.rate_limit);
-        let hints = hints::of(&key, profile, now);
+        let permissions_last_used: Vec<(Permission, Option<OffsetDateTime>)> = key
+            .permissions
+            .iter()
+            .map(|permission| {
+                let at = used
+                    .iter()
+                    .find(|(p, _)| *p == permission)
+                    .map(|(_, at)| *at);
+                (permission, at)
+            })
+            .collect();
+        let hints = hints::of(&key, profile, now, &permissions_last_used);
         let status = match key.expires_at {
             _ if key.disabled => KeyStatus::Disabled,
             Some(at) if at <= now => KeyStatus::Expired,
@@ -151,6 +191,7 @@ impl KeyInfo {
             replaced_by: key.replaced_by,
             rate_limit,
             usage: key.usage,
+            permissions_last_used,
             hints,
         }
     }

@@ -56,7 +56,7 @@ impl<K: KeyStore> NouvelAuthLayer<K> {
             checks: Arc::new(Checks {
                 store: Arc::new(store),
                 limiter: Arc::new(MemoryRateLimiter::new()),
-                slots: Arc::new(Slots::new(DEFAULT_FLUSH_INTERVAL)),
+                slots: Arc::new(Slots::new(DEFAULT_FLUSH_INTERVAL, profile.permissions())),
                 config: Config {
                     routes: RouteTable::nouvel(),
                     clock: profile.clock_handle().clone(),
@@ -84,7 +84,10 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
             checks: Arc::new(Checks {
                 store,
                 limiter: Arc::new(limiter),
-                slots: Arc::new(Slots::new(config.flush_interval)),
+                slots: Arc::new(Slots::new(
+                    config.flush_interval,
+                    problems.profile().permissions(),
+                )),
                 problems,
                 config,
             }),
@@ -122,7 +125,10 @@ impl<K: KeyStore, L: RateLimiter> NouvelAuthLayer<K, L> {
     pub fn usage_flush_interval(self, interval: Duration) -> Self {
         self.change(|checks| {
             checks.config.flush_interval = interval;
-            checks.slots = Arc::new(Slots::new(interval));
+            checks.slots = Arc::new(Slots::new(
+                interval,
+                checks.problems.profile().permissions(),
+            ));
         })
     }
 

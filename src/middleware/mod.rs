@@ -158,7 +158,9 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
                 .limiter
                 .check_now(slot.window(), key.limit_id(), limit, now)
             {
-                Poll::Ready(decision) => Ok(self.admit(&key, &slot, limited(decision), now)?),
+                Poll::Ready(decision) => {
+                    Ok(self.admit(&key, &slot, access, limited(decision), now)?)
+                }
                 Poll::Pending => Err(limit),
             }
         };
@@ -195,7 +197,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             .await
             .map_err(|error| unavailable("rate limiter", &error))
             .and_then(limited);
-            self.admit(&key, &slot, decision, now)?
+            self.admit(&key, &slot, access, decision, now)?
         };
         Ok(Admission { key, headers })
     }
@@ -225,11 +227,17 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         &self,
         key: &KeyRecord,
         slot: &Slot<L::Window>,
+        access: Access,
         decision: Result<Decision, Rejection>,
         now: OffsetDateTime,
     ) -> Result<ResponseHeaders, Rejection> {
         let decision = decision.inspect_err(|rejection| self.refused(key, slot, rejection, now))?;
-        self.slots.count(&key.id, slot, Outcome::Admitted, now);
+        let needed = match access {
+            Access::Requires(permission) => Some(permission),
+            _ => None,
+        };
+        self.slots
+            .count(&key.id, slot, Outcome::Admitted, needed, now);
         self.slots.sweep_if_due(&self.limiter, now);
         Ok(ResponseHeaders {
             decision,
@@ -249,7 +257,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         now: OffsetDateTime,
     ) {
         if let Some(outcome) = rejection.outcome() {
-            self.slots.count(&key.id, slot, outcome, now);
+            self.slots.count(&key.id, slot, outcome, None, now);
         }
         // DEBUG, as every refusal: a client can send thousands a second, and their counts are
         // in the key's usage and the metrics.

@@ -30,8 +30,8 @@ use crate::{
     metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts, UsageBucket},
-    BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Profile, RateLimiter, Usage,
-    UsageReport,
+    BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Permission, PermissionSet,
+    Permissions, Profile, RateLimiter, Usage, UsageReport,
 };
 
 /// A layer's slots, by key id.
@@ -42,6 +42,8 @@ pub(crate) struct Slots<L: RateLimiter> {
     last_sweep: AtomicI64,
     flusher: Once,
     interval: Duration,
+    /// The profile's permissions, which the pending usage's bits are of.
+    permissions: &'static PermissionSet,
     /// Reports a flush failed to write, for the next flush: by then the hours they count
     /// may be past, so they do not go back into the slots' cells.
     retry: std::sync::Mutex<Vec<UsageReport>>,
@@ -78,13 +80,14 @@ const SWEEP_EVERY_MICROS: i64 = 60_000_000;
 static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
 
 impl<L: RateLimiter> Slots<L> {
-    pub(crate) fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration, permissions: &'static PermissionSet) -> Self {
         Self {
             id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             map: ConcurrentMap::default(),
             last_sweep: AtomicI64::new(i64::MIN),
             flusher: Once::new(),
             interval,
+            permissions,
             retry: std::sync::Mutex::default(),
         }
     }
@@ -148,9 +151,10 @@ impl<L: RateLimiter> Slots<L> {
         key: &KeyId,
         slot: &Slot<L::Window>,
         outcome: Outcome,
+        needed: Option<Permission>,
         at: OffsetDateTime,
     ) {
-        if let Some(stale) = slot.usage.count(outcome, at) {
+        if let Some(stale) = slot.usage.count(outcome, needed, at) {
             self.keep_for_next_flush(key, stale);
         }
     }
@@ -170,6 +174,7 @@ impl<L: RateLimiter> Slots<L> {
                 usage,
                 last_used_at: None,
                 hours: vec![stale],
+                permissions_used: Permissions::default(),
             };
             let mut retry = crate::lock(&self.retry);
             match retry.iter_mut().find(|r| r.key_id == report.key_id) {
@@ -184,7 +189,7 @@ impl<L: RateLimiter> Slots<L> {
         // One report per key: the failed ones first, this interval's merged into them.
         let mut reports = std::mem::take(&mut *crate::lock(&self.retry));
         for entry in &self.map {
-            let Some(fresh) = entry.value().usage.take(entry.key()) else {
+            let Some(fresh) = entry.value().usage.take(entry.key(), self.permissions) else {
                 continue;
             };
             match reports.iter_mut().find(|r| r.key_id == fresh.key_id) {
@@ -296,6 +301,8 @@ struct PendingUsage {
     hours: [HourCell; 2],
     last_used: AtomicI64Time,
     last_request: AtomicI64Time,
+    /// The permissions admitted requests' routes needed, as the masks of the profile's.
+    permissions: AtomicU64,
 }
 
 /// One hour's counts, by outcome.
@@ -375,7 +382,12 @@ impl HourCell {
 impl PendingUsage {
     /// Counts one request; the counts of another hour the cell still held, if any, moved
     /// out of it.
-    fn count(&self, outcome: Outcome, at: OffsetDateTime) -> Option<UsageBucket> {
+    fn count(
+        &self,
+        outcome: Outcome,
+        needed: Option<Permission>,
+        at: OffsetDateTime,
+    ) -> Option<UsageBucket> {
         const MICROS_PER_HOUR: i64 = 3_600_000_000;
         let at = micros(at);
         let hour = i32::try_from(at.div_euclid(MICROS_PER_HOUR)).unwrap_or(i32::MAX);
@@ -396,6 +408,10 @@ impl PendingUsage {
         self.last_request.at_least(at);
         if outcome == Outcome::Admitted {
             self.last_used.at_least(at);
+            if let Some(permission) = needed {
+                self.permissions
+                    .fetch_or(permission.mask(), Ordering::Relaxed);
+            }
         }
         stale
     }
@@ -406,9 +422,10 @@ impl PendingUsage {
 
     /// What was counted since the last take, as `key`'s report; `None` if nothing was.
     /// The time goes first, so a request counted meanwhile is in this report or the next.
-    fn take(&self, key: &KeyId) -> Option<UsageReport> {
+    fn take(&self, key: &KeyId, set: &'static PermissionSet) -> Option<UsageReport> {
         let last_request_at = self.last_request.take()?;
         let last_used_at = self.last_used.take();
+        let used = self.permissions.swap(0, Ordering::Relaxed);
         let mut hours: Vec<UsageBucket> = self.hours.iter().filter_map(HourCell::take).collect();
         hours.sort_by_key(|bucket| bucket.start);
         let mut usage = Usage {
@@ -427,6 +444,7 @@ impl PendingUsage {
             usage,
             last_used_at,
             hours,
+            permissions_used: Permissions::from_bits(set, used),
         })
     }
 }
@@ -447,8 +465,8 @@ mod tests {
     #[test]
     fn a_record_reaches_its_slot_without_the_map_and_two_layers_keep_their_own() {
         let (a, b) = (
-            Slots::<MemoryRateLimiter>::new(Duration::from_secs(5)),
-            Slots::<MemoryRateLimiter>::new(Duration::from_secs(5)),
+            Slots::<MemoryRateLimiter>::new(Duration::from_secs(5), nouvel::PERMISSIONS),
+            Slots::<MemoryRateLimiter>::new(Duration::from_secs(5), nouvel::PERMISSIONS),
         );
         let key = record("key_1");
         assert!(
@@ -478,7 +496,7 @@ mod tests {
 
     #[test]
     fn a_replacement_shares_its_predecessors_window_but_not_its_usage() {
-        let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5));
+        let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5), nouvel::PERMISSIONS);
         let limit = RateLimit::new(2, Duration::from_secs(60));
         let old = record("key_old");
         let new = record("key_new").shares_limit_with(Some(KeyId::from("key_old")));
@@ -489,14 +507,14 @@ mod tests {
             !slots.of(&newer).window().admit(limit, T0).allowed,
             "two in all"
         );
-        slots.count(&new.id, &slots.of(&new), Outcome::Admitted, T0);
+        slots.count(&new.id, &slots.of(&new), Outcome::Admitted, None, T0);
         assert!(slots.of(&old).usage.is_empty(), "usage stays per key");
         assert!(!slots.of(&new).usage.is_empty());
     }
 
     #[test]
     fn only_idle_slots_nothing_holds_are_swept() {
-        let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5));
+        let slots = Slots::<MemoryRateLimiter>::new(Duration::from_secs(5), nouvel::PERMISSIONS);
         let limit = RateLimit::default();
         let held = record("held");
         slots.of(&held).window().admit(limit, T0);
@@ -504,7 +522,13 @@ mod tests {
             let dropped = record("dropped");
             slots.of(&dropped).window().admit(limit, T0);
             let counted = record("counted");
-            slots.count(&counted.id, &slots.of(&counted), Outcome::Admitted, T0);
+            slots.count(
+                &counted.id,
+                &slots.of(&counted),
+                Outcome::Admitted,
+                None,
+                T0,
+            );
         }
         assert_eq!(slots.len(), 3);
         // A minute on, every window is idle; only the held record and the unflushed usage stay.
@@ -518,12 +542,16 @@ mod tests {
     fn pending_usage_is_taken_once_by_hour() {
         let usage = PendingUsage::default();
         let key = KeyId::from("k");
-        assert!(usage.take(&key).is_none());
+        assert!(usage.take(&key, nouvel::PERMISSIONS).is_none());
         // T0 is on the hour: one request in the hour before, two in T0's.
-        usage.count(Outcome::Admitted, T0 - Duration::from_secs(1));
-        usage.count(Outcome::Admitted, T0);
-        usage.count(Outcome::RateLimited, T0 + Duration::from_secs(2));
-        let report = usage.take(&key).unwrap();
+        usage.count(
+            Outcome::Admitted,
+            Some(nouvel::GENERATE),
+            T0 - Duration::from_secs(1),
+        );
+        usage.count(Outcome::Admitted, None, T0);
+        usage.count(Outcome::RateLimited, None, T0 + Duration::from_secs(2));
+        let report = usage.take(&key, nouvel::PERMISSIONS).unwrap();
         assert_eq!(report.usage.admitted, 2);
         assert_eq!(report.usage.rejected.rate_limited, 1);
         assert_eq!(report.last_used_at, Some(T0));
@@ -537,10 +565,16 @@ mod tests {
             .map(|h| (h.start, h.admitted, h.rejected.rate_limited))
             .collect();
         assert_eq!(hours, [(T0 - Duration::from_secs(3_600), 1, 0), (T0, 1, 1)]);
-        assert!(usage.take(&key).is_none());
+        let used: Vec<_> = report.permissions_used.iter().collect();
+        assert_eq!(
+            used,
+            [nouvel::GENERATE],
+            "the admitted requests' permissions"
+        );
+        assert!(usage.take(&key, nouvel::PERMISSIONS).is_none());
         // The next hour takes the cell of the hour before T0's, now flushed.
-        usage.count(Outcome::Admitted, T0 + Duration::from_secs(3_600));
-        let report = usage.take(&key).unwrap();
+        usage.count(Outcome::Admitted, None, T0 + Duration::from_secs(3_600));
+        let report = usage.take(&key, nouvel::PERMISSIONS).unwrap();
         assert_eq!(report.hours.len(), 1);
         assert_eq!(report.hours[0].start, T0 + Duration::from_secs(3_600));
     }

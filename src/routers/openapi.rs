@@ -340,6 +340,11 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         "replaced_by": {"type": ["string", "null"], "description": "The replacement's id, once the key has been rotated; a rotated key cannot be rotated again."},
         "rate_limit": rate_limit,
         "usage": {"$ref": "#/components/schemas/Usage"},
+        "permissions_last_used": {
+            "type": "object",
+            "additionalProperties": {"anyOf": [time, {"type": "null"}]},
+            "description": "When each granted permission was last used by an admitted request whose route needed it; null for never.",
+        },
         "hints": {"type": "array", "items": {"$ref": "#/components/schemas/Hint"}, "description": "What the key's owner should look at now, computed when read."},
     });
     let key_required: Vec<&String> = key_properties
@@ -413,8 +418,9 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
             "Hint": {
                 "type": "object", "additionalProperties": false, "required": ["code", "message"],
                 "properties": {
-                    "code": {"enum": ["unused", "rotation_due", "never_expires", "expires_soon"]},
+                    "code": {"enum": ["unused", "unused_permissions", "rotation_due", "never_expires", "expires_soon"]},
                     "message": {"type": "string"},
+                    "permissions": {"type": "array", "items": {"$ref": "#/components/schemas/Permission"}, "description": "The permissions an `unused_permissions` hint is about."},
                 },
             },
             "Key": {"type": "object", "additionalProperties": false, "required": key_required, "properties": key_properties},

@@ -11,7 +11,7 @@ use super::SqliteKeyStore;
 use crate::{
     manage::{AuditEntry, Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyRecord, KeyStorage, KeyStore,
-    MemoryKeyStore, Plan, StoredKey, UsageReport,
+    MemoryKeyStore, Permission, Plan, StoredKey, UsageReport,
 };
 
 /// One of the built-in stores, chosen at run time (from a `DATABASE_URL`, say), behind one
@@ -225,6 +225,13 @@ impl KeyStorage for AnyKeyStore {
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
         each!(self, |store| store.prune_audit(before).await)
+    }
+
+    async fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError> {
+        each!(self, |store| store.permissions_last_used(account).await)
     }
 
     async fn usage(

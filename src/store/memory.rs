@@ -1,12 +1,17 @@
-use std::{collections::BTreeMap, fmt, sync::Arc, task::Poll};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::Arc,
+    task::Poll,
+};
 
 use time::OffsetDateTime;
 
 use crate::{
     manage::AuditEntry,
     usage::{Granularity, UsageBucket},
-    Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId, Plan,
-    UsageReport,
+    Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId,
+    Permission, Plan, UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
@@ -46,6 +51,8 @@ struct Inner {
     records: ConcurrentMap<KeyDigest, Arc<KeyRecord>>,
     /// What management reads and writes: the live keys as stored.
     keys: ConcurrentMap<KeyId, StoredKey>,
+    /// When each key last used each permission.
+    permission_use: std::sync::Mutex<HashMap<(KeyId, Permission), OffsetDateTime>>,
     /// The usage buckets, by key, granularity and start.
     usage: std::sync::Mutex<BTreeMap<(KeyId, Granularity, OffsetDateTime), UsageBucket>>,
     /// The audit log, oldest first. Held while a change is made, so that whoever reads the
@@ -76,6 +83,7 @@ impl MemoryKeyStore {
                 records: ConcurrentMap::default(),
                 keys: ConcurrentMap::default(),
                 usage: std::sync::Mutex::default(),
+                permission_use: std::sync::Mutex::default(),
                 audit: std::sync::Mutex::default(),
             }),
         }
@@ -135,11 +143,20 @@ impl KeyStore for MemoryKeyStore {
 
     async fn record_usage(&self, reports: &[UsageReport]) -> Result<(), BackendError> {
         let mut buckets = crate::lock(&self.inner.usage);
+        let mut permission_use = crate::lock(&self.inner.permission_use);
         for report in reports {
             // A key deleted since has nobody left to show its usage to.
             if let Some(mut key) = self.inner.keys.get_mut(&report.key_id) {
                 key.usage.merge(&report.usage);
                 key.last_used_at = key.last_used_at.max(report.last_used_at);
+                if let Some(at) = report.last_used_at {
+                    for permission in report.permissions_used {
+                        let last = permission_use
+                            .entry((report.key_id.clone(), permission))
+                            .or_insert(at);
+                        *last = (*last).max(at);
+                    }
+                }
                 let hours = report.hours.iter().map(|h| (Granularity::Hour, *h));
                 let days = report.days().into_iter().map(|d| (Granularity::Day, d));
                 for (granularity, bucket) in hours.chain(days) {
@@ -346,6 +363,23 @@ impl KeyStorage for MemoryKeyStore {
         Ok(crate::lock(&self.inner.usage)
             .range(range)
             .map(|(_, bucket)| *bucket)
+            .collect())
+    }
+
+    async fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError> {
+        let of_account = |key: &KeyId| {
+            self.inner
+                .keys
+                .get(key)
+                .is_some_and(|stored| stored.account_id == *account)
+        };
+        Ok(crate::lock(&self.inner.permission_use)
+            .iter()
+            .filter(|((key, _), _)| of_account(key))
+            .map(|((key, permission), at)| (key.clone(), *permission, *at))
             .collect())
     }
 }

@@ -299,6 +299,25 @@ impl KeyStore for PostgresKeyStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        let used = rows::permissions_used(reports);
+        sqlx::query(
+            "INSERT INTO permission_use AS p (key_id, permission, last_used_at)
+             SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])
+                  AS u(key_id, permission, last_used_at)
+             JOIN api_keys k ON k.id = u.key_id
+             ON CONFLICT (key_id, permission) DO UPDATE SET
+                last_used_at = GREATEST(p.last_used_at, EXCLUDED.last_used_at)",
+        )
+        .bind(
+            used.iter()
+                .map(|(key, _, _)| key.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(used.iter().map(|(_, p, _)| *p).collect::<Vec<_>>())
+        .bind(used.iter().map(|(_, _, at)| *at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
@@ -606,6 +625,29 @@ impl KeyStorage for PostgresKeyStore {
             .map(rows::usage_bucket)
             .collect::<Result<_, _>>()
             .map_err(db)
+    }
+
+    async fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError> {
+        if !storable(account.as_str()) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT p.key_id, p.permission, p.last_used_at FROM permission_use p
+             JOIN api_keys k ON k.id = p.key_id WHERE k.account_id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let used: Vec<_> = rows
+            .iter()
+            .map(|row| rows::permission_use(row, self.permissions))
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        Ok(used.into_iter().flatten().collect())
     }
 }
 

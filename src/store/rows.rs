@@ -10,8 +10,8 @@ use crate::{
     manage::{Actor, AuditEntry},
     quiet::{warn_quietly, Quiet},
     usage::{Granularity, RejectionCounts, UsageBucket},
-    Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, PermissionSet,
-    Permissions, Plan, RateLimit, StoredKey, Usage, UsageReport,
+    Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, Permission,
+    PermissionSet, Permissions, Plan, RateLimit, StoredKey, Usage, UsageReport,
 };
 
 /// The columns of a [`StoredKey`], for `SELECT`s that decode one with [`stored_key`].
@@ -120,6 +120,34 @@ pub(super) fn usage_bucket(row: &impl Columns) -> Result<UsageBucket, sqlx::Erro
             rate_limited: count("rate_limited")?,
         },
     })
+}
+
+/// A row of `permission_use`, if the permission is still `set`'s.
+pub(super) fn permission_use(
+    row: &impl Columns,
+    set: &'static PermissionSet,
+) -> Result<Option<(KeyId, Permission, OffsetDateTime)>, sqlx::Error> {
+    let permission = set.parse(&row.text("permission")?).ok();
+    let key = KeyId::from(row.text("key_id")?);
+    let at = row.time("last_used_at")?;
+    Ok(permission.map(|permission| (key, permission, at)))
+}
+
+/// Every (key, permission, time) of a batch of reports: each permission an admitted
+/// request of the batch needed, at the batch's last use.
+pub(super) fn permissions_used(
+    reports: &[UsageReport],
+) -> Vec<(&KeyId, &'static str, OffsetDateTime)> {
+    reports
+        .iter()
+        .filter_map(|report| Some((report, report.last_used_at?)))
+        .flat_map(|(report, at)| {
+            report
+                .permissions_used
+                .iter()
+                .map(move |permission| (&report.key_id, permission.as_str(), at))
+        })
+        .collect()
 }
 
 /// Every bucket of a batch of reports: each report's hours, then its days.

@@ -220,6 +220,19 @@ impl KeyStore for SqliteKeyStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            for (key_id, permission, at) in rows::permissions_used(reports) {
+                sqlx::query(
+                    "INSERT INTO permission_use (key_id, permission, last_used_at)
+                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?1)
+                     ON CONFLICT (key_id, permission) DO UPDATE SET
+                        last_used_at = MAX(last_used_at, excluded.last_used_at)",
+                )
+                .bind(key_id.as_str())
+                .bind(permission)
+                .bind(rows::micros(at))
+                .execute(&mut *tx)
+                .await?;
+            }
             Ok(())
         })
         .await
@@ -476,6 +489,26 @@ impl KeyStorage for SqliteKeyStore {
             .map(rows::usage_bucket)
             .collect::<Result<_, _>>()
             .map_err(db)
+    }
+
+    async fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT p.key_id, p.permission, p.last_used_at FROM permission_use p
+             JOIN api_keys k ON k.id = p.key_id WHERE k.account_id = ?",
+        )
+        .bind(account.as_str())
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        let used: Vec<_> = rows
+            .iter()
+            .map(|row| rows::permission_use(row, self.permissions))
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        Ok(used.into_iter().flatten().collect())
     }
 }
 

@@ -10,7 +10,7 @@ use crate::{
     manage::AuditEntry,
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyId,
-    Permissions, Plan, RateLimit, Usage, UsageReport,
+    Permission, Permissions, Plan, RateLimit, Usage, UsageReport,
 };
 
 /// What the layer needs to know about a live key. Handlers get it as an
@@ -214,8 +214,10 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 
     /// Adds a batch of usage (admitted and rejected requests, last-used times) to the
-    /// keys' totals, and its [`hours`](UsageReport::hours) to the keys' hourly and daily
-    /// buckets ([`UsageReport::days`]), all in one write: a failed call has added nothing.
+    /// keys' totals, its [`hours`](UsageReport::hours) to the keys' hourly and daily
+    /// buckets ([`UsageReport::days`]), and keeps when each permission was last used
+    /// (`KeyStorage::permissions_last_used`), all in one write: a failed call has added
+    /// nothing.
     /// Reports of keys the store does not hold are left out. The layer calls it once per
     /// flush interval, not once per request.
     fn record_usage(
@@ -442,6 +444,15 @@ pub trait KeyStorage: KeyStore {
         &self,
         before: OffsetDateTime,
     ) -> impl Future<Output = Result<u64, BackendError>> + Send;
+
+    /// When each key of `account` last used each permission it used: the
+    /// [`last_used_at`](UsageReport::last_used_at) of the latest report that had the
+    /// permission among its [`permissions_used`](UsageReport::permissions_used). A
+    /// permission the store's profile no longer has is left out.
+    fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> impl Future<Output = Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError>> + Send;
 
     /// `key`'s buckets of `granularity` that start in `[from, to)`, oldest first, as
     /// [`record_usage`](KeyStore::record_usage) added them up; a period with no request

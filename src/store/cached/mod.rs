@@ -21,7 +21,8 @@ use crate::{
     manage::{AuditEntry, Granularity, UsageBucket},
     metrics::count,
     quiet::{warn_quietly, Quiet},
-    Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Plan, UsageReport,
+    Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Permission, Plan,
+    UsageReport,
 };
 use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 use live::{fingerprint, LiveKeys, Verdict};
@@ -436,6 +437,13 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
 
     async fn accounts_named(&self, name: &str) -> Result<Vec<Account>, BackendError> {
         self.inner.accounts_named(name).await
+    }
+
+    async fn permissions_last_used(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError> {
+        self.inner.permissions_last_used(account).await
     }
 
     async fn usage(
