@@ -97,8 +97,22 @@
   }
 
   // What the owner should look at, as the server says it (unused, rotation due, …).
+  // Each with the action it suggests: delete an unused key; rotate one that holds
+  // permissions it does not use, keeping only the others.
   function hintList(key) {
-    const list = element('ul', null, key.hints.map((hint) => element('li', hint.message, null, { 'data-hint': hint.code })), { class: 'hints' });
+    const items = key.hints.map((hint) => {
+      const item = element('li', hint.message, null, { 'data-hint': hint.code });
+      if (hint.code === 'unused') {
+        item.append(' ', button('Delete it', `Delete ${key.name}`, () => openDelete(key), { class: 'link' }));
+      } else if (hint.code === 'unused_permissions' && !key.replaced_by) {
+        const keep = key.permissions.filter((p) => !hint.permissions.includes(p));
+        if (keep.length) {
+          item.append(' ', button(`Rotate with ${keep.join(', ')} only`, `Rotate ${key.name} with ${keep.join(', ')} only`, () => openRotate(key, keep), { class: 'link', 'data-action': 'narrow' }));
+        }
+      }
+      return item;
+    });
+    const list = element('ul', null, items, { class: 'hints' });
     list.hidden = key.hints.length === 0;
     return list;
   }
@@ -340,10 +354,19 @@
   });
 
   // Rotate.
-  function openRotate(key) {
+  // `keep`: the permissions the replacement gets, checked (default all the key's).
+  function openRotate(key, keep) {
     clearError();
     pending = key;
     $('rotate-name').textContent = key.name;
+    const kept = keep || key.permissions;
+    $('rotate-permissions').replaceChildren(...key.permissions.map((p) => element('li', null, [
+      element('label', null, [
+        element('input', null, null, { type: 'checkbox', name: 'keep', value: p, ...(kept.includes(p) ? { checked: '' } : {}) }),
+        ' ',
+        element('code', p),
+      ]),
+    ])));
     $('rotate').returnValue = '';
     $('rotate').showModal();
   }
@@ -354,9 +377,13 @@
   $('rotate-confirm').addEventListener('click', async () => {
     const key = pending;
     const grace = Number(document.querySelector('input[name="grace"]:checked').value);
+    const keep = [...document.querySelectorAll('input[name="keep"]:checked')].map((i) => i.value);
     $('rotate').close('rotate');
+    const body = { grace_seconds: grace };
+    // Fewer than the key holds: the replacement is narrowed to them.
+    if (keep.length < key.permissions.length) body.permissions = keep;
     try {
-      const created = await api('POST', `/keys/${encodeURIComponent(key.id)}/rotate`, { grace_seconds: grace });
+      const created = await api('POST', `/keys/${encodeURIComponent(key.id)}/rotate`, body);
       await refresh();
       showKey(created, `Key ${key.name} rotated.`);
     } catch (error) {

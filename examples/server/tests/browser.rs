@@ -635,3 +635,78 @@ async fn the_page_offers_what_the_user_may_grant_and_signs_out_in_the_applicatio
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_used_through_one_permission_is_narrowed_to_it_from_its_hint() {
+    // Keys older than 8 s that were used within them can show `unused_permissions`.
+    let server = Server::start(&[("NOUVEL_UNUSED_AFTER", "8s")]);
+    let account = server.demo_account();
+    let (status, made) = server
+        .admin(
+            "POST",
+            &format!("/accounts/{account}/keys"),
+            r#"{"name": "Wide", "permissions": ["generate", "projects:read", "publish"]}"#,
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    let wide = made["key"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(8_500)).await;
+    let (status, _) = server.with_key("GET", "/api/v1/projects", &wide);
+    assert_eq!(status, 200);
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        console_read: std::cell::Cell::new(0),
+    };
+    browser.goto(&server.sign_in).await.unwrap();
+    // The usage is flushed within 5 s; until then the key shows no hint.
+    let hint = "tbody tr [data-hint='unused_permissions']";
+    let started = std::time::Instant::now();
+    while page
+        .js(&format!(
+            "return document.querySelector(\"{hint}\") !== null"
+        ))
+        .await
+        != json!(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(15), "no hint");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser.refresh().await.unwrap();
+        page.row("Wide").await;
+    }
+    let text = page.css(hint).await.text().await.unwrap();
+    assert!(
+        text.starts_with("Not used in the last 8 seconds: generate, publish."),
+        "{text}"
+    );
+    page.row_action("Wide", "narrow").await;
+    page.until(
+        "the rotate dialog is open",
+        "document.getElementById('rotate').open",
+    )
+    .await;
+    let kept = page
+        .js("return [...document.querySelectorAll('input[name=\"keep\"]:checked')].map((i) => i.value)")
+        .await;
+    assert_eq!(
+        kept,
+        json!(["projects:read"]),
+        "pre-filled with what the key uses"
+    );
+    page.click("input[name='grace'][value='0']").await;
+    page.click("#rotate-confirm").await;
+    let narrowed = page.take_new_key().await;
+    let (status, _) = server.with_key("GET", "/api/v1/projects", &narrowed);
+    assert_eq!(status, 200);
+    for (method, path) in [("POST", "/api/v1/generate"), ("POST", "/api/v1/publish")] {
+        let (status, body) = server.with_key(method, path, &narrowed);
+        assert_eq!(
+            (status, code(&body)),
+            (403, "missing_permission".to_owned()),
+            "{path}"
+        );
+    }
+    assert_eq!(page.console_problems().await, Vec::<String>::new());
+}
