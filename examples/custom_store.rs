@@ -322,6 +322,28 @@ impl KeyStorage for TableStore {
             .cloned()
             .collect())
     }
+
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(KeyId, UsageBucket)>, BackendError> {
+        let tables = self.tables()?;
+        let of_account = |id: &KeyId| {
+            tables
+                .keys
+                .iter()
+                .any(|(k, _)| k.id == *id && k.account_id == *account)
+        };
+        Ok(tables
+            .usage
+            .iter()
+            .filter(|(k, g, b)| *g == granularity && (from..to).contains(&b.start) && of_account(k))
+            .map(|(k, _, b)| (k.clone(), *b))
+            .collect())
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]

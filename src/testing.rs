@@ -866,6 +866,20 @@ impl<S: KeyStorage> Kit<S> {
             counts(&days) == [(day, 8, 1)],
             counts(&days),
         );
+        let of_account = ok(
+            "read an account's hourly usage",
+            storage
+                .account_usage(&account.id, Granularity::Hour, day, at(86_400))
+                .await,
+        );
+        check(
+            "an account's buckets are its keys' buckets",
+            of_account.len() == 2
+                && of_account
+                    .iter()
+                    .all(|(id, b)| *id == key.info.id && hours.contains(b)),
+            &of_account,
+        );
         let later = ok(
             "read hourly usage",
             storage

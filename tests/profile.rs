@@ -875,3 +875,60 @@ async fn the_last_use_of_each_permission_shows_which_a_key_does_not_need() {
     );
     assert_eq!(narrowed.info.hints, []);
 }
+
+#[tokio::test]
+async fn a_key_refused_more_than_admitted_in_the_last_hour_says_so() {
+    use nouvel_auth::{clock::ManualClock, manage::HintCode};
+    let clock = ManualClock::new(common::T0 + std::time::Duration::from_secs(1_800));
+    let profile = profile().clock(clock.clone());
+    let store = MemoryKeyStore::new();
+    let keys = profile.key_manager(store.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let made = keys
+        .create_key(&account.id, KeySpec::new("Reader", [VIDEOS_READ]))
+        .await
+        .unwrap();
+    let routes = RouteTable::new()
+        .route(Method::GET, "/videos", VIDEOS_READ)
+        .unwrap()
+        .route(Method::POST, "/videos", VIDEOS_WRITE)
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/videos",
+            get(|| async { "listed" }).post(|| async { "made" }),
+        )
+        .layer(profile.layer(store.clone()).routes(routes));
+    let send = async |method: Method, n: usize| {
+        for _ in 0..n {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri("/videos")
+                .header(
+                    "authorization",
+                    format!("Bearer {}", made.key.expose_secret()),
+                )
+                .body(Body::empty())
+                .unwrap();
+            app.clone().oneshot(request).await.unwrap();
+        }
+        profile.flush_usage().await.unwrap();
+    };
+    let codes = async || -> Vec<HintCode> {
+        let key = keys.key(&account.id, &made.info.id).await.unwrap();
+        key.hints.into_iter().map(|h| h.code).collect()
+    };
+    send(Method::GET, 5).await;
+    send(Method::POST, 19).await;
+    assert_eq!(codes().await, [], "19 refusals are not yet many");
+    send(Method::POST, 6).await;
+    assert_eq!(codes().await, [HintCode::ManyRejections]);
+    let key = keys.key(&account.id, &made.info.id).await.unwrap();
+    assert_eq!(
+        key.hints[0].message,
+        "About 25 of its 30 requests in the last hour were refused for its plan or permissions (402, 403): check what calls with it."
+    );
+    // Two hours on, the last hour is quiet.
+    clock.advance(std::time::Duration::from_secs(7_200));
+    assert_eq!(codes().await, []);
+}

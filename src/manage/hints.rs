@@ -7,7 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{middleware::EXPIRY_WARNING, Permission, Profile, StoredKey};
+use crate::{
+    middleware::EXPIRY_WARNING,
+    usage::{Granularity, UsageBucket},
+    Permission, Profile, StoredKey,
+};
 
 /// One thing a key's owner should look at: a code to act on, and a sentence to show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +37,9 @@ pub enum HintCode {
     /// These granted permissions had no admitted request for the profile's
     /// `unused_after`, though the key had: rotate it with only the permissions it uses.
     UnusedPermissions,
+    /// In the last 60 minutes at least 20 of its requests were refused with 402 or 403,
+    /// and they were more than half of its requests.
+    ManyRejections,
     /// Older than the profile's `rotate_after`: rotate it.
     RotationDue,
     /// It never expires.
@@ -48,6 +55,7 @@ pub(crate) fn of(
     profile: &Profile,
     now: OffsetDateTime,
     permissions_last_used: &[(Permission, Option<OffsetDateTime>)],
+    recent: &[UsageBucket],
 ) -> Vec<Hint> {
     let mut hints = Vec::new();
     if key.replaced_by.is_some() {
@@ -84,6 +92,15 @@ pub(crate) fn of(
             });
         }
     }
+    if let Some((refused, total)) = last_hour_refusals(recent, now) {
+        hints.push(Hint {
+            code: HintCode::ManyRejections,
+            message: format!(
+                "About {refused} of its {total} requests in the last hour were refused for its plan or permissions (402, 403): check what calls with it."
+            ),
+            permissions: Vec::new(),
+        });
+    }
     let rotate_after = profile.rotate_after_threshold();
     if age > rotate_after {
         hints.push(Hint {
@@ -108,6 +125,41 @@ pub(crate) fn of(
         Some(_) => {}
     }
     hints
+}
+
+/// The requests refused with 402 or 403 and all requests in the 60 minutes before `now`,
+/// if at least 20 were refused and they were more than half: the current hour's, and the
+/// hour before's in the share of it still within the 60 minutes (buckets are by hour).
+fn last_hour_refusals(recent: &[UsageBucket], now: OffsetDateTime) -> Option<(u64, u64)> {
+    let hour = Granularity::Hour;
+    let current = hour.start_of(now);
+    let elapsed = (now - current).as_seconds_f64() / 3_600.0;
+    let mut refused = 0.0;
+    let mut total = 0.0;
+    for bucket in recent {
+        let share = if bucket.start == current {
+            1.0
+        } else if bucket.start == current - hour.length() {
+            1.0 - elapsed
+        } else {
+            continue;
+        };
+        let r = &bucket.rejected;
+        #[allow(clippy::cast_precision_loss)] // counts of one hour
+        let (no, all) = (
+            (r.plan_required + r.missing_permission + r.route_not_allowed) as f64,
+            (bucket.admitted
+                + r.plan_required
+                + r.missing_permission
+                + r.route_not_allowed
+                + r.rate_limited) as f64,
+        );
+        refused += no * share;
+        total += all * share;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // rounded counts
+    let (refused, total) = (refused.round() as u64, total.round() as u64);
+    (refused >= 20 && refused * 2 > total).then_some((refused, total))
 }
 
 /// `duration` as a person says it: "30 days", "12 hours", "90 seconds".

@@ -445,10 +445,10 @@ impl<S: KeyStorage> KeyManager<S> {
         }
         // Newest first; keys made in one instant by id, so the order is stable.
         keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        let used = self.storage.permissions_last_used(account).await?;
+        let activity = self.activity(account).await?;
         Ok(keys
             .into_iter()
-            .map(|key| self.info(key, &plan, now, &used))
+            .map(|key| self.info(key, &plan, now, &activity))
             .collect())
     }
 
@@ -495,8 +495,8 @@ impl<S: KeyStorage> KeyManager<S> {
     pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
         let stored = self.stored_key(account, key).await?;
         let plan = self.account(account).await?.plan;
-        let used = self.storage.permissions_last_used(account).await?;
-        Ok(self.info(stored, &plan, self.now(), &used))
+        let activity = self.activity(account).await?;
+        Ok(self.info(stored, &plan, self.now(), &activity))
     }
 
     /// A key's usage by `granularity` over `[from, to)`, each rounded down to the start of
@@ -603,8 +603,8 @@ impl<S: KeyStorage> KeyManager<S> {
             .await?
             .ok_or(ManageError::NotFound)?;
         let plan = self.account(account).await?.plan;
-        let used = self.storage.permissions_last_used(account).await?;
-        Ok(self.info(stored, &plan, self.now(), &used))
+        let activity = self.activity(account).await?;
+        Ok(self.info(stored, &plan, self.now(), &activity))
     }
 
     /// Replaces a key: a new key with the same name, permissions (or fewer: see
@@ -751,8 +751,8 @@ impl<S: KeyStorage> KeyManager<S> {
             }
         }
         Ok(NewKey {
-            // A new key has used nothing yet.
-            info: self.info(stored, &plan, now, &[]),
+            // A new key has done nothing yet.
+            info: self.info(stored, &plan, now, &Activity::default()),
             key,
         })
     }
@@ -776,14 +776,35 @@ impl<S: KeyStorage> KeyManager<S> {
         key: StoredKey,
         plan: &Plan,
         now: OffsetDateTime,
-        used: &[(KeyId, Permission, OffsetDateTime)],
+        activity: &Activity,
     ) -> KeyInfo {
-        let used: Vec<(Permission, OffsetDateTime)> = used
+        let used: Vec<(Permission, OffsetDateTime)> = activity
+            .permissions
             .iter()
             .filter(|(id, _, _)| *id == key.id)
             .map(|(_, permission, at)| (*permission, *at))
             .collect();
-        KeyInfo::new(key, &self.profile, plan, now, &used)
+        let recent: Vec<UsageBucket> = activity
+            .hours
+            .iter()
+            .filter(|(id, _)| *id == key.id)
+            .map(|(_, bucket)| *bucket)
+            .collect();
+        KeyInfo::new(key, &self.profile, plan, now, &used, &recent)
+    }
+
+    /// What the account's keys did lately, for their hints: each permission's last use,
+    /// and the current and previous hours.
+    async fn activity(&self, account: &AccountId) -> Result<Activity, ManageError> {
+        let hour = Granularity::Hour;
+        let now = hour.start_of(self.now());
+        Ok(Activity {
+            permissions: self.storage.permissions_last_used(account).await?,
+            hours: self
+                .storage
+                .account_usage(account, hour, now - hour.length(), now + hour.length())
+                .await?,
+        })
     }
 
     fn known_plan(&self, plan: &Plan) -> Result<Plan, FieldError> {
@@ -849,6 +870,13 @@ impl<S: KeyStorage> KeyManager<S> {
             replaces: None,
         })
     }
+}
+
+/// What an account's keys did lately, as the hints read it.
+#[derive(Default)]
+struct Activity {
+    permissions: Vec<(KeyId, Permission, OffsetDateTime)>,
+    hours: Vec<(KeyId, UsageBucket)>,
 }
 
 /// A key checked and ready to write: what [`KeyManager::commit`] stores.

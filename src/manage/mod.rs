@@ -159,6 +159,7 @@ impl KeyInfo {
         plan: &Plan,
         now: OffsetDateTime,
         used: &[(Permission, OffsetDateTime)],
+        recent: &[UsageBucket],
     ) -> Self {
         let rate_limit = profile.limit_of(plan, key.rate_limit);
         let permissions_last_used: Vec<(Permission, Option<OffsetDateTime>)> = key
@@ -172,7 +173,7 @@ impl KeyInfo {
                 (permission, at)
             })
             .collect();
-        let hints = hints::of(&key, profile, now, &permissions_last_used);
+        let hints = hints::of(&key, profile, now, &permissions_last_used, recent);
         let status = match key.expires_at {
             _ if key.disabled => KeyStatus::Disabled,
             Some(at) if at <= now => KeyStatus::Expired,

@@ -418,7 +418,7 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
             "Hint": {
                 "type": "object", "additionalProperties": false, "required": ["code", "message"],
                 "properties": {
-                    "code": {"enum": ["unused", "unused_permissions", "rotation_due", "never_expires", "expires_soon"]},
+                    "code": {"enum": ["unused", "unused_permissions", "many_rejections", "rotation_due", "never_expires", "expires_soon"]},
                     "message": {"type": "string"},
                     "permissions": {"type": "array", "items": {"$ref": "#/components/schemas/Permission"}, "description": "The permissions an `unused_permissions` hint is about."},
                 },

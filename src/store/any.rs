@@ -234,6 +234,18 @@ impl KeyStorage for AnyKeyStore {
         each!(self, |store| store.permissions_last_used(account).await)
     }
 
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(KeyId, UsageBucket)>, BackendError> {
+        each!(self, |store| store
+            .account_usage(account, granularity, from, to)
+            .await)
+    }
+
     async fn usage(
         &self,
         key: &KeyId,

@@ -382,6 +382,28 @@ impl KeyStorage for MemoryKeyStore {
             .map(|((key, permission), at)| (key.clone(), *permission, *at))
             .collect())
     }
+
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(KeyId, UsageBucket)>, BackendError> {
+        let of_account = |key: &KeyId| {
+            self.inner
+                .keys
+                .get(key)
+                .is_some_and(|stored| stored.account_id == *account)
+        };
+        Ok(crate::lock(&self.inner.usage)
+            .iter()
+            .filter(|((key, g, start), _)| {
+                *g == granularity && (from..to).contains(start) && of_account(key)
+            })
+            .map(|((key, _, _), bucket)| (key.clone(), *bucket))
+            .collect())
+    }
 }
 
 impl fmt::Debug for MemoryKeyStore {

@@ -649,6 +649,33 @@ impl KeyStorage for PostgresKeyStore {
             .map_err(db)?;
         Ok(used.into_iter().flatten().collect())
     }
+
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(KeyId, UsageBucket)>, BackendError> {
+        if !storable(account.as_str()) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT b.* FROM usage_buckets b JOIN api_keys k ON k.id = b.key_id
+             WHERE k.account_id = $1 AND b.granularity = $2 AND b.start >= $3 AND b.start < $4",
+        )
+        .bind(account.as_str())
+        .bind(granularity.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(rows::keyed_usage_bucket)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
 }
 
 async fn insert_audit<'e>(

@@ -122,6 +122,11 @@ pub(super) fn usage_bucket(row: &impl Columns) -> Result<UsageBucket, sqlx::Erro
     })
 }
 
+/// A row of `usage_buckets` with its key.
+pub(super) fn keyed_usage_bucket(row: &impl Columns) -> Result<(KeyId, UsageBucket), sqlx::Error> {
+    Ok((KeyId::from(row.text("key_id")?), usage_bucket(row)?))
+}
+
 /// A row of `permission_use`, if the permission is still `set`'s.
 pub(super) fn permission_use(
     row: &impl Columns,

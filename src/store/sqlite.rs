@@ -510,6 +510,30 @@ impl KeyStorage for SqliteKeyStore {
             .map_err(db)?;
         Ok(used.into_iter().flatten().collect())
     }
+
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(KeyId, UsageBucket)>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT b.* FROM usage_buckets b JOIN api_keys k ON k.id = b.key_id
+             WHERE k.account_id = ? AND b.granularity = ? AND b.start >= ? AND b.start < ?",
+        )
+        .bind(account.as_str())
+        .bind(granularity.as_str())
+        .bind(rows::micros(from))
+        .bind(rows::micros(to))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(rows::keyed_usage_bucket)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
 }
 
 async fn insert_audit<'e>(

@@ -454,6 +454,17 @@ pub trait KeyStorage: KeyStore {
         account: &AccountId,
     ) -> impl Future<Output = Result<Vec<(KeyId, Permission, OffsetDateTime)>, BackendError>> + Send;
 
+    /// The buckets of `granularity` of every key of `account` that start in
+    /// `[from, to)`, each with its key (the hints read the last hours of a whole list of
+    /// keys with it).
+    fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<(KeyId, UsageBucket)>, BackendError>> + Send;
+
     /// `key`'s buckets of `granularity` that start in `[from, to)`, oldest first, as
     /// [`record_usage`](KeyStore::record_usage) added them up; a period with no request
     /// may be left out. Hourly buckets are kept at least 35 days, daily ones at least 400.

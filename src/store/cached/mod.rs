@@ -446,6 +446,18 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         self.inner.permissions_last_used(account).await
     }
 
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+        granularity: Granularity,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<(KeyId, UsageBucket)>, BackendError> {
+        self.inner
+            .account_usage(account, granularity, from, to)
+            .await
+    }
+
     async fn usage(
         &self,
         key: &KeyId,
