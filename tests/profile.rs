@@ -932,3 +932,96 @@ async fn a_key_refused_more_than_admitted_in_the_last_hour_says_so() {
     clock.advance(std::time::Duration::from_secs(7_200));
     assert_eq!(codes().await, []);
 }
+
+/// A store whose usage writes fail while `down` is set.
+#[derive(Clone)]
+struct Flaky {
+    inner: MemoryKeyStore,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl nouvel_auth::KeyStore for Flaky {
+    fn digest(&self, key: &nouvel_auth::key::ApiKey) -> nouvel_auth::key::KeyDigest {
+        self.inner.digest(key)
+    }
+
+    async fn lookup(
+        &self,
+        digest: &nouvel_auth::key::KeyDigest,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<std::sync::Arc<nouvel_auth::KeyRecord>>, nouvel_auth::BackendError> {
+        self.inner.lookup(digest, now).await
+    }
+
+    async fn record_usage(
+        &self,
+        reports: &[nouvel_auth::store::UsageReport],
+    ) -> Result<(), nouvel_auth::BackendError> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(nouvel_auth::BackendError::failed("down"));
+        }
+        self.inner.record_usage(reports).await
+    }
+}
+
+#[tokio::test]
+async fn usage_a_failed_flush_could_not_write_is_written_whole_by_the_next() {
+    use nouvel_auth::{clock::ManualClock, manage::Granularity};
+    let clock = ManualClock::new(common::T0);
+    let profile = profile().clock(clock.clone());
+    let store = Flaky {
+        inner: MemoryKeyStore::new(),
+        down: std::sync::Arc::default(),
+    };
+    let keys = profile.key_manager(store.inner.clone());
+    let account = keys.create_account("Acme", PRO).await.unwrap();
+    let made = keys
+        .create_key(&account.id, KeySpec::new("Reader", [VIDEOS_READ]))
+        .await
+        .unwrap();
+    let routes = RouteTable::new()
+        .route(Method::GET, "/videos", VIDEOS_READ)
+        .unwrap();
+    let app = Router::new()
+        .route("/videos", get(|| async { "listed" }))
+        .layer(profile.layer(store.clone()).routes(routes));
+    let read = async || {
+        let request = Request::get("/videos")
+            .header(
+                "authorization",
+                format!("Bearer {}", made.key.expose_secret()),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(request).await.unwrap().status(),
+            StatusCode::OK
+        );
+    };
+    // Two requests at 12:00 that the store cannot take, one at 13:00 when it can again.
+    store.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    read().await;
+    read().await;
+    assert!(profile.flush_usage().await.is_err());
+    clock.advance(std::time::Duration::from_secs(3_600));
+    store
+        .down
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    read().await;
+    profile.flush_usage().await.unwrap();
+    let key = keys.key(&account.id, &made.info.id).await.unwrap();
+    assert_eq!(key.usage.admitted, 3);
+    let usage = keys
+        .usage(&account.id, &made.info.id, Granularity::Hour, None, None)
+        .await
+        .unwrap();
+    let counts: Vec<u64> = usage.buckets.iter().map(|b| b.admitted).collect();
+    assert_eq!(counts[22..], [2, 1], "each hour keeps its own requests");
+    assert_eq!(
+        key.permissions_last_used,
+        [(
+            VIDEOS_READ,
+            Some(common::T0 + std::time::Duration::from_secs(3_600))
+        )]
+    );
+}
