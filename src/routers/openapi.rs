@@ -384,7 +384,7 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
                 "properties": {
                     "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 31_536_000, "description": "How long the old key keeps working; absent or null: 86400; 0 = now."},
                     "expiration": expiration,
-                    "permissions": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Permission"}, "minItems": 1, "uniqueItems": true, "description": "The replacement's permissions, a subset of the old key's; absent or null: the old key's."},
+                    "permissions": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Permission"}, "minItems": 1, "description": "The replacement's permissions (a set: a name given twice counts once), a subset of the old key's; absent or null: the old key's."},
                 },
             },
             "Rejected": {
