@@ -46,7 +46,7 @@ pub(crate) struct Slots<L: RateLimiter> {
     permissions: &'static PermissionSet,
     /// Reports a flush failed to write, for the next flush: by then the hours they count
     /// may be past, so they do not go back into the slots' cells.
-    retry: std::sync::Mutex<Vec<UsageReport>>,
+    retry: std::sync::Mutex<Reports>,
 }
 
 /// One key's window and pending usage; a replacement's window is the first key's of its
@@ -176,11 +176,7 @@ impl<L: RateLimiter> Slots<L> {
                 hours: vec![stale],
                 permissions_used: Permissions::default(),
             };
-            let mut retry = crate::lock(&self.retry);
-            match retry.iter_mut().find(|r| r.key_id == report.key_id) {
-                Some(kept) => kept.merge(&report),
-                None => retry.push(report),
-            }
+            keep(&mut crate::lock(&self.retry), report);
         }
     }
 
@@ -189,14 +185,11 @@ impl<L: RateLimiter> Slots<L> {
         // One report per key: the failed ones first, this interval's merged into them.
         let mut reports = std::mem::take(&mut *crate::lock(&self.retry));
         for entry in &self.map {
-            let Some(fresh) = entry.value().usage.take(entry.key(), self.permissions) else {
-                continue;
-            };
-            match reports.iter_mut().find(|r| r.key_id == fresh.key_id) {
-                Some(report) => report.merge(&fresh),
-                None => reports.push(fresh),
+            if let Some(fresh) = entry.value().usage.take(entry.key(), self.permissions) {
+                keep(&mut reports, fresh);
             }
         }
+        let reports: Vec<UsageReport> = reports.into_values().collect();
         if reports.is_empty() {
             return Ok(());
         }
@@ -205,13 +198,10 @@ impl<L: RateLimiter> Slots<L> {
             count!(USAGE_FLUSHES, "result" => "error");
             static FLUSH: Quiet = Quiet::new();
             warn_quietly!(FLUSH, %error, "nouvel-auth could not flush key usage; will retry");
+            // A flush that ran meanwhile may have failed too: still one report per key.
             let mut retry = crate::lock(&self.retry);
-            // A flush that ran meanwhile may have failed too: keep one report per key.
             for report in reports {
-                match retry.iter_mut().find(|r| r.key_id == report.key_id) {
-                    Some(kept) => kept.merge(&report),
-                    None => retry.push(report),
-                }
+                keep(&mut retry, report);
             }
         } else {
             count!(USAGE_FLUSHES, "result" => "ok");
@@ -244,6 +234,19 @@ impl<W> Slot<W> {
         self.counts_in
             .as_deref()
             .map_or(&self.own_window, |first| &first.own_window)
+    }
+}
+
+/// Reports by key: one per key, however many intervals it gathers.
+type Reports = std::collections::HashMap<KeyId, UsageReport>;
+
+/// Adds `report` to the one `reports` holds for its key, if any.
+fn keep(reports: &mut Reports, report: UsageReport) {
+    match reports.entry(report.key_id.clone()) {
+        std::collections::hash_map::Entry::Occupied(mut kept) => kept.get_mut().merge(&report),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(report);
+        }
     }
 }
 
