@@ -49,7 +49,7 @@ async fn main() {
         .max_keys_per_account(None)
         .key_manager(store.clone());
     let account = keys.create_account("Bench", nouvel::SCALE).await.unwrap();
-    let spec = KeySpec::new("bench", [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
+    let spec = KeySpec::new("bench", [nouvel::GENERATE]).rate_limits(NEVER_LIMITED);
     let key = keys.create_key(&account.id, spec.clone()).await.unwrap();
     let bearer = format!("Bearer {}", key.key.expose_secret());
     let prefix = servers::unique("bench");

@@ -10,7 +10,7 @@
 
 mod common;
 
-use nouvel_auth::{limit::MemoryWindow, nouvel};
+use nouvel_auth::{key::AccountId, limit::MemoryWindow, limit::Subject, nouvel};
 use std::{hint::black_box, time::Duration};
 
 use axum::body::Body;
@@ -130,7 +130,7 @@ fn requests(c: &mut Criterion) {
                 .create_key(
                     &limited_account.id,
                     KeySpec::new("limited", [nouvel::GENERATE])
-                        .rate_limit(RateLimit::new(1, Duration::from_secs(3600))),
+                        .rate_limits(RateLimit::new(1, Duration::from_secs(3600))),
                 ),
         )
         .unwrap();
@@ -178,15 +178,25 @@ fn parts(c: &mut Criterion) {
     let routes = RouteTable::nouvel();
     c.bench_function("part/route_match", |b| b.iter(|| match_route(&routes)));
     let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
-    let id = KeyId::from("key_part");
+    let (id, account) = (KeyId::from("key_part"), AccountId::from("acc_part"));
     c.bench_function("part/window_check", |b| {
-        b.iter(|| limiter.check_now(&window, black_box(&id), NEVER_LIMITED, now))
+        b.iter(|| {
+            let subject = Subject {
+                key: black_box(&id),
+                account: &account,
+                key_window: &window,
+                account_window: None,
+            };
+            limiter.check_now(subject, NEVER_LIMITED.into(), now)
+        })
     });
     let decision = Decision {
         allowed: true,
         limit: RateLimit::default(),
         remaining: 42,
         reset: Duration::from_millis(31_500),
+        limits: RateLimit::default().into(),
+        at: now,
     };
     // The map the layer writes into: bare axum's response to the bench request.
     let axum_headers = rt
@@ -226,7 +236,7 @@ fn contention(c: &mut Criterion) {
         let mut bearers = Vec::new();
         for i in 0..1_000 {
             let spec =
-                KeySpec::new(format!("many {i}"), [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
+                KeySpec::new(format!("many {i}"), [nouvel::GENERATE]).rate_limits(NEVER_LIMITED);
             let key = keys.create_key(&account.id, spec).await.unwrap().key;
             bearers.push(format!("Bearer {}", key.expose_secret()));
         }

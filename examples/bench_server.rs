@@ -9,7 +9,7 @@
 //! ```
 #![allow(clippy::print_stdout)] // prints the key for the load generator
 
-use nouvel_auth::{limit::MemoryWindow, nouvel};
+use nouvel_auth::{key::AccountId, limit::MemoryWindow, limit::Subject, nouvel};
 use std::{
     convert::Infallible,
     hint::black_box,
@@ -87,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .max_keys_per_account(None)
                 .key_manager(store.clone());
             let account = keys.create_account("Bench", nouvel::SCALE).await?;
-            let spec = KeySpec::new("bench", nouvel::PERMISSIONS.all()).rate_limit(UNLIMITED);
+            let spec = KeySpec::new("bench", nouvel::PERMISSIONS.all()).rate_limits(UNLIMITED);
             let key = keys.create_key(&account.id, spec).await?;
             println!("{}", key.key.expose_secret());
             routes.layer(NouvelAuthLayer::new(store))
@@ -167,9 +167,16 @@ fn check(state: &FloorState, request: &Request<Body>) {
     let found = key.and_then(|key| state.digests.get(key.digest().as_bytes()));
     let decision = found.map(|entry| {
         let (id, window) = &*entry;
+        let account = AccountId::from("acc_floor");
+        let subject = Subject {
+            key: id,
+            account: &account,
+            key_window: window,
+            account_window: None,
+        };
         state
             .limiter
-            .check_now(window, id, UNLIMITED, OffsetDateTime::now_utc())
+            .check_now(subject, UNLIMITED.into(), OffsetDateTime::now_utc())
     });
     black_box((access, decision));
 }
@@ -182,7 +189,9 @@ static FIVE_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| {
         allowed: true,
         limit: UNLIMITED,
         remaining: UNLIMITED.requests() - 1,
-        reset: UNLIMITED.window(),
+        reset: UNLIMITED.window().unwrap_or_default(),
+        limits: UNLIMITED.into(),
+        at: OffsetDateTime::now_utc(),
     };
     decision.write_headers(&mut headers);
     headers

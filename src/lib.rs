@@ -140,7 +140,7 @@ pub use error::BackendError;
 pub use expiration::Expiration;
 pub use extract::AuthenticatedKey;
 pub use key::KeyPrefix;
-pub use limit::rule::RateLimit;
+pub use limit::limits::{RateLimit, RateLimits};
 pub use manage::manager::{KeyManager, KeySpec, ManageError};
 pub use middleware::layer::NouvelAuthLayer;
 pub use permission::{Permission, PermissionSet, Permissions};

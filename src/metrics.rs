@@ -227,6 +227,8 @@ mod tests {
                 limit: RateLimit::default(),
                 remaining: 0,
                 reset: Duration::ZERO,
+                limits: RateLimit::default().into(),
+                at: time::OffsetDateTime::UNIX_EPOCH,
             }),
             Rejection::Unavailable,
         ];

@@ -26,9 +26,9 @@
 //! )
 //! .realm("weather")
 //! .expiry_header(http::HeaderName::from_static("weather-key-expires-at"))
-//! .plan_limit(PRO, RateLimit::new(120, Duration::from_secs(60)))
-//! .plan_limit(TEAM, RateLimit::new(600, Duration::from_secs(60)));
-//! assert_eq!(profile.limit_of(&TEAM, None).requests(), 600);
+//! .plan_limits(PRO, RateLimit::new(120, Duration::from_secs(60)))
+//! .plan_limits(TEAM, RateLimit::new(600, Duration::from_secs(60)));
+//! assert_eq!(profile.limits_of(&TEAM, None).first_window().unwrap().requests(), 600);
 //!
 //! let store = MemoryKeyStore::new();
 //! let keys = profile.key_manager(store.clone());
@@ -48,7 +48,7 @@ use crate::middleware::Unflushed;
 
 use crate::{
     clock::SharedClock, lock, nouvel, BackendError, Clock, KeyManager, KeyPrefix, KeyStorage,
-    KeyStore, NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimit, Responder, SystemClock,
+    KeyStore, NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimits, Responder, SystemClock,
 };
 
 /// The application's words, as one value (cheap to clone: a reference count).
@@ -67,8 +67,8 @@ struct Words {
     problem_type_base: Option<Arc<str>>,
     clock: SharedClock,
     responder: Option<Arc<dyn Responder>>,
-    default_limit: RateLimit,
-    plan_limits: Vec<(Plan, RateLimit)>,
+    default_limits: RateLimits,
+    plan_limits: Vec<(Plan, RateLimits)>,
     max_keys: Option<usize>,
     unused_after: Duration,
     rotate_after: Duration,
@@ -99,7 +99,7 @@ impl Profile {
             problem_type_base: None,
             clock: Arc::new(SystemClock),
             responder: None,
-            default_limit: RateLimit::default(),
+            default_limits: RateLimits::default(),
             plan_limits: Vec::new(),
             max_keys: Some(Self::DEFAULT_MAX_KEYS),
             unused_after: Duration::from_secs(30 * 86_400),
@@ -195,19 +195,37 @@ impl Profile {
         self.change(|words| words.clock = clock)
     }
 
-    /// The limit of keys whose plan has none of its own and that have none of their own
-    /// (default 60 per 60 s).
+    /// The limits of keys whose plan has none of its own and that have none of their own
+    /// (default 60 per 60 s per key).
     #[must_use]
-    pub fn default_limit(self, limit: RateLimit) -> Self {
-        self.change(|words| words.default_limit = limit)
+    pub fn default_limits(self, limits: impl Into<RateLimits>) -> Self {
+        let limits = limits.into();
+        self.change(|words| words.default_limits = limits)
     }
 
-    /// The limit of the keys of accounts on `plan`, unless a key has one of its own.
+    /// The limits of the keys of accounts on `plan` (one [`RateLimit`], or a
+    /// [`RateLimits`] list of windows and quotas, per key or per account), unless a key
+    /// has limits of its own.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nouvel_auth::{nouvel, Profile, RateLimit, RateLimits};
+    ///
+    /// // 60 a minute per key, and 100 000 a month for the whole account.
+    /// let limits = RateLimits::new([
+    ///     RateLimit::new(60, Duration::from_secs(60)),
+    ///     RateLimit::per_month(100_000).per_account(),
+    /// ])
+    /// .unwrap();
+    /// let profile = Profile::nouvel().plan_limits(nouvel::SCALE, limits);
+    /// assert_eq!(profile.limits_of(&nouvel::SCALE, None), limits);
+    /// ```
     #[must_use]
-    pub fn plan_limit(self, plan: Plan, limit: RateLimit) -> Self {
+    pub fn plan_limits(self, plan: Plan, limits: impl Into<RateLimits>) -> Self {
+        let limits = limits.into();
         self.change(|words| {
             words.plan_limits.retain(|(known, _)| *known != plan);
-            words.plan_limits.push((plan, limit));
+            words.plan_limits.push((plan, limits));
         })
     }
 
@@ -345,18 +363,18 @@ impl Profile {
         self.0.responder.as_deref()
     }
 
-    /// The limit a key on `plan` has: its `own` if it has one, else its plan's, else the
-    /// profile's default.
+    /// The limits a key on `plan` is held to: its `own` if it has them, else its plan's,
+    /// else the profile's default.
     #[must_use]
-    pub fn limit_of(&self, plan: &Plan, own: Option<RateLimit>) -> RateLimit {
+    pub fn limits_of(&self, plan: &Plan, own: Option<RateLimits>) -> RateLimits {
         own.or_else(|| {
             self.0
                 .plan_limits
                 .iter()
                 .find(|(known, _)| known == plan)
-                .map(|(_, limit)| *limit)
+                .map(|(_, limits)| *limits)
         })
-        .unwrap_or(self.0.default_limit)
+        .unwrap_or(self.0.default_limits)
     }
 
     /// How many live keys an account may hold, if the profile caps them.
@@ -382,7 +400,7 @@ impl fmt::Debug for Profile {
             .field("realm", &words.realm)
             .field("expiry_header", &words.expiry_header)
             .field("product", &words.product)
-            .field("default_limit", &words.default_limit)
+            .field("default_limits", &words.default_limits)
             .field("plan_limits", &words.plan_limits)
             .field("max_keys", &words.max_keys)
             .field("unused_after", &words.unused_after)

@@ -15,7 +15,8 @@
 //! | 402 | `plan_required` | the account's plan has no API keys (Nouvel: `starter`, `growth`) |
 //! | 403 | `missing_permission` | the key lacks the route's permission |
 //! | 403 | `route_not_allowed` | the route is in no table entry |
-//! | 429 | `rate_limited` | over the key's limit |
+//! | 429 | `rate_limited` | over a sliding window of the key's limits |
+//! | 429 | `quota_exceeded` | over a daily or monthly quota of the key's limits |
 //! | 503 | `auth_unavailable` | key store or limiter failed or timed out |
 
 use std::borrow::Cow;
@@ -25,7 +26,7 @@ use http::{header, Extensions, HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::{
-    limit::{header_value, number},
+    limit::{header_value, number, Period, Scope},
     plan::or_list,
     usage::Outcome,
     ConcurrentMap, Decision, KeyFormatError, Permission, Plan, Profile, RateLimit,
@@ -54,7 +55,8 @@ pub enum Rejection {
     MissingPermission(Permission),
     /// 403: the route is in no table entry and unlisted routes are denied.
     RouteNotAllowed,
-    /// 429: the key is over its limit.
+    /// 429: the key is over a limit: a sliding window (`rate_limited`) or a calendar quota
+    /// (`quota_exceeded`), the decision's [`limit`](Decision::limit).
     RateLimited(Decision),
     /// 503: the key store or the limiter failed or timed out.
     Unavailable,
@@ -241,6 +243,14 @@ enum Extra<'a> {
     RateLimit {
         limit: u32,
         window_seconds: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<&'static str>,
+        retry_after: u64,
+    },
+    Quota {
+        limit: u32,
+        period: &'static str,
+        scope: &'static str,
         retry_after: u64,
     },
 }
@@ -275,6 +285,7 @@ impl Rejection {
             Self::PlanRequired(_) => "plan_required",
             Self::MissingPermission(_) => "missing_permission",
             Self::RouteNotAllowed => "route_not_allowed",
+            Self::RateLimited(decision) if decision.limit.window().is_none() => "quota_exceeded",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "auth_unavailable",
         }
@@ -520,14 +531,37 @@ fn detail(rejection: &Rejection, profile: &Profile) -> Cow<'static, str> {
             format!("This key lacks the `{permission}` permission that this route needs.").into()
         }
         Rejection::RouteNotAllowed => "No API key may use this route.".into(),
-        Rejection::RateLimited(decision) => format!(
-            "Over the limit of {} requests per {} seconds; retry in {} seconds.",
-            decision.limit.requests(),
-            decision.limit.window().as_secs(),
-            decision.retry_after()
-        )
-        .into(),
+        Rejection::RateLimited(decision) => {
+            let limit = decision.limit;
+            let whose = match limit.scope() {
+                Scope::Key => "",
+                Scope::Account => " for this account",
+            };
+            match limit.period() {
+                Period::Window(window) => format!(
+                    "Over the limit of {} requests per {} seconds{whose}; retry in {} seconds.",
+                    limit.requests(),
+                    window.as_secs(),
+                    decision.retry_after()
+                ),
+                Period::Day | Period::Month => format!(
+                    "Over the quota of {} requests per {} (UTC){whose}; it starts again in {} seconds.",
+                    limit.requests(),
+                    period_name(limit.period()),
+                    decision.retry_after()
+                ),
+            }
+            .into()
+        }
         Rejection::Unavailable => "Authentication is unavailable right now; retry shortly.".into(),
+    }
+}
+
+/// `day` or `month`, as a quota's `period` member says it.
+fn period_name(period: Period) -> &'static str {
+    match period {
+        Period::Month => "month",
+        Period::Day | Period::Window(_) => "day",
     }
 }
 
@@ -576,11 +610,27 @@ fn extra<'a>(rejection: &'a Rejection, profile: &'a Profile) -> Extra<'a> {
         Rejection::MissingPermission(permission) => Extra::Permission {
             required_permission: *permission,
         },
-        Rejection::RateLimited(decision) => Extra::RateLimit {
-            limit: decision.limit.requests(),
-            window_seconds: decision.limit.window().as_secs(),
-            retry_after: decision.retry_after(),
-        },
+        Rejection::RateLimited(decision) => {
+            let (limit, retry_after) = (decision.limit, decision.retry_after());
+            let scope = match limit.scope() {
+                Scope::Key => "key",
+                Scope::Account => "account",
+            };
+            match limit.window() {
+                Some(window) => Extra::RateLimit {
+                    limit: limit.requests(),
+                    window_seconds: window.as_secs(),
+                    scope: (limit.scope() == Scope::Account).then_some(scope),
+                    retry_after,
+                },
+                None => Extra::Quota {
+                    limit: limit.requests(),
+                    period: period_name(limit.period()),
+                    scope,
+                    retry_after,
+                },
+            }
+        }
         _ => Extra::None {},
     }
 }
@@ -628,6 +678,8 @@ mod tests {
             limit,
             remaining: 0,
             reset: Duration::from_millis(reset_ms),
+            limits: limit.into(),
+            at: time::OffsetDateTime::UNIX_EPOCH,
         })
     }
 

@@ -50,7 +50,7 @@ use crate::{
     manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
-    KeyStorage, ManageError, Permissions, Plan, Profile, RateLimit, Usage, UsageReport,
+    KeyStorage, ManageError, Permissions, Plan, Profile, RateLimit, RateLimits, Usage, UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -354,7 +354,14 @@ impl<S: KeyStorage> Kit<S> {
                 &account,
                 KeySpec::new("First", [nouvel::GENERATE, nouvel::PROJECTS_READ])
                     .expiration(Expiration::Days30)
-                    .rate_limit(RateLimit::new(5, Duration::from_secs(10))),
+                    .rate_limits(
+                        RateLimits::new([
+                            RateLimit::new(5, Duration::from_secs(10)),
+                            RateLimit::per_day(1_000),
+                            RateLimit::per_month(20_000).per_account(),
+                        ])
+                        .expect("three distinct limits"),
+                    ),
             )
             .await;
         self.clock.advance(Duration::from_secs(1));
@@ -414,7 +421,7 @@ impl<S: KeyStorage> Kit<S> {
                 &account,
                 KeySpec::new("Looked up", [nouvel::ANALYTICS_READ])
                     .expiration(Expiration::Days7)
-                    .rate_limit(RateLimit::new(7, Duration::from_secs(70))),
+                    .rate_limits(RateLimit::new(7, Duration::from_secs(70))),
             )
             .await;
         let Some(record) = self.lookup(&made.key).await else {
@@ -428,7 +435,7 @@ impl<S: KeyStorage> Kit<S> {
             nouvel::ANALYTICS_READ.into(),
         )
         .expires_at(made.info.expires_at)
-        .rate_limit(Some(RateLimit::new(7, Duration::from_secs(70))));
+        .rate_limits(Some(RateLimit::new(7, Duration::from_secs(70)).into()));
         check(
             "a lookup answers the key's record",
             *record == expected,
@@ -474,7 +481,7 @@ impl<S: KeyStorage> Kit<S> {
                 &account,
                 KeySpec::new("Rotated", [nouvel::GENERATE, nouvel::COPILOT_CHAT])
                     .expiration(Expiration::Days30)
-                    .rate_limit(RateLimit::new(3, Duration::from_secs(30))),
+                    .rate_limits(RateLimit::new(3, Duration::from_secs(30))),
             )
             .await;
         self.clock.advance(Duration::from_secs(60));
@@ -499,7 +506,7 @@ impl<S: KeyStorage> Kit<S> {
             "a replacement keeps the limit",
             record
                 .as_ref()
-                .is_some_and(|r| r.rate_limit == Some(RateLimit::new(3, Duration::from_secs(30)))),
+                .is_some_and(|r| r.rate_limits == Some(RateLimit::new(3, Duration::from_secs(30)).into())),
             &record,
         );
         check(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Harness, Reply};
 use nouvel_auth::{
-    key::KeyDigest, key::KeyId, limit::Decision, limit::MemoryRateLimiter, limit::RateLimiter,
+    key::KeyDigest, limit::Decision, limit::MemoryRateLimiter, limit::RateLimiter,
     store::UsageReport, BackendError, Expiration, KeyManager, KeyRecord, KeySpec, KeyStore,
     MemoryKeyStore, NouvelAuthLayer, Permissions, RateLimit, RouteTable,
 };
@@ -295,7 +295,7 @@ async fn unlisted_routes_can_need_only_a_valid_key_and_public_paths_none() {
 
 #[tokio::test]
 async fn the_checks_run_in_the_contracts_order() {
-    let h = Harness::with_profile(|p| p.default_limit(RateLimit::new(1, Duration::from_secs(60))))
+    let h = Harness::with_profile(|p| p.default_limits(RateLimit::new(1, Duration::from_secs(60))))
         .await;
     let key = h.key([nouvel::GENERATE]).await;
     assert_eq!(
@@ -454,9 +454,8 @@ impl nouvel_auth::limit::RateLimiter for BrokenLimiter {
 
     async fn check(
         &self,
-        _window: &(),
-        _key: &nouvel_auth::key::KeyId,
-        _limit: RateLimit,
+        _subject: nouvel_auth::limit::Subject<'_, ()>,
+        _limits: nouvel_auth::RateLimits,
         _now: time::OffsetDateTime,
     ) -> Result<nouvel_auth::limit::Decision, BackendError> {
         Err(BackendError::failed("redis down"))
@@ -507,7 +506,7 @@ async fn a_custom_store_record_drives_the_checks() {
         Permissions::from(nouvel::PUBLISH),
     )
     .expires_at(Some(time::macros::datetime!(2100-01-01 00:00 UTC)))
-    .rate_limit(Some(RateLimit::new(1, Duration::from_secs(10))));
+    .rate_limits(Some(RateLimit::new(1, Duration::from_secs(10)).into()));
     let app = common::routes().layer(NouvelAuthLayer::new(OneKey(key.digest(), record)));
     let auth = common::bearer(&key);
     let first = common::send(&app, "POST", "/api/v1/publish", Some(&auth)).await;
@@ -678,26 +677,24 @@ impl RateLimiter for Answering {
 
     async fn check(
         &self,
-        window: &Self::Window,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: nouvel_auth::limit::Subject<'_, Self::Window>,
+        limits: nouvel_auth::RateLimits,
         now: time::OffsetDateTime,
     ) -> Result<Decision, BackendError> {
         self.ask("check");
-        self.limiter.check(window, key, limit, now).await
+        self.limiter.check(subject, limits, now).await
     }
 
     fn check_now(
         &self,
-        window: &Self::Window,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: nouvel_auth::limit::Subject<'_, Self::Window>,
+        limits: nouvel_auth::RateLimits,
         now: time::OffsetDateTime,
     ) -> std::task::Poll<Decision> {
         self.ask("check_now");
         // Declining must record nothing, as the trait asks.
         if self.limiter_now {
-            self.limiter.check_now(window, key, limit, now)
+            self.limiter.check_now(subject, limits, now)
         } else {
             std::task::Poll::Pending
         }
@@ -720,7 +717,7 @@ async fn each_request_counts_once_whether_store_and_limiter_answer_at_once_or_la
         let keys = KeyManager::new(store.clone());
         let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
         let spec = KeySpec::new("k", [nouvel::GENERATE])
-            .rate_limit(RateLimit::new(2, Duration::from_secs(60)));
+            .rate_limits(RateLimit::new(2, Duration::from_secs(60)));
         let key = keys.create_key(&account.id, spec).await.unwrap();
         let answering = Answering {
             store,

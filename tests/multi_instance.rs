@@ -202,8 +202,8 @@ async fn a_plan_change_moves_the_keys_to_the_new_plans_limit_on_every_instance()
     let clock = ManualClock::new(T0);
     let per_minute = |n| RateLimit::new(n, Duration::from_secs(60));
     let profile = Profile::nouvel()
-        .plan_limit(nouvel::SCALE, per_minute(2))
-        .plan_limit(nouvel::BUSINESS, per_minute(5));
+        .plan_limits(nouvel::SCALE, per_minute(2))
+        .plan_limits(nouvel::BUSINESS, per_minute(5));
     let instances = cluster_of(2, &clock, &profile).await;
     let (a, b) = (&instances[0], &instances[1]);
     let account = a.keys.create_account("Acme", nouvel::SCALE).await.unwrap();
@@ -214,7 +214,7 @@ async fn a_plan_change_moves_the_keys_to_the_new_plans_limit_on_every_instance()
         .unwrap();
     assert_eq!(
         key.info.rate_limit,
-        per_minute(2),
+        Some(per_minute(2)),
         "the plan's limit, listed"
     );
     let path = "/api/v1/projects";
@@ -238,7 +238,7 @@ async fn a_plan_change_moves_the_keys_to_the_new_plans_limit_on_every_instance()
         "business: 5 a minute, across both"
     );
     let listed = b.keys.key(&account.id, &key.info.id).await.unwrap();
-    assert_eq!(listed.rate_limit, per_minute(5));
+    assert_eq!(listed.rate_limit, Some(per_minute(5)));
 }
 
 #[tokio::test]

@@ -300,8 +300,9 @@ async fn rows_of_the_first_schema_read_back_the_same_after_migrating() {
     assert_eq!(record.permissions.iter().collect::<Vec<_>>(), expected);
     assert_eq!(record.plan, nouvel::BUSINESS);
     assert_eq!(
-        record.rate_limit,
-        Some(nouvel_auth::RateLimit::new(5, Duration::from_secs(10)))
+        record.rate_limits,
+        Some(nouvel_auth::RateLimit::new(5, Duration::from_secs(10)).into()),
+        "a single limit of before is a list of one"
     );
     let keys = Profile::nouvel()
         .clock(ManualClock::new(T0))

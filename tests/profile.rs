@@ -296,11 +296,11 @@ fn weather() -> Profile {
     .realm("weather")
     .expiry_header(http::HeaderName::from_static("weather-key-expires-at"))
     .problem_type_base("https://weather.example/errors/")
-    .plan_limit(
+    .plan_limits(
         PRO,
         nouvel_auth::RateLimit::new(120, Duration::from_secs(60)),
     )
-    .plan_limit(
+    .plan_limits(
         TEAM,
         nouvel_auth::RateLimit::new(600, Duration::from_secs(60)),
     )
@@ -329,7 +329,7 @@ async fn limits_follow_the_plan_at_once_and_a_keys_own_limit_wins() {
     let own = keys
         .create_key(
             &account.id,
-            KeySpec::new("Own", [VIDEOS_READ]).rate_limit(nouvel_auth::RateLimit::new(
+            KeySpec::new("Own", [VIDEOS_READ]).rate_limits(nouvel_auth::RateLimit::new(
                 5,
                 std::time::Duration::from_secs(10),
             )),

@@ -214,7 +214,7 @@ async fn refusals_are_not_recorded_so_backing_off_works() {
 
 #[tokio::test]
 async fn limits_are_per_key() {
-    let h = Harness::with_profile(|p| p.default_limit(RateLimit::new(2, Duration::from_secs(60))))
+    let h = Harness::with_profile(|p| p.default_limits(RateLimit::new(2, Duration::from_secs(60))))
         .await;
     let a = h.key([nouvel::GENERATE]).await;
     let b = h.key([nouvel::GENERATE]).await;
@@ -240,7 +240,7 @@ async fn a_rotation_shares_one_window<L: nouvel_auth::limit::RateLimiter>(limite
         .key_manager(store.clone());
     let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
     let spec = nouvel_auth::KeySpec::new("k", [nouvel::PROJECTS_READ])
-        .rate_limit(RateLimit::new(10, Duration::from_secs(60)));
+        .rate_limits(RateLimit::new(10, Duration::from_secs(60)));
     let old = keys.create_key(&account.id, spec).await.unwrap();
     let layer = nouvel_auth::Profile::nouvel()
         .clock(clock.clone())

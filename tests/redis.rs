@@ -190,9 +190,10 @@ async fn idle_keys_leave_nothing_in_redis() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    assert_eq!(keys, ["idle:{k}"]);
+    // Named after its account (the hash tag), its key and its window.
+    assert_eq!(keys, ["idle:{acc_keyed}:k:k:w200"]);
     let ttl: i64 = redis::cmd("PTTL")
-        .arg("idle:{k}")
+        .arg("idle:{acc_keyed}:k:k:w200")
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -347,7 +348,7 @@ async fn an_outage_never_raises_the_limit_on_one_instance() {
         let decision = a.check(&key, limit, at(40 + attempt)).await.unwrap();
         assert!(!decision.allowed, "A admitted a sixth in one window");
         let logged: u64 = redis::cmd("ZCARD")
-            .arg("nvl:rl:{k}")
+            .arg("nvl:rl:{acc_keyed}:k:k:w60000")
             .query_async(&mut redis)
             .await
             .unwrap();

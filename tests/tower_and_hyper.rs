@@ -87,7 +87,7 @@ async fn under_axum_serve_one_limit_holds_across_connections_and_routes() {
     // services must count in the one limiter.
     let (store, key) = common::store_with_key(nouvel::PROJECTS_READ).await;
     let limit = RateLimit::new(2, Duration::from_secs(60));
-    let app = common::routes().layer(Profile::nouvel().default_limit(limit).layer(store));
+    let app = common::routes().layer(Profile::nouvel().default_limits(limit).layer(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

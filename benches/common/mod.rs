@@ -2,7 +2,7 @@
 //! memory store with 100 000 keys, the floor, and the parts of the lower bound.
 #![allow(dead_code, unreachable_pub)] // each bench uses a different part
 
-use nouvel_auth::{limit::MemoryWindow, nouvel};
+use nouvel_auth::{key::AccountId, limit::MemoryWindow, limit::Subject, nouvel};
 use std::{fmt::Debug, hint::black_box, sync::Arc, time::Duration};
 
 use axum::{body::Body, routing::post, Router};
@@ -67,7 +67,7 @@ pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
         let mut many = Vec::with_capacity(MANY);
         for i in 0..KEYS {
             let spec =
-                KeySpec::new(format!("key {i}"), [nouvel::GENERATE]).rate_limit(NEVER_LIMITED);
+                KeySpec::new(format!("key {i}"), [nouvel::GENERATE]).rate_limits(NEVER_LIMITED);
             let key = keys.create_key(&account.id, spec).await.unwrap().key;
             if i % (KEYS / MANY) == 0 {
                 many.push(format!("Bearer {}", key.expose_secret()));
@@ -120,6 +120,7 @@ pub struct Floor {
     digests: DashMap<[u8; 32], MemoryWindow>,
     limiter: MemoryRateLimiter,
     id: KeyId,
+    account: AccountId,
     now: OffsetDateTime,
 }
 
@@ -137,6 +138,7 @@ impl Floor {
             digests,
             limiter: MemoryRateLimiter::new(),
             id: KeyId::from("key_floor"),
+            account: AccountId::from("acc_floor"),
             now: OffsetDateTime::now_utc(),
         }
     }
@@ -148,8 +150,14 @@ impl Floor {
         ));
         let found = self.digests.get(digest.as_slice());
         found.map(|window| {
+            let subject = Subject {
+                key: &self.id,
+                account: &self.account,
+                key_window: &*window,
+                account_window: None,
+            };
             self.limiter
-                .check_now(&window, &self.id, NEVER_LIMITED, self.now)
+                .check_now(subject, NEVER_LIMITED.into(), self.now)
         })
     }
 }

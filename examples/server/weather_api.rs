@@ -68,8 +68,8 @@ fn profile() -> Profile {
     .product("Weather")
     .realm("weather")
     .expiry_header(HeaderName::from_static("weather-key-expires-at"))
-    .plan_limit(PRO, per_minute(120))
-    .plan_limit(TEAM, per_minute(600))
+    .plan_limits(PRO, per_minute(120))
+    .plan_limits(TEAM, per_minute(600))
     .responder(errors)
 }
 

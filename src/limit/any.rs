@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 
 #[cfg(feature = "redis")]
 use super::{RedisRateLimiter, RedisWindow};
+use super::Subject;
 use crate::{
-    limit::MemoryWindow, BackendError, Decision, KeyId, MemoryRateLimiter, RateLimit, RateLimiter,
+    limit::MemoryWindow, BackendError, Decision, MemoryRateLimiter, RateLimiter, RateLimits,
 };
 
 /// One of the built-in limiters, chosen at run time (from the environment, say), behind
@@ -74,17 +75,22 @@ impl From<RedisRateLimiter> for AnyRateLimiter {
     }
 }
 
-/// Both `match`es of a call: the limiter's variant and its window's, which are the same.
-macro_rules! with_window {
-    ($limiter:expr, $window:expr, |$l:ident, $w:ident| $call:expr, $mismatch:expr) => {
-        match ($limiter, $window.of($limiter)) {
-            (AnyRateLimiter::Memory($l), ChosenWindow::Memory($w)) => $call,
+impl AnyWindow {
+    fn memory(&self, limiter: &AnyRateLimiter) -> Option<&MemoryWindow> {
+        match self.of(limiter) {
+            ChosenWindow::Memory(window) => Some(window),
             #[cfg(feature = "redis")]
-            (AnyRateLimiter::Redis($l), ChosenWindow::Redis($w)) => $call,
-            #[cfg(feature = "redis")]
-            _ => $mismatch,
+            ChosenWindow::Redis(_) => None,
         }
-    };
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis(&self, limiter: &AnyRateLimiter) -> Option<&RedisWindow> {
+        match self.of(limiter) {
+            ChosenWindow::Redis(window) => Some(window),
+            ChosenWindow::Memory(_) => None,
+        }
+    }
 }
 
 impl RateLimiter for AnyRateLimiter {
@@ -92,38 +98,49 @@ impl RateLimiter for AnyRateLimiter {
 
     async fn check(
         &self,
-        window: &AnyWindow,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, AnyWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        with_window!(
-            self,
-            window,
-            |l, w| l.check(w, key, limit, now).await,
-            Err(BackendError::failed("a window of another limiter"))
-        )
+        let mismatch = || BackendError::failed("a window of another limiter");
+        match self {
+            Self::Memory(limiter) => {
+                let subject = subject.map(|w| w.memory(self)).ok_or_else(mismatch)?;
+                limiter.check(subject, limits, now).await
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(limiter) => {
+                let subject = subject.map(|w| w.redis(self)).ok_or_else(mismatch)?;
+                limiter.check(subject, limits, now).await
+            }
+        }
     }
 
     fn check_now(
         &self,
-        window: &AnyWindow,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, AnyWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        with_window!(
-            self,
-            window,
-            |l, w| l.check_now(w, key, limit, now),
-            Poll::Pending
-        )
+        match self {
+            Self::Memory(limiter) => subject
+                .map(|w| w.memory(self))
+                .map_or(Poll::Pending, |subject| limiter.check_now(subject, limits, now)),
+            #[cfg(feature = "redis")]
+            Self::Redis(limiter) => subject
+                .map(|w| w.redis(self))
+                .map_or(Poll::Pending, |subject| limiter.check_now(subject, limits, now)),
+        }
     }
 
     fn is_idle(&self, window: &AnyWindow, now: OffsetDateTime) -> bool {
-        match window.0.get() {
-            None => true,
-            Some(_) => with_window!(self, window, |l, w| l.is_idle(w, now), true),
+        match (self, window.0.get()) {
+            (_, None) => true,
+            (Self::Memory(limiter), Some(ChosenWindow::Memory(window))) => limiter.is_idle(window, now),
+            #[cfg(feature = "redis")]
+            (Self::Redis(limiter), Some(ChosenWindow::Redis(window))) => limiter.is_idle(window, now),
+            #[cfg(feature = "redis")]
+            _ => true,
         }
     }
 }

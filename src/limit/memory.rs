@@ -2,39 +2,51 @@ use std::{collections::VecDeque, sync::Mutex, task::Poll, time::Duration};
 
 use time::OffsetDateTime;
 
-use crate::{lock, BackendError, KeyId};
-use crate::{Decision, RateLimit, RateLimiter};
+use super::{Scope, Subject, Verdict};
+use crate::{lock, BackendError, Decision, RateLimit, RateLimiter, RateLimits};
 
-/// The in-memory sliding-log limiter: the default, exact for one process.
+/// The in-memory limiter: the default, exact for one process.
 ///
-/// Each key's [`MemoryWindow`] keeps the times of its admitted requests in the window, as
-/// `u32` millisecond offsets from a per-key base: at N = 60 a ring of 240 bytes. The layer
-/// keeps the window beside the key's record and drops it once the window is empty and the
-/// key is no longer held (`cargo bench --bench memory` counts the bytes per active key);
-/// keys that never authenticated have no window at all.
+/// Each key's [`MemoryWindow`] keeps the times of its admitted requests in each sliding
+/// window, as `u32` millisecond offsets from a per-key base (at N = 60 a ring of 240 bytes
+/// in place, beside the key's other state), and the count of each quota in its current
+/// period; an account's window does the same for the limits counted per account. The layer
+/// keeps the windows beside the key's record and drops one once it is idle (its windows
+/// empty, its quotas' periods over) and the key is no longer held (`cargo bench --bench
+/// memory` counts the bytes per active key); keys that never authenticated have no window
+/// at all.
 ///
 /// ```
 /// use std::time::Duration;
 /// use nouvel_auth::{
-///     key::KeyId, limit::MemoryRateLimiter, limit::MemoryWindow, limit::RateLimiter,
-///     RateLimit,
+///     key::{AccountId, KeyId}, limit::MemoryRateLimiter, limit::MemoryWindow,
+///     limit::RateLimiter, limit::Subject, RateLimit, RateLimits,
 /// };
 /// use time::macros::datetime;
 ///
 /// # tokio_test_block_on(async {
 /// let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
-/// let key = KeyId::from("key_1");
-/// let limit = RateLimit::new(2, Duration::from_secs(60));
+/// let (key, account) = (KeyId::from("key_1"), AccountId::from("acc_1"));
+/// let subject = Subject { key: &key, account: &account, key_window: &window, account_window: None };
+/// // Two a minute, three a day.
+/// let limits = RateLimits::new([
+///     RateLimit::new(2, Duration::from_secs(60)),
+///     RateLimit::per_day(3),
+/// ]).unwrap();
 /// let now = datetime!(2026-01-01 00:00 UTC);
 ///
-/// assert!(limiter.check(&window, &key, limit, now).await.unwrap().allowed);
-/// assert!(limiter.check(&window, &key, limit, now).await.unwrap().allowed);
-/// let refused = limiter.check(&window, &key, limit, now).await.unwrap();
+/// assert!(limiter.check(subject, limits, now).await.unwrap().allowed);
+/// assert!(limiter.check(subject, limits, now).await.unwrap().allowed);
+/// let refused = limiter.check(subject, limits, now).await.unwrap();
 /// assert!(!refused.allowed);
 /// assert_eq!(refused.retry_after(), 60);
-/// // A minute after the first request, one slot is free again.
+/// // A minute after the first request, one slot is free again; then the day's quota is
+/// // spent until midnight.
 /// let later = now + Duration::from_secs(60);
-/// assert!(limiter.check(&window, &key, limit, later).await.unwrap().allowed);
+/// assert!(limiter.check(subject, limits, later).await.unwrap().allowed);
+/// let spent = limiter.check(subject, limits, later + Duration::from_secs(60)).await.unwrap();
+/// assert_eq!((spent.allowed, spent.limit), (false, RateLimit::per_day(3)));
+/// assert_eq!(spent.retry_after(), 86_400 - 120);
 /// # });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
@@ -43,19 +55,176 @@ use crate::{Decision, RateLimit, RateLimiter};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemoryRateLimiter;
 
-/// One key's admitted requests, for the [`MemoryRateLimiter`].
+/// What the [`MemoryRateLimiter`] keeps for one key or account.
 #[derive(Debug, Default)]
-pub struct MemoryWindow(Mutex<Window>);
+pub struct MemoryWindow(Mutex<Counts>);
+
+/// The counts of one key or account.
+#[derive(Debug, Default)]
+struct Counts {
+    /// The list's first sliding window of this scope, in place: the common single limit
+    /// needs no allocation. It follows the first window through a change of length.
+    first: Window,
+    /// Every other limit counted here, by what it counts ([`RateLimit::counts_like`]), so
+    /// a count follows its limit through a change of N.
+    more: Vec<(RateLimit, Count)>,
+}
+
+#[derive(Debug)]
+enum Count {
+    Window(Window),
+    Quota(Quota),
+}
+
+/// A calendar quota's count in its period.
+#[derive(Debug, Default, Clone, Copy)]
+struct Quota {
+    /// The period's start, Unix seconds.
+    start: i64,
+    /// Its end, Unix milliseconds: until then the count matters.
+    end: u64,
+    used: u32,
+}
 
 impl MemoryWindow {
-    /// Admits or refuses one request at `now` under `limit`: the sliding log's decision.
-    pub(crate) fn admit(&self, limit: RateLimit, now: OffsetDateTime) -> Decision {
-        lock(&self.0).admit(unix_millis(now), limit)
+    /// Decides one request under `limits`, counted in this window alone.
+    #[cfg(test)]
+    pub(crate) fn admit(&self, limits: impl Into<RateLimits>, now: OffsetDateTime) -> Decision {
+        decide(self, None, limits.into(), now)
     }
 
     pub(crate) fn is_idle(&self, now: OffsetDateTime) -> bool {
-        lock(&self.0).is_idle(unix_millis(now))
+        let counts = lock(&self.0);
+        let now = unix_millis(now);
+        counts.first.is_idle(now)
+            && counts.more.iter().all(|(_, count)| match count {
+                Count::Window(window) => window.is_idle(now),
+                Count::Quota(quota) => quota.used == 0 || now >= quota.end,
+            })
     }
+}
+
+/// One limit's count, wherever it is kept.
+enum Counter<'a> {
+    Window(&'a mut Window),
+    Quota(&'a mut Quota),
+}
+
+impl Counts {
+    /// The count of `limit`, made if new; `first` says it is the list's first sliding
+    /// window of its scope.
+    fn of(&mut self, limit: RateLimit, first: bool) -> Counter<'_> {
+        if first {
+            return Counter::Window(&mut self.first);
+        }
+        let index = match self.more.iter().position(|(held, _)| held.counts_like(limit)) {
+            Some(index) => index,
+            None => {
+                let count = match limit.window_millis() {
+                    Some(_) => Count::Window(Window::default()),
+                    None => Count::Quota(Quota::default()),
+                };
+                self.more.push((limit, count));
+                self.more.len() - 1
+            }
+        };
+        match &mut self.more[index].1 {
+            Count::Window(window) => Counter::Window(window),
+            Count::Quota(quota) => Counter::Quota(quota),
+        }
+    }
+
+    /// Forgets the counts of limits `limits` no longer holds (a plan change, say).
+    fn keep_only(&mut self, limits: &RateLimits) {
+        if !self.more.is_empty() {
+            self.more
+                .retain(|(held, _)| limits.iter().any(|limit| limit.counts_like(*held)));
+        }
+    }
+}
+
+impl Counter<'_> {
+    /// What `limit` answers alone at `now`, and the instant an admission is counted at.
+    fn judge(&mut self, limit: RateLimit, now: OffsetDateTime) -> (Verdict, u32) {
+        match self {
+            Self::Window(window) => window.judge(limit, unix_millis(now)),
+            Self::Quota(quota) => (quota.judge(limit, now), 0),
+        }
+    }
+
+    fn count(&mut self, at: u32) {
+        match self {
+            Self::Window(window) => window.admitted.push_back(at),
+            Self::Quota(quota) => quota.used += 1,
+        }
+    }
+}
+
+impl Quota {
+    fn judge(&mut self, limit: RateLimit, now: OffsetDateTime) -> Verdict {
+        let (start, end) = limit.period_at(now).expect("a quota has a period");
+        // A new period starts from zero; a clock stepping back stays in the later one.
+        if start.unix_timestamp() > self.start {
+            *self = Self {
+                start: start.unix_timestamp(),
+                end: unix_millis(end),
+                used: 0,
+            };
+        }
+        let admits = self.used < limit.requests();
+        Verdict {
+            limit,
+            admits,
+            remaining: limit.requests().saturating_sub(self.used + u32::from(admits)),
+            reset: Duration::from_millis(self.end.saturating_sub(unix_millis(now))),
+        }
+    }
+}
+
+/// Decides one request of `subject` under `limits`: every limit judged, then counted in
+/// all of them if all admit.
+pub(super) fn decide(
+    key_window: &MemoryWindow,
+    account_window: Option<&MemoryWindow>,
+    limits: RateLimits,
+    now: OffsetDateTime,
+) -> Decision {
+    let mut key = lock(&key_window.0);
+    // A key's window is always locked before its account's, so two requests never wait on
+    // each other in a circle. Without an account window, account limits count in the key's.
+    let mut account = account_window
+        .filter(|account| limits.has_account_scope() && !std::ptr::eq(*account, key_window))
+        .map(|account| lock(&account.0));
+    let mut verdicts = [None; RateLimits::MAX];
+    let mut at = [0; RateLimits::MAX];
+    let mut seen_window = [false; 2];
+    let mut firsts = [false; RateLimits::MAX];
+    for (i, limit) in limits.iter().enumerate() {
+        let scope = usize::from(limit.scope() == Scope::Account && account.is_some());
+        firsts[i] = limit.window_millis().is_some() && !std::mem::replace(&mut seen_window[scope], true);
+        let counts = match (scope, account.as_deref_mut()) {
+            (1, Some(account)) => account,
+            _ => &mut *key,
+        };
+        let (verdict, instant) = counts.of(limit, firsts[i]).judge(limit, now);
+        verdicts[i] = Some(verdict);
+        at[i] = instant;
+    }
+    let decision = Decision::of(limits, verdicts.into_iter().flatten(), now);
+    if decision.allowed {
+        for (i, limit) in limits.iter().enumerate() {
+            let counts = match (limit.scope(), account.as_deref_mut()) {
+                (Scope::Account, Some(account)) => account,
+                _ => &mut *key,
+            };
+            counts.of(limit, firsts[i]).count(at[i]);
+        }
+    }
+    key.keep_only(&limits);
+    if let Some(account) = account.as_deref_mut() {
+        account.keep_only(&limits);
+    }
+    decision
 }
 
 #[derive(Debug, Default)]
@@ -185,12 +354,14 @@ impl Window {
             .map_or(offset, |newest| offset.max(newest))
     }
 
-    fn admit(&mut self, now: u64, limit: RateLimit) -> Decision {
+    /// What `limit` (a sliding window) answers alone at `now` (Unix milliseconds), and the
+    /// offset an admission is counted at.
+    fn judge(&mut self, limit: RateLimit, now: u64) -> (Verdict, u32) {
         if self.window == 0 {
             // A new window (a window's length is never 0 once used): it counts from now.
             self.base = now;
         }
-        self.window = limit.window_millis();
+        self.window = limit.window_millis().unwrap_or(1);
         let now = self.offset(now);
         // A request admitted at t counts during [t, t + W).
         while self
@@ -200,20 +371,21 @@ impl Window {
         {
             self.admitted.pop_front();
         }
-        let allowed = self.admitted.len() < limit.requests() as usize;
-        if allowed {
-            self.admitted.push_back(now);
-        }
-        let reset = self
-            .admitted
-            .front()
-            .map_or(0, |oldest| oldest + self.window - now);
-        Decision {
-            allowed,
+        let used = u32::try_from(self.admitted.len()).unwrap_or(u32::MAX);
+        let admits = used < limit.requests();
+        let reset = match self.admitted.front() {
+            Some(oldest) => oldest + self.window - now,
+            // Admitted into an empty window, this request is the oldest.
+            None if admits => self.window,
+            None => 0,
+        };
+        let verdict = Verdict {
             limit,
-            remaining: limit.requests().saturating_sub(self.admitted.len() as u32),
+            admits,
+            remaining: limit.requests().saturating_sub(used + u32::from(admits)),
             reset: Duration::from_millis(reset.into()),
-        }
+        };
+        (verdict, now)
     }
 
     fn is_idle(&self, now: u64) -> bool {
@@ -240,22 +412,20 @@ impl RateLimiter for MemoryRateLimiter {
 
     async fn check(
         &self,
-        window: &MemoryWindow,
-        _key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, MemoryWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        Ok(window.admit(limit, now))
+        Ok(decide(subject.key_window, subject.account_window, limits, now))
     }
 
     fn check_now(
         &self,
-        window: &MemoryWindow,
-        _key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, MemoryWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        Poll::Ready(window.admit(limit, now))
+        Poll::Ready(decide(subject.key_window, subject.account_window, limits, now))
     }
 
     fn is_idle(&self, window: &MemoryWindow, now: OffsetDateTime) -> bool {
@@ -302,17 +472,19 @@ mod tests {
         let start = unix_millis(T0);
         let mut window = Window {
             base: start,
-            window: limit.window_millis(),
+            window: 60_000,
             admitted: Ring::default(),
         };
         // Admitted 11.6 days after the base: stored as offset 10^9.
-        assert!(window.admit(start + 1_000_000_000, limit).allowed);
+        let (verdict, at) = window.judge(limit, start + 1_000_000_000);
+        assert!(verdict.admits);
+        window.admitted.push_back(at);
         // Idle until the shift needed exceeds u32 (2^32 ms is 49.7 days), with no sweep in
         // between: the old request is long out of the window.
         let later = start + (1 << 32) + 61_000;
-        let decision = window.admit(later, limit);
-        assert!(decision.allowed, "{decision:?}");
-        assert_eq!(decision.reset, Duration::from_secs(60));
+        let (verdict, _) = window.judge(limit, later);
+        assert!(verdict.admits, "{verdict:?}");
+        assert_eq!(verdict.reset, Duration::from_secs(60));
     }
 
     #[test]

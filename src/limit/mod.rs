@@ -1,17 +1,23 @@
-//! Step 6 of the request's path, the per-key rate limit. The rule is at the crate root
-//! ([`RateLimit`](crate::RateLimit), given to the profile); here are the trait of limiters
-//! ([`RateLimiter`]) and their [`Decision`]s, the per-key windows, the headers, the limiter
-//! in memory (the default) and on Redis, and [`AnyRateLimiter`], the one chosen at run time.
+//! Step 6 of the request's path, the rate limits. The rules are at the crate root
+//! ([`RateLimit`](crate::RateLimit) and the list of them a request is held to,
+//! [`RateLimits`](crate::RateLimits), given to the profile's plans or to a key); here are
+//! what they count over ([`Period`], [`Scope`]), the trait of limiters ([`RateLimiter`]) and
+//! their [`Decision`]s, the windows, the headers, the limiter in memory (the default) and on
+//! Redis, and [`AnyRateLimiter`], the one chosen at run time.
 //!
-//! The rule is an exact sliding window (a sliding log): for any key, in any interval of
-//! length W at most N requests are admitted, and a request is refused only when N were
-//! admitted in the W before it. Refused requests are not recorded, so a client that backs
-//! off gets through as soon as its oldest request leaves the window.
+//! A sliding window is exact (a sliding log): in any interval of length W at most N
+//! requests are admitted, and a request is refused only when N were admitted in the W
+//! before it. A quota admits N per calendar day or month (UTC). Each counts per key (a
+//! replacement key with its predecessors) or per account. A request is admitted only if
+//! every limit of its list admits it, and then counted in every one; refused requests are
+//! counted in none, so a client that backs off gets through as soon as the limit that
+//! refused it frees.
 
 mod any;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+pub(crate) mod limits;
 pub(crate) mod rule;
 
 pub use any::{AnyRateLimiter, AnyWindow};
@@ -21,4 +27,7 @@ pub use memory::{MemoryRateLimiter, MemoryWindow};
 pub use redis::{RedisFailure, RedisRateLimiter, RedisWindow};
 pub use rule::RATE_LIMIT_HEADERS;
 pub(crate) use rule::{header_value, number};
-pub use rule::{Decision, RateLimiter};
+pub use limits::{InvalidLimits, Period, Scope};
+pub(crate) use limits::LIMIT_FORM;
+pub(crate) use rule::Verdict;
+pub use rule::{Decision, RateLimiter, Subject};

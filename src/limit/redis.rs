@@ -13,46 +13,72 @@ use std::{
 use redis::{aio::ConnectionManager, Script};
 use time::OffsetDateTime;
 
-use super::{memory::unix_millis, MemoryWindow};
+use super::{
+    memory::{decide, unix_millis},
+    MemoryWindow, Period, Scope, Subject, Verdict,
+};
 use crate::{
     metrics::count,
     quiet::{warn_quietly, Quiet},
-    Decision, RateLimit, RateLimiter,
+    BackendError, Decision, RateLimit, RateLimiter, RateLimits,
 };
-use crate::{BackendError, KeyId};
 
-/// The sliding log as one atomic script: drop what left the window, count, admit if under
-/// the limit, and report the oldest admitted request. One sorted set per API key, its
-/// members the admission times; the key expires one window after its last admission, so
-/// idle keys leave nothing behind. Refusals write nothing.
+/// Every limit of a list in one atomic script: each sliding window drops what left it and
+/// counts, each quota reads its period's count; only if every one admits is the request
+/// added to all of them. Each window is a sorted set whose members are the admission
+/// times, expiring one window after its last admission; each quota a counter named after
+/// its period, expiring after it; idle keys leave nothing behind. Refusals write nothing.
 ///
-/// KEYS[1] the key's log; ARGV[1] N; ARGV[2] W in ms; ARGV[3] now in ms, or empty to use
-/// the server's `TIME` (one clock for every instance).
-const SLIDING_LOG: &str = r"
+/// KEYS: one per limit, in the list's order. ARGV[1]: now in ms, or empty to use the
+/// server's `TIME` (one clock for every instance's windows); then per limit `w` (a
+/// window), N and W in ms, or `q` (a quota), N and the period's end in Unix ms (for its
+/// expiry). Returns `{allowed, count₁, reset₁ (ms, windows only), count₂, reset₂, …}`.
+const LIMITS: &str = r"
 local now, stamp
-if ARGV[3] == '' then
+if ARGV[1] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   stamp = t[1] .. t[2]
 else
-  now = tonumber(ARGV[3])
-  stamp = ARGV[3]
+  now = tonumber(ARGV[1])
+  stamp = ARGV[1]
 end
-local n, w = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - w)
-local count = redis.call('ZCARD', KEYS[1])
-local allowed = 0
-if count < n then
-  -- The time and the count make each member unique, even within one microsecond.
-  redis.call('ZADD', KEYS[1], now, stamp .. ':' .. count)
-  redis.call('PEXPIRE', KEYS[1], w)
-  count = count + 1
-  allowed = 1
+local counts, allowed = {}, 1
+for i = 1, #KEYS do
+  local kind, n, w = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local count
+  if kind == 'w' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - w)
+    count = redis.call('ZCARD', KEYS[i])
+  else
+    count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  counts[i] = count
+  if count >= n then allowed = 0 end
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local reset = 0
-if oldest[2] then reset = tonumber(oldest[2]) + w - now end
-return {allowed, count, reset}
+local result = {allowed}
+for i = 1, #KEYS do
+  local kind, w = ARGV[3 * i - 1], tonumber(ARGV[3 * i + 1])
+  local count, reset = counts[i], 0
+  if allowed == 1 then
+    if kind == 'w' then
+      -- The time and the count make each member unique, even within one microsecond.
+      redis.call('ZADD', KEYS[i], now, stamp .. ':' .. count)
+      redis.call('PEXPIRE', KEYS[i], w)
+    else
+      redis.call('INCR', KEYS[i])
+      redis.call('PEXPIREAT', KEYS[i], w + 60000)
+    end
+    count = count + 1
+  end
+  if kind == 'w' then
+    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    if oldest[2] then reset = tonumber(oldest[2]) + w - now end
+  end
+  result[2 * i] = count
+  result[2 * i + 1] = reset
+end
+return result
 ";
 
 /// What [`RedisRateLimiter`] does when Redis fails or is slower than its timeout.
@@ -109,7 +135,8 @@ pub struct RedisRateLimiter {
     server_time: bool,
     /// Monotonic milliseconds until which Redis is not tried; 0 while it answers.
     down_until: AtomicU64,
-    /// Monotonic milliseconds when Redis last answered again after being down.
+    /// Unix milliseconds (the layer's clock) when Redis last answered again after being
+    /// down.
     back_at: AtomicU64,
 }
 
@@ -123,22 +150,23 @@ fn monotonic_ms() -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
 }
 
-/// What a [`RedisRateLimiter`] remembers of one key in this instance: until when Redis
-/// refuses it, and what this instance admitted (the count it falls back to).
+/// What a [`RedisRateLimiter`] remembers of one key or account in this instance: until when
+/// Redis refuses it, and what this instance admitted (the counts it falls back to).
 #[derive(Debug, Default)]
 pub struct RedisWindow {
     /// Unix milliseconds until which the key is refused without asking Redis; 0 for none.
     blocked_until: AtomicU64,
-    /// The limit that refusal was under (`limit_bits`): a key whose limit changed since
-    /// (its plan's, say) asks Redis again.
+    /// The list that refusal was under and which of its limits refused (`refusal_bits`): a
+    /// key whose limits changed since (its plan's, say) asks Redis again.
     blocked_under: AtomicU64,
     local: MemoryWindow,
 }
 
-/// `limit` as one number: its requests, and its window in milliseconds (at most a day).
-fn limit_bits(limit: RateLimit) -> u64 {
-    let window = u64::try_from(limit.window().as_millis()).unwrap_or(u64::MAX);
-    (u64::from(limit.requests()) << 32) | (window & u64::from(u32::MAX))
+/// `limits` as one number, with the position of the limit that refused in its low bits.
+fn refusal_bits(limits: RateLimits, refused: usize) -> u64 {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0).hash_one(limits);
+    (hash & !0b11) | (refused as u64 & 0b11)
 }
 
 impl RedisRateLimiter {
@@ -152,7 +180,7 @@ impl RedisRateLimiter {
         crate::metrics::redis_started();
         Ok(Self {
             connection,
-            script: Script::new(SLIDING_LOG),
+            script: Script::new(LIMITS),
             prefix: format!("{}:rl", profile.namespace()),
             timeout: Duration::from_millis(50),
             on_failure: RedisFailure::default(),
@@ -191,63 +219,118 @@ impl RedisRateLimiter {
         self
     }
 
-    async fn eval(
+    /// The Redis key of `limit` for `subject` at `now`: every key of one account in one
+    /// hash slot (the account id is the hash tag), so one script checks a key's and its
+    /// account's limits together on a Redis Cluster.
+    fn redis_key<W>(&self, subject: Subject<'_, W>, limit: RateLimit, now: OffsetDateTime) -> String {
+        let owner = match limit.scope() {
+            Scope::Key => format!("k:{}", subject.key),
+            Scope::Account => "a".to_owned(),
+        };
+        let count = match (limit.window_millis(), limit.period_at(now)) {
+            (Some(window), _) => format!("w{window}"),
+            (None, Some((start, _))) if limit.period() == Period::Day => {
+                format!("d{}", start.unix_timestamp())
+            }
+            (None, Some((start, _))) => format!("m{}", start.unix_timestamp()),
+            (None, None) => unreachable!("a limit is a window or a quota"),
+        };
+        format!("{}:{{{}}}:{owner}:{count}", self.prefix, subject.account)
+    }
+
+    async fn eval<W>(
         &self,
-        key: &KeyId,
-        limit: RateLimit,
-        now: u64,
+        subject: Subject<'_, W>,
+        limits: RateLimits,
+        now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.script.key(format!("{}:{{{key}}}", self.prefix));
-        invocation
-            .arg(limit.requests())
-            .arg(limit.window_millis())
-            .arg(if self.server_time {
-                String::new()
-            } else {
-                now.to_string()
-            });
-        let call = invocation.invoke_async::<(u8, u32, u64)>(&mut connection);
-        let (allowed, count, reset) = tokio::time::timeout(self.timeout, call)
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(if self.server_time {
+            String::new()
+        } else {
+            unix_millis(now).to_string()
+        });
+        for limit in limits.iter() {
+            invocation.key(self.redis_key(subject, limit, now));
+            match (limit.window_millis(), limit.period_at(now)) {
+                (Some(window), _) => invocation.arg("w").arg(limit.requests()).arg(window),
+                (None, Some((_, end))) => invocation.arg("q").arg(limit.requests()).arg(unix_millis(end)),
+                (None, None) => unreachable!("a limit is a window or a quota"),
+            };
+        }
+        let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
+        let answer = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| BackendError::Timeout(self.timeout))?
             .map_err(BackendError::failed)?;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit,
-            remaining: limit.requests().saturating_sub(count),
-            reset: Duration::from_millis(reset),
-        })
+        if answer.len() != 1 + 2 * limits.len() {
+            return Err(BackendError::failed("the limit script answered out of shape"));
+        }
+        let allowed = answer[0] == 1;
+        let verdicts = limits.iter().enumerate().map(|(i, limit)| {
+            let (count, reset) = (answer[1 + 2 * i], answer[2 + 2 * i]);
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            let reset = match limit.period_at(now) {
+                Some((_, end)) => Duration::from_millis(unix_millis(end).saturating_sub(unix_millis(now))),
+                None => Duration::from_millis(reset),
+            };
+            Verdict {
+                limit,
+                // What this limit alone answers: under its N before this request.
+                admits: count.saturating_sub(u32::from(allowed)) < limit.requests(),
+                remaining: limit.requests().saturating_sub(count),
+                reset,
+            }
+        });
+        Ok(Decision::of(limits, verdicts, now))
     }
 
-    /// The refusal for a key known to be over its limit, if it still is at `now` (ms).
-    fn still_blocked(window: &RedisWindow, limit: RateLimit, now: u64) -> Option<Decision> {
+    /// The refusal for a key known to be over a limit, if it still is at `now`.
+    fn still_blocked(
+        window: &RedisWindow,
+        limits: RateLimits,
+        now: OffsetDateTime,
+    ) -> Option<Decision> {
+        let now_ms = unix_millis(now);
         let until = window.blocked_until.load(Ordering::Relaxed);
-        let same_limit = window.blocked_under.load(Ordering::Relaxed) == limit_bits(limit);
-        (now < until && same_limit).then(|| Decision {
+        if now_ms >= until {
+            return None;
+        }
+        let under = window.blocked_under.load(Ordering::Relaxed);
+        let refused = (0..limits.len()).find(|&i| refusal_bits(limits, i) == under)?;
+        let limit = limits.as_slice()[refused];
+        Some(Decision {
             allowed: false,
             limit,
             remaining: 0,
-            reset: Duration::from_millis(until - now),
+            reset: Duration::from_millis(until - now_ms),
+            limits,
+            at: now,
         })
     }
 
     /// The decision while Redis is down, by the policy; `None` for "fail closed".
     fn without_redis(
         &self,
-        window: &RedisWindow,
-        limit: RateLimit,
+        subject: Subject<'_, RedisWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Option<Decision> {
         count!(REDIS_FALLBACKS);
         match self.on_failure {
-            RedisFailure::FallBackToLocal => Some(window.local.admit(limit, now)),
-            RedisFailure::FailOpen => Some(Decision {
-                allowed: true,
-                limit,
-                remaining: limit.requests().saturating_sub(1),
-                reset: limit.window(),
-            }),
+            RedisFailure::FallBackToLocal => Some(local(subject, limits, now)),
+            RedisFailure::FailOpen => {
+                let verdicts = limits.iter().map(|limit| Verdict {
+                    limit,
+                    admits: true,
+                    remaining: limit.requests().saturating_sub(1),
+                    reset: limit.window().unwrap_or_else(|| {
+                        limit.period_at(now).map_or(Duration::ZERO, |(_, end)| (end - now).unsigned_abs())
+                    }),
+                });
+                Some(Decision::of(limits, verdicts, now))
+            }
             RedisFailure::FailClosed => None,
         }
     }
@@ -269,11 +352,11 @@ impl RedisRateLimiter {
                     .is_ok())
     }
 
-    /// Redis answered: if it was down, it is back, and the local count is checked too for
-    /// a window.
-    fn answered(&self, at: u64) {
+    /// Redis answered: if it was down, it is back (at `now`, Unix ms), and the local counts
+    /// are checked too for a while.
+    fn answered(&self, now: u64) {
         if self.down_until.swap(0, Ordering::Relaxed) != 0 {
-            self.back_at.store(at, Ordering::Relaxed);
+            self.back_at.store(now, Ordering::Relaxed);
             count!(REDIS_RECOVERIES);
             tracing::info!("nouvel-auth: Redis rate limiter answers again");
         }
@@ -283,39 +366,51 @@ impl RedisRateLimiter {
         &self,
         error: &BackendError,
         at: u64,
-        window: &RedisWindow,
-        limit: RateLimit,
+        subject: Subject<'_, RedisWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
         self.down_until
             .fetch_max(at + RETRY_EVERY_MS, Ordering::Relaxed);
         static FAULT: Quiet = Quiet::new();
         warn_quietly!(FAULT, %error, policy = ?self.on_failure, "nouvel-auth: Redis rate limiter unavailable; not asking it again for a second");
-        self.without_redis(window, limit, now)
+        self.without_redis(subject, limits, now)
             .ok_or_else(|| BackendError::failed(error.to_string()))
     }
 
-    /// Redis's decision, counted in this instance's memory too. Within a window of Redis
-    /// coming back, the local count must admit as well: a Redis that lost its data would
-    /// otherwise admit a full window again.
+    /// Redis's decision, counted in this instance's memory too. While a limit may still
+    /// hold what Redis forgot (within a window of Redis coming back, or in the quota period
+    /// it came back in), the local counts must admit as well: a Redis that lost its data
+    /// would otherwise admit a full window or quota again.
     fn with_local(
         &self,
         decision: Decision,
-        window: &RedisWindow,
-        at: u64,
+        subject: Subject<'_, RedisWindow>,
         now: OffsetDateTime,
     ) -> Decision {
         if !decision.allowed {
             return decision;
         }
-        let local = window.local.admit(decision.limit, now);
+        let local = local(subject, decision.limits, now);
         let back_at = self.back_at.load(Ordering::Relaxed);
-        let window_ms = u64::from(decision.limit.window_millis());
-        if !local.allowed && back_at != 0 && at < back_at.saturating_add(window_ms) {
+        let now_ms = unix_millis(now);
+        let recently_back = back_at != 0
+            && decision.limits.iter().any(|limit| match (limit.window_millis(), limit.period_at(now)) {
+                (Some(window), _) => now_ms < back_at.saturating_add(window.into()),
+                (None, Some((start, _))) => back_at >= unix_millis(start),
+                (None, None) => false,
+            });
+        if !local.allowed && recently_back {
             return local;
         }
         decision
     }
+}
+
+/// This instance's own decision, from the counts it kept beside Redis's.
+fn local(subject: Subject<'_, RedisWindow>, limits: RateLimits, now: OffsetDateTime) -> Decision {
+    let account = subject.account_window.map(|window| &window.local);
+    decide(&subject.key_window.local, account, limits, now)
 }
 
 impl RateLimiter for RedisRateLimiter {
@@ -323,34 +418,35 @@ impl RateLimiter for RedisRateLimiter {
 
     async fn check(
         &self,
-        window: &RedisWindow,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, RedisWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        let now_ms = unix_millis(now);
-        if let Some(refusal) = Self::still_blocked(window, limit, now_ms) {
+        if let Some(refusal) = Self::still_blocked(subject.key_window, limits, now) {
             return Ok(refusal);
         }
         let at = monotonic_ms();
         if !self.should_try(at) {
             return self
-                .without_redis(window, limit, now)
+                .without_redis(subject, limits, now)
                 .ok_or_else(|| BackendError::failed("Redis is down; retried once a second"));
         }
-        match self.eval(key, limit, now_ms).await {
+        match self.eval(subject, limits, now).await {
             Ok(decision) => {
-                self.answered(at);
+                let now_ms = unix_millis(now);
+                self.answered(now_ms);
                 if !decision.allowed {
+                    let refused = limits.iter().position(|limit| limit == decision.limit).unwrap_or(0);
                     let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
+                    let window = subject.key_window;
                     window
                         .blocked_under
-                        .store(limit_bits(limit), Ordering::Relaxed);
-                    window.blocked_until.fetch_max(until, Ordering::Relaxed);
+                        .store(refusal_bits(limits, refused), Ordering::Relaxed);
+                    window.blocked_until.store(until, Ordering::Relaxed);
                 }
-                Ok(self.with_local(decision, window, at, now))
+                Ok(self.with_local(decision, subject, now))
             }
-            Err(error) => self.failed(&error, at, window, limit, now),
+            Err(error) => self.failed(&error, at, subject, limits, now),
         }
     }
 
@@ -358,17 +454,16 @@ impl RateLimiter for RedisRateLimiter {
     /// not due for a retry, the policy decides at once.
     fn check_now(
         &self,
-        window: &RedisWindow,
-        _key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, RedisWindow>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        if let Some(refusal) = Self::still_blocked(window, limit, unix_millis(now)) {
+        if let Some(refusal) = Self::still_blocked(subject.key_window, limits, now) {
             return Poll::Ready(refusal);
         }
         let down_until = self.down_until.load(Ordering::Relaxed);
         if down_until != 0 && monotonic_ms() < down_until {
-            if let Some(decision) = self.without_redis(window, limit, now) {
+            if let Some(decision) = self.without_redis(subject, limits, now) {
                 return Poll::Ready(decision);
             }
         }

@@ -1,85 +1,79 @@
-//! The rate limit itself: [`RateLimit`], the [`RateLimiter`] trait, its [`Decision`]s, and
-//! the headers written from them.
+//! The [`RateLimiter`] trait, its [`Decision`]s, and the headers written from them.
 
 use std::{cell::RefCell, future::Future, sync::OnceLock, task::Poll, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
-use crate::{BackendError, KeyId};
+use super::limits::{RateLimit, RateLimits, Scope, Span};
+use crate::{AccountId, BackendError, KeyId};
 
-/// N requests per window W.
-///
-/// ```
-/// use std::time::Duration;
-/// use nouvel_auth::RateLimit;
-///
-/// assert_eq!(RateLimit::default(), RateLimit::new(60, Duration::from_secs(60)));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    requests: u32,
-    window: Duration,
-}
-
-impl RateLimit {
-    /// `requests` per `window`. A window is kept to the millisecond and to at most
-    /// 24 days; a zero window counts as one millisecond.
-    #[must_use]
-    pub const fn new(requests: u32, window: Duration) -> Self {
-        Self { requests, window }
-    }
-
-    /// N: how many requests a window admits.
-    #[must_use]
-    pub const fn requests(self) -> u32 {
-        self.requests
-    }
-
-    /// W: the window's length.
-    #[must_use]
-    pub const fn window(self) -> Duration {
-        self.window
-    }
-
-    /// The window in milliseconds, as the limiters count it.
-    pub(crate) fn window_millis(self) -> u32 {
-        // 2^31 ms is 24.8 days: beyond any sensible window, and it keeps offsets in u32.
-        u32::try_from(self.window.as_millis())
-            .unwrap_or(u32::MAX)
-            .clamp(1, 1 << 31)
-    }
-}
-
-/// As the admin API shows it: `{"requests": n, "window_seconds": w}`.
-impl serde::Serialize for RateLimit {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut limit = serializer.serialize_struct("RateLimit", 2)?;
-        limit.serialize_field("requests", &self.requests)?;
-        limit.serialize_field("window_seconds", &self.window.as_secs())?;
-        limit.end()
-    }
-}
-
-impl Default for RateLimit {
-    /// The Nouvel API's limit: 60 requests per minute.
-    fn default() -> Self {
-        Self::new(60, Duration::from_secs(60))
-    }
-}
-
-/// A limiter's answer for one request.
+/// A limiter's answer for one request, under every limit of its list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Whether the request is admitted (and so recorded).
+    /// Whether the request is admitted (and so counted in every limit).
     pub allowed: bool,
-    /// The limit that applied.
+    /// The limit the answer reports: of those that refused, the one whose wait is longest;
+    /// of an admission, the one with the least remaining (the nearest to refusal).
     pub limit: RateLimit,
-    /// How many more requests the window admits now, this one counted as used.
+    /// How many more requests that limit admits now, this one counted as used.
     pub remaining: u32,
-    /// Time until the oldest admitted request leaves the window: when `remaining` grows.
+    /// Time until `remaining` grows: until the oldest admitted request leaves a window,
+    /// or until a quota's period ends.
     pub reset: Duration,
+    /// Every limit the request was held to, for `RateLimit-Policy`.
+    pub limits: RateLimits,
+    /// When it was decided: a quota's `w` is the length of the period this falls in.
+    pub at: OffsetDateTime,
+}
+
+/// One limit's part of a [`Decision`]: what it would answer alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) limit: RateLimit,
+    pub(crate) admits: bool,
+    /// Remaining once this request is counted (if every limit admits it), else as it is.
+    pub(crate) remaining: u32,
+    pub(crate) reset: Duration,
+}
+
+impl Decision {
+    /// The decision of a list from its limits' verdicts, in the list's order: admitted if
+    /// every one admits.
+    pub(crate) fn of(
+        limits: RateLimits,
+        verdicts: impl IntoIterator<Item = Verdict>,
+        at: OffsetDateTime,
+    ) -> Self {
+        let mut reported: Option<Verdict> = None;
+        let mut allowed = true;
+        for verdict in verdicts {
+            let nearer = match reported {
+                None => true,
+                // A refusal outranks any admission; among refusals the longest wait.
+                Some(held) if !verdict.admits => held.admits || verdict.reset > held.reset,
+                Some(held) => held.admits && verdict.remaining < held.remaining,
+            };
+            allowed &= verdict.admits;
+            if nearer {
+                reported = Some(verdict);
+            }
+        }
+        let reported = reported.unwrap_or(Verdict {
+            limit: limits.as_slice()[0],
+            admits: true,
+            remaining: 0,
+            reset: Duration::ZERO,
+        });
+        Self {
+            allowed,
+            limit: reported.limit,
+            remaining: reported.remaining,
+            reset: reported.reset,
+            limits,
+            at,
+        }
+    }
 }
 
 /// The rate-limit headers on every response that reached the limiter, in the order they
@@ -105,7 +99,7 @@ pub const RATE_LIMIT_HEADERS: [HeaderName; 5] = [
 ];
 
 impl Decision {
-    /// Whole seconds until a slot frees, rounded up.
+    /// Whole seconds until `remaining` grows, rounded up.
     #[must_use]
     pub fn reset_seconds(&self) -> u64 {
         let millis = u64::try_from(self.reset.as_millis()).unwrap_or(u64::MAX);
@@ -119,13 +113,40 @@ impl Decision {
     }
 
     /// Writes the [`RATE_LIMIT_HEADERS`], as the layer does on every response that reached
-    /// the limiter.
+    /// the limiter: `RateLimit-Policy` names every limit; the others report
+    /// [`limit`](Self::limit).
+    ///
+    /// Each limit's name is its period (`"minute"`, `"day"`, `"month"`, `"30s"`, …, with
+    /// `account-` before it when counted per account); a list of one sliding window per key
+    /// is the contract's `"per-key"`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nouvel_auth::{limit::Decision, RateLimit, RateLimits};
+    /// use time::macros::datetime;
+    ///
+    /// let minute = RateLimit::new(60, Duration::from_secs(60));
+    /// let day = RateLimit::per_day(1_000);
+    /// let decision = Decision {
+    ///     allowed: true,
+    ///     limit: day,
+    ///     remaining: 2,
+    ///     reset: Duration::from_secs(3_600),
+    ///     limits: RateLimits::new([minute, day]).unwrap(),
+    ///     at: datetime!(2026-12-31 23:00 UTC),
+    /// };
+    /// let mut headers = http::HeaderMap::new();
+    /// decision.write_headers(&mut headers);
+    /// assert_eq!(headers["ratelimit-policy"], r#""minute";q=60;w=60, "day";q=1000;w=86400"#);
+    /// assert_eq!(headers["ratelimit"], r#""day";r=2;t=3600"#);
+    /// assert_eq!(headers["x-ratelimit-limit"], "1000");
+    /// ```
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let (remaining, reset) = (self.remaining, self.reset_seconds());
-        let (policy, limit) = limit_values(self.limit);
+        let (policy, limit) = limit_values(self.limits, self.limit, self.at);
         let values = [
             policy,
-            policy_item([("r", remaining.into()), ("t", reset)]),
+            current_item(&self.limits, self.limit, remaining.into(), reset),
             limit,
             number(remaining.into()),
             number(reset),
@@ -139,34 +160,139 @@ impl Decision {
     }
 }
 
-/// `RateLimit-Policy` and `X-RateLimit-Limit` for `limit`. They depend on the limit alone,
-/// which most keys share, so each thread keeps the last pair it made: a response clones them
-/// (a count on this thread's copy) instead of formatting and allocating its own.
-fn limit_values(limit: RateLimit) -> (HeaderValue, HeaderValue) {
+/// `RateLimit-Policy` and `X-RateLimit-Limit`. They depend on the list, the reported limit
+/// and (for a month) the month's length alone, which most keys share, so each thread keeps
+/// the last pair it made: a response clones them (a count on this thread's copy) instead of
+/// formatting and allocating its own.
+fn limit_values(
+    limits: RateLimits,
+    reported: RateLimit,
+    at: OffsetDateTime,
+) -> (HeaderValue, HeaderValue) {
+    type Made = (RateLimits, RateLimit, u64, HeaderValue, HeaderValue);
     thread_local! {
-        static LAST: RefCell<Option<(RateLimit, HeaderValue, HeaderValue)>> =
-            const { RefCell::new(None) };
+        static LAST: RefCell<Option<Made>> = const { RefCell::new(None) };
     }
+    // Only a month's `w` changes with the date; 0 stands for "no month in the list".
+    let month = limits
+        .iter()
+        .find(|limit| limit.span() == Span::Month)
+        .map_or(0, |month| month.seconds_at(at));
     let make = || {
-        let requests = limit.requests.into();
-        let policy = policy_item([("q", requests), ("w", limit.window.as_secs())]);
-        (policy, number(requests))
+        let mut policy = Vec::with_capacity(48 * limits.len());
+        for (i, limit) in limits.iter().enumerate() {
+            if i > 0 {
+                policy.extend_from_slice(b", ");
+            }
+            push_name(&mut policy, &limits, limit);
+            let window = limit.seconds_at(at);
+            push_parameters(&mut policy, [("q", limit.requests().into()), ("w", window)]);
+        }
+        let policy = HeaderValue::from_bytes(&policy).expect("ASCII by construction");
+        (policy, number(reported.requests().into()))
     };
     // `try_with`: a response written while the thread's locals are torn down is made afresh.
     LAST.try_with(|last| {
         let mut last = last.borrow_mut();
         match &*last {
-            Some((made_for, policy, count)) if *made_for == limit => {
+            Some((list, limit, made_month, policy, count))
+                if *list == limits && *limit == reported && *made_month == month =>
+            {
                 (policy.clone(), count.clone())
             }
             _ => {
                 let (policy, count) = make();
-                *last = Some((limit, policy.clone(), count.clone()));
+                *last = Some((limits, reported, month, policy.clone(), count.clone()));
                 (policy, count)
             }
         }
     })
     .unwrap_or_else(|_| make())
+}
+
+/// `RateLimit`'s item: the reported limit's name, `r` and `t`, written without `fmt` (which
+/// costs more than the rest of the headers together) on the stack.
+fn current_item(limits: &RateLimits, limit: RateLimit, remaining: u64, reset: u64) -> HeaderValue {
+    let mut text = Buffer::default();
+    push_name(&mut text, limits, limit);
+    push_parameters(&mut text, [("r", remaining), ("t", reset)]);
+    HeaderValue::from_bytes(text.as_bytes()).expect("ASCII by construction")
+}
+
+/// Where header text is written: a `Vec`, or a buffer on the stack.
+trait Push {
+    fn push(&mut self, bytes: &[u8]);
+}
+
+impl Push for Vec<u8> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// 96 bytes on the stack: a quoted name of at most 30 and two parameters of at most 30.
+struct Buffer {
+    text: [u8; 96],
+    len: usize,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Self {
+            text: [0; 96],
+            len: 0,
+        }
+    }
+}
+
+impl Buffer {
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+}
+
+impl Push for Buffer {
+    fn push(&mut self, bytes: &[u8]) {
+        self.text[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+}
+
+/// The quoted name of `limit` in `limits` (see [`Decision::write_headers`]).
+fn push_name(text: &mut impl Push, limits: &RateLimits, limit: RateLimit) {
+    if limits.len() == 1 && limit.scope() == Scope::Key && limit.window().is_some() {
+        return text.push(b"\"per-key\"");
+    }
+    text.push(b"\"");
+    if limit.scope() == Scope::Account {
+        text.push(b"account-");
+    }
+    match limit.span() {
+        Span::Day => text.push(b"day"),
+        Span::Month => text.push(b"month"),
+        Span::Window(1_000) => text.push(b"second"),
+        Span::Window(60_000) => text.push(b"minute"),
+        Span::Window(3_600_000) => text.push(b"hour"),
+        Span::Window(millis) if millis % 1_000 == 0 => {
+            text.push(itoa::Buffer::new().format(millis / 1_000).as_bytes());
+            text.push(b"s");
+        }
+        Span::Window(millis) => {
+            text.push(itoa::Buffer::new().format(millis).as_bytes());
+            text.push(b"ms");
+        }
+    }
+    text.push(b"\"");
+}
+
+/// `;a=1;b=2`: structured-field integer parameters.
+fn push_parameters(text: &mut impl Push, parameters: [(&str, u64); 2]) {
+    for (name, value) in parameters {
+        text.push(b";");
+        text.push(name.as_bytes());
+        text.push(b"=");
+        text.push(itoa::Buffer::new().format(value).as_bytes());
+    }
 }
 
 /// A header value for `n`. Numbers below 4096 (every count and reset of a sensible limit)
@@ -198,54 +324,84 @@ pub(crate) fn number(n: u64) -> HeaderValue {
     }
 }
 
-/// `"per-key";a=1;b=2`: a structured-field list item with integer parameters, written
-/// without `fmt` (which costs more than the rest of the headers together).
-fn policy_item(parameters: [(&str, u64); 2]) -> HeaderValue {
-    let mut text = [0u8; 64];
-    let mut len = 0;
-    let mut push = |bytes: &[u8]| {
-        text[len..len + bytes.len()].copy_from_slice(bytes);
-        len += bytes.len();
-    };
-    push(b"\"per-key\"");
-    for (name, value) in parameters {
-        push(b";");
-        push(name.as_bytes());
-        push(b"=");
-        push(itoa::Buffer::new().format(value).as_bytes());
-    }
-    HeaderValue::from_bytes(&text[..len]).expect("ASCII by construction")
-}
-
 /// A header value from ASCII text made by this crate.
 pub(crate) fn header_value(text: std::fmt::Arguments<'_>) -> HeaderValue {
     HeaderValue::try_from(text.to_string()).expect("the crate writes visible ASCII")
 }
 
-/// Decides whether a key may make one more request.
+/// Whose request a limiter counts, and the windows the layer keeps for it.
+#[derive(Debug)]
+pub struct Subject<'a, W> {
+    /// The key its limits are counted for: the first key of its rotation chain
+    /// ([`KeyRecord::limit_id`](crate::KeyRecord::limit_id)).
+    pub key: &'a KeyId,
+    /// Its account.
+    pub account: &'a AccountId,
+    /// What the limiter keeps for the key.
+    pub key_window: &'a W,
+    /// What the limiter keeps for the account: given whenever a limit of the list is
+    /// counted per account ([`Scope::Account`]).
+    pub account_window: Option<&'a W>,
+}
+
+impl<W> Clone for Subject<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for Subject<'_, W> {}
+
+impl<'a, W> Subject<'a, W> {
+    /// The same subject with each window seen through `part` (`None` if either has none).
+    pub(crate) fn map<V>(self, part: impl Fn(&'a W) -> Option<&'a V>) -> Option<Subject<'a, V>> {
+        let account_window = match self.account_window {
+            Some(window) => Some(part(window)?),
+            None => None,
+        };
+        Some(Subject {
+            key: self.key,
+            account: self.account,
+            key_window: part(self.key_window)?,
+            account_window,
+        })
+    }
+
+    /// The window a limit of `scope` counts in (the key's when no account window was given).
+    pub fn window(&self, scope: Scope) -> &'a W {
+        match (scope, self.account_window) {
+            (Scope::Account, Some(account)) => account,
+            _ => self.key_window,
+        }
+    }
+}
+
+/// Decides whether a key may make one more request, under every limit of its list.
 ///
-/// Keyed by [`KeyId`] only: a limiter never sees the key, nor anything an unauthenticated
-/// client controls, since only requests that passed authentication, plan and permission
-/// reach it.
+/// Keyed by [`KeyId`] and [`AccountId`] only: a limiter never sees the key, nor anything an
+/// unauthenticated client controls, since only requests that passed authentication, plan
+/// and permission reach it.
 ///
-/// A limiter keeps no map of keys of its own: what it remembers of a key is its
-/// [`Window`](Self::Window), which the layer keeps beside the key's record, so that a
-/// request reaches the record, the window and the usage counters through the store's one
-/// lookup. The layer drops a key's window once [`is_idle`](Self::is_idle) says it holds
-/// nothing and no record refers to it.
+/// A request is admitted only if every limit of the list admits it, and then counted in
+/// every one; a refused request is counted in none.
+///
+/// A limiter keeps no map of keys of its own: what it remembers of a key (and of an
+/// account) is its [`Window`](Self::Window), which the layer keeps beside the key's record,
+/// so that a request reaches the record, the window and the usage counters through the
+/// store's one lookup. The layer drops a window once [`is_idle`](Self::is_idle) says it
+/// holds nothing and no record refers to it.
 pub trait RateLimiter: Send + Sync + 'static {
-    /// What the limiter keeps for one key (a memory limiter: the admitted requests in the
-    /// window).
+    /// What the limiter keeps for one key or account (a memory limiter: the admitted
+    /// requests in each window, the count of each quota).
     type Window: Default + Send + Sync + 'static;
 
-    /// Admits (and records) or refuses one request of `key` under `limit`, `window` being
-    /// the key's. `now` is the layer's clock; a limiter shared by several instances may use
-    /// its own clock instead.
+    /// Admits (and counts) or refuses one request of `subject` under `limits`. `now` is the
+    /// layer's clock; a limiter shared by several instances may use its own clock for its
+    /// windows instead.
     fn check(
         &self,
-        window: &Self::Window,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, Self::Window>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send;
 
@@ -253,32 +409,33 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// (in memory, or a key known to be blocked); `Pending` (the default) sends the layer
     /// to `check`.
     ///
-    /// The layer asks this first, in its `call`. A `Ready` is the decision, recorded as
-    /// `check` would record it; `Pending` must record nothing, since `check` follows.
+    /// The layer asks this first, in its `call`. A `Ready` is the decision, counted as
+    /// `check` would count it; `Pending` must count nothing, since `check` follows.
     ///
     /// ```
     /// use std::{task::Poll, time::Duration};
     /// use nouvel_auth::{
     ///     key::KeyId, limit::MemoryRateLimiter, limit::MemoryWindow, limit::RateLimiter,
-    ///     RateLimit,
+    ///     limit::Subject, key::AccountId, RateLimit, RateLimits,
     /// };
     ///
     /// let (limiter, window) = (MemoryRateLimiter::new(), MemoryWindow::default());
-    /// let limit = RateLimit::new(1, Duration::from_secs(60));
-    /// let (key, now) = (KeyId::from("key_1"), time::OffsetDateTime::now_utc());
-    /// let Poll::Ready(first) = limiter.check_now(&window, &key, limit, now) else { unreachable!() };
+    /// let (key, account) = (KeyId::from("key_1"), AccountId::from("acc_1"));
+    /// let subject = Subject { key: &key, account: &account, key_window: &window, account_window: None };
+    /// let limits = RateLimits::one(RateLimit::new(1, Duration::from_secs(60)));
+    /// let now = time::OffsetDateTime::now_utc();
+    /// let Poll::Ready(first) = limiter.check_now(subject, limits, now) else { unreachable!() };
     /// assert!(first.allowed);
-    /// let Poll::Ready(second) = limiter.check_now(&window, &key, limit, now) else { unreachable!() };
+    /// let Poll::Ready(second) = limiter.check_now(subject, limits, now) else { unreachable!() };
     /// assert!(!second.allowed);
     /// ```
     fn check_now(
         &self,
-        window: &Self::Window,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, Self::Window>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        let _ = (window, key, limit, now);
+        let _ = (subject, limits, now);
         Poll::Pending
     }
 
@@ -293,22 +450,20 @@ impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
 
     fn check(
         &self,
-        window: &Self::Window,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, Self::Window>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Decision, BackendError>> + Send {
-        (**self).check(window, key, limit, now)
+        (**self).check(subject, limits, now)
     }
 
     fn check_now(
         &self,
-        window: &Self::Window,
-        key: &KeyId,
-        limit: RateLimit,
+        subject: Subject<'_, Self::Window>,
+        limits: RateLimits,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        (**self).check_now(window, key, limit, now)
+        (**self).check_now(subject, limits, now)
     }
 
     fn is_idle(&self, window: &Self::Window, now: OffsetDateTime) -> bool {
@@ -319,34 +474,61 @@ impl<L: RateLimiter> RateLimiter for std::sync::Arc<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
 
-    fn headers(limit: RateLimit, remaining: u32) -> HeaderMap {
+    fn headers(limits: RateLimits, limit: RateLimit, remaining: u32) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let decision = Decision {
             allowed: true,
             limit,
             remaining,
             reset: Duration::from_millis(1_500),
+            limits,
+            at: datetime!(2027-02-10 12:00 UTC),
         };
         decision.write_headers(&mut headers);
         headers
     }
 
     #[test]
-    fn each_limit_gets_its_own_values_on_one_thread() {
+    fn each_list_gets_its_own_values_on_one_thread() {
         let minute = RateLimit::default();
         let big = RateLimit::new(u32::MAX, Duration::from_secs(3_600));
-        for (limit, policy, count) in [
-            (minute, r#""per-key";q=60;w=60"#, "60"),
-            (big, r#""per-key";q=4294967295;w=3600"#, "4294967295"),
-            (minute, r#""per-key";q=60;w=60"#, "60"),
+        let month = RateLimit::per_month(5_000).per_account();
+        let list = RateLimits::new([RateLimit::new(5, Duration::from_secs(30)), month]).unwrap();
+        for (limits, limit, policy, current, count) in [
+            (minute.into(), minute, r#""per-key";q=60;w=60"#, r#""per-key";r=7;t=2"#, "60"),
+            (big.into(), big, r#""per-key";q=4294967295;w=3600"#, r#""per-key";r=7;t=2"#, "4294967295"),
+            (list, month, r#""30s";q=5;w=30, "account-month";q=5000;w=2419200"#, r#""account-month";r=7;t=2"#, "5000"),
+            (minute.into(), minute, r#""per-key";q=60;w=60"#, r#""per-key";r=7;t=2"#, "60"),
         ] {
-            let headers = headers(limit, 7);
+            let headers = headers(limits, limit, 7);
             assert_eq!(headers["ratelimit-policy"], policy);
             assert_eq!(headers["x-ratelimit-limit"], count);
-            assert_eq!(headers["ratelimit"], r#""per-key";r=7;t=2"#);
+            assert_eq!(headers["ratelimit"], current);
             assert_eq!(headers["x-ratelimit-remaining"], "7");
             assert_eq!(headers["x-ratelimit-reset"], "2");
         }
+    }
+
+    #[test]
+    fn a_decision_reports_the_longest_refusal_or_the_nearest_admission() {
+        let at = datetime!(2027-02-10 12:00 UTC);
+        let (minute, day) = (RateLimit::default(), RateLimit::per_day(100));
+        let limits = RateLimits::new([minute, day]).unwrap();
+        let verdict = |limit, admits, remaining, reset| Verdict {
+            limit,
+            admits,
+            remaining,
+            reset: Duration::from_secs(reset),
+        };
+        let admitted = Decision::of(limits, [verdict(minute, true, 5, 10), verdict(day, true, 3, 900)], at);
+        assert!(admitted.allowed);
+        assert_eq!((admitted.limit, admitted.remaining), (day, 3));
+        let refused = Decision::of(limits, [verdict(minute, false, 0, 10), verdict(day, true, 3, 900)], at);
+        assert!(!refused.allowed);
+        assert_eq!((refused.limit, refused.reset), (minute, Duration::from_secs(10)));
+        let both = Decision::of(limits, [verdict(minute, false, 0, 10), verdict(day, false, 0, 900)], at);
+        assert_eq!(both.limit, day);
     }
 }

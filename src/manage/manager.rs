@@ -6,11 +6,12 @@ use time::OffsetDateTime;
 
 use super::{
     Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, Granularity, KeyInfo, KeyPage,
-    KeyUsage, NewKey, UsageBucket,
+    KeyUsage, LimitInfo, NewKey, QuotaUse, UsageBucket,
 };
 use crate::{
     key::random_id, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId, KeyStorage,
-    Permission, PermissionSet, Permissions, Plan, Profile, RateLimit, StoredKey, Usage,
+    limit::Scope, Permission, PermissionSet, Permissions, Plan, Profile, RateLimit, RateLimits,
+    StoredKey, Usage,
 };
 
 /// What a new key should be: a name, permissions, an expiration, and optionally an
@@ -26,8 +27,8 @@ pub struct KeySpec {
     pub expiration: Expiration,
     /// The environment the key is for (default none).
     pub environment: Option<Environment>,
-    /// A limit for this key instead of the layer's default.
-    pub rate_limit: Option<RateLimit>,
+    /// Limits for this key instead of its plan's.
+    pub rate_limits: Option<RateLimits>,
 }
 
 impl KeySpec {
@@ -38,7 +39,7 @@ impl KeySpec {
             permissions: permissions.into_iter().collect(),
             expiration: Expiration::default(),
             environment: None,
-            rate_limit: None,
+            rate_limits: None,
         }
     }
 
@@ -56,10 +57,11 @@ impl KeySpec {
         self
     }
 
-    /// Sets a per-key limit.
+    /// Holds the key to `limits` (one [`RateLimit`] or a [`RateLimits`] list) instead of its
+    /// plan's.
     #[must_use]
-    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        self.rate_limit = Some(limit);
+    pub fn rate_limits(mut self, limits: impl Into<RateLimits>) -> Self {
+        self.rate_limits = Some(limits.into());
         self
     }
 
@@ -92,10 +94,8 @@ impl KeySpec {
             .expires_at(now)
             .map_err(|e| errors.push(FieldError::new("expiration", e.to_string())))
             .ok();
-        if let Some(limit) = self.rate_limit {
-            if let Err(reason) = valid_limit(limit) {
-                errors.push(FieldError::new("rate_limit", reason));
-            }
+        if let Some(reason) = self.rate_limits.iter().flat_map(RateLimits::iter).find_map(|limit| valid_limit(limit).err()) {
+            errors.push(FieldError::new("rate_limits", reason));
         }
         match name.zip(expires_at) {
             Some(valid) if errors.is_empty() => Ok(valid),
@@ -135,16 +135,22 @@ fn valid_name(name: &str) -> Result<String, FieldError> {
 /// The longest window a key's own limit may have: a day.
 const MAX_LIMIT_WINDOW: Duration = Duration::from_secs(86_400);
 
-/// A key's own limit: at least one request, per a whole number of seconds, 1 to 86 400.
+/// A limit of a key's own: at least one request; a window of a whole number of seconds,
+/// 1 to 86 400.
 fn valid_limit(limit: RateLimit) -> Result<(), &'static str> {
-    let window = limit.window();
     if limit.requests() == 0 {
         return Err("requests must be at least 1");
     }
-    if window < Duration::from_secs(1) || window > MAX_LIMIT_WINDOW || window.subsec_nanos() != 0 {
-        return Err("window_seconds must be a whole number from 1 to 86400");
+    match limit.window() {
+        Some(window)
+            if window < Duration::from_secs(1)
+                || window > MAX_LIMIT_WINDOW
+                || window.subsec_nanos() != 0 =>
+        {
+            Err("window_seconds must be a whole number from 1 to 86400")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// How a key is rotated: how long the old key keeps working, and the replacement's
@@ -445,7 +451,7 @@ impl<S: KeyStorage> KeyManager<S> {
         }
         // Newest first; keys made in one instant by id, so the order is stable.
         keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        let activity = self.activity(account).await?;
+        let activity = self.activity(account, &plan, Some(&keys)).await?;
         Ok(keys
             .into_iter()
             .map(|key| self.info(key, &plan, now, &activity))
@@ -495,7 +501,7 @@ impl<S: KeyStorage> KeyManager<S> {
     pub async fn key(&self, account: &AccountId, key: &KeyId) -> Result<KeyInfo, ManageError> {
         let stored = self.stored_key(account, key).await?;
         let plan = self.account(account).await?.plan;
-        let activity = self.activity(account).await?;
+        let activity = self.activity(account, &plan, None).await?;
         Ok(self.info(stored, &plan, self.now(), &activity))
     }
 
@@ -603,7 +609,7 @@ impl<S: KeyStorage> KeyManager<S> {
             .await?
             .ok_or(ManageError::NotFound)?;
         let plan = self.account(account).await?.plan;
-        let activity = self.activity(account).await?;
+        let activity = self.activity(account, &plan, None).await?;
         Ok(self.info(stored, &plan, self.now(), &activity))
     }
 
@@ -701,7 +707,7 @@ impl<S: KeyStorage> KeyManager<S> {
             permissions,
             expiration,
             environment: old.environment,
-            rate_limit: old.rate_limit,
+            rate_limits: old.rate_limits,
         };
         let mut draft = match self.draft(&account, &spec, now) {
             Err(ManageError::Invalid(own)) => {
@@ -790,20 +796,68 @@ impl<S: KeyStorage> KeyManager<S> {
             .filter(|(id, _)| *id == key.id)
             .map(|(_, bucket)| *bucket)
             .collect();
-        KeyInfo::new(key, &self.profile, plan, now, &used, &recent)
+        let limits = self
+            .profile
+            .limits_of(plan, key.rate_limits)
+            .iter()
+            .map(|limit| LimitInfo {
+                limit,
+                quota: limit.period_at(now).map(|(start, end)| QuotaUse {
+                    used: quota_used(&key, limit, start, activity),
+                    resets_at: end,
+                }),
+            })
+            .collect();
+        KeyInfo::new(key, &self.profile, limits, now, &used, &recent)
     }
 
-    /// What the account's keys did lately, for their hints: each permission's last use,
-    /// and the current and previous hours.
-    async fn activity(&self, account: &AccountId) -> Result<Activity, ManageError> {
+    /// What the account's keys (`keys`, or all if `None`) did lately, for their hints and
+    /// quotas: each permission's last use, the current and previous hours, and the days of
+    /// the month if a key has a quota.
+    async fn activity(
+        &self,
+        account: &AccountId,
+        plan: &Plan,
+        keys: Option<&[StoredKey]>,
+    ) -> Result<Activity, ManageError> {
         let hour = Granularity::Hour;
-        let now = hour.start_of(self.now());
+        let now = self.now();
+        let this_hour = hour.start_of(now);
+        let read;
+        let keys = match keys {
+            Some(keys) => keys,
+            None => {
+                read = self.storage.keys(account).await?;
+                &read
+            }
+        };
+        let keys: Vec<(KeyId, KeyId, RateLimits)> = keys
+            .iter()
+            .map(|key| {
+                let limit_id = key.shares_limit_with.clone().unwrap_or_else(|| key.id.clone());
+                (key.id.clone(), limit_id, self.profile.limits_of(plan, key.rate_limits))
+            })
+            .collect();
+        // The days of this month hold every quota's current period (a day's or the month's).
+        let has_quota = keys
+            .iter()
+            .any(|(_, _, limits)| limits.iter().any(|limit| limit.window().is_none()));
+        let days = match RateLimit::per_month(1).period_at(now) {
+            Some((start, end)) if has_quota => {
+                self.storage
+                    .account_usage(account, Granularity::Day, start, end)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         Ok(Activity {
             permissions: self.storage.permissions_last_used(account).await?,
             hours: self
                 .storage
-                .account_usage(account, hour, now - hour.length(), now + hour.length())
+                .account_usage(account, hour, this_hour - hour.length(), this_hour + hour.length())
                 .await?,
+            days,
+            keys,
         })
     }
 
@@ -852,7 +906,7 @@ impl<S: KeyStorage> KeyManager<S> {
             digest: self.storage.digest(&key),
             permissions: spec.permissions,
             expiration: spec.expiration,
-            rate_limit: spec.rate_limit,
+            rate_limits: spec.rate_limits,
             created_at: now,
             expires_at,
             last_used_at: None,
@@ -877,6 +931,34 @@ impl<S: KeyStorage> KeyManager<S> {
 struct Activity {
     permissions: Vec<(KeyId, Permission, OffsetDateTime)>,
     hours: Vec<(KeyId, UsageBucket)>,
+    /// The daily buckets of the current month, when a key of the account has a quota.
+    days: Vec<(KeyId, UsageBucket)>,
+    /// The account's keys: each one's id, the id its limits count under, its limits.
+    keys: Vec<(KeyId, KeyId, RateLimits)>,
+}
+
+/// The requests `key` admitted under the quota `limit` since `start`, as the stores have
+/// recorded them: the key's own and its rotation chain's for a quota per key, every key's
+/// whose limits hold it for a quota per account.
+fn quota_used(key: &StoredKey, limit: RateLimit, start: OffsetDateTime, activity: &Activity) -> u64 {
+    let limit_id = key.shares_limit_with.as_ref().unwrap_or(&key.id);
+    let counts = |id: &KeyId| match limit.scope() {
+        Scope::Key => {
+            id == &key.id
+                || id == limit_id
+                || activity.keys.iter().any(|(held, under, _)| held == id && under == limit_id)
+        }
+        Scope::Account => activity
+            .keys
+            .iter()
+            .any(|(held, _, limits)| held == id && limits.iter().any(|l| l.counts_like(limit))),
+    };
+    activity
+        .days
+        .iter()
+        .filter(|(id, bucket)| bucket.start >= start && counts(id))
+        .map(|(_, bucket)| bucket.admitted)
+        .sum()
 }
 
 /// A key checked and ready to write: what [`KeyManager::commit`] stores.

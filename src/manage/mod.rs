@@ -122,8 +122,11 @@ pub struct KeyInfo {
     pub environment: Option<Environment>,
     /// Its replacement, once it has been rotated (it cannot be rotated again).
     pub replaced_by: Option<KeyId>,
-    /// The limit its requests are held to: its own, or the default.
-    pub rate_limit: RateLimit,
+    /// The limits its requests are held to (its own, or its plan's), each calendar quota
+    /// with how much of its period is used.
+    pub rate_limits: Vec<LimitInfo>,
+    /// The first sliding window of [`rate_limits`](Self::rate_limits), if it has one.
+    pub rate_limit: Option<RateLimit>,
     /// Its requests, by outcome.
     pub usage: Usage,
     /// When each of its permissions was last used (by an admitted request whose route
@@ -152,16 +155,19 @@ fn serialize_last_used<S: serde::Serializer>(
 }
 
 impl KeyInfo {
-    /// The key as its owner sees it at `now`, with `profile`'s limits and hints.
+    /// The key as its owner sees it at `now`, held to `rate_limits`, with `profile`'s hints.
     fn new(
         key: StoredKey,
         profile: &crate::Profile,
-        plan: &Plan,
+        rate_limits: Vec<LimitInfo>,
         now: OffsetDateTime,
         used: &[(Permission, OffsetDateTime)],
         recent: &[UsageBucket],
     ) -> Self {
-        let rate_limit = profile.limit_of(plan, key.rate_limit);
+        let rate_limit = rate_limits
+            .iter()
+            .map(|info| info.limit)
+            .find(|limit| limit.window().is_some());
         let permissions_last_used: Vec<(Permission, Option<OffsetDateTime>)> = key
             .permissions
             .iter()
@@ -190,12 +196,36 @@ impl KeyInfo {
             status,
             environment: key.environment,
             replaced_by: key.replaced_by,
+            rate_limits,
             rate_limit,
             usage: key.usage,
             permissions_last_used,
             hints,
         }
     }
+}
+
+/// One limit of a key, as Key JSON's `rate_limits` shows it: the limit's members, and for a
+/// calendar quota `used` and `resets_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitInfo {
+    /// The limit.
+    #[serde(flatten)]
+    pub limit: RateLimit,
+    /// For a quota: what its period has used so far, and when it starts again.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaUse>,
+}
+
+/// How much of a calendar quota's period is used: the admitted requests the store has
+/// recorded in it (at most one usage flush behind the limiter), from every key it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QuotaUse {
+    /// Requests admitted in the current period.
+    pub used: u64,
+    /// When the period ends and the count starts again.
+    #[serde(with = "time::serde::rfc3339")]
+    pub resets_at: OffsetDateTime,
 }
 
 /// A freshly made key: the only time its plaintext is shown.

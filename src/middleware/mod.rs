@@ -34,7 +34,7 @@ use crate::{
     reject::Problems,
     routes::{client_path, Access},
     usage::Outcome,
-    BackendError, Decision, KeyDigest, KeyRecord, KeyStore, RateLimit, RateLimiter, Rejection,
+    BackendError, Decision, KeyDigest, KeyRecord, KeyStore, RateLimiter, RateLimits, Rejection,
     RouteTable,
 };
 
@@ -120,7 +120,7 @@ enum Step {
     /// For the store's lookup of the key, then the limiter.
     Lookup(KeyDigest),
     /// For the limiter, the key having passed 401 to 403.
-    Limit(Arc<KeyRecord>, RateLimit),
+    Limit(Arc<KeyRecord>, RateLimits),
 }
 
 impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
@@ -153,20 +153,18 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         };
         let decided = {
             let slot = self.slots.of(&key);
-            let limit = self.authorize(&key, &slot, access, now)?;
-            match self
-                .limiter
-                .check_now(slot.window(), key.limit_id(), limit, now)
-            {
+            let limits = self.authorize(&key, &slot, access, now)?;
+            let subject = self.slots.subject(&key, &slot, &limits);
+            match self.limiter.check_now(subject, limits, now) {
                 Poll::Ready(decision) => {
                     Ok(self.admit(&key, &slot, access, limited(decision), now)?)
                 }
-                Poll::Pending => Err(limit),
+                Poll::Pending => Err(limits),
             }
         };
         match decided {
             Ok(headers) => Ok(Admission { key, headers }),
-            Err(limit) => Err(wait(Step::Limit(key, limit))),
+            Err(limits) => Err(wait(Step::Limit(key, limits))),
         }
     }
 
@@ -176,23 +174,23 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         &self,
         Wait { step, access, now }: Wait,
     ) -> Result<Admission, Rejection> {
-        let (key, limit) = match step {
+        let (key, limits) = match step {
             Step::Lookup(digest) => {
                 let found = within(self.config.lookup_timeout, self.store.lookup(&digest, now))
                     .await
                     .map_err(|error| unavailable("key store", &error))?;
                 let key = authenticate(found, now)?;
-                let limit = self.authorize(&key, &self.slots.of(&key), access, now)?;
-                (key, limit)
+                let limits = self.authorize(&key, &self.slots.of(&key), access, now)?;
+                (key, limits)
             }
-            Step::Limit(key, limit) => (key, limit),
+            Step::Limit(key, limits) => (key, limits),
         };
         let headers = {
             let slot = self.slots.of(&key);
+            let subject = self.slots.subject(&key, &slot, &limits);
             let decision = within(
                 self.config.limiter_timeout,
-                self.limiter
-                    .check(slot.window(), key.limit_id(), limit, now),
+                self.limiter.check(subject, limits, now),
             )
             .await
             .map_err(|error| unavailable("rate limiter", &error))
@@ -202,7 +200,7 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         Ok(Admission { key, headers })
     }
 
-    /// Plan (402), then the route's permission (403); the key's limit if both pass. A
+    /// Plan (402), then the route's permission (403); the key's limits if both pass. A
     /// refusal counts in the key's usage.
     fn authorize(
         &self,
@@ -210,14 +208,14 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         slot: &Slot<L::Window>,
         access: Access,
         now: OffsetDateTime,
-    ) -> Result<RateLimit, Rejection> {
+    ) -> Result<RateLimits, Rejection> {
         let authorized = if self.problems.profile().plans().allows_api_keys(&key.plan) {
             access.authorize(key.permissions)
         } else {
             Err(Rejection::PlanRequired(key.plan.clone()))
         };
         authorized
-            .map(|()| self.problems.profile().limit_of(&key.plan, key.rate_limit))
+            .map(|()| self.problems.profile().limits_of(&key.plan, key.rate_limits))
             .inspect_err(|rejection| self.refused(key, slot, rejection, now))
     }
 

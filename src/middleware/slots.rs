@@ -19,7 +19,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering},
-        Arc, Once, Weak,
+        Arc, Once, OnceLock, Weak,
     },
     time::Duration,
 };
@@ -30,8 +30,9 @@ use crate::{
     metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts, UsageBucket},
-    BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Permission, PermissionSet,
-    Permissions, Profile, RateLimiter, Usage, UsageReport,
+    limit::Subject,
+    AccountId, BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Permission,
+    PermissionSet, Permissions, Profile, RateLimiter, RateLimits, Usage, UsageReport,
 };
 
 /// A layer's slots, by key id.
@@ -39,6 +40,8 @@ pub(crate) struct Slots<L: RateLimiter> {
     /// Tells this layer's slots from another's on a record two layers share.
     id: u64,
     map: ConcurrentMap<KeyId, Arc<Slot<L::Window>>>,
+    /// The windows of accounts with a limit counted per account.
+    accounts: ConcurrentMap<AccountId, Arc<L::Window>>,
     last_sweep: AtomicI64,
     flusher: Once,
     interval: Duration,
@@ -55,6 +58,8 @@ pub(crate) struct Slot<W> {
     own_window: W,
     /// The slot of the key whose window this one counts in, for a replacement.
     counts_in: Option<Arc<Self>>,
+    /// Its account's window, once a limit counted per account needed it.
+    account_window: OnceLock<Arc<W>>,
     usage: PendingUsage,
 }
 
@@ -84,6 +89,7 @@ impl<L: RateLimiter> Slots<L> {
         Self {
             id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             map: ConcurrentMap::default(),
+            accounts: ConcurrentMap::default(),
             last_sweep: AtomicI64::new(i64::MIN),
             flusher: Once::new(),
             interval,
@@ -116,10 +122,35 @@ impl<L: RateLimiter> Slots<L> {
                 Arc::new(Slot {
                     own_window: L::Window::default(),
                     counts_in,
+                    account_window: OnceLock::new(),
                     usage: PendingUsage::default(),
                 })
             })
             .clone()
+    }
+
+    /// Whose request `key`'s is, for the limiter under `limits`: the window of the first key
+    /// of its rotation chain, and its account's if a limit is counted per account.
+    pub(crate) fn subject<'a>(
+        &self,
+        key: &'a KeyRecord,
+        slot: &'a Slot<L::Window>,
+        limits: &RateLimits,
+    ) -> Subject<'a, L::Window> {
+        let account_window = limits.has_account_scope().then(|| {
+            &**slot.account_window.get_or_init(|| {
+                self.accounts
+                    .entry(key.account_id.clone())
+                    .or_default()
+                    .clone()
+            })
+        });
+        Subject {
+            key: key.limit_id(),
+            account: &key.account_id,
+            key_window: slot.window(),
+            account_window,
+        }
     }
 
     /// Drops the slots nothing else holds, whose window is idle and usage flushed; at most
@@ -138,6 +169,9 @@ impl<L: RateLimiter> Slots<L> {
                 Arc::strong_count(slot) > 1
                     || !slot.usage.is_empty()
                     || !limiter.is_idle(slot.window(), now)
+            });
+            self.accounts.retain(|_, window| {
+                Arc::strong_count(window) > 1 || !limiter.is_idle(window, now)
             });
         }
     }

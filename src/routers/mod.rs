@@ -19,11 +19,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
+    limit::LIMIT_FORM,
     manage::{manager::KeyDraft, FieldError, Rotation},
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
     Environment, Expiration, KeySpec, ManageError, Permission, PermissionSet, Permissions, Plan,
-    Problem, Profile, RateLimit,
+    Problem, Profile, RateLimit, RateLimits,
 };
 
 /// The largest body a router reads: 64 KiB.
@@ -306,7 +307,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 /// The order a request's field errors are reported in; members no endpoint knows come last.
-const FIELD_ORDER: [&str; 8] = [
+const FIELD_ORDER: [&str; 9] = [
     "body",
     "name",
     "plan",
@@ -314,6 +315,7 @@ const FIELD_ORDER: [&str; 8] = [
     "expiration",
     "environment",
     "rate_limit",
+    "rate_limits",
     "grace_seconds",
 ];
 
@@ -509,26 +511,28 @@ impl Fields {
         }
     }
 
-    /// `{"requests": n, "window_seconds": w}`, both positive, `w` at most a day.
-    fn rate_limit(&mut self) -> Option<RateLimit> {
-        const REASON: &str =
-            "must be {\"requests\": 1 or more, \"window_seconds\": 1 to 86400}, whole numbers";
-        let value = self.object.remove("rate_limit")?;
-        let limit = value.as_object().filter(|o| o.len() == 2).and_then(|o| {
-            let requests = o.get("requests")?.as_u64().filter(|&n| n >= 1)?;
-            let window = o
-                .get("window_seconds")?
-                .as_u64()
-                .filter(|w| (1..=86_400).contains(w))?;
-            Some(RateLimit::new(
-                u32::try_from(requests).ok()?,
-                Duration::from_secs(window),
-            ))
-        });
-        if limit.is_none() && !value.is_null() {
-            self.reject("rate_limit", REASON);
+    /// A key's own limits: `rate_limits` (a list of at most 4) or `rate_limit` (one, as
+    /// before lists), not both; `null` or absent for its plan's.
+    fn rate_limits(&mut self) -> Option<RateLimits> {
+        let list = self.object.remove("rate_limits").filter(|v| !v.is_null());
+        let one = self.object.remove("rate_limit").filter(|v| !v.is_null());
+        match (list, one) {
+            (Some(_), Some(_)) => {
+                self.reject("rate_limits", "give rate_limits or rate_limit, not both");
+                None
+            }
+            (Some(list), None) => RateLimits::from_json(&list)
+                .map_err(|reason| self.reject("rate_limits", reason))
+                .ok(),
+            (None, Some(one)) => match RateLimit::from_json(&one) {
+                Some(limit) => Some(RateLimits::one(limit)),
+                None => {
+                    self.reject("rate_limit", LIMIT_FORM);
+                    None
+                }
+            },
+            (None, None) => None,
         }
-        limit
     }
 
     /// `value`, with the errors found and one for each member left unread.
@@ -558,8 +562,8 @@ impl Fields {
         self.finish(Plan::new(plan))
     }
 
-    /// What a new key should be (`POST …/keys`); with `take_limit`, a limit of its own
-    /// (without, a `rate_limit` member is an unknown field).
+    /// What a new key should be (`POST …/keys`); with `take_limit`, limits of its own
+    /// (without, `rate_limits` and `rate_limit` are unknown fields).
     pub(crate) fn key_spec(
         mut self,
         set: &'static PermissionSet,
@@ -569,10 +573,10 @@ impl Fields {
         let permissions = self.permissions(set);
         let expiration = self.parsed::<Expiration>("expiration").unwrap_or_default();
         let environment = self.parsed::<Environment>("environment");
-        let rate_limit = if take_limit { self.rate_limit() } else { None };
+        let rate_limits = if take_limit { self.rate_limits() } else { None };
         let mut spec = KeySpec::new(name, permissions).expiration(expiration);
         spec.environment = environment;
-        spec.rate_limit = rate_limit;
+        spec.rate_limits = rate_limits;
         self.finish(spec)
     }
 

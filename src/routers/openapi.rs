@@ -308,12 +308,31 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         "description": "A preset, or an RFC 3339 date in the future (at most 9999-12-31T23:59:59Z). Absent or null: `90d` (on a rotation, the old key's option).",
         "anyOf": [{"enum": ["7d", "30d", "90d", "1y", "never"]}, {"type": "string", "format": "date-time"}, {"type": "null"}],
     });
+    let requests = json!({"type": "integer", "minimum": 1, "maximum": u32::MAX});
+    let scope = json!({"enum": ["key", "account"], "description": "Whose requests it counts: the key's (the default) or every key's of the account together."});
+    let window_seconds = json!({"type": "integer", "minimum": 1, "maximum": 86_400});
+    let period = json!({"enum": ["day", "month"], "description": "A calendar day or month, UTC."});
+    let window = json!({"type": "object", "additionalProperties": false, "required": ["requests", "window_seconds"],
+        "properties": {"requests": requests, "window_seconds": window_seconds, "scope": scope}});
     let rate_limit = json!({
-        "type": "object", "additionalProperties": false, "required": ["requests", "window_seconds"],
-        "properties": {
-            "requests": {"type": "integer", "minimum": 1, "maximum": u32::MAX},
-            "window_seconds": {"type": "integer", "minimum": 1, "maximum": 86_400},
-        },
+        "description": "A sliding window (`window_seconds`) or a calendar quota (`period`).",
+        "oneOf": [
+            window,
+            {"type": "object", "additionalProperties": false, "required": ["requests", "period"],
+             "properties": {"requests": requests, "period": period, "scope": scope}},
+        ],
+    });
+    let rate_limits = json!({
+        "type": "array", "minItems": 1, "maxItems": 4, "items": rate_limit,
+        "description": "At most one limit per scope and period (or window length); a request is admitted only if every one admits it.",
+    });
+    let limit_info = json!({
+        "description": "A limit as `rate_limit` describes it; a calendar quota also says how much of its current period is used (as recorded, at most one usage flush behind) and when it starts again.",
+        "oneOf": [
+            window,
+            {"type": "object", "additionalProperties": false, "required": ["requests", "period", "used", "resets_at"],
+             "properties": {"requests": requests, "period": period, "scope": scope, "used": count, "resets_at": time}},
+        ],
     });
     let mut create_key = json!({
         "type": "object", "additionalProperties": false, "required": ["name", "permissions"],
@@ -325,7 +344,8 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         },
     });
     if api == Api::Admin {
-        create_key["properties"]["rate_limit"] = json!({"anyOf": [rate_limit, {"type": "null"}]});
+        create_key["properties"]["rate_limits"] = json!({"anyOf": [rate_limits, {"type": "null"}], "description": "The key's own limits instead of its plan's; not with `rate_limit`."});
+        create_key["properties"]["rate_limit"] = json!({"anyOf": [rate_limit, {"type": "null"}], "description": "One limit of the key's own: the same as a `rate_limits` of one."});
     }
     let key_properties = json!({
         "id": {"type": "string"},
@@ -338,7 +358,8 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         "status": {"enum": ["active", "expired", "disabled"]},
         "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
         "replaced_by": {"type": ["string", "null"], "description": "The replacement's id, once the key has been rotated; a rotated key cannot be rotated again."},
-        "rate_limit": rate_limit,
+        "rate_limits": {"type": "array", "items": limit_info, "description": "The limits its requests are held to: its own, or its plan's."},
+        "rate_limit": {"anyOf": [window, {"type": "null"}], "description": "The first sliding window of `rate_limits`; null if it has none."},
         "usage": {"$ref": "#/components/schemas/Usage"},
         "permissions_last_used": {
             "type": "object",

@@ -16,7 +16,7 @@ use crate::{
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, Profile, StoredKey};
+use crate::{KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey};
 
 /// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyStorage`].
 ///
@@ -194,7 +194,7 @@ impl KeyStore for PostgresKeyStore {
     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
-                    k.rate_limit_requests, k.rate_limit_window_ms, k.disabled, k.environment,
+                    k.rate_limits, k.disabled, k.environment,
                     k.shares_limit_with
              FROM api_keys k JOIN accounts a ON a.id = k.account_id
              WHERE k.digest = $1 AND k.deleted_at IS NULL",
@@ -705,9 +705,8 @@ async fn insert_key<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
-            rate_limit_requests, rate_limit_window_ms, created_at, expires_at, disabled,
-            environment, shares_limit_with)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            rate_limits, created_at, expires_at, disabled, environment, shares_limit_with)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(key.id.as_str())
     .bind(key.account_id.as_str())
@@ -721,8 +720,7 @@ async fn insert_key<'e>(
             .collect::<Vec<_>>(),
     )
     .bind(key.expiration.to_string())
-    .bind(key.rate_limit.map(|l| i64::from(l.requests())))
-    .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))
+    .bind(key.rate_limits.map(RateLimits::to_json))
     .bind(key.created_at)
     .bind(key.expires_at)
     .bind(key.disabled)

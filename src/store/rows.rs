@@ -1,7 +1,6 @@
 //! The rows both SQL stores keep, decoded once: PostgreSQL and SQLite have the same tables
 //! and columns, and differ only in how a time and the permission names are kept.
 
-use std::time::Duration;
 
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -11,12 +10,12 @@ use crate::{
     quiet::{warn_quietly, Quiet},
     usage::{Granularity, RejectionCounts, UsageBucket},
     Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, Permission,
-    PermissionSet, Permissions, Plan, RateLimit, StoredKey, Usage, UsageReport,
+    PermissionSet, Permissions, Plan, RateLimits, StoredKey, Usage, UsageReport,
 };
 
 /// The columns of a [`StoredKey`], for `SELECT`s that decode one with [`stored_key`].
 pub(super) const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, permissions,
-    expiration, rate_limit_requests, rate_limit_window_ms, created_at, last_used_at,
+    expiration, rate_limits, created_at, last_used_at,
     expires_at, replaced_by, disabled, environment, shares_limit_with, admitted,
     rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
     rejected_rate_limited, last_request_at";
@@ -26,7 +25,6 @@ pub(super) trait Columns {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn maybe_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
     fn integer(&self, column: &str) -> Result<i64, sqlx::Error>;
-    fn maybe_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
     fn flag(&self, column: &str) -> Result<bool, sqlx::Error>;
     fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
     fn maybe_time(&self, column: &str) -> Result<Option<OffsetDateTime>, sqlx::Error>;
@@ -49,9 +47,6 @@ macro_rules! plain_columns {
             sqlx::Row::try_get(self, column)
         }
         fn integer(&self, column: &str) -> Result<i64, sqlx::Error> {
-            sqlx::Row::try_get(self, column)
-        }
-        fn maybe_integer(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
             sqlx::Row::try_get(self, column)
         }
         fn flag(&self, column: &str) -> Result<bool, sqlx::Error> {
@@ -196,7 +191,7 @@ pub(super) fn stored_key(
             .text("expiration")?
             .parse::<Expiration>()
             .map_err(decode)?,
-        rate_limit: rate_limit(row)?,
+        rate_limits: rate_limits(row)?,
         created_at: row.time("created_at")?,
         expires_at: row.maybe_time("expires_at")?,
         last_used_at: row.maybe_time("last_used_at")?,
@@ -227,7 +222,7 @@ pub(super) fn digest(row: &impl Columns) -> Result<KeyDigest, sqlx::Error> {
 }
 
 /// What a lookup answers, from a row of the key (`id`, `account_id`, `name`,
-/// `permissions`, `expires_at`, the rate limit's columns, `disabled`, `environment`,
+/// `permissions`, `expires_at`, `rate_limits`, `disabled`, `environment`,
 /// `shares_limit_with`) and its account's `plan`.
 pub(super) fn key_record(
     row: &impl Columns,
@@ -241,7 +236,7 @@ pub(super) fn key_record(
         permissions(row, set)?,
     )
     .expires_at(row.maybe_time("expires_at")?)
-    .rate_limit(rate_limit(row)?)
+    .rate_limits(rate_limits(row)?)
     .disabled(row.flag("disabled")?)
     .environment(environment(row)?)
     .shares_limit_with(key_id(row, "shares_limit_with")?))
@@ -281,15 +276,14 @@ fn permissions(
         .collect())
 }
 
-fn rate_limit(row: &impl Columns) -> Result<Option<RateLimit>, sqlx::Error> {
-    let requests = row.maybe_integer("rate_limit_requests")?;
-    let window = row.maybe_integer("rate_limit_window_ms")?;
-    Ok(requests.zip(window).map(|(n, w)| {
-        RateLimit::new(
-            n.try_into().unwrap_or(0),
-            Duration::from_millis(w.try_into().unwrap_or(0)),
-        )
-    }))
+/// The `rate_limits` column: the list's JSON text, as [`RateLimits::to_json`] wrote it.
+fn rate_limits(row: &impl Columns) -> Result<Option<RateLimits>, sqlx::Error> {
+    row.maybe_text("rate_limits")?
+        .map(|text| {
+            let value = serde_json::from_str(&text).map_err(decode)?;
+            RateLimits::from_json(&value).map_err(|reason| decode(std::io::Error::other(reason)))
+        })
+        .transpose()
 }
 
 fn environment(row: &impl Columns) -> Result<Option<Environment>, sqlx::Error> {

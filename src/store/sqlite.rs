@@ -17,7 +17,7 @@ use crate::{
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, Profile, StoredKey};
+use crate::{KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey};
 
 /// The key store in a SQLite file (feature `sqlite`): [`KeyStore`] and [`KeyStorage`],
 /// with no server to run. Keys, accounts, states and usage survive a restart.
@@ -152,7 +152,7 @@ impl KeyStore for SqliteKeyStore {
     ) -> Result<Option<Arc<KeyRecord>>, BackendError> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
-                    k.rate_limit_requests, k.rate_limit_window_ms, k.disabled, k.environment,
+                    k.rate_limits, k.disabled, k.environment,
                     k.shares_limit_with
              FROM api_keys k JOIN accounts a ON a.id = k.account_id
              WHERE k.digest = ? AND k.deleted_at IS NULL",
@@ -564,9 +564,8 @@ async fn insert_key<'e>(
     let names: Vec<&str> = key.permissions.iter().map(Permission::as_str).collect();
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
-            rate_limit_requests, rate_limit_window_ms, created_at, expires_at, disabled,
-            environment, shares_limit_with)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rate_limits, created_at, expires_at, disabled, environment, shares_limit_with)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id.as_str())
     .bind(key.account_id.as_str())
@@ -575,8 +574,7 @@ async fn insert_key<'e>(
     .bind(&key.digest.as_bytes()[..])
     .bind(serde_json::to_string(&names).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
     .bind(key.expiration.to_string())
-    .bind(key.rate_limit.map(|l| i64::from(l.requests())))
-    .bind(key.rate_limit.map(|l| i64::from(l.window_millis())))
+    .bind(key.rate_limits.map(RateLimits::to_json))
     .bind(rows::micros(key.created_at))
     .bind(key.expires_at.map(rows::micros))
     .bind(key.disabled)

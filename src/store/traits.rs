@@ -10,7 +10,7 @@ use crate::{
     manage::AuditEntry,
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyId,
-    Permission, Permissions, Plan, RateLimit, Usage, UsageReport,
+    Permission, Permissions, Plan, RateLimits, Usage, UsageReport,
 };
 
 /// What the layer needs to know about a live key. Handlers get it as an
@@ -30,8 +30,8 @@ pub struct KeyRecord {
     pub permissions: Permissions,
     /// When the key stops working; `None` for never.
     pub expires_at: Option<OffsetDateTime>,
-    /// A limit for this key instead of the layer's default.
-    pub rate_limit: Option<RateLimit>,
+    /// Limits for this key instead of its plan's.
+    pub rate_limits: Option<RateLimits>,
     /// Switched off by its owner or an operator: the layer answers 401 `disabled_api_key`.
     pub disabled: bool,
     /// The environment the key is for, if its owner named one.
@@ -61,7 +61,7 @@ impl KeyRecord {
             plan,
             permissions,
             expires_at: None,
-            rate_limit: None,
+            rate_limits: None,
             disabled: false,
             environment: None,
             shares_limit_with: None,
@@ -76,10 +76,10 @@ impl KeyRecord {
         self
     }
 
-    /// Overrides the layer's default limit for this key.
+    /// Holds this key to `limits` instead of its plan's.
     #[must_use]
-    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
-        self.rate_limit = limit;
+    pub fn rate_limits(mut self, limits: Option<RateLimits>) -> Self {
+        self.rate_limits = limits;
         self
     }
 
@@ -285,8 +285,8 @@ pub struct StoredKey {
     pub permissions: Permissions,
     /// The expiration option it was made with; a rotation makes its replacement with it again.
     pub expiration: Expiration,
-    /// A limit for this key instead of the layer's default.
-    pub rate_limit: Option<RateLimit>,
+    /// Limits for this key instead of its plan's.
+    pub rate_limits: Option<RateLimits>,
     /// When it was made.
     pub created_at: OffsetDateTime,
     /// When it stops working; `None` for never. A rotation brings it forward.
@@ -325,7 +325,7 @@ impl StoredKey {
             self.permissions,
         )
         .expires_at(self.expires_at)
-        .rate_limit(self.rate_limit)
+        .rate_limits(self.rate_limits)
         .disabled(self.disabled)
         .environment(self.environment.clone())
         .shares_limit_with(self.shares_limit_with.clone())

@@ -12,7 +12,7 @@ pub fn check(
     arrivals: &[u64],
     mut decide: impl FnMut(u64) -> Decision,
 ) -> Result<(), TestCaseError> {
-    let w = limit.window().as_millis() as u64;
+    let w = limit.window().expect("a sliding window").as_millis() as u64;
     let n = limit.requests() as usize;
     let mut admitted: Vec<u64> = Vec::new();
     for &t in arrivals {

@@ -213,16 +213,16 @@ impl Reply {
     }
 }
 
-/// A limiter driven outside the layer: one window per key id, kept as the layer keeps
-/// them beside each key's record.
+/// A limiter driven outside the layer: one window per key id, and one for the one account
+/// all its keys belong to (`acc_keyed`), kept as the layer keeps them beside each record.
 pub struct Keyed<L: nouvel_auth::limit::RateLimiter> {
     limiter: L,
-    windows: std::sync::Mutex<
-        std::collections::HashMap<nouvel_auth::key::KeyId, std::sync::Arc<L::Window>>,
-    >,
+    windows: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<L::Window>>>,
 }
 
 impl<L: nouvel_auth::limit::RateLimiter> Keyed<L> {
+    pub const ACCOUNT: &'static str = "acc_keyed";
+
     pub fn new(limiter: L) -> Self {
         Self {
             limiter,
@@ -230,11 +230,11 @@ impl<L: nouvel_auth::limit::RateLimiter> Keyed<L> {
         }
     }
 
-    fn window(&self, key: &nouvel_auth::key::KeyId) -> std::sync::Arc<L::Window> {
+    fn window(&self, id: &str) -> std::sync::Arc<L::Window> {
         self.windows
             .lock()
             .unwrap()
-            .entry(key.clone())
+            .entry(id.to_owned())
             .or_default()
             .clone()
     }
@@ -242,19 +242,35 @@ impl<L: nouvel_auth::limit::RateLimiter> Keyed<L> {
     pub async fn check(
         &self,
         key: &nouvel_auth::key::KeyId,
-        limit: nouvel_auth::RateLimit,
+        limits: impl Into<nouvel_auth::RateLimits>,
         now: OffsetDateTime,
     ) -> Result<nouvel_auth::limit::Decision, nouvel_auth::BackendError> {
-        self.limiter.check(&self.window(key), key, limit, now).await
+        let account = nouvel_auth::key::AccountId::from(Self::ACCOUNT);
+        let (key_window, account_window) = (self.window(key.as_str()), self.window(Self::ACCOUNT));
+        let subject = nouvel_auth::limit::Subject {
+            key,
+            account: &account,
+            key_window: &*key_window,
+            account_window: Some(&*account_window),
+        };
+        self.limiter.check(subject, limits.into(), now).await
     }
 
     pub fn check_now(
         &self,
         key: &nouvel_auth::key::KeyId,
-        limit: nouvel_auth::RateLimit,
+        limits: impl Into<nouvel_auth::RateLimits>,
         now: OffsetDateTime,
     ) -> std::task::Poll<nouvel_auth::limit::Decision> {
-        self.limiter.check_now(&self.window(key), key, limit, now)
+        let account = nouvel_auth::key::AccountId::from(Self::ACCOUNT);
+        let (key_window, account_window) = (self.window(key.as_str()), self.window(Self::ACCOUNT));
+        let subject = nouvel_auth::limit::Subject {
+            key,
+            account: &account,
+            key_window: &*key_window,
+            account_window: Some(&*account_window),
+        };
+        self.limiter.check_now(subject, limits.into(), now)
     }
 }
 
