@@ -222,14 +222,14 @@ mod tests {
             Rejection::PlanRequired(nouvel::STARTER),
             Rejection::MissingPermission(nouvel::GENERATE),
             Rejection::RouteNotAllowed,
-            Rejection::RateLimited(Decision {
+            Rejection::RateLimited(Box::new(Decision {
                 allowed: false,
                 limit: RateLimit::default(),
                 remaining: 0,
                 reset: Duration::ZERO,
                 limits: RateLimit::default().into(),
                 at: time::OffsetDateTime::UNIX_EPOCH,
-            }),
+            })),
             Rejection::Unavailable,
         ];
         for rejection in &rejections {

@@ -57,7 +57,7 @@ pub enum Rejection {
     RouteNotAllowed,
     /// 429: the key is over a limit: a sliding window (`rate_limited`) or a calendar quota
     /// (`quota_exceeded`), the decision's [`limit`](Decision::limit).
-    RateLimited(Decision),
+    RateLimited(Box<Decision>),
     /// 503: the key store or the limiter failed or timed out.
     Unavailable,
 }
@@ -673,14 +673,14 @@ mod tests {
     use super::*;
 
     fn refusal(limit: RateLimit, reset_ms: u64) -> Rejection {
-        Rejection::RateLimited(Decision {
+        Rejection::RateLimited(Box::new(Decision {
             allowed: false,
             limit,
             remaining: 0,
             reset: Duration::from_millis(reset_ms),
             limits: limit.into(),
             at: time::OffsetDateTime::UNIX_EPOCH,
-        })
+        }))
     }
 
     fn body(problems: &Problems, rejection: &Rejection) -> Bytes {

@@ -504,9 +504,9 @@ impl<S: KeyStorage> Kit<S> {
         let record = self.lookup(&new.key).await;
         check(
             "a replacement keeps the limit",
-            record
-                .as_ref()
-                .is_some_and(|r| r.rate_limits == Some(RateLimit::new(3, Duration::from_secs(30)).into())),
+            record.as_ref().is_some_and(|r| {
+                r.rate_limits == Some(RateLimit::new(3, Duration::from_secs(30)).into())
+            }),
             &record,
         );
         check(

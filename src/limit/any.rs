@@ -4,9 +4,9 @@ use std::{sync::OnceLock, task::Poll};
 
 use time::OffsetDateTime;
 
+use super::Subject;
 #[cfg(feature = "redis")]
 use super::{RedisRateLimiter, RedisWindow};
-use super::Subject;
 use crate::{
     limit::MemoryWindow, BackendError, Decision, MemoryRateLimiter, RateLimiter, RateLimits,
 };
@@ -125,20 +125,28 @@ impl RateLimiter for AnyRateLimiter {
         match self {
             Self::Memory(limiter) => subject
                 .map(|w| w.memory(self))
-                .map_or(Poll::Pending, |subject| limiter.check_now(subject, limits, now)),
+                .map_or(Poll::Pending, |subject| {
+                    limiter.check_now(subject, limits, now)
+                }),
             #[cfg(feature = "redis")]
             Self::Redis(limiter) => subject
                 .map(|w| w.redis(self))
-                .map_or(Poll::Pending, |subject| limiter.check_now(subject, limits, now)),
+                .map_or(Poll::Pending, |subject| {
+                    limiter.check_now(subject, limits, now)
+                }),
         }
     }
 
     fn is_idle(&self, window: &AnyWindow, now: OffsetDateTime) -> bool {
         match (self, window.0.get()) {
             (_, None) => true,
-            (Self::Memory(limiter), Some(ChosenWindow::Memory(window))) => limiter.is_idle(window, now),
+            (Self::Memory(limiter), Some(ChosenWindow::Memory(window))) => {
+                limiter.is_idle(window, now)
+            }
             #[cfg(feature = "redis")]
-            (Self::Redis(limiter), Some(ChosenWindow::Redis(window))) => limiter.is_idle(window, now),
+            (Self::Redis(limiter), Some(ChosenWindow::Redis(window))) => {
+                limiter.is_idle(window, now)
+            }
             #[cfg(feature = "redis")]
             _ => true,
         }

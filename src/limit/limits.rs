@@ -162,7 +162,9 @@ impl RateLimit {
             Span::Month => {
                 let first = day.replace_day(1).ok()?;
                 let next = match first.month() {
-                    Month::December => Date::from_calendar_date(first.year() + 1, Month::January, 1),
+                    Month::December => {
+                        Date::from_calendar_date(first.year() + 1, Month::January, 1)
+                    }
                     month => Date::from_calendar_date(first.year(), month.next(), 1),
                 };
                 (first, next.ok()?)
@@ -211,7 +213,9 @@ impl RateLimit {
     /// request, a window of 1 to 86 400 seconds; nothing else in the object.
     pub(crate) fn from_json(value: &serde_json::Value) -> Option<Self> {
         let object = value.as_object()?;
-        let requests = u32::try_from(object.get("requests")?.as_u64()?).ok().filter(|&n| n >= 1)?;
+        let requests = u32::try_from(object.get("requests")?.as_u64()?)
+            .ok()
+            .filter(|&n| n >= 1)?;
         let limit = match (object.get("window_seconds"), object.get("period")) {
             (Some(window), None) => {
                 let window = window.as_u64().filter(|w| (1..=86_400).contains(w))?;
@@ -236,11 +240,15 @@ impl RateLimit {
 impl RateLimits {
     /// A list in the admin API's form: an array of [`RateLimit::from_json`]'s.
     pub(crate) fn from_json(value: &serde_json::Value) -> Result<Self, String> {
-        let items = value.as_array().ok_or_else(|| format!("must be an array of limits, each {}", &LIMIT_FORM[5..]))?;
+        let items = value
+            .as_array()
+            .ok_or_else(|| format!("must be an array of limits, each {}", &LIMIT_FORM[5..]))?;
         let limits = items
             .iter()
             .enumerate()
-            .map(|(i, item)| RateLimit::from_json(item).ok_or_else(|| format!("limit {}: {LIMIT_FORM}", i + 1)))
+            .map(|(i, item)| {
+                RateLimit::from_json(item).ok_or_else(|| format!("limit {}: {LIMIT_FORM}", i + 1))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(limits).map_err(|error| error.to_string())
     }
@@ -277,7 +285,7 @@ impl Default for RateLimit {
 #[derive(Clone, Copy)]
 pub struct RateLimits {
     len: u8,
-    items: [RateLimit; RateLimits::MAX],
+    items: [RateLimit; Self::MAX],
 }
 
 /// Why a list of limits cannot be held.
@@ -415,9 +423,21 @@ mod tests {
     fn calendar_periods_are_utc_days_and_months() {
         let at = datetime!(2028-02-29 23:59:59.999 UTC);
         let (start, end) = RateLimit::per_day(1).period_at(at).unwrap();
-        assert_eq!((start, end), (datetime!(2028-02-29 0:00 UTC), datetime!(2028-03-01 0:00 UTC)));
+        assert_eq!(
+            (start, end),
+            (
+                datetime!(2028-02-29 0:00 UTC),
+                datetime!(2028-03-01 0:00 UTC)
+            )
+        );
         let (start, end) = RateLimit::per_month(1).period_at(at).unwrap();
-        assert_eq!((start, end), (datetime!(2028-02-01 0:00 UTC), datetime!(2028-03-01 0:00 UTC)));
+        assert_eq!(
+            (start, end),
+            (
+                datetime!(2028-02-01 0:00 UTC),
+                datetime!(2028-03-01 0:00 UTC)
+            )
+        );
         assert_eq!(RateLimit::per_month(1).seconds_at(at), 29 * 86_400);
         let december = datetime!(2026-12-31 12:00 +02:00);
         let (_, end) = RateLimit::per_month(1).period_at(december).unwrap();
@@ -428,11 +448,14 @@ mod tests {
 
     #[test]
     fn limits_serialize_as_the_admin_api_shows_them() {
-        let json = serde_json::to_string(&RateLimits::new([
-            RateLimit::new(120, Duration::from_secs(60)),
-            RateLimit::per_day(1000),
-            RateLimit::per_month(9000).per_account(),
-        ]).unwrap())
+        let json = serde_json::to_string(
+            &RateLimits::new([
+                RateLimit::new(120, Duration::from_secs(60)),
+                RateLimit::per_day(1000),
+                RateLimit::per_month(9000).per_account(),
+            ])
+            .unwrap(),
+        )
         .unwrap();
         assert_eq!(
             json,
@@ -444,9 +467,14 @@ mod tests {
     fn a_list_holds_one_to_four_distinct_counts() {
         let minute = RateLimit::default();
         assert_eq!(RateLimits::new([]), Err(InvalidLimits::Empty));
-        assert_eq!(RateLimits::new([minute, RateLimit::new(5, Duration::from_secs(60))]), Err(InvalidLimits::Repeated));
+        assert_eq!(
+            RateLimits::new([minute, RateLimit::new(5, Duration::from_secs(60))]),
+            Err(InvalidLimits::Repeated)
+        );
         // The same period, counted per key and per account, is two counts.
-        assert!(RateLimits::new([RateLimit::per_day(5), RateLimit::per_day(50).per_account()]).is_ok());
+        assert!(
+            RateLimits::new([RateLimit::per_day(5), RateLimit::per_day(50).per_account()]).is_ok()
+        );
         let five = [
             minute,
             RateLimit::new(5, Duration::from_secs(1)),

@@ -71,6 +71,8 @@ struct Counts {
 }
 
 #[derive(Debug)]
+// Rare (a second window or a quota), so the window is kept in place like the first one.
+#[allow(clippy::large_enum_variant)]
 enum Count {
     Window(Window),
     Quota(Quota),
@@ -117,17 +119,18 @@ impl Counts {
         if first {
             return Counter::Window(&mut self.first);
         }
-        let index = match self.more.iter().position(|(held, _)| held.counts_like(limit)) {
-            Some(index) => index,
-            None => {
-                let count = match limit.window_millis() {
-                    Some(_) => Count::Window(Window::default()),
-                    None => Count::Quota(Quota::default()),
-                };
-                self.more.push((limit, count));
-                self.more.len() - 1
-            }
-        };
+        let held = self
+            .more
+            .iter()
+            .position(|(held, _)| held.counts_like(limit));
+        let index = held.unwrap_or_else(|| {
+            let count = match limit.window_millis() {
+                Some(_) => Count::Window(Window::default()),
+                None => Count::Quota(Quota::default()),
+            };
+            self.more.push((limit, count));
+            self.more.len() - 1
+        });
         match &mut self.more[index].1 {
             Count::Window(window) => Counter::Window(window),
             Count::Quota(quota) => Counter::Quota(quota),
@@ -175,7 +178,9 @@ impl Quota {
         Verdict {
             limit,
             admits,
-            remaining: limit.requests().saturating_sub(self.used + u32::from(admits)),
+            remaining: limit
+                .requests()
+                .saturating_sub(self.used + u32::from(admits)),
             reset: Duration::from_millis(self.end.saturating_sub(unix_millis(now))),
         }
     }
@@ -201,7 +206,8 @@ pub(super) fn decide(
     let mut firsts = [false; RateLimits::MAX];
     for (i, limit) in limits.iter().enumerate() {
         let scope = usize::from(limit.scope() == Scope::Account && account.is_some());
-        firsts[i] = limit.window_millis().is_some() && !std::mem::replace(&mut seen_window[scope], true);
+        firsts[i] =
+            limit.window_millis().is_some() && !std::mem::replace(&mut seen_window[scope], true);
         let counts = match (scope, account.as_deref_mut()) {
             (1, Some(account)) => account,
             _ => &mut *key,
@@ -416,7 +422,12 @@ impl RateLimiter for MemoryRateLimiter {
         limits: RateLimits,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        Ok(decide(subject.key_window, subject.account_window, limits, now))
+        Ok(decide(
+            subject.key_window,
+            subject.account_window,
+            limits,
+            now,
+        ))
     }
 
     fn check_now(
@@ -425,7 +436,12 @@ impl RateLimiter for MemoryRateLimiter {
         limits: RateLimits,
         now: OffsetDateTime,
     ) -> Poll<Decision> {
-        Poll::Ready(decide(subject.key_window, subject.account_window, limits, now))
+        Poll::Ready(decide(
+            subject.key_window,
+            subject.account_window,
+            limits,
+            now,
+        ))
     }
 
     fn is_idle(&self, window: &MemoryWindow, now: OffsetDateTime) -> bool {

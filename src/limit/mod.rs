@@ -14,20 +14,20 @@
 //! refused it frees.
 
 mod any;
+pub(crate) mod limits;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 mod redis;
-pub(crate) mod limits;
 pub(crate) mod rule;
 
 pub use any::{AnyRateLimiter, AnyWindow};
+pub(crate) use limits::LIMIT_FORM;
+pub use limits::{InvalidLimits, Period, Scope};
 pub use memory::{MemoryRateLimiter, MemoryWindow};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisFailure, RedisRateLimiter, RedisWindow};
+pub(crate) use rule::Verdict;
 pub use rule::RATE_LIMIT_HEADERS;
 pub(crate) use rule::{header_value, number};
-pub use limits::{InvalidLimits, Period, Scope};
-pub(crate) use limits::LIMIT_FORM;
-pub(crate) use rule::Verdict;
 pub use rule::{Decision, RateLimiter, Subject};

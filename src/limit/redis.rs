@@ -222,7 +222,12 @@ impl RedisRateLimiter {
     /// The Redis key of `limit` for `subject` at `now`: every key of one account in one
     /// hash slot (the account id is the hash tag), so one script checks a key's and its
     /// account's limits together on a Redis Cluster.
-    fn redis_key<W>(&self, subject: Subject<'_, W>, limit: RateLimit, now: OffsetDateTime) -> String {
+    fn redis_key<W>(
+        &self,
+        subject: Subject<'_, W>,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> String {
         let owner = match limit.scope() {
             Scope::Key => format!("k:{}", subject.key),
             Scope::Account => "a".to_owned(),
@@ -255,7 +260,10 @@ impl RedisRateLimiter {
             invocation.key(self.redis_key(subject, limit, now));
             match (limit.window_millis(), limit.period_at(now)) {
                 (Some(window), _) => invocation.arg("w").arg(limit.requests()).arg(window),
-                (None, Some((_, end))) => invocation.arg("q").arg(limit.requests()).arg(unix_millis(end)),
+                (None, Some((_, end))) => invocation
+                    .arg("q")
+                    .arg(limit.requests())
+                    .arg(unix_millis(end)),
                 (None, None) => unreachable!("a limit is a window or a quota"),
             };
         }
@@ -265,14 +273,18 @@ impl RedisRateLimiter {
             .map_err(|_| BackendError::Timeout(self.timeout))?
             .map_err(BackendError::failed)?;
         if answer.len() != 1 + 2 * limits.len() {
-            return Err(BackendError::failed("the limit script answered out of shape"));
+            return Err(BackendError::failed(
+                "the limit script answered out of shape",
+            ));
         }
         let allowed = answer[0] == 1;
         let verdicts = limits.iter().enumerate().map(|(i, limit)| {
             let (count, reset) = (answer[1 + 2 * i], answer[2 + 2 * i]);
             let count = u32::try_from(count).unwrap_or(u32::MAX);
             let reset = match limit.period_at(now) {
-                Some((_, end)) => Duration::from_millis(unix_millis(end).saturating_sub(unix_millis(now))),
+                Some((_, end)) => {
+                    Duration::from_millis(unix_millis(end).saturating_sub(unix_millis(now)))
+                }
                 None => Duration::from_millis(reset),
             };
             Verdict {
@@ -326,7 +338,9 @@ impl RedisRateLimiter {
                     admits: true,
                     remaining: limit.requests().saturating_sub(1),
                     reset: limit.window().unwrap_or_else(|| {
-                        limit.period_at(now).map_or(Duration::ZERO, |(_, end)| (end - now).unsigned_abs())
+                        limit
+                            .period_at(now)
+                            .map_or(Duration::ZERO, |(_, end)| (end - now).unsigned_abs())
                     }),
                 });
                 Some(Decision::of(limits, verdicts, now))
@@ -395,10 +409,12 @@ impl RedisRateLimiter {
         let back_at = self.back_at.load(Ordering::Relaxed);
         let now_ms = unix_millis(now);
         let recently_back = back_at != 0
-            && decision.limits.iter().any(|limit| match (limit.window_millis(), limit.period_at(now)) {
-                (Some(window), _) => now_ms < back_at.saturating_add(window.into()),
-                (None, Some((start, _))) => back_at >= unix_millis(start),
-                (None, None) => false,
+            && decision.limits.iter().any(|limit| {
+                match (limit.window_millis(), limit.period_at(now)) {
+                    (Some(window), _) => now_ms < back_at.saturating_add(window.into()),
+                    (None, Some((start, _))) => back_at >= unix_millis(start),
+                    (None, None) => false,
+                }
             });
         if !local.allowed && recently_back {
             return local;
@@ -436,7 +452,10 @@ impl RateLimiter for RedisRateLimiter {
                 let now_ms = unix_millis(now);
                 self.answered(now_ms);
                 if !decision.allowed {
-                    let refused = limits.iter().position(|limit| limit == decision.limit).unwrap_or(0);
+                    let refused = limits
+                        .iter()
+                        .position(|limit| limit == decision.limit)
+                        .unwrap_or(0);
                     let until = now_ms + u64::try_from(decision.reset.as_millis()).unwrap_or(0);
                     let window = subject.key_window;
                     window

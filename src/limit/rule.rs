@@ -366,14 +366,6 @@ impl<'a, W> Subject<'a, W> {
             account_window,
         })
     }
-
-    /// The window a limit of `scope` counts in (the key's when no account window was given).
-    pub fn window(&self, scope: Scope) -> &'a W {
-        match (scope, self.account_window) {
-            (Scope::Account, Some(account)) => account,
-            _ => self.key_window,
-        }
-    }
 }
 
 /// Decides whether a key may make one more request, under every limit of its list.
@@ -497,10 +489,34 @@ mod tests {
         let month = RateLimit::per_month(5_000).per_account();
         let list = RateLimits::new([RateLimit::new(5, Duration::from_secs(30)), month]).unwrap();
         for (limits, limit, policy, current, count) in [
-            (minute.into(), minute, r#""per-key";q=60;w=60"#, r#""per-key";r=7;t=2"#, "60"),
-            (big.into(), big, r#""per-key";q=4294967295;w=3600"#, r#""per-key";r=7;t=2"#, "4294967295"),
-            (list, month, r#""30s";q=5;w=30, "account-month";q=5000;w=2419200"#, r#""account-month";r=7;t=2"#, "5000"),
-            (minute.into(), minute, r#""per-key";q=60;w=60"#, r#""per-key";r=7;t=2"#, "60"),
+            (
+                minute.into(),
+                minute,
+                r#""per-key";q=60;w=60"#,
+                r#""per-key";r=7;t=2"#,
+                "60",
+            ),
+            (
+                big.into(),
+                big,
+                r#""per-key";q=4294967295;w=3600"#,
+                r#""per-key";r=7;t=2"#,
+                "4294967295",
+            ),
+            (
+                list,
+                month,
+                r#""30s";q=5;w=30, "account-month";q=5000;w=2419200"#,
+                r#""account-month";r=7;t=2"#,
+                "5000",
+            ),
+            (
+                minute.into(),
+                minute,
+                r#""per-key";q=60;w=60"#,
+                r#""per-key";r=7;t=2"#,
+                "60",
+            ),
         ] {
             let headers = headers(limits, limit, 7);
             assert_eq!(headers["ratelimit-policy"], policy);
@@ -522,13 +538,28 @@ mod tests {
             remaining,
             reset: Duration::from_secs(reset),
         };
-        let admitted = Decision::of(limits, [verdict(minute, true, 5, 10), verdict(day, true, 3, 900)], at);
+        let admitted = Decision::of(
+            limits,
+            [verdict(minute, true, 5, 10), verdict(day, true, 3, 900)],
+            at,
+        );
         assert!(admitted.allowed);
         assert_eq!((admitted.limit, admitted.remaining), (day, 3));
-        let refused = Decision::of(limits, [verdict(minute, false, 0, 10), verdict(day, true, 3, 900)], at);
+        let refused = Decision::of(
+            limits,
+            [verdict(minute, false, 0, 10), verdict(day, true, 3, 900)],
+            at,
+        );
         assert!(!refused.allowed);
-        assert_eq!((refused.limit, refused.reset), (minute, Duration::from_secs(10)));
-        let both = Decision::of(limits, [verdict(minute, false, 0, 10), verdict(day, false, 0, 900)], at);
+        assert_eq!(
+            (refused.limit, refused.reset),
+            (minute, Duration::from_secs(10))
+        );
+        let both = Decision::of(
+            limits,
+            [verdict(minute, false, 0, 10), verdict(day, false, 0, 900)],
+            at,
+        );
         assert_eq!(both.limit, day);
     }
 }

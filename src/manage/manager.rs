@@ -9,8 +9,8 @@ use super::{
     KeyUsage, LimitInfo, NewKey, QuotaUse, UsageBucket,
 };
 use crate::{
-    key::random_id, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId, KeyStorage,
-    limit::Scope, Permission, PermissionSet, Permissions, Plan, Profile, RateLimit, RateLimits,
+    key::random_id, limit::Scope, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId,
+    KeyStorage, Permission, PermissionSet, Permissions, Plan, Profile, RateLimit, RateLimits,
     StoredKey, Usage,
 };
 
@@ -94,7 +94,12 @@ impl KeySpec {
             .expires_at(now)
             .map_err(|e| errors.push(FieldError::new("expiration", e.to_string())))
             .ok();
-        if let Some(reason) = self.rate_limits.iter().flat_map(RateLimits::iter).find_map(|limit| valid_limit(limit).err()) {
+        if let Some(reason) = self
+            .rate_limits
+            .iter()
+            .flat_map(RateLimits::iter)
+            .find_map(|limit| valid_limit(limit).err())
+        {
             errors.push(FieldError::new("rate_limits", reason));
         }
         match name.zip(expires_at) {
@@ -824,18 +829,24 @@ impl<S: KeyStorage> KeyManager<S> {
         let now = self.now();
         let this_hour = hour.start_of(now);
         let read;
-        let keys = match keys {
-            Some(keys) => keys,
-            None => {
-                read = self.storage.keys(account).await?;
-                &read
-            }
+        let keys = if let Some(keys) = keys {
+            keys
+        } else {
+            read = self.storage.keys(account).await?;
+            &read
         };
         let keys: Vec<(KeyId, KeyId, RateLimits)> = keys
             .iter()
             .map(|key| {
-                let limit_id = key.shares_limit_with.clone().unwrap_or_else(|| key.id.clone());
-                (key.id.clone(), limit_id, self.profile.limits_of(plan, key.rate_limits))
+                let limit_id = key
+                    .shares_limit_with
+                    .clone()
+                    .unwrap_or_else(|| key.id.clone());
+                (
+                    key.id.clone(),
+                    limit_id,
+                    self.profile.limits_of(plan, key.rate_limits),
+                )
             })
             .collect();
         // The days of this month hold every quota's current period (a day's or the month's).
@@ -854,7 +865,12 @@ impl<S: KeyStorage> KeyManager<S> {
             permissions: self.storage.permissions_last_used(account).await?,
             hours: self
                 .storage
-                .account_usage(account, hour, this_hour - hour.length(), this_hour + hour.length())
+                .account_usage(
+                    account,
+                    hour,
+                    this_hour - hour.length(),
+                    this_hour + hour.length(),
+                )
                 .await?,
             days,
             keys,
@@ -940,13 +956,21 @@ struct Activity {
 /// The requests `key` admitted under the quota `limit` since `start`, as the stores have
 /// recorded them: the key's own and its rotation chain's for a quota per key, every key's
 /// whose limits hold it for a quota per account.
-fn quota_used(key: &StoredKey, limit: RateLimit, start: OffsetDateTime, activity: &Activity) -> u64 {
+fn quota_used(
+    key: &StoredKey,
+    limit: RateLimit,
+    start: OffsetDateTime,
+    activity: &Activity,
+) -> u64 {
     let limit_id = key.shares_limit_with.as_ref().unwrap_or(&key.id);
     let counts = |id: &KeyId| match limit.scope() {
         Scope::Key => {
             id == &key.id
                 || id == limit_id
-                || activity.keys.iter().any(|(held, under, _)| held == id && under == limit_id)
+                || activity
+                    .keys
+                    .iter()
+                    .any(|(held, under, _)| held == id && under == limit_id)
         }
         Scope::Account => activity
             .keys

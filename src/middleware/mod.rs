@@ -215,7 +215,11 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
             Err(Rejection::PlanRequired(key.plan.clone()))
         };
         authorized
-            .map(|()| self.problems.profile().limits_of(&key.plan, key.rate_limits))
+            .map(|()| {
+                self.problems
+                    .profile()
+                    .limits_of(&key.plan, key.rate_limits)
+            })
             .inspect_err(|rejection| self.refused(key, slot, rejection, now))
     }
 
@@ -282,7 +286,7 @@ fn limited(decision: Decision) -> Result<Decision, Rejection> {
     if decision.allowed {
         Ok(decision)
     } else {
-        Err(Rejection::RateLimited(decision))
+        Err(Rejection::RateLimited(Box::new(decision)))
     }
 }
 

@@ -27,12 +27,12 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
+    limit::Subject,
     metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts, UsageBucket},
-    limit::Subject,
-    AccountId, BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Permission,
-    PermissionSet, Permissions, Profile, RateLimiter, RateLimits, Usage, UsageReport,
+    AccountId, BackendError, ConcurrentMap, KeyId, KeyRecord, KeyStore, Permission, PermissionSet,
+    Permissions, Profile, RateLimiter, RateLimits, Usage, UsageReport,
 };
 
 /// A layer's slots, by key id.
@@ -170,9 +170,8 @@ impl<L: RateLimiter> Slots<L> {
                     || !slot.usage.is_empty()
                     || !limiter.is_idle(slot.window(), now)
             });
-            self.accounts.retain(|_, window| {
-                Arc::strong_count(window) > 1 || !limiter.is_idle(window, now)
-            });
+            self.accounts
+                .retain(|_, window| Arc::strong_count(window) > 1 || !limiter.is_idle(window, now));
         }
     }
 

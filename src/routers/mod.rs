@@ -524,13 +524,13 @@ impl Fields {
             (Some(list), None) => RateLimits::from_json(&list)
                 .map_err(|reason| self.reject("rate_limits", reason))
                 .ok(),
-            (None, Some(one)) => match RateLimit::from_json(&one) {
-                Some(limit) => Some(RateLimits::one(limit)),
-                None => {
+            (None, Some(one)) => {
+                let limit = RateLimit::from_json(&one).map(RateLimits::one);
+                if limit.is_none() {
                     self.reject("rate_limit", LIMIT_FORM);
-                    None
                 }
-            },
+                limit
+            }
             (None, None) => None,
         }
     }

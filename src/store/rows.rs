@@ -1,7 +1,6 @@
 //! The rows both SQL stores keep, decoded once: PostgreSQL and SQLite have the same tables
 //! and columns, and differ only in how a time and the permission names are kept.
 
-
 use sqlx::Row;
 use time::OffsetDateTime;
 
