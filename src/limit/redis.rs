@@ -67,7 +67,8 @@ for i = 1, #KEYS do
       redis.call('PEXPIRE', KEYS[i], w)
     else
       redis.call('INCR', KEYS[i])
-      redis.call('PEXPIREAT', KEYS[i], w + 60000)
+      -- A minute past the period's end, counted from now: instances' clocks may differ.
+      redis.call('PEXPIRE', KEYS[i], math.max(w - now, 0) + 60000)
     end
     count = count + 1
   end
