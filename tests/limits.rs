@@ -182,20 +182,17 @@ proptest! {
     }
 }
 
-/// Two instances on one Redis, taking turns, give the decisions of one limiter.
-#[tokio::test]
-async fn every_limit_of_a_list_holds_exactly_across_instances_on_redis() {
+/// Two instances sharing one Redis (or one Redis Cluster) of `urls`, taking turns through
+/// two days of requests of two keys of one account, give the decisions of one limiter.
+async fn two_instances_decide_as_one(urls: &str) {
     let prefix = common::servers::unique("limits");
     let instance = || async {
         Keyed::new(
-            RedisRateLimiter::connect(
-                &common::servers::redis_url(),
-                &nouvel_auth::Profile::nouvel(),
-            )
-            .await
-            .unwrap()
-            .key_prefix(prefix.clone())
-            .layer_clock(),
+            RedisRateLimiter::connect(urls, &nouvel_auth::Profile::nouvel())
+                .await
+                .unwrap()
+                .key_prefix(prefix.clone())
+                .layer_clock(),
         )
     };
     let instances = [instance().await, instance().await];
@@ -217,10 +214,8 @@ async fn every_limit_of_a_list_holds_exactly_across_instances_on_redis() {
         arrivals.push((t, ((state >> 20) & 1) as usize));
     }
     let keys = [KeyId::from("k0"), KeyId::from("k1")];
-    let mut turn = 0;
     let mut decisions = Vec::new();
-    for &(t, key) in &arrivals {
-        turn += 1;
+    for (turn, &(t, key)) in arrivals.iter().enumerate() {
         let decision = instances[turn % 2]
             .check(&keys[key], limits, Model::at(t))
             .await
@@ -229,6 +224,122 @@ async fn every_limit_of_a_list_holds_exactly_across_instances_on_redis() {
     }
     let mut replay = decisions.into_iter();
     check_against_model(limits, &arrivals, |_, _| replay.next().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn every_limit_of_a_list_holds_exactly_across_instances_on_redis() {
+    two_instances_decide_as_one(&common::servers::redis_url()).await;
+}
+
+/// On a Redis Cluster (three primaries, a replica each), a key's and its account's limits
+/// share one hash slot, so one script still checks them all.
+#[tokio::test]
+async fn every_limit_of_a_list_holds_exactly_across_instances_on_a_redis_cluster() {
+    let cluster = common::servers::RedisCluster::start().await;
+    two_instances_decide_as_one(&cluster.urls()).await;
+}
+
+/// A primary killed mid-window: no request fails (the outage policy counts locally while
+/// the slot has no primary), then the promoted replica decides again. Prints what was
+/// measured: the failover time, the admissions the replica had not received, and the
+/// admissions in the window past N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_keeps_the_outage_promise() {
+    let mut cluster = common::servers::RedisCluster::start().await;
+    let prefix = common::servers::unique("failover");
+    let instance = || async {
+        Keyed::new(
+            RedisRateLimiter::connect(&cluster.urls(), &nouvel_auth::Profile::nouvel())
+                .await
+                .unwrap()
+                .key_prefix(prefix.clone()),
+        )
+    };
+    let instances = [instance().await, instance().await];
+    let n = 50;
+    // A window longer than the whole test: every admission below is in one window.
+    let limits = RateLimits::one(RateLimit::new(n, Duration::from_secs(600)));
+    let (key, now) = (KeyId::from("k"), OffsetDateTime::now_utc);
+    let mut admitted = 0;
+    for turn in 0..20 {
+        admitted += usize::from(
+            instances[turn % 2]
+                .check(&key, limits, now())
+                .await
+                .unwrap()
+                .allowed,
+        );
+    }
+    assert_eq!(admitted, 20);
+
+    let redis_key = format!(
+        "{prefix}:{{{}}}:k:k:w600000",
+        Keyed::<RedisRateLimiter>::ACCOUNT
+    );
+    let killed = cluster.primary_of(&redis_key).await;
+    cluster.nodes[killed].stop();
+    let started = std::time::Instant::now();
+    let (mut failures, mut promoted_after) = (0, None);
+    while promoted_after.is_none() {
+        for instance in &instances {
+            match instance.check(&key, limits, now()).await {
+                Ok(decision) => admitted += usize::from(decision.allowed),
+                Err(_) => failures += 1,
+            }
+        }
+        if let Some(primary) = cluster.try_primary_of(&redis_key).await {
+            assert_ne!(primary, killed);
+            promoted_after = Some((started.elapsed(), primary));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (failover, primary) = promoted_after.unwrap();
+    let held: u64 = cluster.query(primary, &["ZCARD", &redis_key]).await;
+    let unreplicated = 20u64.saturating_sub(held);
+    // Both instances exhausted their local counts during the outage: at most N each.
+    assert!(
+        admitted <= 2 * n as usize,
+        "{admitted} admitted by two instances"
+    );
+    // Until the window has passed, nothing more: the instances' own counts hold.
+    let before = admitted;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut answered_by_redis = false;
+    while std::time::Instant::now() < deadline && !answered_by_redis {
+        for instance in &instances {
+            match instance.check(&key, limits, now()).await {
+                Ok(decision) => admitted += usize::from(decision.allowed),
+                Err(_) => failures += 1,
+            }
+        }
+        answered_by_redis = cluster.query::<u64>(primary, &["EXISTS", &redis_key]).await == 1
+            && instances[0]
+                .check(&KeyId::from("fresh"), limits, now())
+                .await
+                .is_ok_and(|decision| decision.allowed && decision.remaining == n - 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered_by_redis,
+        "the limiter went back to the promoted replica"
+    );
+    assert_eq!(
+        failures, 0,
+        "no request failed: the outage policy decided while the slot had no primary"
+    );
+    assert_eq!(
+        admitted, before,
+        "no admission after the promotion in the same window"
+    );
+    println!(
+        "failover in {failover:?}; the promoted replica lacked {unreplicated} of 20 admissions; \
+         {admitted} admitted in one window by 2 instances (N = {n}, {} past N)",
+        admitted.saturating_sub(n as usize)
+    );
 }
 
 /// What a quota admitted through Redis is counted on this instance too: an outage does not
@@ -452,7 +563,7 @@ async fn the_admin_api_takes_and_shows_lists_of_limits() {
     let call = |method: &'static str, path: String, body: Option<Value>| {
         let admin = admin.clone();
         async move {
-            let mut request = http::Request::builder()
+            let request = http::Request::builder()
                 .method(method)
                 .uri(path)
                 .header("authorization", format!("Bearer {}", "a".repeat(32)))

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{aio::ConnectionManager, Script};
+use redis::{
+    aio::ConnectionManager, cluster::ClusterClient, cluster_async::ClusterConnection, Script,
+    ScriptInvocation,
+};
 use time::OffsetDateTime;
 
 use super::{
@@ -97,16 +100,20 @@ pub enum RedisFailure {
     FailOpen,
 }
 
-/// The rate limiter on Redis: one limit per key across every instance that shares the
-/// Redis (feature `redis`).
+/// The rate limiter on Redis: every limit of a key's list across every instance that shares
+/// the Redis or Redis Cluster (feature `redis`).
 ///
-/// * One round trip per request: an atomic Lua script sent with `EVALSHA` (loaded again
-///   on `NOSCRIPT`), using Redis `TIME` as the clock, so instances' clocks may disagree.
-/// * One Redis key per API key, `{prefix}:{<key id>}`, a sorted set of admission times;
-///   the hash tag makes the slot follow the key id on Redis Cluster.
-/// * A key the script refused is remembered (in its [`RedisWindow`]) until its oldest
-///   request leaves the window: a client hammering past its limit costs no Redis call
-///   (headers stay right).
+/// * One round trip per request: an atomic Lua script over every limit of the list, sent
+///   with `EVALSHA` (loaded again on `NOSCRIPT`), using Redis `TIME` as the windows' clock,
+///   so instances' clocks may disagree (a quota's period is the instance's day or month).
+/// * One Redis key per limit: `{prefix}:{<account id>}:k:<key id>:w<window ms>` for a
+///   key's window (a sorted set of admission times), `…:d<day>` and `…:m<month>` for its
+///   quotas (counters named after their period), `{prefix}:{<account id>}:a:…` for the
+///   account's. The account id is the hash tag: on a Redis Cluster every limit of a request
+///   is in one slot, so one script checks them all.
+/// * A key the script refused is remembered (in its [`RedisWindow`]) until the refusing
+///   limit frees: a client hammering past its limit costs no Redis call (headers stay
+///   right).
 /// * Each call has a timeout (default 50 ms); on a fault the limiter follows its
 ///   [`RedisFailure`] policy and logs a warning at most every 10 s. From the first fault
 ///   on, requests stop waiting for Redis: they are decided at once by the policy, and at
@@ -119,16 +126,27 @@ pub enum RedisFailure {
 ///   not; K instances sharing a Redis that fails admit at most K × N per W while it is
 ///   down, and N per W as soon as it is back with its data.
 ///
+/// * On a Redis Cluster, while a limit's slot has no reachable primary (a primary died and
+///   its replica is not yet promoted), the same policy holds for that slot's keys; after a
+///   promotion, what the replica had not yet received (Redis replicates asynchronously)
+///   can be admitted again (the README states the bound measured on a real cluster).
+///
 /// ```no_run
 /// # async fn run() -> Result<(), nouvel_auth::BackendError> {
 /// use nouvel_auth::{limit::RedisRateLimiter, MemoryKeyStore, NouvelAuthLayer, Profile};
 ///
 /// let limiter = RedisRateLimiter::connect("redis://127.0.0.1:6379", &Profile::nouvel()).await?;
 /// let layer = NouvelAuthLayer::new(MemoryKeyStore::new()).limiter(limiter);
+/// // A Redis Cluster: its nodes (any of them; the rest are discovered), comma-separated.
+/// let cluster = RedisRateLimiter::connect(
+///     "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+///     &Profile::nouvel(),
+/// )
+/// .await?;
 /// # Ok(()) }
 /// ```
 pub struct RedisRateLimiter {
-    connection: ConnectionManager,
+    connection: Connection,
     script: Script,
     prefix: String,
     timeout: Duration,
@@ -170,16 +188,62 @@ fn refusal_bits(limits: RateLimits, refused: usize) -> u64 {
     (hash & !0b11) | (refused as u64 & 0b11)
 }
 
+/// One Redis, or a Redis Cluster: a connection the script is sent on.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> redis::RedisResult<Vec<u64>> {
+        match self.clone() {
+            Self::Single(mut connection) => invocation.invoke_async(&mut connection).await,
+            Self::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+        }
+    }
+}
+
 impl RedisRateLimiter {
     /// Connects to the Redis at `url` (`redis://host:port/db`), its keys named after the
-    /// application of `profile` (`nvl:rl:…` for Nouvel's).
+    /// application of `profile` (`nvl:rl:…` for Nouvel's). Several URLs separated by
+    /// commas are the nodes of a Redis Cluster ([`connect_cluster`](Self::connect_cluster)).
     pub async fn connect(url: &str, profile: &crate::Profile) -> Result<Self, BackendError> {
+        if url.contains(',') {
+            return Self::connect_cluster(url.split(',').map(str::trim), profile).await;
+        }
         let client = redis::Client::open(url).map_err(BackendError::failed)?;
         let connection = ConnectionManager::new(client)
             .await
             .map_err(BackendError::failed)?;
+        Ok(Self::with(Connection::Single(connection), profile))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` belong to (`redis://host:port` each; one
+    /// that answers is enough, the others are discovered).
+    pub async fn connect_cluster<'a>(
+        nodes: impl IntoIterator<Item = &'a str>,
+        profile: &crate::Profile,
+    ) -> Result<Self, BackendError> {
+        let nodes: Vec<&str> = nodes.into_iter().collect();
+        let client = ClusterClient::builder(nodes)
+            // The limiter's own timeout bounds each call; the client gives up soon after,
+            // and finds the promoted replica on its next try.
+            .retries(1)
+            .connection_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_millis(500))
+            .build()
+            .map_err(BackendError::failed)?;
+        let connection = client
+            .get_async_connection()
+            .await
+            .map_err(BackendError::failed)?;
+        Ok(Self::with(Connection::Cluster(connection), profile))
+    }
+
+    fn with(connection: Connection, profile: &crate::Profile) -> Self {
         crate::metrics::redis_started();
-        Ok(Self {
+        Self {
             connection,
             script: Script::new(LIMITS),
             prefix: format!("{}:rl", profile.namespace()),
@@ -188,7 +252,7 @@ impl RedisRateLimiter {
             server_time: true,
             down_until: AtomicU64::new(0),
             back_at: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Prefixes every Redis key (default the profile's, `nvl:rl` for Nouvel's).
@@ -250,7 +314,6 @@ impl RedisRateLimiter {
         limits: RateLimits,
         now: OffsetDateTime,
     ) -> Result<Decision, BackendError> {
-        let mut connection = self.connection.clone();
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(if self.server_time {
             String::new()
@@ -268,7 +331,7 @@ impl RedisRateLimiter {
                 (None, None) => unreachable!("a limit is a window or a quota"),
             };
         }
-        let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
+        let call = self.connection.invoke(&invocation);
         let answer = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| BackendError::Timeout(self.timeout))?

@@ -14,3 +14,16 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A port for a Redis Cluster node: it and its cluster bus port (10 000 above) both free
+/// and below the system's range for connections.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let random = RandomState::new().hash_one(std::time::Instant::now());
+        let port = 20_000 + (random % 2_000) as u16;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}

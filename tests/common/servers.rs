@@ -32,16 +32,24 @@ pub fn unique(prefix: &str) -> String {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Arguments beyond the port and the defaults.
+    more: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts on a free port, trying another if one is taken before the server binds it.
     pub async fn start() -> Self {
+        Self::start_with(ports::free_port, Vec::new()).await
+    }
+
+    /// Starts on a port from `port`, with `more` arguments.
+    async fn start_with(port: fn() -> u16, more: Vec<String>) -> Self {
         let mut failures = Vec::new();
         for _ in 0..5 {
             let mut server = Self {
-                port: ports::free_port(),
+                port: port(),
                 child: None,
+                more: more.clone(),
             };
             match server.try_resume().await {
                 Ok(()) => return server,
@@ -87,6 +95,7 @@ impl RedisServer {
                 "--loglevel",
                 "warning",
             ])
+            .args(&self.more)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -175,6 +184,161 @@ pub async fn client_commands(url: &str) -> u64 {
         })
         .map(|(_, n)| n)
         .sum()
+}
+
+/// A Redis Cluster of the test's own: three primaries with one replica each, on free
+/// ports, a node failing over after a second without its primary; stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("nouvel-cluster"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let more = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &format!("nodes-{i}.conf"),
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                dir.to_str().unwrap(),
+            ];
+            let more = more.iter().map(|s| (*s).to_owned()).collect();
+            nodes.push(RedisServer::start_with(ports::free_cluster_port, more).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("redis-cli is installed (scripts/services installs it)");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let cluster = Self { nodes, dir };
+        cluster.wait_until_ready().await;
+        cluster
+    }
+
+    /// The nodes, as `REDIS_URL` lists them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every live node sees the cluster whole and every replica in sync.
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ready = true;
+            for node in (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()) {
+                let info: String = self
+                    .try_query(node, &["CLUSTER", "INFO"])
+                    .await
+                    .unwrap_or_default();
+                let replication: String = self
+                    .try_query(node, &["INFO", "replication"])
+                    .await
+                    .unwrap_or_default();
+                ready &= info.contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"));
+            }
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not come up within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node that is now the primary of `key`'s slot.
+    pub async fn primary_of(&self, key: &str) -> usize {
+        self.try_primary_of(key)
+            .await
+            .expect("a live primary serves the slot")
+    }
+
+    /// What `command` answers on node `node`.
+    pub async fn query<T: redis::FromRedisValue>(&self, node: usize, command: &[&str]) -> T {
+        self.try_query(node, command)
+            .await
+            .unwrap_or_else(|| panic!("node {node} answers {command:?}"))
+    }
+
+    /// What `command` answers on node `node`, if it answers.
+    async fn try_query<T: redis::FromRedisValue>(
+        &self,
+        node: usize,
+        command: &[&str],
+    ) -> Option<T> {
+        let client = redis::Client::open(self.nodes[node].url()).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let mut cmd = redis::cmd(command[0]);
+        for arg in &command[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut connection).await.ok()
+    }
+
+    /// The live node that is now the primary of `key`'s slot, if any.
+    pub async fn try_primary_of(&self, key: &str) -> Option<usize> {
+        let live = self.nodes.iter().position(|n| n.child.is_some())?;
+        let slot: i64 = self.query(live, &["CLUSTER", "KEYSLOT", key]).await;
+        for i in (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()) {
+            let Some(nodes) = self.try_query::<String>(i, &["CLUSTER", "NODES"]).await else {
+                continue;
+            };
+            let own = nodes
+                .lines()
+                .find(|line| line.contains("myself"))
+                .unwrap_or_default();
+            let fields: Vec<&str> = own.split_whitespace().collect();
+            let primary = fields.get(2).is_some_and(|flags| flags.contains("master"));
+            let serves = fields
+                .iter()
+                .skip(8)
+                .any(|range| match range.split_once('-') {
+                    Some((from, to)) => (from.parse().unwrap_or(i64::MAX)
+                        ..=to.parse().unwrap_or(-1))
+                        .contains(&slot),
+                    None => range.parse() == Ok(slot),
+                });
+            if primary && serves {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Drop for RedisServer {
