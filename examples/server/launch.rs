@@ -10,7 +10,8 @@
 //! * `DATABASE_URL`: `postgres://…` (schema `PREFIX_SCHEMA`, default the example's name),
 //!   or `sqlite://PATH`; without it the example's own SQLite file in the working
 //!   directory;
-//! * `REDIS_URL`: the limit counted in Redis, once for all instances;
+//! * `REDIS_URL`: the limits counted in Redis, once for all instances (several nodes
+//!   separated by commas: a Redis Cluster);
 //! * `PREFIX_SHUTDOWN_SECONDS`: how long requests under way get at shutdown (default 10);
 //! * `PREFIX_UNUSED_AFTER`, `PREFIX_ROTATE_AFTER`: the thresholds of the keys' `unused` and
 //!   `rotation_due` hints (seconds, or `30d`, `12h`, `90s`; default 30 and 90 days).

@@ -33,7 +33,8 @@
 //! * `DATABASE_URL` is `postgres://…`: keys and accounts live in PostgreSQL (schema
 //!   `NOUVEL_SCHEMA`, default `nouvel`; migrations applied at start), behind a cache that
 //!   hears every other instance's changes (a new demo account each start);
-//! * `REDIS_URL` is set: the limit is counted in Redis, once for all instances.
+//! * `REDIS_URL` is set: the limits are counted in Redis (or a Redis Cluster, its nodes
+//!   separated by commas), once for all instances.
 //!
 //! Every management action lands in the store's audit log (the admin API's
 //! `/accounts/{id}/audit`, the settings page's "Recent activity"); entries older than 400

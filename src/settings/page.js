@@ -96,6 +96,27 @@
     return cell;
   }
 
+  const WINDOWS = { 1: 'a second', 60: 'a minute', 3600: 'an hour', 86400: 'a day' };
+
+  // Each limit the key is held to, as a sentence; a quota with how much of its period is
+  // used (a meter, and the same as text) and when it starts again.
+  function limitList(key) {
+    const items = key.rate_limits.map((limit) => {
+      const count = limit.requests.toLocaleString();
+      const whose = limit.scope === 'account' ? ' for the account' : '';
+      if (limit.window_seconds != null) {
+        const per = WINDOWS[limit.window_seconds] || `per ${limit.window_seconds.toLocaleString()} seconds`;
+        return element('li', `${count} ${per}${whose}`, null, { 'data-limit': 'window' });
+      }
+      const item = element('li', `${count} a ${limit.period}${whose}`, null, { 'data-limit': limit.period });
+      const used = element('span', `${limit.used.toLocaleString()} used, starts again `, [when(limit.resets_at)], { class: 'quota-used' });
+      const meter = element('meter', null, null, { min: 0, max: limit.requests, value: Math.min(limit.used, limit.requests), 'aria-label': `${limit.used} of ${limit.requests} used` });
+      item.append(' ', meter, ' ', used);
+      return item;
+    });
+    return element('ul', null, items, { class: 'limits' });
+  }
+
   // What the owner should look at, as the server says it (unused, rotation due, …).
   // Each with the action it suggests: delete an unused key; rotate one that holds
   // permissions it does not use, keeping only the others.
@@ -207,6 +228,7 @@
       name,
       cell('Key', element('code', `${key.prefix}…`)),
       cell('Permissions', permissions),
+      cell('Limits', limitList(key)),
       cell('Environment', key.environment ? element('code', key.environment) : element('span', '—')),
       cell('Created', when(key.created_at)),
       cell('Last used', key.last_used_at ? when(key.last_used_at) : element('span', 'Never used')),

@@ -710,3 +710,54 @@ async fn a_key_used_through_one_permission_is_narrowed_to_it_from_its_hint() {
     }
     assert_eq!(page.console_problems().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn the_page_shows_each_limit_and_how_much_of_a_quota_is_used() {
+    let server = Server::start(&[]);
+    let account = server.demo_account();
+    let (status, made) = server
+        .admin(
+            "POST",
+            &format!("/accounts/{account}/keys"),
+            r#"{"name": "Quota", "permissions": ["projects:read"], "rate_limits": [
+                {"requests": 2, "window_seconds": 60},
+                {"requests": 1000, "period": "day", "scope": "account"}]}"#,
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    let key = made["key"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(server.with_key("GET", "/api/v1/projects", &key).0, 200);
+    }
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        console_read: std::cell::Cell::new(0),
+    };
+    browser.goto(&server.sign_in).await.unwrap();
+    // The usage is flushed within 5 s; until then the quota shows none used.
+    let used = "return document.querySelector(\"tbody tr [data-limit='day'] meter\")?.value";
+    let started = std::time::Instant::now();
+    loop {
+        page.row("Quota").await;
+        if page.js(used).await == json!(2) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the quota's use is not shown"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser.refresh().await.unwrap();
+    }
+    let limits = page.cell("Quota", "Limits").await;
+    assert!(limits.contains("2 a minute"), "{limits}");
+    assert!(limits.contains("1,000 a day for the account"), "{limits}");
+    assert!(limits.contains("2 used, starts again"), "{limits}");
+    // Keys on the plan's limits say so too.
+    let plan_key = page.cell("Demo key", "Limits").await;
+    assert!(plan_key.contains("60 a minute"), "{plan_key}");
+    assert_eq!(page.console_problems().await, Vec::<String>::new());
+}
