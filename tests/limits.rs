@@ -335,7 +335,7 @@ async fn a_cluster_failover_keeps_the_outage_promise() {
         admitted, before,
         "no admission after the promotion in the same window"
     );
-    println!(
+    eprintln!(
         "failover in {failover:?}; the promoted replica lacked {unreplicated} of 20 admissions; \
          {admitted} admitted in one window by 2 instances (N = {n}, {} past N)",
         admitted.saturating_sub(n as usize)

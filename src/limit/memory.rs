@@ -66,8 +66,10 @@ struct Counts {
     /// needs no allocation. It follows the first window through a change of length.
     first: Window,
     /// Every other limit counted here, by what it counts ([`RateLimit::counts_like`]), so
-    /// a count follows its limit through a change of N.
-    more: Vec<(RateLimit, Count)>,
+    /// a count follows its limit through a change of N. Boxed: most keys have none, and
+    /// an empty box is one word beside every key.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<(RateLimit, Count)>>>,
 }
 
 #[derive(Debug)]
@@ -99,10 +101,14 @@ impl MemoryWindow {
         let counts = lock(&self.0);
         let now = unix_millis(now);
         counts.first.is_idle(now)
-            && counts.more.iter().all(|(_, count)| match count {
-                Count::Window(window) => window.is_idle(now),
-                Count::Quota(quota) => quota.used == 0 || now >= quota.end,
-            })
+            && counts
+                .more
+                .iter()
+                .flat_map(|more| more.iter())
+                .all(|(_, count)| match count {
+                    Count::Window(window) => window.is_idle(now),
+                    Count::Quota(quota) => quota.used == 0 || now >= quota.end,
+                })
     }
 }
 
@@ -119,19 +125,17 @@ impl Counts {
         if first {
             return Counter::Window(&mut self.first);
         }
-        let held = self
-            .more
-            .iter()
-            .position(|(held, _)| held.counts_like(limit));
+        let more = self.more.get_or_insert_default();
+        let held = more.iter().position(|(held, _)| held.counts_like(limit));
         let index = held.unwrap_or_else(|| {
             let count = match limit.window_millis() {
                 Some(_) => Count::Window(Window::default()),
                 None => Count::Quota(Quota::default()),
             };
-            self.more.push((limit, count));
-            self.more.len() - 1
+            more.push((limit, count));
+            more.len() - 1
         });
-        match &mut self.more[index].1 {
+        match &mut more[index].1 {
             Count::Window(window) => Counter::Window(window),
             Count::Quota(quota) => Counter::Quota(quota),
         }
@@ -139,9 +143,11 @@ impl Counts {
 
     /// Forgets the counts of limits `limits` no longer holds (a plan change, say).
     fn keep_only(&mut self, limits: &RateLimits) {
-        if !self.more.is_empty() {
-            self.more
-                .retain(|(held, _)| limits.iter().any(|limit| limit.counts_like(*held)));
+        if let Some(more) = &mut self.more {
+            more.retain(|(held, _)| limits.iter().any(|limit| limit.counts_like(*held)));
+            if more.is_empty() {
+                self.more = None;
+            }
         }
     }
 }
@@ -246,6 +252,8 @@ struct Window {
 /// How many admissions a window holds in place, beside its key's other state: the default
 /// limit and any below it need no allocation of their own (and no second cache miss).
 const INLINE: usize = 64;
+/// A full inline ring's length.
+const FULL: u8 = INLINE as u8;
 
 /// The admitted requests' offsets, oldest first: in place up to [`INLINE`] of them, on
 /// the heap for larger limits.
@@ -255,8 +263,9 @@ const INLINE: usize = 64;
 enum Ring {
     Inline {
         slots: [u32; INLINE],
-        head: usize,
-        len: usize,
+        // Bytes: the ring holds at most 64 (and so keeps the window 16 bytes smaller).
+        head: u8,
+        len: u8,
     },
     Heap(VecDeque<u32>),
 }
@@ -274,7 +283,7 @@ impl Default for Ring {
 impl Ring {
     fn len(&self) -> usize {
         match self {
-            Self::Inline { len, .. } => *len,
+            Self::Inline { len, .. } => usize::from(*len),
             Self::Heap(times) => times.len(),
         }
     }
@@ -282,7 +291,7 @@ impl Ring {
     fn front(&self) -> Option<u32> {
         match self {
             Self::Inline { len: 0, .. } => None,
-            Self::Inline { slots, head, .. } => Some(slots[*head]),
+            Self::Inline { slots, head, .. } => Some(slots[usize::from(*head)]),
             Self::Heap(times) => times.front().copied(),
         }
     }
@@ -290,7 +299,9 @@ impl Ring {
     fn back(&self) -> Option<u32> {
         match self {
             Self::Inline { len: 0, .. } => None,
-            Self::Inline { slots, head, len } => Some(slots[(head + len - 1) % INLINE]),
+            Self::Inline { slots, head, len } => {
+                Some(slots[(usize::from(*head) + usize::from(*len) - 1) % INLINE])
+            }
             Self::Heap(times) => times.back().copied(),
         }
     }
@@ -299,7 +310,7 @@ impl Ring {
         match self {
             Self::Inline { len: 0, .. } => {}
             Self::Inline { head, len, .. } => {
-                *head = (*head + 1) % INLINE;
+                *head = (*head + 1) % INLINE as u8;
                 *len -= 1;
             }
             Self::Heap(times) => drop(times.pop_front()),
@@ -311,16 +322,16 @@ impl Ring {
         if let Self::Inline {
             slots,
             head,
-            len: INLINE,
+            len: FULL,
         } = self
         {
             let mut times = VecDeque::with_capacity(INLINE * 2);
-            times.extend((0..INLINE).map(|i| slots[(*head + i) % INLINE]));
+            times.extend((0..INLINE).map(|i| slots[(usize::from(*head) + i) % INLINE]));
             *self = Self::Heap(times);
         }
         match self {
             Self::Inline { slots, head, len } => {
-                slots[(*head + *len) % INLINE] = t;
+                slots[(usize::from(*head) + usize::from(*len)) % INLINE] = t;
                 *len += 1;
             }
             Self::Heap(times) => times.push_back(t),
@@ -330,8 +341,8 @@ impl Ring {
     fn for_each_mut(&mut self, mut change: impl FnMut(&mut u32)) {
         match self {
             Self::Inline { slots, head, len } => {
-                for i in 0..*len {
-                    change(&mut slots[(*head + i) % INLINE]);
+                for i in 0..usize::from(*len) {
+                    change(&mut slots[(usize::from(*head) + i) % INLINE]);
                 }
             }
             Self::Heap(times) => times.iter_mut().for_each(change),

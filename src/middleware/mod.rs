@@ -30,6 +30,7 @@ use crate::{
     clock::SharedClock,
     credentials::presented_key,
     error::within,
+    limit::Subject,
     quiet::{warn_quietly, Quiet},
     reject::Problems,
     routes::{client_path, Access},
@@ -154,7 +155,8 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         let decided = {
             let slot = self.slots.of(&key);
             let limits = self.authorize(&key, &slot, access, now)?;
-            let subject = self.slots.subject(&key, &slot, &limits);
+            let account_window = self.slots.account_window(&key, &limits);
+            let subject = subject(&key, &slot, account_window.as_deref());
             match self.limiter.check_now(subject, limits, now) {
                 Poll::Ready(decision) => {
                     Ok(self.admit(&key, &slot, access, limited(decision), now)?)
@@ -187,7 +189,8 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         };
         let headers = {
             let slot = self.slots.of(&key);
-            let subject = self.slots.subject(&key, &slot, &limits);
+            let account_window = self.slots.account_window(&key, &limits);
+            let subject = subject(&key, &slot, account_window.as_deref());
             let decision = within(
                 self.config.limiter_timeout,
                 self.limiter.check(subject, limits, now),
@@ -279,6 +282,21 @@ fn authenticate(
         Some(key) => Ok(key),
     };
     verdict.inspect_err(log_unauthenticated)
+}
+
+/// Whose request `key`'s is, for the limiter: the window of the first key of its rotation
+/// chain, and its account's if a limit is counted per account.
+fn subject<'a, W>(
+    key: &'a KeyRecord,
+    slot: &'a Slot<W>,
+    account_window: Option<&'a W>,
+) -> Subject<'a, W> {
+    Subject {
+        key: key.limit_id(),
+        account: &key.account_id,
+        key_window: slot.window(),
+        account_window,
+    }
 }
 
 /// 429 unless the limiter admitted the request.

@@ -19,7 +19,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering},
-        Arc, Once, OnceLock, Weak,
+        Arc, Once, Weak,
     },
     time::Duration,
 };
@@ -27,7 +27,6 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
-    limit::Subject,
     metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts, UsageBucket},
@@ -58,8 +57,6 @@ pub(crate) struct Slot<W> {
     own_window: W,
     /// The slot of the key whose window this one counts in, for a replacement.
     counts_in: Option<Arc<Self>>,
-    /// Its account's window, once a limit counted per account needed it.
-    account_window: OnceLock<Arc<W>>,
     usage: PendingUsage,
 }
 
@@ -122,35 +119,28 @@ impl<L: RateLimiter> Slots<L> {
                 Arc::new(Slot {
                     own_window: L::Window::default(),
                     counts_in,
-                    account_window: OnceLock::new(),
                     usage: PendingUsage::default(),
                 })
             })
             .clone()
     }
 
-    /// Whose request `key`'s is, for the limiter under `limits`: the window of the first key
-    /// of its rotation chain, and its account's if a limit is counted per account.
-    pub(crate) fn subject<'a>(
+    /// The window of `key`'s account, if `limits` count anything per account. Found by
+    /// account id (not kept in the key's slot, which most keys would pay for unused).
+    pub(crate) fn account_window(
         &self,
-        key: &'a KeyRecord,
-        slot: &'a Slot<L::Window>,
+        key: &KeyRecord,
         limits: &RateLimits,
-    ) -> Subject<'a, L::Window> {
-        let account_window = limits.has_account_scope().then(|| {
-            &**slot.account_window.get_or_init(|| {
-                self.accounts
-                    .entry(key.account_id.clone())
-                    .or_default()
-                    .clone()
-            })
-        });
-        Subject {
-            key: key.limit_id(),
-            account: &key.account_id,
-            key_window: slot.window(),
-            account_window,
-        }
+    ) -> Option<Arc<L::Window>> {
+        limits.has_account_scope().then(|| {
+            if let Some(window) = self.accounts.get(&key.account_id) {
+                return window.clone();
+            }
+            self.accounts
+                .entry(key.account_id.clone())
+                .or_default()
+                .clone()
+        })
     }
 
     /// Drops the slots nothing else holds, whose window is idle and usage flushed; at most
