@@ -18,14 +18,22 @@ use time::{Date, Month, OffsetDateTime, Time, UtcOffset};
 /// assert_eq!(quota.scope(), Scope::Account);
 /// assert_eq!(quota.window(), None);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     requests: u32,
-    span: Span,
-    scope: Scope,
+    /// What it counts, in one word (a limit is copied into every decision): the scope in
+    /// the top bit, below it [`DAY`], [`MONTH`] or a window in milliseconds.
+    counts: u32,
 }
 
-/// How a limit counts, kept small: a window in milliseconds.
+const PER_ACCOUNT: u32 = 1 << 31;
+const DAY: u32 = PER_ACCOUNT - 1;
+const MONTH: u32 = PER_ACCOUNT - 2;
+/// The longest window, in milliseconds: 24.8 days, beyond any sensible window, and it keeps
+/// offsets in `u32`.
+const MAX_WINDOW: u32 = PER_ACCOUNT - 3;
+
+/// How a limit counts: a window in milliseconds, or a calendar period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Span {
     Window(u32),
@@ -59,19 +67,17 @@ impl RateLimit {
     /// at most 24 days; a zero window counts as one millisecond.
     #[must_use]
     pub const fn new(requests: u32, window: Duration) -> Self {
-        // 2^31 ms is 24.8 days: beyond any sensible window, and it keeps offsets in u32.
         let millis = window.as_millis();
         let millis = if millis < 1 {
             1
-        } else if millis > 1 << 31 {
-            1 << 31
+        } else if millis > MAX_WINDOW as u128 {
+            MAX_WINDOW
         } else {
             millis as u32
         };
         Self {
             requests,
-            span: Span::Window(millis),
-            scope: Scope::Key,
+            counts: millis,
         }
     }
 
@@ -80,8 +86,7 @@ impl RateLimit {
     pub const fn per_day(requests: u32) -> Self {
         Self {
             requests,
-            span: Span::Day,
-            scope: Scope::Key,
+            counts: DAY,
         }
     }
 
@@ -90,15 +95,14 @@ impl RateLimit {
     pub const fn per_month(requests: u32) -> Self {
         Self {
             requests,
-            span: Span::Month,
-            scope: Scope::Key,
+            counts: MONTH,
         }
     }
 
     /// The same limit, counted once for the whole account.
     #[must_use]
     pub const fn per_account(mut self) -> Self {
-        self.scope = Scope::Account;
+        self.counts |= PER_ACCOUNT;
         self
     }
 
@@ -111,7 +115,7 @@ impl RateLimit {
     /// What it counts over.
     #[must_use]
     pub const fn period(self) -> Period {
-        match self.span {
+        match self.span() {
             Span::Window(millis) => Period::Window(Duration::from_millis(millis as u64)),
             Span::Day => Period::Day,
             Span::Month => Period::Month,
@@ -130,16 +134,24 @@ impl RateLimit {
     /// Whose requests it counts.
     #[must_use]
     pub const fn scope(self) -> Scope {
-        self.scope
+        if self.counts & PER_ACCOUNT == 0 {
+            Scope::Key
+        } else {
+            Scope::Account
+        }
     }
 
     pub(crate) const fn span(self) -> Span {
-        self.span
+        match self.counts & !PER_ACCOUNT {
+            DAY => Span::Day,
+            MONTH => Span::Month,
+            millis => Span::Window(millis),
+        }
     }
 
     /// The window in milliseconds, for a sliding window.
     pub(crate) const fn window_millis(self) -> Option<u32> {
-        match self.span {
+        match self.span() {
             Span::Window(millis) => Some(millis),
             Span::Day | Span::Month => None,
         }
@@ -148,7 +160,7 @@ impl RateLimit {
     /// Whether two limits count the same thing (the same scope and period, whatever N):
     /// a list holds each at most once, and a count follows its limit through a change of N.
     pub(crate) fn counts_like(self, other: Self) -> bool {
-        self.scope == other.scope && self.span == other.span
+        self.counts == other.counts
     }
 
     /// The calendar period of a quota that `at` falls in, as `[start, end)`; `None` for a
@@ -156,7 +168,7 @@ impl RateLimit {
     #[must_use]
     pub fn period_at(self, at: OffsetDateTime) -> Option<(OffsetDateTime, OffsetDateTime)> {
         let day = at.to_offset(UtcOffset::UTC).date();
-        let (start, end) = match self.span {
+        let (start, end) = match self.span() {
             Span::Window(_) => return None,
             Span::Day => (day, day.next_day()?),
             Span::Month => {
@@ -198,7 +210,7 @@ impl serde::Serialize for RateLimit {
             Period::Day => limit.serialize_entry("period", "day")?,
             Period::Month => limit.serialize_entry("period", "month")?,
         }
-        if self.scope == Scope::Account {
+        if self.scope() == Scope::Account {
             limit.serialize_entry("scope", "account")?;
         }
         limit.end()
@@ -256,6 +268,16 @@ impl RateLimits {
     /// The list as storage keeps it: its JSON text.
     pub(crate) fn to_json(self) -> String {
         serde_json::to_string(&self).expect("limits serialize")
+    }
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("requests", &self.requests)
+            .field("period", &self.period())
+            .field("scope", &self.scope())
+            .finish()
     }
 }
 
@@ -370,7 +392,7 @@ impl RateLimits {
     /// Whether any limit is counted per account.
     #[must_use]
     pub fn has_account_scope(&self) -> bool {
-        self.iter().any(|limit| limit.scope == Scope::Account)
+        self.iter().any(|limit| limit.scope() == Scope::Account)
     }
 }
 

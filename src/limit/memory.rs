@@ -206,11 +206,12 @@ pub(super) fn decide(
     let mut account = account_window
         .filter(|account| limits.has_account_scope() && !std::ptr::eq(*account, key_window))
         .map(|account| lock(&account.0));
-    let mut verdicts = [None; RateLimits::MAX];
+    // Each limit judged where it counts (the first sliding window of each scope in place),
+    // with the instant an admission would be counted at.
     let mut at = [0; RateLimits::MAX];
-    let mut seen_window = [false; 2];
     let mut firsts = [false; RateLimits::MAX];
-    for (i, limit) in limits.iter().enumerate() {
+    let mut seen_window = [false; 2];
+    let verdicts = limits.iter().enumerate().map(|(i, limit)| {
         let scope = usize::from(limit.scope() == Scope::Account && account.is_some());
         firsts[i] =
             limit.window_millis().is_some() && !std::mem::replace(&mut seen_window[scope], true);
@@ -219,10 +220,10 @@ pub(super) fn decide(
             _ => &mut *key,
         };
         let (verdict, instant) = counts.of(limit, firsts[i]).judge(limit, now);
-        verdicts[i] = Some(verdict);
         at[i] = instant;
-    }
-    let decision = Decision::of(limits, verdicts.into_iter().flatten(), now);
+        verdict
+    });
+    let decision = Decision::of(limits, verdicts, now);
     if decision.allowed {
         for (i, limit) in limits.iter().enumerate() {
             let counts = match (limit.scope(), account.as_deref_mut()) {
