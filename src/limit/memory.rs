@@ -121,6 +121,7 @@ enum Counter<'a> {
 impl Counts {
     /// The count of `limit`, made if new; `first` says it is the list's first sliding
     /// window of its scope.
+    #[inline]
     fn of(&mut self, limit: RateLimit, first: bool) -> Counter<'_> {
         if first {
             return Counter::Window(&mut self.first);
@@ -154,6 +155,7 @@ impl Counts {
 
 impl Counter<'_> {
     /// What `limit` answers alone at `now`, and the instant an admission is counted at.
+    #[inline]
     fn judge(&mut self, limit: RateLimit, now: OffsetDateTime) -> (Verdict, u32) {
         match self {
             Self::Window(window) => window.judge(limit, unix_millis(now)),
@@ -165,6 +167,14 @@ impl Counter<'_> {
         match self {
             Self::Window(window) => window.admitted.push_back(at),
             Self::Quota(quota) => quota.used += 1,
+        }
+    }
+
+    /// Undoes the [`count`](Self::count) just made.
+    fn take_back(&mut self) {
+        match self {
+            Self::Window(window) => window.admitted.pop_back(),
+            Self::Quota(quota) => quota.used -= 1,
         }
     }
 }
@@ -207,10 +217,11 @@ pub(super) fn decide(
         .filter(|account| limits.has_account_scope() && !std::ptr::eq(*account, key_window))
         .map(|account| lock(&account.0));
     // Each limit judged where it counts (the first sliding window of each scope in place),
-    // with the instant an admission would be counted at.
-    let mut at = [0; RateLimits::MAX];
+    // and counted at once while every limit so far admits: one pass for the common list of
+    // one. A later refusal takes those counts back.
     let mut firsts = [false; RateLimits::MAX];
     let mut seen_window = [false; 2];
+    let mut counted = 0;
     let verdicts = limits.iter().enumerate().map(|(i, limit)| {
         let scope = usize::from(limit.scope() == Scope::Account && account.is_some());
         firsts[i] =
@@ -219,18 +230,22 @@ pub(super) fn decide(
             (1, Some(account)) => account,
             _ => &mut *key,
         };
-        let (verdict, instant) = counts.of(limit, firsts[i]).judge(limit, now);
-        at[i] = instant;
+        let mut counter = counts.of(limit, firsts[i]);
+        let (verdict, instant) = counter.judge(limit, now);
+        if verdict.admits && counted == i {
+            counter.count(instant);
+            counted += 1;
+        }
         verdict
     });
     let decision = Decision::of(limits, verdicts, now);
-    if decision.allowed {
-        for (i, limit) in limits.iter().enumerate() {
+    if !decision.allowed {
+        for (i, limit) in limits.iter().enumerate().take(counted) {
             let counts = match (limit.scope(), account.as_deref_mut()) {
                 (Scope::Account, Some(account)) => account,
                 _ => &mut *key,
             };
-            counts.of(limit, firsts[i]).count(at[i]);
+            counts.of(limit, firsts[i]).take_back();
         }
     }
     key.keep_only(&limits);
@@ -315,6 +330,14 @@ impl Ring {
                 *len -= 1;
             }
             Self::Heap(times) => drop(times.pop_front()),
+        }
+    }
+
+    fn pop_back(&mut self) {
+        match self {
+            Self::Inline { len: 0, .. } => {}
+            Self::Inline { len, .. } => *len -= 1,
+            Self::Heap(times) => drop(times.pop_back()),
         }
     }
 

@@ -40,6 +40,7 @@ pub(crate) struct Verdict {
 impl Decision {
     /// The decision of a list from its limits' verdicts, in the list's order: admitted if
     /// every one admits.
+    #[inline]
     pub(crate) fn of(
         limits: RateLimits,
         verdicts: impl IntoIterator<Item = Verdict>,
