@@ -26,7 +26,8 @@
 //! reason}]`, every field at once; a member the endpoint does not take is `unknown field`),
 //! 402 `plan_required`; 405 `method_not_allowed` with `Allow`; 503 `auth_unavailable` when
 //! the store fails. The key create body may name the key's `"environment"` and set its own
-//! `"rate_limit": {"requests": n, "window_seconds": w}`; `GET …/keys?environment=staging`
+//! limits, `"rate_limits": [{"requests": n, "window_seconds": w}, {"requests": n,
+//! "period": "day"}]` (or one, `"rate_limit"`); `GET …/keys?environment=staging`
 //! lists only the keys for that environment.
 //!
 //! ```
