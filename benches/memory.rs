@@ -16,7 +16,7 @@ use nouvel_auth::{
     key::ApiKey,
     limit::{AnyRateLimiter, MemoryRateLimiter, RateLimiter},
     store::CachedKeyStore,
-    KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer,
+    KeySpec, KeyStore, MemoryKeyStore, NouvelAuthLayer, RateLimit, RateLimits,
 };
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, ServiceExt};
@@ -32,12 +32,14 @@ fn live() -> isize {
     stats.bytes_allocated as isize - stats.bytes_deallocated as isize
 }
 
-/// What the layer with `limiter` keeps per active key at N = 60, over `keys` keys.
-async fn per_active_key<L: RateLimiter>(limiter: L, keys: usize) -> f64 {
+/// What the layer with `limiter` keeps per active key at N = 60, over `keys` keys held to
+/// `limits`.
+async fn per_active_key<L: RateLimiter>(limiter: L, keys: usize, limits: RateLimits) -> f64 {
     let store = MemoryKeyStore::new();
-    let manager = nouvel_auth::Profile::nouvel()
+    let profile = nouvel_auth::Profile::nouvel()
         .max_keys_per_account(None)
-        .key_manager(store.clone());
+        .plan_limits(nouvel::SCALE, limits);
+    let manager = profile.key_manager(store.clone());
     let account = manager
         .create_account("Bench", nouvel::SCALE)
         .await
@@ -48,11 +50,13 @@ async fn per_active_key<L: RateLimiter>(limiter: L, keys: usize) -> f64 {
         let key = manager.create_key(&account.id, spec).await.unwrap().key;
         bearers.push(format!("Bearer {}", key.expose_secret()));
     }
-    let service = NouvelAuthLayer::new(store)
-        .limiter(limiter)
-        .layer(service_fn(|_r: Request<Body>| async {
-            Ok::<_, Infallible>(Response::new(Body::empty()))
-        }));
+    let service =
+        profile
+            .layer(store)
+            .limiter(limiter)
+            .layer(service_fn(|_r: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }));
     send(&service, &bearers[0]).await;
     let before = live();
     for bearer in &bearers[1..] {
@@ -78,13 +82,17 @@ fn main() {
     // Bytes per active key at N = 60: what the layer keeps for a key whose window is full
     // (its slot: the window's ring, the pending usage, the map entry), keys made first; with
     // the memory limiter, and with it chosen at run time (as the examples choose theirs).
-    let per_key = rt.block_on(per_active_key(MemoryRateLimiter::new(), keys));
+    let minute = RateLimits::default();
+    let per_key = rt.block_on(per_active_key(MemoryRateLimiter::new(), keys, minute));
     println!("layer: {per_key:.0} bytes per active key at N = 60 ({keys} keys; the records themselves are the store's, not counted)");
     let chosen = AnyRateLimiter::from(MemoryRateLimiter::new());
-    let per_key = rt.block_on(per_active_key(chosen, keys));
+    let per_key = rt.block_on(per_active_key(chosen, keys, minute));
     println!(
         "layer with limit::AnyRateLimiter (memory): {per_key:.0} bytes per active key at N = 60"
     );
+    let with_quota = RateLimits::new([RateLimit::default(), RateLimit::per_day(10_000)]).unwrap();
+    let per_key = rt.block_on(per_active_key(MemoryRateLimiter::new(), keys, with_quota));
+    println!("layer, 60 a minute and a daily quota: {per_key:.0} bytes per active key");
 
     // A million requests with random, well-formed but unknown keys through the layer.
     let requests = if keys == 10_000 { 1_000_000 } else { 1_000 };

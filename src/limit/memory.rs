@@ -73,10 +73,9 @@ struct Counts {
 }
 
 #[derive(Debug)]
-// Rare (a second window or a quota), so the window is kept in place like the first one.
-#[allow(clippy::large_enum_variant)]
 enum Count {
-    Window(Window),
+    /// Boxed: a second window is rare, and a quota's count should not take a window's room.
+    Window(Box<Window>),
     Quota(Quota),
 }
 
@@ -130,9 +129,11 @@ impl Counts {
         let held = more.iter().position(|(held, _)| held.counts_like(limit));
         let index = held.unwrap_or_else(|| {
             let count = match limit.window_millis() {
-                Some(_) => Count::Window(Window::default()),
+                Some(_) => Count::Window(Box::default()),
                 None => Count::Quota(Quota::default()),
             };
+            // Exactly the room needed: a list is at most four, and rarely changes.
+            more.reserve_exact(1);
             more.push((limit, count));
             more.len() - 1
         });
