@@ -365,6 +365,23 @@ async fn an_outage_never_raises_a_quota_on_one_instance() {
         admitted += usize::from(limiter.check(&key, quota, at(s)).await.unwrap().allowed);
     }
     assert_eq!(admitted, 2, "5 a day in all, Redis or not");
+    // Redis is back, empty: within the day it came back in, this instance's own count of 5
+    // still refuses, though Redis, having lost its count, would admit.
+    server.resume().await;
+    let mut asked_redis = false;
+    for attempt in 0..100 {
+        let decision = limiter.check(&key, quota, at(40 + attempt)).await.unwrap();
+        assert!(!decision.allowed, "a sixth admitted in one day");
+        asked_redis = common::servers::command_stats(&server.url())
+            .await
+            .iter()
+            .any(|(command, _)| command == "evalsha" || command == "eval");
+        if asked_redis {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(asked_redis, "the instance went back to Redis");
     // The next day the local count starts again.
     let tomorrow = 12 * 3_600;
     assert!(
