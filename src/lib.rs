@@ -1,8 +1,8 @@
 //! Tower middleware that puts API-key rules in front of any axum or hyper service:
 //! `Authorization: Bearer <prefix>…` keys checked against a pluggable [`KeyStore`],
-//! per-route [permissions](Permission), [plan](Plans) gating, expiry, and an exact per-key
-//! sliding-window [rate limit](RateLimit), in the application's own [`Profile`] or the
-//! Nouvel API's, the default.
+//! per-route [permissions](Permission), [plan](Plans) gating, expiry, and exact
+//! [rate limits](RateLimits) (sliding windows and daily or monthly quotas, per key or per
+//! account), in the application's own [`Profile`] or the Nouvel API's, the default.
 //!
 //! # Quick start
 //!
@@ -74,7 +74,7 @@
 //!    (401 expired);
 //! 4. plan: the [`Profile`]'s [`Plans`] (402);
 //! 5. permission: the route's [`Permission`] against the key's (403);
-//! 6. limit: the [`RateLimiter`] (429);
+//! 6. limit: the [`RateLimiter`], every limit of the key's list (429);
 //! 7. the inner service, with the key as an [`AuthenticatedKey`].
 //!
 //! Every refusal of the layer is a [`Rejection`]; it and every other refusal of the crate
