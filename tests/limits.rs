@@ -516,11 +516,17 @@ async fn a_rotation_shares_every_limit_with_its_predecessor() {
             200
         );
     }
+    h.keys.profile().flush_usage().await.unwrap();
     let new = h
         .keys
         .rotate_key(&h.account, &old.info.id, Duration::from_secs(3_600))
         .await
         .unwrap();
+    let quota = new.info.rate_limits[0].quota.expect("a quota");
+    assert_eq!(
+        quota.used, 2,
+        "the replacement shows its chain's use at once"
+    );
     assert_eq!(
         h.send_key("POST", "/api/v1/generate", &new).await.status,
         200

@@ -761,9 +761,22 @@ impl<S: KeyStorage> KeyManager<S> {
                 }
             }
         }
+        // A new key has done nothing yet, but its quotas may have counted requests already
+        // (its rotation chain's, its account's). The key is written: a failed read only
+        // leaves those counts out, it never hides the key its owner sees this once.
+        let has_quota = self
+            .profile
+            .limits_of(&plan, stored.rate_limits)
+            .iter()
+            .any(|limit| limit.window().is_none());
+        let activity = if has_quota {
+            let read = self.activity(&stored.account_id, &plan, None).await;
+            read.unwrap_or_default()
+        } else {
+            Activity::default()
+        };
         Ok(NewKey {
-            // A new key has done nothing yet.
-            info: self.info(stored, &plan, now, &Activity::default()),
+            info: self.info(stored, &plan, now, &activity),
             key,
         })
     }
