@@ -217,8 +217,15 @@ impl serde::Serialize for RateLimit {
     }
 }
 
+/// The shape of a limit in the admin API's form, as error messages say it.
+macro_rules! limit_shape {
+    () => {
+        "{\"requests\": 1 or more, \"window_seconds\": 1 to 86400} or {\"requests\": 1 or more, \"period\": \"day\" or \"month\"}, with an optional \"scope\": \"key\" or \"account\""
+    };
+}
+
 /// What a limit in the admin API's form must be.
-pub(crate) const LIMIT_FORM: &str = "must be {\"requests\": 1 or more, \"window_seconds\": 1 to 86400} or {\"requests\": 1 or more, \"period\": \"day\" or \"month\"}, with an optional \"scope\": \"key\" or \"account\"";
+pub(crate) const LIMIT_FORM: &str = concat!("must be ", limit_shape!());
 
 impl RateLimit {
     /// A limit in the admin API's form (see its `Serialize`): whole numbers, at least one
@@ -252,9 +259,10 @@ impl RateLimit {
 impl RateLimits {
     /// A list in the admin API's form: an array of [`RateLimit::from_json`]'s.
     pub(crate) fn from_json(value: &serde_json::Value) -> Result<Self, String> {
-        let items = value
-            .as_array()
-            .ok_or_else(|| format!("must be an array of limits, each {}", &LIMIT_FORM[5..]))?;
+        let items = value.as_array().ok_or(concat!(
+            "must be an array of 1 to 4 limits, each ",
+            limit_shape!()
+        ))?;
         let limits = items
             .iter()
             .enumerate()
