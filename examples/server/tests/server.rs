@@ -432,3 +432,33 @@ fn unknown_paths_under_the_api_stay_behind_the_layer() {
     server.signal("TERM");
     assert_eq!(server.wait(), Some(0));
 }
+
+#[test]
+fn the_limit_is_counted_on_the_redis_cluster_redis_url_lists() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(common::servers::RedisCluster::start());
+    let server = Server::start(&[("REDIS_URL", &cluster.urls())]);
+    let statuses: Vec<u16> = (0..61)
+        .map(|_| {
+            server
+                .with_key("GET", "/api/v1/projects", &server.demo_key)
+                .0
+        })
+        .collect();
+    assert!(statuses[..60].iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(statuses[60], 429);
+    // The count is the cluster's: the key's window is there, under its account's hash tag.
+    let held = runtime.block_on(async {
+        let mut held = Vec::new();
+        for node in 0..cluster.nodes.len() {
+            let keys: Vec<String> = cluster.query(node, &["KEYS", "nvl:rl:*"]).await;
+            held.extend(keys);
+        }
+        held
+    });
+    assert!(
+        held.iter()
+            .any(|key| key.starts_with("nvl:rl:{acc_") && key.ends_with(":w60000")),
+        "{held:?}"
+    );
+}

@@ -51,6 +51,11 @@ impl Example {
 #[path = "../../../../tests/common/ports.rs"]
 pub mod ports;
 
+/// The library tests' own Redis servers and Redis Cluster.
+#[allow(dead_code)]
+#[path = "../../../../tests/common/servers.rs"]
+pub mod servers;
+
 /// A directory of the test's own, removed when the last holder drops it: the server's
 /// working directory, where its default store, `nouvel.db`, lives.
 pub struct WorkDir(pub std::path::PathBuf);
