@@ -203,7 +203,7 @@ impl Profile {
         self.change(|words| words.default_limits = limits)
     }
 
-    /// The limits of the keys of accounts on `plan` (one [`RateLimit`], or a
+    /// The limits of the keys of accounts on `plan` (one [`RateLimit`](crate::RateLimit), or a
     /// [`RateLimits`] list of windows and quotas, per key or per account), unless a key
     /// has limits of its own.
     ///

@@ -218,6 +218,12 @@ impl serde::Serialize for RateLimit {
 }
 
 /// The shape of a limit in the admin API's form, as error messages say it.
+#[cfg(any(
+    feature = "admin",
+    feature = "settings",
+    feature = "postgres",
+    feature = "sqlite"
+))]
 macro_rules! limit_shape {
     () => {
         "{\"requests\": 1 or more, \"window_seconds\": 1 to 86400} or {\"requests\": 1 or more, \"period\": \"day\" or \"month\"}, with an optional \"scope\": \"key\" or \"account\""
@@ -225,8 +231,21 @@ macro_rules! limit_shape {
 }
 
 /// What a limit in the admin API's form must be.
+#[cfg(any(
+    feature = "admin",
+    feature = "settings",
+    feature = "postgres",
+    feature = "sqlite"
+))]
 pub(crate) const LIMIT_FORM: &str = concat!("must be ", limit_shape!());
 
+// Read by the routers from request bodies, and by the SQL stores from their column.
+#[cfg(any(
+    feature = "admin",
+    feature = "settings",
+    feature = "postgres",
+    feature = "sqlite"
+))]
 impl RateLimit {
     /// A limit in the admin API's form (see its `Serialize`): whole numbers, at least one
     /// request, a window of 1 to 86 400 seconds; nothing else in the object.
@@ -256,6 +275,12 @@ impl RateLimit {
     }
 }
 
+#[cfg(any(
+    feature = "admin",
+    feature = "settings",
+    feature = "postgres",
+    feature = "sqlite"
+))]
 impl RateLimits {
     /// A list in the admin API's form: an array of [`RateLimit::from_json`]'s.
     pub(crate) fn from_json(value: &serde_json::Value) -> Result<Self, String> {
@@ -274,6 +299,7 @@ impl RateLimits {
     }
 
     /// The list as storage keeps it: its JSON text.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn to_json(self) -> String {
         serde_json::to_string(&self).expect("limits serialize")
     }

@@ -21,6 +21,7 @@ mod redis;
 pub(crate) mod rule;
 
 pub use any::{AnyRateLimiter, AnyWindow};
+#[cfg(any(feature = "admin", feature = "settings"))]
 pub(crate) use limits::LIMIT_FORM;
 pub use limits::{InvalidLimits, Period, Scope};
 pub use memory::{MemoryRateLimiter, MemoryWindow};

@@ -9,7 +9,7 @@ use std::{
 
 // By path: the benches and the example's tests include these files by path too.
 #[path = "ports.rs"]
-mod ports;
+pub mod ports;
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())

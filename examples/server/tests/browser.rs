@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ports::free_port, Server, ADMIN_TOKEN, WEATHER};
+use common::{servers::ports::free_port, Server, ADMIN_TOKEN, WEATHER};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 

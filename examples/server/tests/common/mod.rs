@@ -48,10 +48,7 @@ impl Example {
     }
 }
 
-#[path = "../../../../tests/common/ports.rs"]
-pub mod ports;
-
-/// The library tests' own Redis servers and Redis Cluster.
+/// The library tests' own Redis servers and Redis Cluster, and free ports.
 #[allow(dead_code)]
 #[path = "../../../../tests/common/servers.rs"]
 pub mod servers;
