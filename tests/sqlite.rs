@@ -284,9 +284,16 @@ async fn one_file_serves_one_process_and_a_second_store_is_told_which() {
         .await
         .is_err());
     drop(clone);
-    SqliteKeyStore::open(&db.0, &Profile::nouvel())
-        .await
-        .unwrap();
+    // Released with the last clone; a process another test forks at that instant holds the
+    // lock's descriptor until its `exec` closes it, so give it a moment.
+    let started = std::time::Instant::now();
+    while let Err(error) = SqliteKeyStore::open(&db.0, &Profile::nouvel()).await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "still locked: {error}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
