@@ -477,6 +477,15 @@ async fn it_never_changes_a_plan_nor_takes_a_limit_and_refuses_keys_on_starter()
         limited.body["errors"],
         json!([{"field": "rate_limit", "reason": "unknown field"}])
     );
+    let quota = json!([{"requests": 1_000_000, "period": "month"}]);
+    let listed = s
+        .create(json!({"name": "k", "permissions": ["generate"], "rate_limits": quota}))
+        .await;
+    listed.assert_problem(422, "invalid_request");
+    assert_eq!(
+        listed.body["errors"],
+        json!([{"field": "rate_limits", "reason": "unknown field"}])
+    );
     let invalid = s
         .create(json!({"name": "", "permissions": ["nope"], "expiration": "2d"}))
         .await;

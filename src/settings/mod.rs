@@ -28,7 +28,8 @@
 //! * every `POST`, `PUT`, `PATCH` and `DELETE` must carry an `Origin` equal to the
 //!   request's own (`http://` or `https://` and its `Host`), or, without `Origin`,
 //!   `Sec-Fetch-Site: same-origin`; otherwise 403 `csrf_rejected`, and nothing changes;
-//! * it never changes a plan, and a create body may not set a `rate_limit`.
+//! * it never changes a plan, and a create body may not set limits (`rate_limits`,
+//!   `rate_limit`): a key's limits are its plan's unless the operator gives it its own.
 //!
 //! ```
 //! use axum::{http::request::Parts, Router};
