@@ -71,12 +71,20 @@ impl WorkDir {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
+/// A running example server; killed when dropped, so that no test leaves one behind.
 pub struct Server {
     pub example: Example,
     pub dir: std::sync::Arc<WorkDir>,
