@@ -14,6 +14,13 @@
 //! refused it frees.
 
 mod any;
+#[cfg(any(
+    feature = "admin",
+    feature = "settings",
+    feature = "postgres",
+    feature = "sqlite"
+))]
+mod json;
 pub(crate) mod limits;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
@@ -22,7 +29,7 @@ pub(crate) mod rule;
 
 pub use any::{AnyRateLimiter, AnyWindow};
 #[cfg(any(feature = "admin", feature = "settings"))]
-pub(crate) use limits::LIMIT_FORM;
+pub(crate) use json::LIMIT_FORM;
 pub use limits::{InvalidLimits, Period, Scope};
 pub use memory::{MemoryRateLimiter, MemoryWindow};
 #[cfg(feature = "redis")]

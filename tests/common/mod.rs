@@ -239,20 +239,23 @@ impl<L: nouvel_auth::limit::RateLimiter> Keyed<L> {
             .clone()
     }
 
+    /// What `key`'s requests are counted in: its window and the account's.
+    fn windows(&self, key: &nouvel_auth::key::KeyId) -> Windows<L::Window> {
+        Windows {
+            account: nouvel_auth::key::AccountId::from(Self::ACCOUNT),
+            key: self.window(key.as_str()),
+            of_account: self.window(Self::ACCOUNT),
+        }
+    }
+
     pub async fn check(
         &self,
         key: &nouvel_auth::key::KeyId,
         limits: impl Into<nouvel_auth::RateLimits>,
         now: OffsetDateTime,
     ) -> Result<nouvel_auth::limit::Decision, nouvel_auth::BackendError> {
-        let account = nouvel_auth::key::AccountId::from(Self::ACCOUNT);
-        let (key_window, account_window) = (self.window(key.as_str()), self.window(Self::ACCOUNT));
-        let subject = nouvel_auth::limit::Subject {
-            key,
-            account: &account,
-            key_window: &*key_window,
-            account_window: Some(&*account_window),
-        };
+        let windows = self.windows(key);
+        let subject = windows.subject(key);
         self.limiter.check(subject, limits.into(), now).await
     }
 
@@ -262,15 +265,30 @@ impl<L: nouvel_auth::limit::RateLimiter> Keyed<L> {
         limits: impl Into<nouvel_auth::RateLimits>,
         now: OffsetDateTime,
     ) -> std::task::Poll<nouvel_auth::limit::Decision> {
-        let account = nouvel_auth::key::AccountId::from(Self::ACCOUNT);
-        let (key_window, account_window) = (self.window(key.as_str()), self.window(Self::ACCOUNT));
-        let subject = nouvel_auth::limit::Subject {
+        let windows = self.windows(key);
+        self.limiter
+            .check_now(windows.subject(key), limits.into(), now)
+    }
+}
+
+/// A key's and its account's windows, as the layer holds them while a request is decided.
+struct Windows<W> {
+    account: nouvel_auth::key::AccountId,
+    key: std::sync::Arc<W>,
+    of_account: std::sync::Arc<W>,
+}
+
+impl<W> Windows<W> {
+    fn subject<'a>(
+        &'a self,
+        key: &'a nouvel_auth::key::KeyId,
+    ) -> nouvel_auth::limit::Subject<'a, W> {
+        nouvel_auth::limit::Subject {
             key,
-            account: &account,
-            key_window: &*key_window,
-            account_window: Some(&*account_window),
-        };
-        self.limiter.check_now(subject, limits.into(), now)
+            account: &self.account,
+            key_window: &self.key,
+            account_window: Some(&self.of_account),
+        }
     }
 }
 
