@@ -103,6 +103,7 @@ pub mod clock;
 mod credentials;
 mod environment;
 mod error;
+pub mod events;
 pub mod expiration;
 mod extract;
 pub mod key;

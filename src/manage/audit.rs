@@ -47,9 +47,8 @@ impl AuditEntry {
         actor: &Actor,
         at: OffsetDateTime,
     ) -> Self {
-        let random = random_id("");
         Self {
-            id: format!("aud_{:014x}{}", stamp(at), &random[..8.min(random.len())]),
+            id: sortable_id("aud_", at),
             at,
             action,
             account_id: account.clone(),
@@ -65,6 +64,16 @@ impl AuditEntry {
         self.details.insert(name.to_owned(), value.into());
         self
     }
+}
+
+/// `prefix`, then the time in hex and eight random characters: ids made later sort after.
+pub(crate) fn sortable_id(prefix: &str, at: OffsetDateTime) -> String {
+    let random = random_id("");
+    format!(
+        "{prefix}{:014x}{}",
+        stamp(at),
+        &random[..8.min(random.len())]
+    )
 }
 
 /// The microseconds of `at`, made greater than any stamp this process gave before: the ids
@@ -98,9 +107,11 @@ pub enum AuditAction {
     KeyDisabled,
     /// `key.enabled`
     KeyEnabled,
+    /// `key.exposed`: a secret scanner found the key in public, with `url` and `source`.
+    KeyExposed,
 }
 
-const ACTIONS: [(AuditAction, &str); 7] = [
+const ACTIONS: [(AuditAction, &str); 8] = [
     (AuditAction::AccountCreated, "account.created"),
     (AuditAction::PlanChanged, "account.plan_changed"),
     (AuditAction::KeyCreated, "key.created"),
@@ -108,6 +119,7 @@ const ACTIONS: [(AuditAction, &str); 7] = [
     (AuditAction::KeyDeleted, "key.deleted"),
     (AuditAction::KeyDisabled, "key.disabled"),
     (AuditAction::KeyEnabled, "key.enabled"),
+    (AuditAction::KeyExposed, "key.exposed"),
 ];
 
 impl AuditAction {
@@ -151,8 +163,9 @@ impl Serialize for AuditAction {
 }
 
 /// Who took an action: the operator (`admin`), a signed-in user of the application
-/// (`user`, with the application's id for them), or the crate and the application's own
-/// code (`system`).
+/// (`user`, with the application's id for them), a secret scanner that reported the key
+/// (`scanner`, with its name: `github`), or the crate and the application's own code
+/// (`system`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Actor {
     /// Which kind.
@@ -171,6 +184,8 @@ pub enum ActorKind {
     User,
     /// The application's own code, through the library.
     System,
+    /// A secret scanner's report.
+    Scanner,
 }
 
 impl ActorKind {
@@ -181,6 +196,7 @@ impl ActorKind {
             Self::Admin => "admin",
             Self::User => "user",
             Self::System => "system",
+            Self::Scanner => "scanner",
         }
     }
 }
@@ -193,6 +209,7 @@ impl FromStr for ActorKind {
             "admin" => Ok(Self::Admin),
             "user" => Ok(Self::User),
             "system" => Ok(Self::System),
+            "scanner" => Ok(Self::Scanner),
             _ => Err(UnknownAuditName(name.to_owned())),
         }
     }
@@ -223,6 +240,15 @@ impl Actor {
         Self {
             kind: ActorKind::System,
             id: None,
+        }
+    }
+
+    /// The secret scanner named `name` (`github`).
+    #[must_use]
+    pub fn scanner(name: impl Into<String>) -> Self {
+        Self {
+            kind: ActorKind::Scanner,
+            id: Some(name.into()),
         }
     }
 }

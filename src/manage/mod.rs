@@ -25,7 +25,7 @@
 //! # });
 //! ```
 
-mod audit;
+pub(crate) mod audit;
 mod hints;
 pub(crate) mod manager;
 

@@ -7,13 +7,18 @@ use std::{
 
 use time::OffsetDateTime;
 
+use super::outbox::MemoryOutbox;
+use crate::{
+    events::{Event, PendingEvent, Settlement},
+    store::EventOutbox,
+    KeyRecord, KeyStorage, KeyStore, StoredKey,
+};
 use crate::{
     manage::AuditEntry,
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId,
     Permission, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, StoredKey};
 
 /// The embedded key store: accounts and keys in memory (DashMap), for one process.
 ///
@@ -55,9 +60,15 @@ struct Inner {
     permission_use: std::sync::Mutex<HashMap<(KeyId, Permission), OffsetDateTime>>,
     /// The usage buckets, by key, granularity and start.
     usage: std::sync::Mutex<BTreeMap<(KeyId, Granularity, OffsetDateTime), UsageBucket>>,
-    /// The audit log, oldest first. Held while a change is made, so that whoever reads the
-    /// log sees a change and its entry together.
-    audit: std::sync::Mutex<Vec<AuditEntry>>,
+    /// The audit log, oldest first, and the outbox. Held while a change is made, so that
+    /// whoever reads them sees a change, its entry and its event together.
+    log: std::sync::Mutex<Log>,
+}
+
+#[derive(Default)]
+struct Log {
+    audit: Vec<AuditEntry>,
+    outbox: MemoryOutbox,
 }
 
 impl Default for MemoryKeyStore {
@@ -84,7 +95,7 @@ impl MemoryKeyStore {
                 keys: ConcurrentMap::default(),
                 usage: std::sync::Mutex::default(),
                 permission_use: std::sync::Mutex::default(),
-                audit: std::sync::Mutex::default(),
+                log: std::sync::Mutex::default(),
             }),
         }
     }
@@ -108,13 +119,16 @@ impl MemoryKeyStore {
 }
 
 impl MemoryKeyStore {
-    /// Makes `change` and, if it says it did (`true`), records `audit`: both under the
-    /// log's lock.
+    /// Makes `change` and, if it says it did (`true`), records `audit` and its event: all
+    /// under the log's lock.
     fn audited<T>(&self, audit: &AuditEntry, change: impl FnOnce() -> (T, bool)) -> T {
-        let mut log = crate::lock(&self.inner.audit);
+        let mut log = crate::lock(&self.inner.log);
         let (answer, changed) = change();
         if changed {
-            log.push(audit.clone());
+            log.audit.push(audit.clone());
+            if let Some(event) = Event::of(audit) {
+                log.outbox.push(event, None);
+            }
         }
         answer
     }
@@ -330,8 +344,9 @@ impl KeyStorage for MemoryKeyStore {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, BackendError> {
-        let log = crate::lock(&self.inner.audit);
+        let log = crate::lock(&self.inner.log);
         let mut entries: Vec<AuditEntry> = log
+            .audit
             .iter()
             .filter(|entry| entry.account_id == *account)
             .filter(|entry| before.is_none_or(|before| entry.id.as_str() < before))
@@ -343,7 +358,7 @@ impl KeyStorage for MemoryKeyStore {
     }
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
-        let mut log = crate::lock(&self.inner.audit);
+        let log = &mut crate::lock(&self.inner.log).audit;
         let kept = log.len();
         log.retain(|entry| entry.at >= before);
         Ok(u64::try_from(kept - log.len()).unwrap_or(u64::MAX))
@@ -402,6 +417,55 @@ impl KeyStorage for MemoryKeyStore {
                 *g == granularity && (from..to).contains(start) && of_account(key)
             })
             .map(|((key, _, _), bucket)| (key.clone(), *bucket))
+            .collect())
+    }
+}
+
+impl EventOutbox for MemoryKeyStore {
+    async fn add_event(&self, event: &Event, once: &str) -> Result<bool, BackendError> {
+        Ok(crate::lock(&self.inner.log)
+            .outbox
+            .push(event.clone(), Some(once)))
+    }
+
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, BackendError> {
+        Ok(crate::lock(&self.inner.log)
+            .outbox
+            .claim(now, lease_until, limit))
+    }
+
+    async fn settle_event(
+        &self,
+        seq: i64,
+        settlement: Settlement,
+        now: OffsetDateTime,
+    ) -> Result<(), BackendError> {
+        crate::lock(&self.inner.log)
+            .outbox
+            .settle(seq, settlement, now);
+        Ok(())
+    }
+
+    async fn prune_events(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        Ok(crate::lock(&self.inner.log).outbox.prune(before))
+    }
+
+    async fn keys_expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<StoredKey>, BackendError> {
+        Ok(self
+            .inner
+            .keys
+            .iter()
+            .filter(|key| key.expires_at.is_some_and(|at| (from..to).contains(&at)))
+            .map(|key| key.clone())
             .collect())
     }
 }

@@ -15,6 +15,7 @@ mod any;
 #[cfg(feature = "cache")]
 mod cached;
 pub(crate) mod memory;
+mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -36,6 +37,7 @@ pub use postgres::PostgresKeyStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteKeyStore;
+pub use traits::EventOutbox;
 
 use crate::{AccountId, KeyDigest, KeyId};
 

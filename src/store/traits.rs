@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::{
     attachment::Attachment,
+    events::{Event, PendingEvent, Settlement},
     manage::AuditEntry,
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyId,
@@ -475,4 +476,57 @@ pub trait KeyStorage: KeyStore {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<UsageBucket>, BackendError>> + Send;
+}
+
+/// The outbox of a store that keeps [events](crate::events): what the
+/// [`EventDispatcher`](crate::events::EventDispatcher) reads and settles.
+///
+/// A store that implements it writes, in the same transaction as each audit entry of a
+/// [`KeyStorage`] call, the entry's event ([`Event::of`]) when it has one: a change is
+/// never kept without its event, nor an event without its change. Events are kept in the
+/// order they are written (`seq`), each with its delivery state.
+///
+/// Run `testing::outbox_conformance` (feature `testing`) on a store of your own to check
+/// that it keeps this contract.
+pub trait EventOutbox: KeyStorage {
+    /// Writes an event the sweep found, unless an event with the same `once` mark was
+    /// written before (a mark is kept as long as its event); whether it wrote it.
+    fn add_event(
+        &self,
+        event: &Event,
+        once: &str,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Claims at most `limit` events for delivery, oldest first, and keeps others from
+    /// claiming them until `lease_until`. An event is claimable when it is unfinished, due
+    /// at `now`, not claimed by a lease that runs past `now`, and the oldest unfinished
+    /// event of its [subject](Event::subject): a key's events are delivered in order,
+    /// one at a time, however many dispatchers share the outbox.
+    fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PendingEvent>, BackendError>> + Send;
+
+    /// Records what became of an attempt to deliver the event at `seq`, and ends its lease.
+    fn settle_event(
+        &self,
+        seq: i64,
+        settlement: Settlement,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Deletes the events finished before `before`; how many.
+    fn prune_events(
+        &self,
+        before: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, BackendError>> + Send;
+
+    /// The live keys of every account that expire in `[from, to)`.
+    fn keys_expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<StoredKey>, BackendError>> + Send;
 }
