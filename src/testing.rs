@@ -36,6 +36,8 @@
 //!   a page at a time, none for a refused action, none holding a key or a digest, and
 //!   pruned by age.
 //!
+//! A store that keeps events runs [`outbox_conformance`] too.
+//!
 //! A store with transactions also runs [`recovers_from_failed_commits`]: a write whose
 //! commit fails (a full disk) is an error and leaves nothing, and the store writes again
 //! once commits succeed.
@@ -47,10 +49,13 @@ use time::{macros::datetime, OffsetDateTime};
 
 use crate::{
     clock::ManualClock,
+    events::{Event, EventKind, PendingEvent, Settlement},
     manage::{Actor, ActorKind, AuditAction, KeyStatus, NewKey, AUDIT_RETENTION},
+    store::EventOutbox,
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, Clock, Environment, Expiration, KeyId, KeyManager, KeySpec,
-    KeyStorage, ManageError, Permissions, Plan, Profile, RateLimit, RateLimits, Usage, UsageReport,
+    KeyStorage, ManageError, Permissions, Plan, Profile, RateLimit, RateLimits, StoredKey, Usage,
+    UsageReport,
 };
 
 /// The instant the kit's clock starts at. Storage is never asked for the time, so any
@@ -242,6 +247,230 @@ pub async fn recovers_from_failed_commits<S: KeyStorage>(
     );
 }
 
+/// Runs, against `storage` (a store of its own: it settles every event it finds), what an
+/// [`EventOutbox`] must do: each key action's event written with it, and none for a
+/// refused one; claims that hand out a key's events in order, one at a time, and honour
+/// leases and retry times; settlements kept; the sweep's marks keeping an event to once
+/// until it is pruned; keys found by expiration.
+pub async fn outbox_conformance<S: EventOutbox>(storage: S) {
+    let kit = Kit::new(storage);
+    let outbox = kit.keys.storage();
+    let lease = Duration::from_secs(60);
+    let claim = async |at: OffsetDateTime| {
+        ok(
+            "claim events",
+            outbox.claim_events(at, at + lease, 1000).await,
+        )
+    };
+    let settle = async |pending: &PendingEvent, settlement: Settlement, at: OffsetDateTime| {
+        ok(
+            "settle an event",
+            outbox.settle_event(pending.seq, settlement, at).await,
+        );
+    };
+    // What earlier tests left: settled, so that what follows starts from nothing pending.
+    let later = T0 + Duration::from_secs(1000 * 86_400);
+    loop {
+        let left = claim(later).await;
+        if left.is_empty() {
+            break;
+        }
+        for pending in &left {
+            settle(pending, Settlement::Delivered, T0).await;
+        }
+    }
+
+    let account = kit.account(nouvel::SCALE).await;
+    let first = kit
+        .key(&account, KeySpec::new("First", [nouvel::GENERATE]))
+        .await;
+    ok(
+        "disable a key",
+        kit.keys.disable_key(&account.id, &first.info.id).await,
+    );
+    let second = kit
+        .key(&account, KeySpec::new("Second", [nouvel::PUBLISH]))
+        .await;
+    let rotation = ok(
+        "rotate a key",
+        kit.keys
+            .rotate_key(&account.id, &second.info.id, Duration::ZERO)
+            .await,
+    );
+    let refused = kit
+        .keys
+        .delete_key(&account.id, &"key_never_made".into())
+        .await;
+    check("a refused deletion", refused.is_err(), &refused);
+
+    let now = kit.clock.now();
+    let kinds = |claimed: &[PendingEvent]| -> Vec<(EventKind, Option<KeyId>)> {
+        claimed
+            .iter()
+            .map(|p| (p.event.kind, p.event.key_id.clone()))
+            .collect()
+    };
+    let claimed = claim(now).await;
+    check(
+        "a claim hands out the first event of each key, in the order they were written",
+        kinds(&claimed)
+            == [
+                (EventKind::KeyCreated, Some(first.info.id.clone())),
+                (EventKind::KeyCreated, Some(second.info.id.clone())),
+            ],
+        kinds(&claimed),
+    );
+    let created = &claimed[0];
+    let json = created.event.to_json();
+    check(
+        "an event carries its account, time and data, never a secret or a digest",
+        created.event.account_id == account.id
+            && created.event.at == now
+            && created.event.data.get("name") == Some(&"First".into())
+            && created.attempts == 0
+            && created.delivered_to == 0
+            && !json.contains(first.key.expose_secret())
+            && !json.contains(&hex(&outbox.digest(&first.key))),
+        &json,
+    );
+    check(
+        "events are not claimed again while leased, nor a key's later ones",
+        claim(now).await.is_empty(),
+        "claimed",
+    );
+    settle(&claimed[0], Settlement::Delivered, now).await;
+    let retry_at = now + Duration::from_secs(10);
+    settle(
+        &claimed[1],
+        Settlement::Retry {
+            at: retry_at,
+            attempts: 1,
+            delivered_to: 0b1,
+        },
+        now,
+    )
+    .await;
+    let claimed = claim(now).await;
+    check(
+        "a delivered event makes way for the key's next; a retry waits for its time",
+        kinds(&claimed) == [(EventKind::KeyDisabled, Some(first.info.id.clone()))],
+        kinds(&claimed),
+    );
+    settle(&claimed[0], Settlement::Delivered, now).await;
+    let claimed = claim(retry_at).await;
+    check(
+        "a retry is claimed at its time with its attempts and the sinks that took it",
+        kinds(&claimed) == [(EventKind::KeyCreated, Some(second.info.id.clone()))]
+            && claimed[0].attempts == 1
+            && claimed[0].delivered_to == 0b1,
+        &claimed,
+    );
+    let again = claim(retry_at + lease).await;
+    check(
+        "an event whose lease ran out is claimed again",
+        again.len() == 1 && again[0].seq == claimed[0].seq,
+        &again,
+    );
+    settle(&again[0], Settlement::Abandoned, retry_at).await;
+    let claimed = claim(retry_at + lease).await;
+    check(
+        "an abandoned event makes way for the key's next: the rotation, with its replacement",
+        kinds(&claimed) == [(EventKind::KeyRotated, Some(second.info.id.clone()))]
+            && claimed[0].event.data.get("replacement_id")
+                == Some(&rotation.info.id.as_str().into()),
+        &claimed,
+    );
+    settle(&claimed[0], Settlement::Delivered, now).await;
+    check(
+        "a refused action and an account's creation write no event",
+        claim(later).await.is_empty(),
+        "claimed",
+    );
+
+    let swept = Event::new(
+        EventKind::KeyExpiring,
+        &account.id,
+        Some(&first.info.id),
+        now,
+    );
+    let mark = format!("key.expiring:{}", first.info.id);
+    let added = ok("add an event", outbox.add_event(&swept, &mark).await);
+    let repeated = Event::new(
+        EventKind::KeyExpiring,
+        &account.id,
+        Some(&first.info.id),
+        now,
+    );
+    let twice = ok("add an event", outbox.add_event(&repeated, &mark).await);
+    check(
+        "an event with a kept mark is not added",
+        added && !twice,
+        (added, twice),
+    );
+    let claimed = claim(now).await;
+    check(
+        "an added event is claimed",
+        claimed.len() == 1 && claimed[0].event == swept,
+        &claimed,
+    );
+    settle(&claimed[0], Settlement::Delivered, now).await;
+    let pruned = ok("prune events", outbox.prune_events(now).await);
+    check(
+        "finished events are pruned by age: none before",
+        pruned == 0,
+        pruned,
+    );
+    let pruned = ok(
+        "prune events",
+        outbox.prune_events(now + Duration::from_secs(1)).await,
+    );
+    check("finished events are pruned by age", pruned >= 4, pruned);
+    let after = Event::new(
+        EventKind::KeyExpiring,
+        &account.id,
+        Some(&first.info.id),
+        now,
+    );
+    let added = ok("add an event", outbox.add_event(&after, &mark).await);
+    check("a pruned event's mark is gone with it", added, added);
+
+    let week = kit
+        .key(
+            &account,
+            KeySpec::new("A week", [nouvel::GENERATE]).expiration(Expiration::Days7),
+        )
+        .await;
+    let ends = now + Duration::from_secs(7 * 86_400);
+    let found = |keys: Vec<StoredKey>| keys.iter().any(|key| key.id == week.info.id);
+    let within = ok(
+        "find expiring keys",
+        outbox
+            .keys_expiring(ends, ends + Duration::from_secs(1))
+            .await,
+    );
+    let before = ok("find expiring keys", outbox.keys_expiring(now, ends).await);
+    check(
+        "a key is found by its expiration, in [from, to)",
+        found(within) && !found(before),
+        "",
+    );
+    ok(
+        "delete a key",
+        kit.keys.delete_key(&account.id, &week.info.id).await,
+    );
+    let deleted = ok(
+        "find expiring keys",
+        outbox
+            .keys_expiring(ends, ends + Duration::from_secs(1))
+            .await,
+    );
+    check(
+        "a deleted key is not found by its expiration",
+        !found(deleted),
+        "",
+    );
+}
+
 struct Kit<S> {
     clock: ManualClock,
     keys: KeyManager<S>,
@@ -254,6 +483,15 @@ fn ok<T, E: std::fmt::Debug>(behaviour: &str, result: Result<T, E>) -> T {
         Ok(value) => value,
         Err(error) => panic!("conformance: {behaviour}: failed with {error:?}"),
     }
+}
+
+/// A digest as text, to look for in what a store wrote.
+fn hex(digest: &crate::KeyDigest) -> String {
+    digest
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[track_caller]
@@ -1057,14 +1295,7 @@ impl<S: KeyStorage> Kit<S> {
             plan,
         );
         let text = serde_json::to_string(&page.entries).unwrap_or_default();
-        let digest: String = self
-            .keys
-            .storage()
-            .digest(&made.key)
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = hex(&self.keys.storage().digest(&made.key));
         check(
             "no entry holds a key or a digest",
             !text.contains(made.key.expose_secret())

@@ -29,3 +29,16 @@ async fn the_memory_store_chosen_at_run_time_conforms() {
     store.migrate().await.unwrap();
     nouvel_auth::testing::conformance(store).await;
 }
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_outbox_contract() {
+    nouvel_auth::testing::outbox_conformance(nouvel_auth::MemoryKeyStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_cached_memory_store_keeps_the_outbox_contract() {
+    nouvel_auth::testing::outbox_conformance(nouvel_auth::store::CachedKeyStore::new(
+        nouvel_auth::MemoryKeyStore::new(),
+    ))
+    .await;
+}

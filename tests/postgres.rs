@@ -74,6 +74,12 @@ async fn the_postgres_store_conforms() {
 }
 
 #[tokio::test]
+async fn the_postgres_store_keeps_the_outbox_contract() {
+    let store = nouvel_auth::store::AnyKeyStore::from(servers::postgres_store().await);
+    nouvel_auth::testing::outbox_conformance(store).await;
+}
+
+#[tokio::test]
 async fn the_postgres_store_chosen_at_run_time_conforms_and_listens() {
     let store = nouvel_auth::store::AnyKeyStore::from(servers::postgres_store().await);
     store.migrate().await.unwrap();

@@ -48,6 +48,13 @@ async fn the_sqlite_store_passes_the_conformance_kit() {
 }
 
 #[tokio::test]
+async fn the_sqlite_store_keeps_the_outbox_contract_behind_a_cache() {
+    let db = TempDb::new();
+    let store = nouvel_auth::store::AnyKeyStore::from(store(&db).await);
+    nouvel_auth::testing::outbox_conformance(nouvel_auth::store::CachedKeyStore::new(store)).await;
+}
+
+#[tokio::test]
 async fn the_sqlite_store_chosen_at_run_time_conforms_behind_a_cache() {
     let db = TempDb::new();
     let store = nouvel_auth::store::AnyKeyStore::from(store(&db).await);

@@ -4,11 +4,13 @@ use std::{sync::Arc, task::Poll};
 
 use time::OffsetDateTime;
 
+use super::EventOutbox;
 #[cfg(feature = "postgres")]
 use super::PostgresKeyStore;
 #[cfg(feature = "sqlite")]
 use super::SqliteKeyStore;
 use crate::{
+    events::{Event, PendingEvent, Settlement},
     manage::{AuditEntry, Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyRecord, KeyStorage, KeyStore,
     MemoryKeyStore, Permission, Plan, StoredKey, UsageReport,
@@ -254,5 +256,43 @@ impl KeyStorage for AnyKeyStore {
         to: OffsetDateTime,
     ) -> Result<Vec<UsageBucket>, BackendError> {
         each!(self, |store| store.usage(key, granularity, from, to).await)
+    }
+}
+
+impl EventOutbox for AnyKeyStore {
+    async fn add_event(&self, event: &Event, once: &str) -> Result<bool, BackendError> {
+        each!(self, |store| store.add_event(event, once).await)
+    }
+
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, BackendError> {
+        each!(self, |store| store
+            .claim_events(now, lease_until, limit)
+            .await)
+    }
+
+    async fn settle_event(
+        &self,
+        seq: i64,
+        settlement: Settlement,
+        now: OffsetDateTime,
+    ) -> Result<(), BackendError> {
+        each!(self, |store| store.settle_event(seq, settlement, now).await)
+    }
+
+    async fn prune_events(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        each!(self, |store| store.prune_events(before).await)
+    }
+
+    async fn keys_expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<StoredKey>, BackendError> {
+        each!(self, |store| store.keys_expiring(from, to).await)
     }
 }

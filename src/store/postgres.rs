@@ -3,7 +3,7 @@
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions},
     PgPool, Postgres, Transaction,
 };
 use time::OffsetDateTime;
@@ -11,12 +11,16 @@ use time::OffsetDateTime;
 use super::rows::{self, KEY_COLUMNS};
 use super::Invalidation;
 use crate::{
+    events::{Event, PendingEvent, Settlement},
+    store::EventOutbox,
+    KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey,
+};
+use crate::{
     manage::{AuditEntry, Granularity, UsageBucket},
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey};
 
 /// The key store on PostgreSQL (feature `postgres`): [`KeyStore`] and [`KeyStorage`].
 ///
@@ -678,8 +682,9 @@ impl KeyStorage for PostgresKeyStore {
     }
 }
 
-async fn insert_audit<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
+/// Writes `entry`, and its event if it has one.
+async fn insert_audit(
+    connection: &mut PgConnection,
     entry: &AuditEntry,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -694,9 +699,133 @@ async fn insert_audit<'e>(
     .bind(entry.actor.kind.as_str())
     .bind(entry.actor.id.as_deref())
     .bind(serde_json::Value::Object(entry.details.clone()).to_string())
+    .execute(&mut *connection)
+    .await?;
+    match Event::of(entry) {
+        Some(event) => insert_event(connection, &event, None).await.map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Writes `event`, due at once; `false` if its `once` mark was written before.
+async fn insert_event<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    event: &Event,
+    once: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let written = sqlx::query(
+        "INSERT INTO events (id, subject, body, once, due_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (once) DO NOTHING",
+    )
+    .bind(&event.id)
+    .bind(event.subject())
+    .bind(event.to_json())
+    .bind(once)
+    .bind(event.at)
     .execute(executor)
-    .await
-    .map(drop)
+    .await?;
+    Ok(written.rows_affected() == 1)
+}
+
+impl EventOutbox for PostgresKeyStore {
+    async fn add_event(&self, event: &Event, once: &str) -> Result<bool, BackendError> {
+        insert_event(&self.pool, event, Some(once))
+            .await
+            .map_err(db)
+    }
+
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, BackendError> {
+        // Rows another instance is claiming are skipped, and so (by the NOT EXISTS) are the
+        // later events of their keys.
+        let rows = sqlx::query(
+            "UPDATE events SET leased_until = $2
+             WHERE seq IN (
+                 SELECT seq FROM events e
+                 WHERE finished_at IS NULL AND due_at <= $1
+                   AND (leased_until IS NULL OR leased_until <= $1)
+                   AND NOT EXISTS (SELECT 1 FROM events p WHERE p.subject = e.subject
+                                   AND p.seq < e.seq AND p.finished_at IS NULL)
+                 ORDER BY seq LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, body, attempts, delivered_to",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut claimed: Vec<PendingEvent> = rows
+            .iter()
+            .map(rows::pending_event)
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        claimed.sort_by_key(|pending| pending.seq);
+        Ok(claimed)
+    }
+
+    async fn settle_event(
+        &self,
+        seq: i64,
+        settlement: Settlement,
+        now: OffsetDateTime,
+    ) -> Result<(), BackendError> {
+        let settle = match settlement {
+            Settlement::Delivered | Settlement::Abandoned => sqlx::query(
+                "UPDATE events SET leased_until = NULL, finished_at = $2 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(now),
+            Settlement::Retry {
+                at,
+                attempts,
+                delivered_to,
+            } => sqlx::query(
+                "UPDATE events SET leased_until = NULL, due_at = $2, attempts = $3,
+                     delivered_to = $4
+                 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(i64::from(attempts))
+            .bind(i64::from(delivered_to)),
+        };
+        settle.execute(&self.pool).await.map(drop).map_err(db)
+    }
+
+    async fn prune_events(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        let pruned = sqlx::query("DELETE FROM events WHERE finished_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(pruned.rows_affected())
+    }
+
+    async fn keys_expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<StoredKey>, BackendError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE deleted_at IS NULL AND expires_at >= $1 AND expires_at < $2"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| rows::stored_key(row, self.permissions))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
 }
 
 async fn insert_key<'e>(

@@ -5,6 +5,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::{
+    events::PendingEvent,
     manage::{Actor, AuditEntry},
     quiet::{warn_quietly, Quiet},
     usage::{Granularity, RejectionCounts, UsageBucket},
@@ -208,6 +209,16 @@ pub(super) fn stored_key(
             },
             last_request_at: row.maybe_time("last_request_at")?,
         },
+    })
+}
+
+/// A row of the `events` table: `seq, body, attempts, delivered_to`.
+pub(super) fn pending_event(row: &impl Columns) -> Result<PendingEvent, sqlx::Error> {
+    Ok(PendingEvent {
+        seq: row.integer("seq")?,
+        event: serde_json::from_str(&row.text("body")?).map_err(decode)?,
+        attempts: u32::try_from(row.integer("attempts")?).unwrap_or(u32::MAX),
+        delivered_to: u32::try_from(row.integer("delivered_to")?).unwrap_or(0),
     })
 }
 

@@ -7,17 +7,21 @@ use sqlx::{
         SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
         SqliteSynchronous,
     },
-    Connection,
+    Connection, Row,
 };
 use time::OffsetDateTime;
 
 use super::rows::{self, KEY_COLUMNS};
 use crate::{
+    events::{Event, PendingEvent, Settlement},
+    store::EventOutbox,
+    KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey,
+};
+use crate::{
     manage::{AuditEntry, Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
 };
-use crate::{KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey};
 
 /// The key store in a SQLite file (feature `sqlite`): [`KeyStore`] and [`KeyStorage`],
 /// with no server to run. Keys, accounts, states and usage survive a restart.
@@ -536,8 +540,9 @@ impl KeyStorage for SqliteKeyStore {
     }
 }
 
-async fn insert_audit<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
+/// Writes `entry`, and its event if it has one.
+async fn insert_audit(
+    connection: &mut SqliteConnection,
     entry: &AuditEntry,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -552,9 +557,32 @@ async fn insert_audit<'e>(
     .bind(entry.actor.kind.as_str())
     .bind(entry.actor.id.as_deref())
     .bind(serde_json::Value::Object(entry.details.clone()).to_string())
-    .execute(executor)
-    .await
-    .map(drop)
+    .execute(&mut *connection)
+    .await?;
+    match Event::of(entry) {
+        Some(event) => insert_event(connection, &event, None).await.map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Writes `event`, due at once; `false` if its `once` mark was written before.
+async fn insert_event(
+    connection: &mut SqliteConnection,
+    event: &Event,
+    once: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let written = sqlx::query(
+        "INSERT INTO events (id, subject, body, once, due_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (once) DO NOTHING",
+    )
+    .bind(&event.id)
+    .bind(event.subject())
+    .bind(event.to_json())
+    .bind(once)
+    .bind(rows::micros(event.at))
+    .execute(connection)
+    .await?;
+    Ok(written.rows_affected() == 1)
 }
 
 async fn insert_key<'e>(
@@ -583,6 +611,109 @@ async fn insert_key<'e>(
     .execute(executor)
     .await
     .map(drop)
+}
+
+impl EventOutbox for SqliteKeyStore {
+    async fn add_event(&self, event: &Event, once: &str) -> Result<bool, BackendError> {
+        self.write(async |tx| insert_event(tx, event, Some(once)).await)
+            .await
+    }
+
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, BackendError> {
+        // One writer: the select and the lease are one transaction, so no other claim
+        // comes between them.
+        let rows = self
+            .write(async |tx| {
+                let rows = sqlx::query(
+                    "SELECT seq, body, attempts, delivered_to FROM events e
+                     WHERE finished_at IS NULL AND due_at <= ?1
+                       AND (leased_until IS NULL OR leased_until <= ?1)
+                       AND NOT EXISTS (SELECT 1 FROM events p WHERE p.subject = e.subject
+                                       AND p.seq < e.seq AND p.finished_at IS NULL)
+                     ORDER BY seq LIMIT ?2",
+                )
+                .bind(rows::micros(now))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &rows {
+                    sqlx::query("UPDATE events SET leased_until = ? WHERE seq = ?")
+                        .bind(rows::micros(lease_until))
+                        .bind(row.try_get::<i64, _>("seq")?)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(rows)
+            })
+            .await?;
+        rows.iter()
+            .map(rows::pending_event)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn settle_event(
+        &self,
+        seq: i64,
+        settlement: Settlement,
+        now: OffsetDateTime,
+    ) -> Result<(), BackendError> {
+        let settle = match settlement {
+            Settlement::Delivered | Settlement::Abandoned => {
+                sqlx::query("UPDATE events SET leased_until = NULL, finished_at = ? WHERE seq = ?")
+                    .bind(rows::micros(now))
+            }
+            Settlement::Retry {
+                at,
+                attempts,
+                delivered_to,
+            } => sqlx::query(
+                "UPDATE events SET leased_until = NULL, due_at = ?, attempts = ?, delivered_to = ?
+                 WHERE seq = ?",
+            )
+            .bind(rows::micros(at))
+            .bind(i64::from(attempts))
+            .bind(i64::from(delivered_to)),
+        };
+        self.write(async |tx| settle.bind(seq).execute(tx).await.map(drop))
+            .await
+    }
+
+    async fn prune_events(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        self.write(async |tx| {
+            let pruned = sqlx::query("DELETE FROM events WHERE finished_at < ?")
+                .bind(rows::micros(before))
+                .execute(tx)
+                .await?;
+            Ok(pruned.rows_affected())
+        })
+        .await
+    }
+
+    async fn keys_expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<StoredKey>, BackendError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE deleted_at IS NULL AND expires_at >= ? AND expires_at < ?"
+        ))
+        .bind(rows::micros(from))
+        .bind(rows::micros(to))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| rows::stored_key(row, self.permissions))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
 }
 
 /// An exclusive lock on `PATH.lock`, or an error naming the file when another process

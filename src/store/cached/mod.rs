@@ -15,9 +15,10 @@ use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
-use super::Invalidation;
+use super::{EventOutbox, Invalidation};
 use crate::{
     error::within,
+    events::{Event, PendingEvent, Settlement},
     manage::{AuditEntry, Granularity, UsageBucket},
     metrics::count,
     quiet::{warn_quietly, Quiet},
@@ -418,6 +419,43 @@ impl<K: KeyStore> KeyStore for CachedKeyStore<K> {
 
     async fn live_digests(&self) -> Result<Option<Vec<KeyDigest>>, BackendError> {
         self.inner.live_digests().await
+    }
+}
+
+/// The outbox is the wrapped storage's.
+impl<K: EventOutbox> EventOutbox for CachedKeyStore<K> {
+    async fn add_event(&self, event: &Event, once: &str) -> Result<bool, BackendError> {
+        self.inner.add_event(event, once).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, BackendError> {
+        self.inner.claim_events(now, lease_until, limit).await
+    }
+
+    async fn settle_event(
+        &self,
+        seq: i64,
+        settlement: Settlement,
+        now: OffsetDateTime,
+    ) -> Result<(), BackendError> {
+        self.inner.settle_event(seq, settlement, now).await
+    }
+
+    async fn prune_events(&self, before: OffsetDateTime) -> Result<u64, BackendError> {
+        self.inner.prune_events(before).await
+    }
+
+    async fn keys_expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<StoredKey>, BackendError> {
+        self.inner.keys_expiring(from, to).await
     }
 }
 
