@@ -3,11 +3,10 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
-use super::{sweep, Event, PendingEvent, Settlement};
-use crate::{store::EventOutbox, BackendError, Clock, SystemClock};
+use super::{sweep::Sweep, Event, PendingEvent, Settlement};
+use crate::{store::EventOutbox, BackendError, Clock, KeyManager};
 
 /// How long an event is retried before it is abandoned: 24 hours from when it happened.
 pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -59,7 +58,9 @@ impl<T: EventSink> AnySink for T {
 /// yet, and settles it: delivered, or retried with exponential backoff (10 s after the
 /// first failure, doubling up to an hour between attempts) until [`RETRY_FOR`] has passed
 /// since it happened. A pass also runs the sweep when it is due (every 60 s by default):
-/// `key.expiring`, `key.expired`, and the pruning of events finished 30 days ago.
+/// `key.expiring`, `key.expired`, `quota.threshold`, and the pruning of events finished 30
+/// days ago. It reads time from the manager's profile (its clock), and quotas as the
+/// manager shows them.
 ///
 /// Several dispatchers may share one outbox (instances on one PostgreSQL database): an
 /// event is claimed by one at a time for a lease of a minute, so each is delivered once
@@ -68,12 +69,10 @@ impl<T: EventSink> AnySink for T {
 ///
 /// See [the module](super) for an example.
 pub struct EventDispatcher<S> {
-    outbox: S,
+    keys: KeyManager<S>,
     sinks: Vec<Arc<dyn AnySink>>,
-    clock: Arc<dyn Clock>,
     poll_every: Duration,
-    sweep_every: Duration,
-    last_sweep: std::sync::Mutex<Option<OffsetDateTime>>,
+    sweep: Sweep,
 }
 
 /// How long a claim holds an event: longer than a delivery may take.
@@ -82,19 +81,15 @@ const LEASE: Duration = Duration::from_secs(60);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events claimed in one pass.
 const BATCH: usize = 64;
-/// Finished events are kept this long (with the marks that keep the sweep's events to once).
-const KEEP_FINISHED: Duration = Duration::from_secs(30 * 86_400);
 
 impl<S: EventOutbox> EventDispatcher<S> {
-    /// A dispatcher of `outbox`'s events, with no sink yet.
-    pub fn new(outbox: S) -> Self {
+    /// A dispatcher of the events of `keys`' storage, with no sink yet.
+    pub fn new(keys: KeyManager<S>) -> Self {
         Self {
-            outbox,
+            keys,
             sinks: Vec::new(),
-            clock: Arc::new(SystemClock),
             poll_every: Duration::from_secs(1),
-            sweep_every: Duration::from_secs(60),
-            last_sweep: std::sync::Mutex::new(None),
+            sweep: Sweep::new(Duration::from_secs(60)),
         }
     }
 
@@ -110,13 +105,6 @@ impl<S: EventOutbox> EventDispatcher<S> {
         self
     }
 
-    /// Reads time from `clock` (the layer's test clock, say) instead of the system's.
-    #[must_use]
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
     /// How often the spawned task looks for due events (default 1 s).
     #[must_use]
     pub fn poll_every(mut self, every: Duration) -> Self {
@@ -127,7 +115,7 @@ impl<S: EventOutbox> EventDispatcher<S> {
     /// How often the sweep looks for expiring and expired keys (default 60 s).
     #[must_use]
     pub fn sweep_every(mut self, every: Duration) -> Self {
-        self.sweep_every = every;
+        self.sweep = Sweep::new(every);
         self
     }
 
@@ -138,16 +126,15 @@ impl<S: EventOutbox> EventDispatcher<S> {
     ///
     /// The outbox failed; what was delivered before stays settled, the rest is retried.
     pub async fn run_once(&self) -> Result<usize, BackendError> {
-        let now = self.clock.now();
-        if self.sweep_due(now) {
-            sweep::sweep(&self.outbox, now).await?;
-            self.outbox.prune_events(now - KEEP_FINISHED).await?;
-        }
-        let claimed = self.outbox.claim_events(now, now + LEASE, BATCH).await?;
+        let clock = self.keys.profile.clock_handle();
+        let outbox = self.keys.storage();
+        let now = clock.now();
+        self.sweep.run_if_due(&self.keys, now).await?;
+        let claimed = outbox.claim_events(now, now + LEASE, BATCH).await?;
         let mut attempts = JoinSet::new();
         for pending in claimed {
             let sinks = self.sinks.clone();
-            let clock = self.clock.clone();
+            let clock = clock.clone();
             attempts.spawn(async move {
                 let seq = pending.seq;
                 (seq, attempt(&sinks, pending, &*clock).await)
@@ -157,9 +144,7 @@ impl<S: EventOutbox> EventDispatcher<S> {
         while let Some(done) = attempts.join_next().await {
             let (seq, settlement) = done.map_err(BackendError::failed)?;
             delivered += usize::from(settlement == Settlement::Delivered);
-            self.outbox
-                .settle_event(seq, settlement, self.clock.now())
-                .await?;
+            outbox.settle_event(seq, settlement, clock.now()).await?;
         }
         Ok(delivered)
     }
@@ -167,10 +152,7 @@ impl<S: EventOutbox> EventDispatcher<S> {
     /// Runs [passes](Self::run_once) until the task is aborted or the runtime stops; a
     /// failing outbox is logged and tried again at the next pass. Nothing is lost by
     /// stopping it at any point: what was not settled is delivered later.
-    pub fn spawn(self) -> tokio::task::JoinHandle<()>
-    where
-        S: Clone,
-    {
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 if let Err(error) = self.run_once().await {
@@ -179,15 +161,6 @@ impl<S: EventOutbox> EventDispatcher<S> {
                 tokio::time::sleep(self.poll_every).await;
             }
         })
-    }
-
-    fn sweep_due(&self, now: OffsetDateTime) -> bool {
-        let mut last = crate::lock(&self.last_sweep);
-        let due = last.is_none_or(|last| now - last >= self.sweep_every || now < last);
-        if due {
-            *last = Some(now);
-        }
-        due
     }
 }
 
@@ -240,10 +213,9 @@ fn retry_delay(failed: u32) -> Duration {
 impl<S: std::fmt::Debug> std::fmt::Debug for EventDispatcher<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventDispatcher")
-            .field("outbox", &self.outbox)
+            .field("keys", &self.keys)
             .field("sinks", &self.sinks.len())
             .field("poll_every", &self.poll_every)
-            .field("sweep_every", &self.sweep_every)
             .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,8 @@
 //!   ([`EventOutbox`](crate::store::EventOutbox)) never has one without the other, so a
 //!   crash between the change and the delivery loses nothing.
 //! * Time brings the others: `key.expiring` (once per key, within 7 days of its
-//!   expiration) and `key.expired` (once), found by the dispatcher's sweep.
+//!   expiration), `key.expired` (once), and `quota.threshold` (once per quota period at
+//!   80 % and at 100 % of a calendar quota), found by the dispatcher's sweep.
 //! * An [`EventDispatcher`] runs in the background: it claims the events that are due
 //!   (the oldest unfinished one of each key, so a key's events arrive in order), hands each
 //!   to every [`EventSink`] (the application's own, and the Standard Webhooks sender
@@ -37,7 +38,7 @@
 //! let store = MemoryKeyStore::new();
 //! let keys = KeyManager::new(store.clone());
 //! let told = Told::default();
-//! let dispatcher = EventDispatcher::new(store).sink(told.clone());
+//! let dispatcher = EventDispatcher::new(keys.clone()).sink(told.clone());
 //!
 //! let account = keys.create_account("Acme", nouvel::SCALE).await.unwrap();
 //! let created = keys.create_key(&account.id, KeySpec::new("CI", [nouvel::PUBLISH])).await.unwrap();
@@ -194,6 +195,7 @@ event_kinds! {
     KeyExposed = "key.exposed": "a secret scanner found the key at `data.url` (`data.source`).",
     KeyExpiring = "key.expiring": "the key expires within 7 days, at `data.expires_at`.",
     KeyExpired = "key.expired": "the key expired at `data.expires_at`.",
+    QuotaThreshold = "quota.threshold": "a calendar quota's period has used `data.threshold` percent of it (80, then 100): `data` is the quota as Key JSON shows it (`requests`, `period`, `scope`, `used`, `resets_at`); `key_id` is `null` for a quota per account.",
 }
 
 impl fmt::Display for EventKind {

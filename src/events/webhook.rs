@@ -93,11 +93,13 @@ pub enum InvalidWebhook {
 /// failure: the dispatcher tries again later. Redirects are not followed.
 ///
 /// ```
-/// use nouvel_auth::{events::{EventDispatcher, WebhookSecret, WebhookSender}, MemoryKeyStore};
+/// use nouvel_auth::{
+///     events::{EventDispatcher, WebhookSecret, WebhookSender}, KeyManager, MemoryKeyStore,
+/// };
 ///
 /// let secret = WebhookSecret::generate();
 /// let sender = WebhookSender::new("https://hooks.example.com/nouvel", secret).unwrap();
-/// let dispatcher = EventDispatcher::new(MemoryKeyStore::new()).sink(sender);
+/// let dispatcher = EventDispatcher::new(KeyManager::new(MemoryKeyStore::new())).sink(sender);
 /// # drop(dispatcher);
 /// ```
 #[derive(Debug, Clone)]

@@ -288,6 +288,13 @@ impl EventOutbox for AnyKeyStore {
         each!(self, |store| store.prune_events(before).await)
     }
 
+    async fn accounts_used_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<AccountId>, BackendError> {
+        each!(self, |store| store.accounts_used_since(since).await)
+    }
+
     async fn keys_expiring(
         &self,
         from: OffsetDateTime,

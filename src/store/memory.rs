@@ -455,6 +455,22 @@ impl EventOutbox for MemoryKeyStore {
         Ok(crate::lock(&self.inner.log).outbox.prune(before))
     }
 
+    async fn accounts_used_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<AccountId>, BackendError> {
+        let mut accounts: Vec<AccountId> = self
+            .inner
+            .keys
+            .iter()
+            .filter(|key| key.last_used_at.is_some_and(|at| at >= since))
+            .map(|key| key.account_id.clone())
+            .collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        Ok(accounts)
+    }
+
     async fn keys_expiring(
         &self,
         from: OffsetDateTime,

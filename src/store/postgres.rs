@@ -807,6 +807,24 @@ impl EventOutbox for PostgresKeyStore {
         Ok(pruned.rows_affected())
     }
 
+    async fn accounts_used_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<AccountId>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT account_id FROM api_keys
+             WHERE deleted_at IS NULL AND last_used_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| sqlx::Row::try_get::<String, _>(row, "account_id").map(AccountId::from))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
     async fn keys_expiring(
         &self,
         from: OffsetDateTime,

@@ -695,6 +695,24 @@ impl EventOutbox for SqliteKeyStore {
         .await
     }
 
+    async fn accounts_used_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<AccountId>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT account_id FROM api_keys
+             WHERE deleted_at IS NULL AND last_used_at >= ?",
+        )
+        .bind(rows::micros(since))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("account_id").map(AccountId::from))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
     async fn keys_expiring(
         &self,
         from: OffsetDateTime,

@@ -523,6 +523,12 @@ pub trait EventOutbox: KeyStorage {
         before: OffsetDateTime,
     ) -> impl Future<Output = Result<u64, BackendError>> + Send;
 
+    /// The accounts with a live key last used at `since` or later, each once.
+    fn accounts_used_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<AccountId>, BackendError>> + Send;
+
     /// The live keys of every account that expire in `[from, to)`.
     fn keys_expiring(
         &self,

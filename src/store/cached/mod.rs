@@ -450,6 +450,13 @@ impl<K: EventOutbox> EventOutbox for CachedKeyStore<K> {
         self.inner.prune_events(before).await
     }
 
+    async fn accounts_used_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<AccountId>, BackendError> {
+        self.inner.accounts_used_since(since).await
+    }
+
     async fn keys_expiring(
         &self,
         from: OffsetDateTime,
