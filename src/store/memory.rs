@@ -480,7 +480,7 @@ impl EventOutbox for MemoryKeyStore {
             .inner
             .keys
             .iter()
-            .filter(|key| key.expires_at.is_some_and(|at| (from..to).contains(&at)))
+            .filter(|key| key.expires_at.is_some_and(|at| (from..=to).contains(&at)))
             .map(|key| key.clone())
             .collect())
     }

@@ -832,7 +832,7 @@ impl EventOutbox for PostgresKeyStore {
     ) -> Result<Vec<StoredKey>, BackendError> {
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys
-             WHERE deleted_at IS NULL AND expires_at >= $1 AND expires_at < $2"
+             WHERE deleted_at IS NULL AND expires_at >= $1 AND expires_at <= $2"
         ))
         .bind(from)
         .bind(to)

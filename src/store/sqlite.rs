@@ -720,7 +720,7 @@ impl EventOutbox for SqliteKeyStore {
     ) -> Result<Vec<StoredKey>, BackendError> {
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys
-             WHERE deleted_at IS NULL AND expires_at >= ? AND expires_at < ?"
+             WHERE deleted_at IS NULL AND expires_at >= ? AND expires_at <= ?"
         ))
         .bind(rows::micros(from))
         .bind(rows::micros(to))

@@ -529,7 +529,7 @@ pub trait EventOutbox: KeyStorage {
         since: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<AccountId>, BackendError>> + Send;
 
-    /// The live keys of every account that expire in `[from, to)`.
+    /// The live keys of every account that expire in `[from, to]`.
     fn keys_expiring(
         &self,
         from: OffsetDateTime,
