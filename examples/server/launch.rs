@@ -13,6 +13,9 @@
 //! * `REDIS_URL`: the limits counted in Redis, once for all instances (several nodes
 //!   separated by commas: a Redis Cluster);
 //! * `PREFIX_SHUTDOWN_SECONDS`: how long requests under way get at shutdown (default 10);
+//! * `PREFIX_WEBHOOK_URL`: where the keys' events are posted as Standard Webhooks, signed
+//!   with `PREFIX_WEBHOOK_SECRET` (`whsec_…`; generated and printed when unset);
+//!   `PREFIX_SWEEP_SECONDS`: how often expiring keys and quotas are looked for (default 60);
 //! * `PREFIX_UNUSED_AFTER`, `PREFIX_ROTATE_AFTER`: the thresholds of the keys' `unused` and
 //!   `rotation_due` hints (seconds, or `30d`, `12h`, `90s`; default 30 and 90 days).
 
@@ -21,6 +24,7 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{http::StatusCode, response::Response, routing::get, Router};
 use nouvel_auth::{
     admin::{self, AdminToken},
+    events::{EventDispatcher, WebhookSecret, WebhookSender},
     key::ApiKey,
     limit::MemoryRateLimiter,
     limit::{AnyRateLimiter, RedisRateLimiter},
@@ -229,6 +233,7 @@ impl Example {
                 tokio::time::sleep(Duration::from_secs(86_400)).await;
             }
         });
+        self.dispatch_events(&keys)?;
         let account = self.demo_account(&keys, demo).await?;
         let demo_key = keys
             .create_key(
@@ -317,6 +322,37 @@ impl Example {
         // interval's usage.
         self.profile.flush_usage().await?;
         println!("Stopped.");
+        Ok(())
+    }
+
+    /// Delivers the keys' events in the background: to `PREFIX_WEBHOOK_URL` if set, else
+    /// nowhere (they are settled, and pruned later, so the outbox does not grow).
+    fn dispatch_events(&self, keys: &KeyManager<Store>) -> Result<(), Error> {
+        let mut dispatcher = EventDispatcher::new(keys.clone());
+        if let Some(every) = self.duration("SWEEP_SECONDS")? {
+            dispatcher = dispatcher.sweep_every(every);
+        }
+        if let Some(url) = self.var("WEBHOOK_URL") {
+            let secret = match self.var("WEBHOOK_SECRET") {
+                Some(secret) => secret
+                    .parse::<WebhookSecret>()
+                    .map_err(|error| format!("{}_WEBHOOK_SECRET: {error}", self.env))?,
+                None => {
+                    let secret = WebhookSecret::generate();
+                    println!(
+                        "Webhook secret (set {}_WEBHOOK_SECRET to choose one): {}",
+                        self.env,
+                        secret.expose_secret()
+                    );
+                    secret
+                }
+            };
+            let sender = WebhookSender::new(&url, secret)
+                .map_err(|error| format!("{}_WEBHOOK_URL: {error}", self.env))?;
+            println!("Events: webhooks to {url}");
+            dispatcher = dispatcher.sink(sender);
+        }
+        dispatcher.spawn();
         Ok(())
     }
 
