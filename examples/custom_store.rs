@@ -22,7 +22,7 @@ use nouvel_auth::{
     key::AccountId,
     key::KeyDigest,
     key::KeyId,
-    manage::{Account, AuditEntry, Granularity, UsageBucket},
+    manage::{Account, AuditEntry, Exposure, Granularity, UsageBucket},
     store::UsageReport,
     BackendError, KeyManager, KeyRecord, KeySpec, KeyStorage, KeyStore, NouvelAuthLayer,
     Permission, Plan, StoredKey,
@@ -235,6 +235,25 @@ impl KeyStorage for TableStore {
             return Ok(None);
         };
         row.disabled = disabled;
+        let row = row.clone();
+        tables.audit.push(audit.clone());
+        Ok(Some(row))
+    }
+
+    async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let mut tables = self.tables()?;
+        let Some(row) = live(&mut tables, account, key).filter(|row| row.exposure.is_none()) else {
+            return Ok(None);
+        };
+        row.exposure = Some(exposure.clone());
+        row.disabled |= disable;
         let row = row.clone();
         tables.audit.push(audit.clone());
         Ok(Some(row))

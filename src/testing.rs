@@ -27,6 +27,9 @@
 //! * states and environments: a disabled key still found (the layer refuses it), listed
 //!   `disabled`, enabled again; an expired key enabled stays expired; another account
 //!   cannot disable a key; the environment read back, kept by rotation, filtered on;
+//! * exposure: a key a scanner found marked once with where it was found, disabled or only
+//!   reported, its audit entry written once (by the scanner), other accounts' keys and
+//!   unknown keys not found;
 //! * usage: batches added to the totals and the latest times kept;
 //! * ids the storage never made (NUL, non-ASCII, very long) answer "not found", never an
 //!   error;
@@ -72,6 +75,7 @@ pub async fn conformance<S: KeyStorage>(storage: S) {
     kit.rotation().await;
     kit.deletion().await;
     kit.states_and_environments().await;
+    kit.exposure().await;
     kit.usage().await;
     kit.ids_never_made().await;
     kit.concurrent_creates().await;
@@ -442,15 +446,15 @@ pub async fn outbox_conformance<S: EventOutbox>(storage: S) {
         .await;
     let ends = now + Duration::from_secs(7 * 86_400);
     let found = |keys: Vec<StoredKey>| keys.iter().any(|key| key.id == week.info.id);
-    let within = ok(
+    let within = ok("find expiring keys", outbox.keys_expiring(ends, ends).await);
+    let before = ok(
         "find expiring keys",
         outbox
-            .keys_expiring(ends, ends + Duration::from_secs(1))
+            .keys_expiring(now, ends - Duration::from_secs(1))
             .await,
     );
-    let before = ok("find expiring keys", outbox.keys_expiring(now, ends).await);
     check(
-        "a key is found by its expiration, in [from, to)",
+        "a key is found by its expiration, in [from, to]",
         found(within) && !found(before),
         "",
     );
@@ -458,12 +462,7 @@ pub async fn outbox_conformance<S: EventOutbox>(storage: S) {
         "delete a key",
         kit.keys.delete_key(&account.id, &week.info.id).await,
     );
-    let deleted = ok(
-        "find expiring keys",
-        outbox
-            .keys_expiring(ends, ends + Duration::from_secs(1))
-            .await,
-    );
+    let deleted = ok("find expiring keys", outbox.keys_expiring(ends, ends).await);
     check(
         "a deleted key is not found by its expiration",
         !found(deleted),
@@ -529,6 +528,92 @@ impl<S: KeyStorage> Kit<S> {
             "look a key up",
             storage.lookup(&storage.digest(key), self.clock.now()).await,
         )
+    }
+
+    async fn exposure(&self) {
+        let account = self.account(nouvel::SCALE).await;
+        let other = self.account(nouvel::SCALE).await;
+        let found = self
+            .key(&account, KeySpec::new("Found", [nouvel::GENERATE]))
+            .await;
+        let reported = self
+            .key(&account, KeySpec::new("Reported", [nouvel::GENERATE]))
+            .await;
+        let scanner = self.keys.clone().acting_as(Actor::scanner("github"));
+        let url = "https://github.com/acme/app/blob/main/.env";
+        let first = scanner
+            .expose_key(&account.id, &found.info.id, url, "content", true)
+            .await;
+        let again = scanner
+            .expose_key(
+                &account.id,
+                &found.info.id,
+                "https://elsewhere",
+                "commit",
+                true,
+            )
+            .await;
+        check(
+            "a found key is marked once",
+            matches!((&first, &again), (Ok(true), Ok(false))),
+            (&first, &again),
+        );
+        let info = ok(
+            "read a key",
+            self.keys.key(&account.id, &found.info.id).await,
+        );
+        let record = self.lookup(&found.key).await;
+        check(
+            "a found key is disabled, with where it was found first",
+            info.status == KeyStatus::Disabled
+                && info.exposure.as_ref().is_some_and(|e| {
+                    e.url == url && e.source == "content" && e.at == self.clock.now()
+                })
+                && record.is_some_and(|r| r.disabled),
+            &info,
+        );
+        let only = scanner
+            .expose_key(&account.id, &reported.info.id, url, "commit", false)
+            .await;
+        let info = ok(
+            "read a key",
+            self.keys.key(&account.id, &reported.info.id).await,
+        );
+        check(
+            "a key only reported is marked and stays enabled",
+            matches!(only, Ok(true)) && info.exposure.is_some() && info.status == KeyStatus::Active,
+            &info,
+        );
+        let elsewhere = scanner
+            .expose_key(&other.id, &found.info.id, url, "content", true)
+            .await;
+        let unknown = scanner
+            .expose_key(&account.id, &"key_never_made".into(), url, "content", true)
+            .await;
+        check(
+            "another account's key and an unknown key are not found",
+            matches!(elsewhere, Err(ManageError::NotFound))
+                && matches!(unknown, Err(ManageError::NotFound)),
+            (&elsewhere, &unknown),
+        );
+        let page = ok(
+            "list the audit log",
+            self.keys.audit(&account.id, None, 50).await,
+        );
+        let exposed: Vec<_> = page
+            .entries
+            .iter()
+            .filter(|e| e.action == AuditAction::KeyExposed)
+            .collect();
+        check(
+            "each found key has one audit entry, by the scanner, with where it was found",
+            exposed.len() == 2
+                && exposed.iter().all(|e| e.actor == Actor::scanner("github"))
+                && exposed
+                    .iter()
+                    .any(|e| e.key_id.as_ref() == Some(&found.info.id) && e.details["url"] == url),
+            &exposed,
+        );
     }
 
     async fn accounts(&self) {

@@ -5,8 +5,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use super::{
-    Account, Actor, AuditAction, AuditEntry, AuditPage, FieldError, Granularity, KeyInfo, KeyPage,
-    KeyUsage, LimitInfo, NewKey, QuotaUse, UsageBucket,
+    Account, Actor, AuditAction, AuditEntry, AuditPage, Exposure, FieldError, Granularity, KeyInfo,
+    KeyPage, KeyUsage, LimitInfo, NewKey, QuotaUse, UsageBucket,
 };
 use crate::{
     key::random_id, limit::Scope, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId,
@@ -596,6 +596,48 @@ impl<S: KeyStorage> KeyManager<S> {
         self.set_disabled(account, key, false).await
     }
 
+    /// Records that a secret scanner found `key` in public at `url` (a place of kind
+    /// `source`), and disables it if `disable`: an audit entry `key.exposed` and its event,
+    /// with `url` and `source` (each cut to its first 2 048 characters). `Ok(true)` if it
+    /// is marked now, `Ok(false)` if it was before (nothing more is written: a report
+    /// repeated changes nothing). The audit log names the actor this manager
+    /// [acts as](Self::acting_as): the scanner.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](ManageError::NotFound) for no such live key; `Backend`.
+    pub async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        url: &str,
+        source: &str,
+        disable: bool,
+    ) -> Result<bool, ManageError> {
+        let cut = |text: &str| text.chars().take(2048).collect::<String>();
+        let exposure = Exposure {
+            url: cut(url),
+            source: cut(source),
+            at: self.now(),
+        };
+        let audit = self
+            .entry(AuditAction::KeyExposed, account, Some(key))
+            .detail("url", exposure.url.as_str())
+            .detail("source", exposure.source.as_str())
+            .detail("disabled", disable);
+        let marked = self
+            .storage
+            .expose_key(account, key, &exposure, disable, &audit)
+            .await?;
+        if marked.is_some() {
+            return Ok(true);
+        }
+        match self.storage.key(account, key).await? {
+            Some(_) => Ok(false),
+            None => Err(ManageError::NotFound),
+        }
+    }
+
     async fn set_disabled(
         &self,
         account: &AccountId,
@@ -944,6 +986,7 @@ impl<S: KeyStorage> KeyManager<S> {
             disabled: false,
             environment: spec.environment.clone(),
             shares_limit_with: None,
+            exposure: None,
         };
         Ok(KeyDraft {
             key,

@@ -122,6 +122,9 @@ pub struct KeyInfo {
     pub environment: Option<Environment>,
     /// Its replacement, once it has been rotated (it cannot be rotated again).
     pub replaced_by: Option<KeyId>,
+    /// Where a secret scanner found it in public, if one did (such a key is disabled,
+    /// unless the application only reports them).
+    pub exposure: Option<Exposure>,
     /// The limits its requests are held to (its own, or its plan's), each calendar quota
     /// with how much of its period is used.
     pub rate_limits: Vec<LimitInfo>,
@@ -196,6 +199,7 @@ impl KeyInfo {
             status,
             environment: key.environment,
             replaced_by: key.replaced_by,
+            exposure: key.exposure,
             rate_limits,
             rate_limit,
             usage: key.usage,
@@ -226,6 +230,18 @@ pub struct QuotaUse {
     /// When the period ends and the count starts again.
     #[serde(with = "time::serde::rfc3339")]
     pub resets_at: OffsetDateTime,
+}
+
+/// Where a secret scanner found a key in public, and when it was told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exposure {
+    /// Where it was found (a commit, a file, a gist), as the scanner gave it.
+    pub url: String,
+    /// What kind of place (`content`, `commit`, …), as the scanner gave it.
+    pub source: String,
+    /// When the report came.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 /// A freshly made key: the only time its plaintext is shown.

@@ -11,7 +11,7 @@ use super::PostgresKeyStore;
 use super::SqliteKeyStore;
 use crate::{
     events::{Event, PendingEvent, Settlement},
-    manage::{AuditEntry, Granularity, UsageBucket},
+    manage::{AuditEntry, Exposure, Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, KeyDigest, KeyId, KeyRecord, KeyStorage, KeyStore,
     MemoryKeyStore, Permission, Plan, StoredKey, UsageReport,
 };
@@ -201,6 +201,19 @@ impl KeyStorage for AnyKeyStore {
     ) -> Result<Option<StoredKey>, BackendError> {
         each!(self, |store| store
             .set_disabled(account, key, disabled, audit)
+            .await)
+    }
+
+    async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        each!(self, |store| store
+            .expose_key(account, key, exposure, disable, audit)
             .await)
     }
 

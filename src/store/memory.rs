@@ -14,7 +14,7 @@ use crate::{
     KeyRecord, KeyStorage, KeyStore, StoredKey,
 };
 use crate::{
-    manage::AuditEntry,
+    manage::{AuditEntry, Exposure},
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyHasher, KeyId,
     Permission, Plan, UsageReport,
@@ -303,6 +303,34 @@ impl KeyStorage for MemoryKeyStore {
                 return (None, false);
             };
             key.disabled = disabled;
+            let record = Arc::new(key.record(account.plan.clone()));
+            self.inner.records.insert(key.digest, record);
+            (Some(key.clone()), true)
+        }))
+    }
+
+    async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        Ok(self.audited(audit, || {
+            let Some(account) = self.inner.accounts.get(account) else {
+                return (None, false);
+            };
+            let Some(mut key) = self
+                .inner
+                .keys
+                .get_mut(key)
+                .filter(|key| key.account_id == account.id && key.exposure.is_none())
+            else {
+                return (None, false);
+            };
+            key.exposure = Some(exposure.clone());
+            key.disabled |= disable;
             let record = Arc::new(key.record(account.plan.clone()));
             self.inner.records.insert(key.digest, record);
             (Some(key.clone()), true)

@@ -16,7 +16,7 @@ use crate::{
     KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey,
 };
 use crate::{
-    manage::{AuditEntry, Granularity, UsageBucket},
+    manage::{AuditEntry, Exposure, Granularity, UsageBucket},
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
@@ -516,6 +516,45 @@ impl KeyStorage for PostgresKeyStore {
             .bind(account.as_str())
             .bind(key.as_str())
             .bind(disabled)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let stored = rows::stored_key(&row, self.permissions)?;
+            insert_audit(&mut *tx, audit).await?;
+            self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
+                .await?;
+            Ok(Some(stored))
+        };
+        changed.await.map_err(db)
+    }
+
+    async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        if !storable(account.as_str()) || !storable(key.as_str()) {
+            return Ok(None);
+        }
+        let changed = async {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(&format!(
+                "UPDATE api_keys
+                 SET exposed_at = $3, exposed_url = $4, exposed_source = $5,
+                     disabled = disabled OR $6
+                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
+                   AND exposed_at IS NULL
+                 RETURNING {KEY_COLUMNS}"
+            ))
+            .bind(account.as_str())
+            .bind(key.as_str())
+            .bind(exposure.at)
+            .bind(&exposure.url)
+            .bind(&exposure.source)
+            .bind(disable)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else { return Ok(None) };

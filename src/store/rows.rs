@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use crate::{
     events::PendingEvent,
-    manage::{Actor, AuditEntry},
+    manage::{Actor, AuditEntry, Exposure},
     quiet::{warn_quietly, Quiet},
     usage::{Granularity, RejectionCounts, UsageBucket},
     Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, Permission,
@@ -18,7 +18,7 @@ pub(super) const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, perm
     expiration, rate_limits, created_at, last_used_at,
     expires_at, replaced_by, disabled, environment, shares_limit_with, admitted,
     rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
-    rejected_rate_limited, last_request_at";
+    rejected_rate_limited, last_request_at, exposed_at, exposed_url, exposed_source";
 
 /// A row of either database, read by column name.
 pub(super) trait Columns {
@@ -199,6 +199,14 @@ pub(super) fn stored_key(
         disabled: row.flag("disabled")?,
         environment: environment(row)?,
         shares_limit_with: key_id(row, "shares_limit_with")?,
+        exposure: match row.maybe_time("exposed_at")? {
+            Some(at) => Some(Exposure {
+                url: row.text("exposed_url")?,
+                source: row.text("exposed_source")?,
+                at,
+            }),
+            None => None,
+        },
         usage: Usage {
             admitted: count("admitted")?,
             rejected: RejectionCounts {

@@ -18,7 +18,7 @@ use crate::{
     KeyRecord, KeyStorage, KeyStore, Profile, RateLimits, StoredKey,
 };
 use crate::{
-    manage::{AuditEntry, Granularity, UsageBucket},
+    manage::{AuditEntry, Exposure, Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, KeyDigest, KeyHasher, KeyId, Permission,
     PermissionSet, Plan, UsageReport,
 };
@@ -395,6 +395,37 @@ impl KeyStorage for SqliteKeyStore {
                  RETURNING {KEY_COLUMNS}"
             ))
             .bind(disabled)
+            .bind(account.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let stored = rows::stored_key(&row, self.permissions)?;
+            insert_audit(&mut *tx, audit).await?;
+            Ok(Some(stored))
+        })
+        .await
+    }
+
+    async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        self.write(async |tx| {
+            let row = sqlx::query(&format!(
+                "UPDATE api_keys
+                 SET exposed_at = ?, exposed_url = ?, exposed_source = ?, disabled = disabled OR ?
+                 WHERE account_id = ? AND id = ? AND deleted_at IS NULL AND exposed_at IS NULL
+                 RETURNING {KEY_COLUMNS}"
+            ))
+            .bind(rows::micros(exposure.at))
+            .bind(&exposure.url)
+            .bind(&exposure.source)
+            .bind(disable)
             .bind(account.as_str())
             .bind(key.as_str())
             .fetch_optional(&mut *tx)

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::{
     attachment::Attachment,
     events::{Event, PendingEvent, Settlement},
-    manage::AuditEntry,
+    manage::{AuditEntry, Exposure},
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyId,
     Permission, Permissions, Plan, RateLimits, Usage, UsageReport,
@@ -305,6 +305,8 @@ pub struct StoredKey {
     /// The key whose rate-limit window it counts in, if not its own (a replacement: the
     /// first key of its rotation chain).
     pub shares_limit_with: Option<KeyId>,
+    /// Where a secret scanner found it, if one did.
+    pub exposure: Option<Exposure>,
 }
 
 impl StoredKey {
@@ -415,6 +417,19 @@ pub trait KeyStorage: KeyStore {
         account: &AccountId,
         key: &KeyId,
         disabled: bool,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Result<Option<StoredKey>, BackendError>> + Send;
+
+    /// Marks a live key of the account as found in public (`exposure`), and disables it if
+    /// `disable`, unless it is marked already: the key as it is now, or `None` (and nothing
+    /// written) if there is no such live key or it was marked before. Of concurrent calls
+    /// for one key, exactly one marks it.
+    fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
         audit: &AuditEntry,
     ) -> impl Future<Output = Result<Option<StoredKey>, BackendError>> + Send;
 

@@ -19,7 +19,7 @@ use super::{EventOutbox, Invalidation};
 use crate::{
     error::within,
     events::{Event, PendingEvent, Settlement},
-    manage::{AuditEntry, Granularity, UsageBucket},
+    manage::{AuditEntry, Exposure, Granularity, UsageBucket},
     metrics::count,
     quiet::{warn_quietly, Quiet},
     Account, AccountId, ApiKey, BackendError, ConcurrentMap, KeyDigest, KeyId, Permission, Plan,
@@ -563,6 +563,22 @@ impl<K: KeyStorage> KeyStorage for CachedKeyStore<K> {
         let changed = self
             .inner
             .set_disabled(account, key, disabled, audit)
+            .await?;
+        self.invalidate(&Invalidation::Key(key.clone()));
+        Ok(changed)
+    }
+
+    async fn expose_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        exposure: &Exposure,
+        disable: bool,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let changed = self
+            .inner
+            .expose_key(account, key, exposure, disable, audit)
             .await?;
         self.invalidate(&Invalidation::Key(key.clone()));
         Ok(changed)
