@@ -358,6 +358,15 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         "status": {"enum": ["active", "expired", "disabled"]},
         "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
         "replaced_by": {"type": ["string", "null"], "description": "The replacement's id, once the key has been rotated; a rotated key cannot be rotated again."},
+        "exposure": {
+            "anyOf": [{
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["url", "source", "at"],
+                "properties": {"url": {"type": "string"}, "source": {"type": "string"}, "at": time},
+            }, {"type": "null"}],
+            "description": "Where a secret scanner found the key in public; such a key is disabled (unless the application only reports them). Null if none did.",
+        },
         "rate_limits": {"type": "array", "items": limit_info, "description": "The limits its requests are held to: its own, or its plan's."},
         "rate_limit": {"anyOf": [window, {"type": "null"}], "description": "The first sliding window of `rate_limits`; null if it has none."},
         "usage": {"$ref": "#/components/schemas/Usage"},
