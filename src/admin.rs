@@ -41,22 +41,20 @@
 use std::{
     fmt,
     future::Future,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use axum::{
-    extract::{rejection::PathRejection, ConnectInfo, Path, Request, State},
+    extract::{rejection::PathRejection, Path, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
-use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -72,7 +70,8 @@ use crate::{
         answered_in,
         keys::{audit_routes, key_routes, Owner},
         openapi::{document, Api},
-        serve_document, with_problems, Body, Fields, RouterError,
+        per_address::{client_of, PerAddress},
+        serve_document, with_problems, Body, Fields, RouterError, Throttled,
     },
     AccountId, KeyManager, KeyStorage,
 };
@@ -115,7 +114,7 @@ impl AdminToken {
     pub fn new(secret: &str) -> Self {
         Self(Arc::new(Guard {
             digest: Sha256::digest(secret.as_bytes()).into(),
-            failures: Cache::new(ADDRESSES_KEPT),
+            failures: PerAddress::new(MAX_FAILURES),
             warnings: Quiet::new(),
         }))
     }
@@ -235,37 +234,24 @@ pub fn router<S: KeyStorage>(manager: KeyManager<S>, token: AdminToken) -> Route
     answered_in(with_problems(routes).layer(token), profile)
 }
 
-/// How many failed authentications an address may make in [`FAILURE_WINDOW`].
+/// How many failed authentications an address may make in a minute.
 const MAX_FAILURES: u32 = 20;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// How many addresses' failures are kept: those seen least lately go first.
-const ADDRESSES_KEPT: usize = 10_000;
 
 /// The token's digest, and the failed authentications by client address.
 struct Guard {
     digest: [u8; 32],
-    failures: Cache<IpAddr, Failures>,
+    failures: PerAddress,
     warnings: Quiet,
-}
-
-/// One address's failures in its current minute.
-#[derive(Clone, Copy)]
-struct Failures {
-    since: Instant,
-    count: u32,
 }
 
 impl Guard {
     /// Lets `request` through if it presents the token, and its address has not failed
     /// too often lately; counts a failure otherwise.
     fn admit<B>(&self, request: &axum::http::Request<B>) -> Result<(), RouterError> {
-        let client = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| counted_as(address.ip()));
+        let client = client_of(request);
         let now = Instant::now();
-        if let Some(wait) = client.and_then(|client| self.blocked(client, now)) {
-            return Err(RouterError::TooManyFailures(wait));
+        if let Some(wait) = client.and_then(|client| self.failures.blocked(client, now)) {
+            return Err(RouterError::TooMany(Throttled::Failures, wait));
         }
         match bearer_token(request.headers()) {
             Ok(presented) if self.matches(presented) => Ok(()),
@@ -283,53 +269,15 @@ impl Guard {
         self.digest.ct_eq(&presented).into()
     }
 
-    /// How long `client` must still wait, if it failed too often in its minute.
-    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
-        let failures = self.failures.get(&client)?;
-        let ends = failures.since + FAILURE_WINDOW;
-        (failures.count >= MAX_FAILURES && now < ends).then(|| ends - now)
-    }
-
     /// Counts a failure of `client`, and logs it unless a failure was logged lately.
     fn failed(&self, client: IpAddr, now: Instant) {
-        let fresh = Failures {
-            since: now,
-            count: 1,
-        };
-        let counted = self.failures.entry(&client, None, |_, failures| {
-            if now >= failures.since + FAILURE_WINDOW {
-                *failures = fresh;
-            } else {
-                failures.count += 1;
-            }
-            EntryAction::Retain(failures.count)
-        });
-        let count = match counted {
-            EntryResult::Retained(count) => count,
-            EntryResult::Vacant(slot) => {
-                let _ = slot.insert(fresh);
-                1
-            }
-            _ => 1,
-        };
+        let count = self.failures.count(client, now);
         warn_quietly!(
             self.warnings,
             %client,
             failures_this_minute = count,
             "nouvel-auth admin: failed authentication"
         );
-    }
-}
-
-/// The address failures are counted under: an IPv6 address by its /64, which one client
-/// usually holds whole.
-fn counted_as(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
     }
 }
 

@@ -117,9 +117,12 @@ pub mod plan;
 mod profile;
 mod quiet;
 mod reject;
-#[cfg(any(feature = "admin", feature = "settings"))]
+#[cfg(any(feature = "admin", feature = "settings", feature = "secret-scanning"))]
 mod routers;
 pub mod routes;
+#[cfg(feature = "secret-scanning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
+pub mod secret_scanning;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub mod settings;

@@ -4,6 +4,8 @@
 
 pub(crate) mod keys;
 pub(crate) mod openapi;
+#[cfg(any(feature = "admin", feature = "secret-scanning"))]
+pub(crate) mod per_address;
 
 use std::{convert::Infallible, fmt, time::Duration};
 
@@ -55,9 +57,14 @@ pub(crate) enum RouterError {
     PayloadTooLarge,
     /// 408: the body did not arrive within 30 s.
     RequestTimeout,
-    /// 429: too many failed authentications from this client; retry after the wait.
-    #[cfg(feature = "admin")]
-    TooManyFailures(Duration),
+    /// 429: too many of something (`too_many_failures` of the admin token,
+    /// `too_many_requests` of a scanner) from this client; retry after the wait.
+    #[cfg(any(feature = "admin", feature = "secret-scanning"))]
+    TooMany(Throttled, Duration),
+    /// 401: a scanner's report without a good signature of a configured key.
+    #[cfg(feature = "secret-scanning")]
+    InvalidSignature,
+
     /// What the manager answered.
     Manage(ManageError),
 }
@@ -144,14 +151,22 @@ impl IntoResponse for RouterError {
                 ),
                 Extra::None {},
             ),
-            #[cfg(feature = "admin")]
-            Self::TooManyFailures(wait) => (
+            #[cfg(any(feature = "admin", feature = "secret-scanning"))]
+            Self::TooMany(what, wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_failures",
+                what.code(),
                 format!(
-                    "Too many failed authentications from this address; retry in {} seconds.",
+                    "Too many {} from this address; retry in {} seconds.",
+                    what.noun(),
                     retry_after(*wait)
                 ),
+                Extra::None {},
+            ),
+            #[cfg(feature = "secret-scanning")]
+            Self::InvalidSignature => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                "The report is not signed by a configured key of the scanner.".to_owned(),
                 Extra::None {},
             ),
             Self::Manage(ManageError::Invalid(errors)) => (
@@ -216,8 +231,8 @@ impl IntoResponse for RouterError {
             Self::MethodNotAllowed(Some(allow)) => {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
-            #[cfg(feature = "admin")]
-            Self::TooManyFailures(wait) => {
+            #[cfg(any(feature = "admin", feature = "secret-scanning"))]
+            Self::TooMany(_, wait) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(wait)));
@@ -228,8 +243,41 @@ impl IntoResponse for RouterError {
     }
 }
 
+/// What a client sent too many of.
+#[cfg(any(feature = "admin", feature = "secret-scanning"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Throttled {
+    /// Failed authentications with the admin token.
+    #[cfg(feature = "admin")]
+    Failures,
+    /// Requests (a scanner's reports).
+    #[cfg(feature = "secret-scanning")]
+    Requests,
+}
+
+#[cfg(any(feature = "admin", feature = "secret-scanning"))]
+impl Throttled {
+    fn code(self) -> &'static str {
+        match self {
+            #[cfg(feature = "admin")]
+            Self::Failures => "too_many_failures",
+            #[cfg(feature = "secret-scanning")]
+            Self::Requests => "too_many_requests",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            #[cfg(feature = "admin")]
+            Self::Failures => "failed authentications",
+            #[cfg(feature = "secret-scanning")]
+            Self::Requests => "requests",
+        }
+    }
+}
+
 /// Whole seconds to wait, rounded up, at least 1.
-#[cfg(feature = "admin")]
+#[cfg(any(feature = "admin", feature = "secret-scanning"))]
 fn retry_after(wait: Duration) -> u64 {
     wait.as_millis()
         .div_ceil(1000)
@@ -290,6 +338,14 @@ pub(crate) fn serve_document<S: Clone + Send + Sync + 'static>(
 
 /// A request's body, read whole: at most 64 KiB (413 past it), within 30 s (408 after).
 pub(crate) struct Body(Result<Bytes, RouterError>);
+
+impl Body {
+    /// The bytes read, or why they could not be.
+    #[cfg(feature = "secret-scanning")]
+    pub(crate) fn bytes(self) -> Result<Bytes, RouterError> {
+        self.0
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = Infallible;
