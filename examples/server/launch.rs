@@ -16,6 +16,9 @@
 //! * `PREFIX_WEBHOOK_URL`: where the keys' events are posted as Standard Webhooks, signed
 //!   with `PREFIX_WEBHOOK_SECRET` (`whsec_…`; generated and printed when unset);
 //!   `PREFIX_SWEEP_SECONDS`: how often expiring keys and quotas are looked for (default 60);
+//! * `PREFIX_SECRET_SCANNING_KEYS`: a file holding GitHub's secret scanning public keys
+//!   (`https://api.github.com/meta/public_keys/secret_scanning`); with it, leaked-key
+//!   reports are taken at `/security/secret-scanning` (without it, that path is a 404);
 //! * `PREFIX_UNUSED_AFTER`, `PREFIX_ROTATE_AFTER`: the thresholds of the keys' `unused` and
 //!   `rotation_due` hints (seconds, or `30d`, `12h`, `90s`; default 30 and 90 days).
 
@@ -29,6 +32,7 @@ use nouvel_auth::{
     limit::MemoryRateLimiter,
     limit::{AnyRateLimiter, RedisRateLimiter},
     manage::{Account, AUDIT_RETENTION},
+    secret_scanning::{ScannerKeys, SecretScanningRouter},
     settings::SettingsRouter,
     store::{AnyKeyStore, CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
     Expiration, KeyManager, KeySpec, KeyStorage, Plan, Problem, Profile, RouteTable,
@@ -284,6 +288,7 @@ impl Example {
             .nest(self.admin_at, admin::router(keys.clone(), admin.clone()))
             .nest(SETTINGS_PAGE, settings)
             .merge(demo.routes(admin.clone()))
+            .merge(self.secret_scanning(&keys)?)
             .route("/healthz", get(|| async { "ok" }));
         // Paths no router has (the mount points with a slash among them) answer as the
         // crate's do.
@@ -354,6 +359,23 @@ impl Example {
         }
         dispatcher.spawn();
         Ok(())
+    }
+
+    /// The leaked-key reports' route, if `PREFIX_SECRET_SCANNING_KEYS` names GitHub's keys.
+    fn secret_scanning(&self, keys: &KeyManager<Store>) -> Result<Router, Error> {
+        let Some(path) = self.var("SECRET_SCANNING_KEYS") else {
+            return Ok(Router::new());
+        };
+        let name = format!("{}_SECRET_SCANNING_KEYS", self.env);
+        let document =
+            std::fs::read_to_string(&path).map_err(|error| format!("{name}: {path}: {error}"))?;
+        let github =
+            ScannerKeys::from_github(&document).map_err(|error| format!("{name}: {error}"))?;
+        println!("Leaked-key reports from GitHub at /security/secret-scanning");
+        Ok(Router::new().nest(
+            "/security/secret-scanning",
+            SecretScanningRouter::new(keys.clone(), github).build(),
+        ))
     }
 
     /// The demo account of an earlier start (its earlier demo keys deleted), or a new one.
