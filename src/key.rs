@@ -110,6 +110,19 @@ impl KeyPrefix {
         usize::from(self.len) + RANDOM_LEN + CHECKSUM_LEN
     }
 
+    /// The regular expression of keys with this prefix, as secret scanners take it (GitHub's
+    /// partner program asks for one): the prefix, then 28 characters of `[0-9A-Za-z]`.
+    ///
+    /// ```
+    /// use nouvel_auth::KeyPrefix;
+    ///
+    /// assert_eq!(KeyPrefix::NOUVEL.pattern(), "nvl_[0-9A-Za-z]{28}");
+    /// ```
+    #[must_use]
+    pub fn pattern(&self) -> String {
+        format!("{}[0-9A-Za-z]{{{}}}", self.as_str(), RANDOM_LEN + CHECKSUM_LEN)
+    }
+
     /// Makes a new key from the operating system's CSPRNG.
     ///
     /// # Panics
