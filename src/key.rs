@@ -120,7 +120,11 @@ impl KeyPrefix {
     /// ```
     #[must_use]
     pub fn pattern(&self) -> String {
-        format!("{}[0-9A-Za-z]{{{}}}", self.as_str(), RANDOM_LEN + CHECKSUM_LEN)
+        format!(
+            "{}[0-9A-Za-z]{{{}}}",
+            self.as_str(),
+            RANDOM_LEN + CHECKSUM_LEN
+        )
     }
 
     /// Makes a new key from the operating system's CSPRNG.

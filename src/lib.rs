@@ -111,6 +111,7 @@ pub mod limit;
 pub mod manage;
 pub mod metrics;
 pub mod middleware;
+pub mod network;
 pub mod nouvel;
 pub mod permission;
 pub mod plan;

@@ -92,7 +92,9 @@ request_keys!(
     "plan_required",
     "missing_permission",
     "route_not_allowed",
+    "network_not_allowed",
     "rate_limited",
+    "quota_exceeded",
     "auth_unavailable",
 );
 
@@ -222,6 +224,7 @@ mod tests {
             Rejection::PlanRequired(nouvel::STARTER),
             Rejection::MissingPermission(nouvel::GENERATE),
             Rejection::RouteNotAllowed,
+            Rejection::NetworkNotAllowed,
             Rejection::RateLimited(Box::new(Decision {
                 allowed: false,
                 limit: RateLimit::default(),
@@ -244,6 +247,7 @@ mod tests {
                 | Rejection::PlanRequired(_)
                 | Rejection::MissingPermission(_)
                 | Rejection::RouteNotAllowed
+                | Rejection::NetworkNotAllowed
                 | Rejection::RateLimited(_)
                 | Rejection::Unavailable => {}
             }

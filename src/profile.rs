@@ -47,8 +47,9 @@ use http::HeaderName;
 use crate::middleware::Unflushed;
 
 use crate::{
-    clock::SharedClock, lock, nouvel, BackendError, Clock, KeyManager, KeyPrefix, KeyStorage,
-    KeyStore, NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimits, Responder, SystemClock,
+    clock::SharedClock, lock, network::Networks, nouvel, BackendError, Clock, KeyManager,
+    KeyPrefix, KeyStorage, KeyStore, NouvelAuthLayer, PermissionSet, Plan, Plans, RateLimits,
+    Responder, SystemClock,
 };
 
 /// The application's words, as one value (cheap to clone: a reference count).
@@ -72,6 +73,7 @@ struct Words {
     max_keys: Option<usize>,
     unused_after: Duration,
     rotate_after: Duration,
+    trusted_proxies: Option<Networks>,
     /// The layers made from this profile (and the profiles built from it) that have
     /// counted usage: what [`Profile::flush_usage`] writes.
     layers: Arc<Mutex<Vec<Arc<dyn Unflushed>>>>,
@@ -104,6 +106,7 @@ impl Profile {
             max_keys: Some(Self::DEFAULT_MAX_KEYS),
             unused_after: Duration::from_secs(30 * 86_400),
             rotate_after: Duration::from_secs(90 * 86_400),
+            trusted_proxies: None,
             layers: Arc::default(),
         }))
     }
@@ -123,6 +126,22 @@ impl Profile {
     fn change(mut self, change: impl FnOnce(&mut Words)) -> Self {
         change(Arc::make_mut(&mut self.0));
         self
+    }
+
+    /// The proxies in front of the application (a load balancer's networks, say): behind
+    /// them, a request's client address is the right-most address of `X-Forwarded-For`
+    /// that is not one of them, for the keys' [network allow-lists](crate::network). By
+    /// default none: the connection's address, and `X-Forwarded-For` ignored.
+    ///
+    /// ```
+    /// use nouvel_auth::{network::Networks, Profile};
+    ///
+    /// let proxies = Networks::parse(["10.0.0.0/8"]).unwrap();
+    /// let profile = Profile::nouvel().trusted_proxies(proxies);
+    /// ```
+    #[must_use]
+    pub fn trusted_proxies(self, proxies: Networks) -> Self {
+        self.change(|words| words.trusted_proxies = Some(proxies))
     }
 
     /// The realm of `WWW-Authenticate` challenges. Characters that cannot stand in a
@@ -353,6 +372,10 @@ impl Profile {
     /// The problem `type` base, if any.
     pub(crate) fn type_base(&self) -> Option<&str> {
         self.0.problem_type_base.as_deref()
+    }
+
+    pub(crate) fn trusted_proxy_networks(&self) -> Option<&Networks> {
+        self.0.trusted_proxies.as_ref()
     }
 
     pub(crate) fn clock_handle(&self) -> &SharedClock {

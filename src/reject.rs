@@ -55,6 +55,8 @@ pub enum Rejection {
     MissingPermission(Permission),
     /// 403: the route is in no table entry and unlisted routes are denied.
     RouteNotAllowed,
+    /// 403: the key may be used only from networks the request's client address is not in.
+    NetworkNotAllowed,
     /// 429: the key is over a limit: a sliding window (`rate_limited`) or a calendar quota
     /// (`quota_exceeded`), the decision's [`limit`](Decision::limit).
     RateLimited(Box<Decision>),
@@ -267,7 +269,9 @@ impl Rejection {
             | Self::ExpiredApiKey
             | Self::DisabledApiKey => StatusCode::UNAUTHORIZED,
             Self::PlanRequired(_) => StatusCode::PAYMENT_REQUIRED,
-            Self::MissingPermission(_) | Self::RouteNotAllowed => StatusCode::FORBIDDEN,
+            Self::MissingPermission(_) | Self::RouteNotAllowed | Self::NetworkNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -285,6 +289,7 @@ impl Rejection {
             Self::PlanRequired(_) => "plan_required",
             Self::MissingPermission(_) => "missing_permission",
             Self::RouteNotAllowed => "route_not_allowed",
+            Self::NetworkNotAllowed => "network_not_allowed",
             Self::RateLimited(decision) if decision.limit.window().is_none() => "quota_exceeded",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "auth_unavailable",
@@ -338,6 +343,9 @@ impl Rejection {
                 )));
             }
             Self::RouteNotAllowed => r#", error="insufficient_scope""#,
+            Self::NetworkNotAllowed => {
+                r#", error="insufficient_scope", error_description="The API key may not be used from this network""#
+            }
             _ => return None,
         };
         Some(header_value(format_args!(
@@ -472,6 +480,7 @@ fn constant_rejections(profile: &Profile) -> impl Iterator<Item = Rejection> + '
         Rejection::ExpiredApiKey,
         Rejection::DisabledApiKey,
         Rejection::RouteNotAllowed,
+        Rejection::NetworkNotAllowed,
         Rejection::Unavailable,
     ];
     let malformed = [
@@ -531,6 +540,9 @@ fn detail(rejection: &Rejection, profile: &Profile) -> Cow<'static, str> {
             format!("This key lacks the `{permission}` permission that this route needs.").into()
         }
         Rejection::RouteNotAllowed => "No API key may use this route.".into(),
+        Rejection::NetworkNotAllowed => {
+            "This API key may be used only from the networks allowed for it, and this request comes from another.".into()
+        }
         Rejection::RateLimited(decision) => {
             let limit = decision.limit;
             let whose = match limit.scope() {

@@ -20,9 +20,9 @@
 //! * lookups: live keys found with their record; unknown, deleted and never-made
 //!   digests not found; expired keys still found (the layer refuses them); plan changes
 //!   seen at once;
-//! * rotation: the replacement made with the old key's name, permissions, option and
-//!   limit, the old key's expiration brought forward, counting in the window of the first
-//!   key of its chain; a rotated key rotated no more, and of concurrent rotations of one
+//! * rotation: the replacement made with the old key's name, permissions, option,
+//!   limits and networks, the old key's expiration brought forward, counting in the
+//!   window of the first key of its chain; a rotated key rotated no more, and of concurrent rotations of one
 //!   key exactly one replacement;
 //! * states and environments: a disabled key still found (the layer refuses it), listed
 //!   `disabled`, enabled again; an expired key enabled stays expired; another account
@@ -484,6 +484,12 @@ fn ok<T, E: std::fmt::Debug>(behaviour: &str, result: Result<T, E>) -> T {
     }
 }
 
+/// Networks to keep and read back: IPv4 and IPv6, a network and a host.
+fn office() -> crate::network::Networks {
+    crate::network::Networks::parse(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"])
+        .expect("networks")
+}
+
 /// A digest as text, to look for in what a store wrote.
 fn hex(digest: &crate::KeyDigest) -> String {
     digest
@@ -684,7 +690,8 @@ impl<S: KeyStorage> Kit<S> {
                             RateLimit::per_month(20_000).per_account(),
                         ])
                         .expect("three distinct limits"),
-                    ),
+                    )
+                    .allowed_networks(office()),
             )
             .await;
         self.clock.advance(Duration::from_secs(1));
@@ -804,7 +811,8 @@ impl<S: KeyStorage> Kit<S> {
                 &account,
                 KeySpec::new("Rotated", [nouvel::GENERATE, nouvel::COPILOT_CHAT])
                     .expiration(Expiration::Days30)
-                    .rate_limits(RateLimit::new(3, Duration::from_secs(30))),
+                    .rate_limits(RateLimit::new(3, Duration::from_secs(30)))
+                    .allowed_networks(office()),
             )
             .await;
         self.clock.advance(Duration::from_secs(60));
@@ -826,9 +834,10 @@ impl<S: KeyStorage> Kit<S> {
         );
         let record = self.lookup(&new.key).await;
         check(
-            "a replacement keeps the limit",
+            "a replacement keeps the limit and the networks",
             record.as_ref().is_some_and(|r| {
                 r.rate_limits == Some(RateLimit::new(3, Duration::from_secs(30)).into())
+                    && r.allowed_networks == Some(office())
             }),
             &record,
         );

@@ -9,9 +9,11 @@ use super::{
     KeyPage, KeyUsage, LimitInfo, NewKey, QuotaUse, UsageBucket,
 };
 use crate::{
-    key::random_id, limit::Scope, AccountId, ApiKey, BackendError, Environment, Expiration, KeyId,
-    KeyStorage, Permission, PermissionSet, Permissions, Plan, Profile, RateLimit, RateLimits,
-    StoredKey, Usage,
+    key::random_id,
+    limit::Scope,
+    network::{Networks, MAX_KEY_NETWORKS},
+    AccountId, ApiKey, BackendError, Environment, Expiration, KeyId, KeyStorage, Permission,
+    PermissionSet, Permissions, Plan, Profile, RateLimit, RateLimits, StoredKey, Usage,
 };
 
 /// What a new key should be: a name, permissions, an expiration, and optionally an
@@ -29,6 +31,8 @@ pub struct KeySpec {
     pub environment: Option<Environment>,
     /// Limits for this key instead of its plan's.
     pub rate_limits: Option<RateLimits>,
+    /// The networks it may be used from (at most 16); `None` (the default) for anywhere.
+    pub allowed_networks: Option<Networks>,
 }
 
 impl KeySpec {
@@ -39,6 +43,7 @@ impl KeySpec {
             permissions: permissions.into_iter().collect(),
             expiration: Expiration::default(),
             environment: None,
+            allowed_networks: None,
             rate_limits: None,
         }
     }
@@ -66,6 +71,13 @@ impl KeySpec {
     }
 
     /// The trimmed name and the expiration instant at `now`, or every field error at once.
+    /// Lets the key be used only from `networks` (at most 16).
+    #[must_use]
+    pub fn allowed_networks(mut self, networks: Networks) -> Self {
+        self.allowed_networks = Some(networks);
+        self
+    }
+
     fn validate(
         &self,
         set: &'static PermissionSet,
@@ -101,6 +113,16 @@ impl KeySpec {
             .find_map(|limit| valid_limit(limit).err())
         {
             errors.push(FieldError::new("rate_limits", reason));
+        }
+        if self
+            .allowed_networks
+            .as_ref()
+            .is_some_and(|networks| networks.len() > MAX_KEY_NETWORKS)
+        {
+            errors.push(FieldError::new(
+                "allowed_networks",
+                format!("at most {MAX_KEY_NETWORKS} networks"),
+            ));
         }
         match name.zip(expires_at) {
             Some(valid) if errors.is_empty() => Ok(valid),
@@ -160,7 +182,7 @@ fn valid_limit(limit: RateLimit) -> Result<(), &'static str> {
 
 /// How a key is rotated: how long the old key keeps working, and the replacement's
 /// expiration. A `Duration` is a rotation with that grace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rotation {
     /// How long the old key keeps working (zero: it stops now; at most a year).
@@ -172,6 +194,10 @@ pub struct Rotation {
     /// The replacement's permissions, a non-empty subset of the old key's: a rotation
     /// narrows a key to what it uses. `None` (the default): the old key's.
     pub permissions: Option<Permissions>,
+    /// The replacement's networks: `None` (the default) the old key's, `Some(None)` from
+    /// anywhere, `Some(Some(list))` only from `list`.
+    #[allow(clippy::option_option)] // kept, cleared, or set: three cases, as JSON has them
+    pub allowed_networks: Option<Option<Networks>>,
 }
 
 impl Rotation {
@@ -182,6 +208,7 @@ impl Rotation {
             grace,
             expiration: None,
             permissions: None,
+            allowed_networks: None,
         }
     }
 
@@ -189,6 +216,14 @@ impl Rotation {
     #[must_use]
     pub fn expiration(mut self, expiration: Expiration) -> Self {
         self.expiration = Some(expiration);
+        self
+    }
+
+    /// The replacement may be used only from `networks` (`None`: from anywhere), instead of
+    /// the old key's networks.
+    #[must_use]
+    pub fn allowed_networks(mut self, networks: Option<Networks>) -> Self {
+        self.allowed_networks = Some(networks);
         self
     }
 
@@ -755,6 +790,10 @@ impl<S: KeyStorage> KeyManager<S> {
             expiration,
             environment: old.environment,
             rate_limits: old.rate_limits,
+            allowed_networks: rotation
+                .allowed_networks
+                .clone()
+                .unwrap_or(old.allowed_networks),
         };
         let mut draft = match self.draft(&account, &spec, now) {
             Err(ManageError::Invalid(own)) => {
@@ -987,6 +1026,7 @@ impl<S: KeyStorage> KeyManager<S> {
             environment: spec.environment.clone(),
             shares_limit_with: None,
             exposure: None,
+            allowed_networks: spec.allowed_networks.clone(),
         };
         Ok(KeyDraft {
             key,

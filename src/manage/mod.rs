@@ -38,7 +38,8 @@ use time::OffsetDateTime;
 
 pub use crate::usage::{Granularity, RejectionCounts, Usage, UsageBucket};
 use crate::{
-    AccountId, ApiKey, Environment, KeyId, Permission, Permissions, Plan, RateLimit, StoredKey,
+    network::Networks, AccountId, ApiKey, Environment, KeyId, Permission, Permissions, Plan,
+    RateLimit, StoredKey,
 };
 pub use hints::{Hint, HintCode};
 pub use manager::Rotation;
@@ -122,6 +123,8 @@ pub struct KeyInfo {
     pub environment: Option<Environment>,
     /// Its replacement, once it has been rotated (it cannot be rotated again).
     pub replaced_by: Option<KeyId>,
+    /// The networks it may be used from; `None` for anywhere.
+    pub allowed_networks: Option<Networks>,
     /// Where a secret scanner found it in public, if one did (such a key is disabled,
     /// unless the application only reports them).
     pub exposure: Option<Exposure>,
@@ -199,6 +202,7 @@ impl KeyInfo {
             status,
             environment: key.environment,
             replaced_by: key.replaced_by,
+            allowed_networks: key.allowed_networks,
             exposure: key.exposure,
             rate_limits,
             rate_limit,

@@ -14,7 +14,7 @@ mod slots;
 pub(crate) use slots::Unflushed;
 use slots::{Slot, Slots};
 
-use std::{sync::Arc, task::Poll, time::Duration};
+use std::{net::IpAddr, sync::Arc, task::Poll, time::Duration};
 
 use http::{header::AUTHORIZATION, HeaderName, HeaderValue, Request};
 use time::OffsetDateTime;
@@ -31,6 +31,7 @@ use crate::{
     credentials::presented_key,
     error::within,
     limit::Subject,
+    network::client_address,
     quiet::{warn_quietly, Quiet},
     reject::Problems,
     routes::{client_path, Access},
@@ -118,8 +119,9 @@ pub(crate) struct Wait {
 }
 
 enum Step {
-    /// For the store's lookup of the key, then the limiter.
-    Lookup(KeyDigest),
+    /// For the store's lookup of the key, then the limiter; with the request's client
+    /// address, for a key with an allow-list.
+    Lookup(KeyDigest, Option<IpAddr>),
     /// For the limiter, the key having passed 401 to 403.
     Limit(Arc<KeyRecord>, RateLimits),
 }
@@ -127,8 +129,8 @@ enum Step {
 impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
     /// The request's path, in the contract's order, as far as it goes without waiting:
     /// route (public paths stop here), credentials (401, no I/O), the store's record of the
-    /// key (401), plan (402), permission (403), limit (429). A memory store, a warm cache
-    /// and a memory limiter answer every step here, with no allocation.
+    /// key (401), plan (402), permission (403), network (403), limit (429). A memory store,
+    /// a warm cache and a memory limiter answer every step here, with no allocation.
     pub(crate) fn begin<B>(&self, request: &mut Request<B>) -> Result<Admission, Stop> {
         let access = self
             .config
@@ -148,13 +150,18 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         // One instant for every judgment of this request: expiry, cache freshness, limit.
         let now = self.config.clock.now();
         let wait = |step| Stop::Wait(Wait { step, access, now });
+        let trusted = self.problems.profile().trusted_proxy_networks();
         let key = match self.store.lookup_now(&digest, now) {
             Poll::Ready(found) => authenticate(found, now)?,
-            Poll::Pending => return Err(wait(Step::Lookup(digest))),
+            Poll::Pending => {
+                let client = client_address(request, trusted);
+                return Err(wait(Step::Lookup(digest, client)));
+            }
         };
         let decided = {
             let slot = self.slots.of(&key);
-            let limits = self.authorize(&key, &slot, access, now)?;
+            let client = || client_address(request, trusted);
+            let limits = self.authorize(&key, &slot, access, client, now)?;
             let account_window = self.slots.account_window(&key, &limits);
             let subject = subject(&key, &slot, account_window.as_deref());
             match self.limiter.check_now(subject, limits, now) {
@@ -177,12 +184,13 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         Wait { step, access, now }: Wait,
     ) -> Result<Admission, Rejection> {
         let (key, limits) = match step {
-            Step::Lookup(digest) => {
+            Step::Lookup(digest, client) => {
                 let found = within(self.config.lookup_timeout, self.store.lookup(&digest, now))
                     .await
                     .map_err(|error| unavailable("key store", &error))?;
                 let key = authenticate(found, now)?;
-                let limits = self.authorize(&key, &self.slots.of(&key), access, now)?;
+                let slot = self.slots.of(&key);
+                let limits = self.authorize(&key, &slot, access, || client, now)?;
                 (key, limits)
             }
             Step::Limit(key, limits) => (key, limits),
@@ -203,17 +211,26 @@ impl<K: KeyStore, L: RateLimiter> Checks<K, L> {
         Ok(Admission { key, headers })
     }
 
-    /// Plan (402), then the route's permission (403); the key's limits if both pass. A
+    /// Plan (402), the route's permission (403), then the key's networks (403: `client`
+    /// is asked only for a key with an allow-list); the key's limits if all pass. A
     /// refusal counts in the key's usage.
     fn authorize(
         &self,
         key: &KeyRecord,
         slot: &Slot<L::Window>,
         access: Access,
+        client: impl FnOnce() -> Option<IpAddr>,
         now: OffsetDateTime,
     ) -> Result<RateLimits, Rejection> {
         let authorized = if self.problems.profile().plans().allows_api_keys(&key.plan) {
-            access.authorize(key.permissions)
+            access
+                .authorize(key.permissions)
+                .and_then(|()| match &key.allowed_networks {
+                    Some(networks) if !client().is_some_and(|ip| networks.contains(ip)) => {
+                        Err(Rejection::NetworkNotAllowed)
+                    }
+                    _ => Ok(()),
+                })
         } else {
             Err(Rejection::PlanRequired(key.plan.clone()))
         };

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::{
     limit::LIMIT_FORM,
     manage::{manager::KeyDraft, FieldError, Rotation},
+    network::Networks,
     quiet::{warn_quietly, Quiet},
     reject::{plan_required, render_problem, PROBLEM_JSON},
     Environment, Expiration, KeySpec, ManageError, Permission, PermissionSet, Permissions, Plan,
@@ -363,7 +364,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 /// The order a request's field errors are reported in; members no endpoint knows come last.
-const FIELD_ORDER: [&str; 9] = [
+const FIELD_ORDER: [&str; 10] = [
     "body",
     "name",
     "plan",
@@ -372,6 +373,7 @@ const FIELD_ORDER: [&str; 9] = [
     "environment",
     "rate_limit",
     "rate_limits",
+    "allowed_networks",
     "grace_seconds",
 ];
 
@@ -591,6 +593,37 @@ impl Fields {
         }
     }
 
+    /// `allowed_networks`: absent (`None`), `null` or `[]` for anywhere (`Some(None)`), or
+    /// a list of addresses and CIDRs.
+    #[allow(clippy::option_option)] // absent, null, or a list
+    fn allowed_networks(&mut self) -> Option<Option<Networks>> {
+        const FIELD: &str = "allowed_networks";
+        let value = self.object.remove(FIELD)?;
+        let texts = match value {
+            Value::Null => return Some(None),
+            Value::Array(items) if items.is_empty() => return Some(None),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>(),
+            _ => None,
+        };
+        let Some(texts) = texts else {
+            self.reject(
+                FIELD,
+                "must be a list of addresses and networks (CIDR), or null",
+            );
+            return None;
+        };
+        match Networks::parse(texts) {
+            Ok(networks) => Some(Some(networks)),
+            Err(error) => {
+                self.reject(FIELD, error.to_string());
+                None
+            }
+        }
+    }
+
     /// `value`, with the errors found and one for each member left unread.
     pub(crate) fn finish<T>(mut self, value: T) -> Parsed<T> {
         for member in std::mem::take(&mut self.object).keys() {
@@ -630,20 +663,23 @@ impl Fields {
         let expiration = self.parsed::<Expiration>("expiration").unwrap_or_default();
         let environment = self.parsed::<Environment>("environment");
         let rate_limits = if take_limit { self.rate_limits() } else { None };
+        let allowed_networks = self.allowed_networks().flatten();
         let mut spec = KeySpec::new(name, permissions).expiration(expiration);
         spec.environment = environment;
         spec.rate_limits = rate_limits;
+        spec.allowed_networks = allowed_networks;
         self.finish(spec)
     }
 
     /// How to rotate (`POST …/rotate`): a grace (default a day), an expiration, and the
-    /// replacement's permissions.
+    /// replacement's permissions and networks.
     pub(crate) fn rotation(mut self, set: &'static PermissionSet) -> Parsed<Rotation> {
         const DAY: u64 = 86_400;
         let grace = self.whole_number("grace_seconds").unwrap_or(DAY);
         let mut rotation = Rotation::grace(Duration::from_secs(grace));
         rotation.expiration = self.parsed::<Expiration>("expiration");
         rotation.permissions = self.optional_permissions(set);
+        rotation.allowed_networks = self.allowed_networks();
         self.finish(rotation)
     }
 }

@@ -334,6 +334,10 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
              "properties": {"requests": requests, "period": period, "scope": scope, "used": count, "resets_at": time}},
         ],
     });
+    let networks = json!({
+        "type": ["array", "null"], "maxItems": 16,
+        "items": {"type": "string", "description": "An IPv4 or IPv6 address (one host) or network in CIDR form with no host bits set: `203.0.113.0/24`, `2001:db8::/32`."},
+    });
     let mut create_key = json!({
         "type": "object", "additionalProperties": false, "required": ["name", "permissions"],
         "properties": {
@@ -341,6 +345,7 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
             "permissions": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Permission"}},
             "expiration": expiration,
             "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
+            "allowed_networks": with_description(&networks, "The networks the key may be used from (at most 16); absent, null or empty: anywhere. A request from elsewhere gets 403 `network_not_allowed`."),
         },
     });
     if api == Api::Admin {
@@ -358,6 +363,7 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
         "status": {"enum": ["active", "expired", "disabled"]},
         "environment": {"anyOf": [{"$ref": "#/components/schemas/Environment"}, {"type": "null"}]},
         "replaced_by": {"type": ["string", "null"], "description": "The replacement's id, once the key has been rotated; a rotated key cannot be rotated again."},
+        "allowed_networks": {"type": ["array", "null"], "items": {"type": "string"}, "description": "The networks (CIDR) it may be used from; null: anywhere."},
         "exposure": {
             "anyOf": [{
                 "type": "object",
@@ -415,6 +421,7 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
                     "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 31_536_000, "description": "How long the old key keeps working; absent or null: 86400; 0 = now."},
                     "expiration": expiration,
                     "permissions": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Permission"}, "minItems": 1, "description": "The replacement's permissions (a set: a name given twice counts once), a subset of the old key's; absent or null: the old key's."},
+                    "allowed_networks": with_description(&networks, "The replacement's networks; absent: the old key's; null or empty: anywhere."),
                 },
             },
             "Rejected": {
@@ -461,12 +468,12 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
                 "properties": {
                     "id": {"type": "string"},
                     "at": time,
-                    "action": {"enum": ["account.created", "account.plan_changed", "key.created", "key.rotated", "key.deleted", "key.disabled", "key.enabled"]},
+                    "action": {"enum": ["account.created", "account.plan_changed", "key.created", "key.rotated", "key.deleted", "key.disabled", "key.enabled", "key.exposed"]},
                     "account_id": {"type": "string"},
                     "key_id": {"type": ["string", "null"]},
                     "actor": {
                         "type": "object", "additionalProperties": false, "required": ["kind", "id"],
-                        "properties": {"kind": {"enum": ["admin", "user", "system"]}, "id": {"type": ["string", "null"]}},
+                        "properties": {"kind": {"enum": ["admin", "user", "system", "scanner"]}, "id": {"type": ["string", "null"]}},
                     },
                     "details": {"type": "object"},
                 },
@@ -517,4 +524,11 @@ fn components(api: Api, profile: &Profile, unauthorized: &str) -> Value {
             "CsrfRejected": problem("A request that changes something came from another origin.", &["csrf_rejected"], Value::Null),
         },
     })
+}
+
+/// `schema` with `description`.
+fn with_description(schema: &Value, description: &str) -> Value {
+    let mut described = schema.clone();
+    described["description"] = Value::from(description);
+    described
 }

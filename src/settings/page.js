@@ -93,7 +93,18 @@
     const replacement = key.replaced_by && keys.find((k) => k.id === key.replaced_by);
     // The replacement keeps the name: its prefix tells the two apart.
     if (key.replaced_by) cell.push(' ', badge(replacement ? `Replaced by ${replacement.prefix}…` : 'Replaced', 'replaced'));
+    if (key.exposure) cell.push(' ', badge('Found in public', 'exposed'), exposureNote(key));
     return cell;
+  }
+
+  // Where a secret scanner found the key: the place as a link only if it is an https URL.
+  function exposureNote(key) {
+    const { url, source, at } = key.exposure;
+    const place = /^https:\/\//.test(url)
+      ? element('a', url, null, { href: url, rel: 'noopener noreferrer' })
+      : element('code', url);
+    const what = key.status === 'disabled' ? 'Disabled: found at ' : 'Found at ';
+    return element('p', what, [place, ` (${source}), reported `, when(at), '. Rotate it: delete this key and make a new one.'], { class: 'exposure' });
   }
 
   const WINDOWS = { 1: 'a second', 60: 'a minute', 3600: 'an hour', 86400: 'a day' };
@@ -255,14 +266,21 @@
     'key.deleted': 'Key deleted',
     'key.disabled': 'Key disabled',
     'key.enabled': 'Key enabled',
+    'key.exposed': 'Key found in public',
   };
-  const ACTORS = { admin: 'by an operator', user: 'by a user of this account', system: 'by the application' };
+  const ACTORS = {
+    admin: 'by an operator',
+    user: 'by a user of this account',
+    system: 'by the application',
+    scanner: 'by a secret scanner',
+  };
 
   function activity(entries, names) {
     $('activity').replaceChildren(...entries.map((entry) => {
       const what = [element('strong', ACTIONS[entry.action] || entry.action)];
       if (entry.key_id) what.push(' ', element('span', names.get(entry.key_id) || entry.key_id));
       if (entry.action === 'account.plan_changed') what.push(` from ${entry.details.from} to ${entry.details.to}`);
+      if (entry.action === 'key.exposed') what.push(' at ', element('code', entry.details.url));
       what.push(` ${ACTORS[entry.actor.kind] || ''}`);
       return element('li', null, [when(entry.at), ' ', ...what]);
     }));

@@ -199,7 +199,7 @@ impl KeyStore for PostgresKeyStore {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
                     k.rate_limits, k.disabled, k.environment,
-                    k.shares_limit_with
+                    k.shares_limit_with, k.allowed_networks
              FROM api_keys k JOIN accounts a ON a.id = k.account_id
              WHERE k.digest = $1 AND k.deleted_at IS NULL",
         )
@@ -891,8 +891,9 @@ async fn insert_key<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
-            rate_limits, created_at, expires_at, disabled, environment, shares_limit_with)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            rate_limits, created_at, expires_at, disabled, environment, shares_limit_with,
+            allowed_networks)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(key.id.as_str())
     .bind(key.account_id.as_str())
@@ -912,6 +913,7 @@ async fn insert_key<'e>(
     .bind(key.disabled)
     .bind(key.environment.as_ref().map(Environment::as_str))
     .bind(key.shares_limit_with.as_ref().map(KeyId::as_str))
+    .bind(rows::networks_json(key.allowed_networks.as_ref()))
     .execute(executor)
     .await
     .map(drop)

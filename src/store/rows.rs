@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::{
     events::PendingEvent,
     manage::{Actor, AuditEntry, Exposure},
+    network::Networks,
     quiet::{warn_quietly, Quiet},
     usage::{Granularity, RejectionCounts, UsageBucket},
     Account, AccountId, Environment, Expiration, KeyDigest, KeyId, KeyRecord, Permission,
@@ -18,7 +19,8 @@ pub(super) const KEY_COLUMNS: &str = "id, account_id, name, prefix, digest, perm
     expiration, rate_limits, created_at, last_used_at,
     expires_at, replaced_by, disabled, environment, shares_limit_with, admitted,
     rejected_plan_required, rejected_missing_permission, rejected_route_not_allowed,
-    rejected_rate_limited, last_request_at, exposed_at, exposed_url, exposed_source";
+    rejected_rate_limited, last_request_at, exposed_at, exposed_url, exposed_source,
+    allowed_networks";
 
 /// A row of either database, read by column name.
 pub(super) trait Columns {
@@ -199,6 +201,7 @@ pub(super) fn stored_key(
         disabled: row.flag("disabled")?,
         environment: environment(row)?,
         shares_limit_with: key_id(row, "shares_limit_with")?,
+        allowed_networks: allowed_networks(row)?,
         exposure: match row.maybe_time("exposed_at")? {
             Some(at) => Some(Exposure {
                 url: row.text("exposed_url")?,
@@ -240,7 +243,7 @@ pub(super) fn digest(row: &impl Columns) -> Result<KeyDigest, sqlx::Error> {
 }
 
 /// What a lookup answers, from a row of the key (`id`, `account_id`, `name`,
-/// `permissions`, `expires_at`, `rate_limits`, `disabled`, `environment`,
+/// `permissions`, `expires_at`, `rate_limits`, `disabled`, `environment`, `allowed_networks`,
 /// `shares_limit_with`) and its account's `plan`.
 pub(super) fn key_record(
     row: &impl Columns,
@@ -257,7 +260,8 @@ pub(super) fn key_record(
     .rate_limits(rate_limits(row)?)
     .disabled(row.flag("disabled")?)
     .environment(environment(row)?)
-    .shares_limit_with(key_id(row, "shares_limit_with")?))
+    .shares_limit_with(key_id(row, "shares_limit_with")?)
+    .allowed_networks(allowed_networks(row)?))
 }
 
 pub(super) fn audit_entry(row: &impl Columns) -> Result<AuditEntry, sqlx::Error> {
@@ -302,6 +306,21 @@ fn rate_limits(row: &impl Columns) -> Result<Option<RateLimits>, sqlx::Error> {
             RateLimits::from_json(&value).map_err(|reason| decode(std::io::Error::other(reason)))
         })
         .transpose()
+}
+
+/// The `allowed_networks` column: a JSON array of CIDRs, or null.
+fn allowed_networks(row: &impl Columns) -> Result<Option<Networks>, sqlx::Error> {
+    row.maybe_text("allowed_networks")?
+        .map(|json| {
+            let texts: Vec<String> = serde_json::from_str(&json).map_err(decode)?;
+            Networks::parse(texts).map_err(decode)
+        })
+        .transpose()
+}
+
+/// `networks` as the `allowed_networks` column keeps them.
+pub(super) fn networks_json(networks: Option<&Networks>) -> Option<String> {
+    networks.map(|networks| serde_json::to_string(networks).unwrap_or_default())
 }
 
 fn environment(row: &impl Columns) -> Result<Option<Environment>, sqlx::Error> {

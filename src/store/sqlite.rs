@@ -157,7 +157,7 @@ impl KeyStore for SqliteKeyStore {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, a.plan, k.permissions, k.expires_at,
                     k.rate_limits, k.disabled, k.environment,
-                    k.shares_limit_with
+                    k.shares_limit_with, k.allowed_networks
              FROM api_keys k JOIN accounts a ON a.id = k.account_id
              WHERE k.digest = ? AND k.deleted_at IS NULL",
         )
@@ -623,8 +623,9 @@ async fn insert_key<'e>(
     let names: Vec<&str> = key.permissions.iter().map(Permission::as_str).collect();
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, digest, permissions, expiration,
-            rate_limits, created_at, expires_at, disabled, environment, shares_limit_with)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rate_limits, created_at, expires_at, disabled, environment, shares_limit_with,
+            allowed_networks)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id.as_str())
     .bind(key.account_id.as_str())
@@ -639,6 +640,7 @@ async fn insert_key<'e>(
     .bind(key.disabled)
     .bind(key.environment.as_ref().map(Environment::as_str))
     .bind(key.shares_limit_with.as_ref().map(KeyId::as_str))
+    .bind(rows::networks_json(key.allowed_networks.as_ref()))
     .execute(executor)
     .await
     .map(drop)

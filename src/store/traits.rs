@@ -9,6 +9,7 @@ use crate::{
     attachment::Attachment,
     events::{Event, PendingEvent, Settlement},
     manage::{AuditEntry, Exposure},
+    network::Networks,
     usage::{Granularity, UsageBucket},
     Account, AccountId, ApiKey, BackendError, Environment, Expiration, KeyDigest, KeyId,
     Permission, Permissions, Plan, RateLimits, Usage, UsageReport,
@@ -41,6 +42,8 @@ pub struct KeyRecord {
     /// shares the window of the first key of its rotation chain, so during a grace period
     /// old and new keys together get the limit once.
     pub shares_limit_with: Option<KeyId>,
+    /// The networks requests with the key must come from; `None` for anywhere.
+    pub allowed_networks: Option<Networks>,
     /// The layer's state for this key (window, pending usage), once it has seen the record.
     pub(crate) layer_state: Attachment,
 }
@@ -66,6 +69,7 @@ impl KeyRecord {
             disabled: false,
             environment: None,
             shares_limit_with: None,
+            allowed_networks: None,
             layer_state: Attachment::default(),
         }
     }
@@ -102,6 +106,13 @@ impl KeyRecord {
     #[must_use]
     pub fn shares_limit_with(mut self, key: Option<KeyId>) -> Self {
         self.shares_limit_with = key;
+        self
+    }
+
+    /// Lets the key be used only from `networks` (`None`: from anywhere).
+    #[must_use]
+    pub fn allowed_networks(mut self, networks: Option<Networks>) -> Self {
+        self.allowed_networks = networks;
         self
     }
 
@@ -307,6 +318,9 @@ pub struct StoredKey {
     pub shares_limit_with: Option<KeyId>,
     /// Where a secret scanner found it, if one did.
     pub exposure: Option<Exposure>,
+    /// The networks requests with it must come from; `None` for anywhere. A rotation keeps
+    /// them unless it is given others.
+    pub allowed_networks: Option<Networks>,
 }
 
 impl StoredKey {
@@ -332,6 +346,7 @@ impl StoredKey {
         .disabled(self.disabled)
         .environment(self.environment.clone())
         .shares_limit_with(self.shares_limit_with.clone())
+        .allowed_networks(self.allowed_networks.clone())
     }
 }
 
