@@ -525,6 +525,32 @@ async fn it_never_changes_a_plan_nor_takes_a_limit_and_refuses_keys_on_starter()
 }
 
 #[tokio::test]
+async fn a_user_limits_a_key_to_networks_on_create_and_rotate() {
+    let s = Settings::new().await;
+    let made = s
+        .create(json!({"name": "Office", "permissions": ["generate"], "allowed_networks": ["203.0.113.0/24"]}))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    assert_eq!(made.body["allowed_networks"], json!(["203.0.113.0/24"]));
+    let id = made.body["id"].as_str().unwrap();
+    let bad = s
+        .create(json!({"name": "Bad", "permissions": ["generate"], "allowed_networks": ["203.0.113.1/24"]}))
+        .await;
+    bad.assert_problem(422, "invalid_request");
+    assert_eq!(bad.body["errors"][0]["field"], "allowed_networks");
+    let rotated = s
+        .call(
+            "POST",
+            &format!("/keys/{id}/rotate"),
+            Some(json!({"allowed_networks": ["2001:db8::/48"]})),
+            s.me(),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    assert_eq!(rotated.body["allowed_networks"], json!(["2001:db8::/48"]));
+}
+
+#[tokio::test]
 async fn the_page_and_its_assets() {
     let s = Settings::new().await;
     let page = s.call("GET", "", None, s.me()).await;
