@@ -242,8 +242,13 @@ async fn answer<S: KeyStorage>(
     if !signed {
         return Err(RouterError::InvalidSignature);
     }
-    let found: Vec<Found> =
-        serde_json::from_slice(&body).map_err(|e| RouterError::MalformedJson(e.to_string()))?;
+    // Not serde's message: it would quote the body's strings, and they are tokens.
+    let found: Vec<Found> = serde_json::from_slice(&body).map_err(|_| {
+        RouterError::MalformedJson(
+            "a report is an array of {\"token\", \"type\", \"url\", \"source\"} objects of strings"
+                .to_owned(),
+        )
+    })?;
     let mut feedback = Vec::with_capacity(found.len());
     for found in found {
         let live = scanning.expose(&found).await?;

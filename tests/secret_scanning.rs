@@ -256,6 +256,32 @@ async fn a_report_without_a_good_signature_is_refused_and_changes_nothing() {
     }
 }
 
+/// Found by `fuzz/fuzz_targets/reports.rs`: a report whose token stood where a member's
+/// name should be was refused with serde's message, which quoted the token.
+#[tokio::test]
+async fn a_report_that_cannot_be_read_never_quotes_its_tokens() {
+    let h = Harness::new().await;
+    let scanner = Scanner::new("github-test-key");
+    let app = router(h.keys.clone(), &scanner);
+    let leaked = h.key([nouvel::GENERATE]).await;
+    let token = leaked.key.expose_secret();
+    for body in [
+        format!(r#"["{token}","type":"x"]"#),
+        format!(r#"[{{"token": 7, "type": "{token}"}}]"#),
+        format!(r#"{{"{token}": 1}}"#),
+    ] {
+        let reply = post(
+            &app,
+            &body,
+            Some((scanner.id, scanner.sign(&body))),
+            [203, 0, 113, 4],
+        )
+        .await;
+        reply.assert_problem(400, "malformed_json");
+        assert!(!reply.text.contains(token), "{}", reply.text);
+    }
+}
+
 #[tokio::test]
 async fn a_report_only_router_marks_the_key_and_leaves_it_working() {
     let h = Harness::new().await;
