@@ -16,6 +16,9 @@
 //! * `PREFIX_WEBHOOK_URL`: where the keys' events are posted as Standard Webhooks, signed
 //!   with `PREFIX_WEBHOOK_SECRET` (`whsec_…`; generated and printed when unset);
 //!   `PREFIX_SWEEP_SECONDS`: how often expiring keys and quotas are looked for (default 60);
+//! * `PREFIX_TRUSTED_PROXIES`: the proxies in front of the server (comma-separated
+//!   addresses and CIDRs), whose `X-Forwarded-For` names the client for the keys' network
+//!   allow-lists;
 //! * `PREFIX_SECRET_SCANNING_KEYS`: a file holding GitHub's secret scanning public keys
 //!   (`https://api.github.com/meta/public_keys/secret_scanning`); with it, leaked-key
 //!   reports are taken at `/security/secret-scanning` (without it, that path is a 404);
@@ -32,6 +35,7 @@ use nouvel_auth::{
     limit::MemoryRateLimiter,
     limit::{AnyRateLimiter, RedisRateLimiter},
     manage::{Account, AUDIT_RETENTION},
+    network::Networks,
     secret_scanning::{ScannerKeys, SecretScanningRouter},
     settings::SettingsRouter,
     store::{AnyKeyStore, CachedKeyStore, PostgresKeyStore, SqliteKeyStore},
@@ -160,6 +164,11 @@ impl Example {
         }
         if let Some(after) = self.duration("ROTATE_AFTER")? {
             self.profile = self.profile.rotate_after(after);
+        }
+        if let Some(proxies) = self.var("TRUSTED_PROXIES") {
+            let proxies = Networks::parse(proxies.split(','))
+                .map_err(|error| format!("{}_TRUSTED_PROXIES: {error}", self.env))?;
+            self.profile = self.profile.trusted_proxies(proxies);
         }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let limiter: AnyRateLimiter = match env("REDIS_URL") {

@@ -462,3 +462,33 @@ fn the_limit_is_counted_on_the_redis_cluster_redis_url_lists() {
         "{held:?}"
     );
 }
+
+#[test]
+fn a_key_works_only_from_its_networks_and_behind_trusted_proxies_from_the_forwarded_client() {
+    let server = Server::start(&[("NOUVEL_TRUSTED_PROXIES", "127.0.0.1, ::1")]);
+    let keys = format!("/accounts/{}/keys", server.demo_account());
+    let made = |networks: &str| {
+        let body = format!(
+            r#"{{"name": "Networks", "permissions": ["projects:read"], "allowed_networks": {networks}}}"#
+        );
+        let (status, key) = server.admin("POST", &keys, &body).unwrap();
+        assert_eq!(status, 201, "{key}");
+        key["key"].as_str().unwrap().to_owned()
+    };
+    let office = made(r#"["203.0.113.0/24"]"#);
+    let bearer = format!("Bearer {office}");
+    let from = |forwarded: Option<&str>| {
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        if let Some(forwarded) = forwarded {
+            headers.push(("X-Forwarded-For", forwarded));
+        }
+        server.request("GET", "/api/v1/projects", &headers, "")
+    };
+    let (status, body) = from(None);
+    assert_eq!(status, 403);
+    assert!(body.contains("network_not_allowed"), "{body}");
+    assert_eq!(from(Some("203.0.113.9")).0, 200, "the proxy's forwarded client");
+    assert_eq!(from(Some("198.51.100.1")).0, 403);
+    let local = made(r#"["127.0.0.0/8", "::1"]"#);
+    assert_eq!(server.with_key("GET", "/api/v1/projects", &local).0, 200);
+}
