@@ -97,6 +97,11 @@
     return cell;
   }
 
+  function networkList(key) {
+    if (!key.allowed_networks) return element('span', 'Anywhere');
+    return element('ul', null, key.allowed_networks.map((n) => element('li', null, [element('code', n)])), { class: 'networks' });
+  }
+
   // Where a secret scanner found the key: the place as a link only if it is an https URL.
   function exposureNote(key) {
     const { url, source, at } = key.exposure;
@@ -241,6 +246,7 @@
       cell('Permissions', permissions),
       cell('Limits', limitList(key)),
       cell('Environment', key.environment ? element('code', key.environment) : element('span', '—')),
+      cell('Networks', networkList(key)),
       cell('Created', when(key.created_at)),
       cell('Last used', key.last_used_at ? when(key.last_used_at) : element('span', 'Never used')),
       chart,
@@ -382,6 +388,8 @@
     const body = { name, permissions, expiration };
     const environment = $('environment').value.trim();
     if (environment) body.environment = environment;
+    const networks = $('networks').value.split(',').map((n) => n.trim()).filter((n) => n);
+    if (networks.length) body.allowed_networks = networks;
     try {
       const created = await api('POST', '/keys', body);
       form.reset();

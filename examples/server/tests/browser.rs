@@ -761,3 +761,82 @@ async fn the_page_shows_each_limit_and_how_much_of_a_quota_is_used() {
     assert!(plan_key.contains("60 a minute"), "{plan_key}");
     assert_eq!(page.console_problems().await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_keys_networks_and_marks_a_key_found_in_public() {
+    let dir = common::WorkDir::new();
+    let scanner = common::Scanner::new(&dir);
+    let server = Server::start_in(
+        dir.clone(),
+        &[(
+            "NOUVEL_SECRET_SCANNING_KEYS",
+            scanner.document.to_str().unwrap(),
+        )],
+    );
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        console_read: std::cell::Cell::new(0),
+    };
+    browser.goto(&server.sign_in).await.unwrap();
+    assert_eq!(page.cell("Demo key", "Networks").await, "Anywhere");
+
+    // A key made on the page for two networks, which works from neither of them here.
+    page.css("#name").await.send_keys("Office").await.unwrap();
+    page.click("input[value='projects:read']").await;
+    page.css("#networks")
+        .await
+        .send_keys("203.0.113.0/24, 2001:db8::/32")
+        .await
+        .unwrap();
+    page.click("#create-button").await;
+    let key = page.take_new_key().await;
+    let networks = page.cell("Office", "Networks").await;
+    assert!(
+        networks.contains("203.0.113.0/24") && networks.contains("2001:db8::/32"),
+        "{networks}"
+    );
+    let (status, body) = server.with_key("GET", "/api/v1/projects", &key);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("network_not_allowed"), "{body}");
+
+    // A network with host bits set: the server's reason, shown on the page.
+    page.css("#name").await.send_keys("Bad").await.unwrap();
+    page.click("input[value='projects:read']").await;
+    page.css("#networks")
+        .await
+        .send_keys("10.1.2.3/16")
+        .await
+        .unwrap();
+    page.click("#create-button").await;
+    page.until(
+        "the error names the field",
+        "document.getElementById('error').textContent.includes('allowed_networks')",
+    )
+    .await;
+
+    // GitHub finds the demo key in a gist: disabled, and the page says where.
+    let url = "https://gist.github.com/someone/0123abcd";
+    let (status, answer) = scanner.report(&server, &server.demo_key, url, "gist");
+    assert_eq!(status, 200, "{answer}");
+    browser.refresh().await.unwrap();
+    let status = page.cell("Demo key", "Status").await;
+    assert!(status.starts_with("Disabled"), "{status}");
+    assert!(status.contains("Found in public"), "{status}");
+    assert!(status.contains(url) && status.contains("gist"), "{status}");
+    let link = page
+        .js("return document.querySelector('.exposure a')?.getAttribute('href')")
+        .await;
+    assert_eq!(link, json!(url));
+    page.until(
+        "the activity names the scanner",
+        "document.getElementById('activity').textContent.includes('Key found in public')",
+    )
+    .await;
+    assert_eq!(
+        page.console_problems().await.len(),
+        1,
+        "the refused create's 422"
+    );
+}

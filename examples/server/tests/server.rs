@@ -487,7 +487,11 @@ fn a_key_works_only_from_its_networks_and_behind_trusted_proxies_from_the_forwar
     let (status, body) = from(None);
     assert_eq!(status, 403);
     assert!(body.contains("network_not_allowed"), "{body}");
-    assert_eq!(from(Some("203.0.113.9")).0, 200, "the proxy's forwarded client");
+    assert_eq!(
+        from(Some("203.0.113.9")).0,
+        200,
+        "the proxy's forwarded client"
+    );
     assert_eq!(from(Some("198.51.100.1")).0, 403);
     let local = made(r#"["127.0.0.0/8", "::1"]"#);
     assert_eq!(server.with_key("GET", "/api/v1/projects", &local).0, 200);

@@ -289,3 +289,51 @@ impl Server {
         panic!("the server did not stop: {:?}", self.output);
     }
 }
+
+/// A key pair standing for GitHub's secret scanning key, and its public key document in
+/// the server's directory (for `NOUVEL_SECRET_SCANNING_KEYS`).
+pub struct Scanner {
+    signing: p256::ecdsa::SigningKey,
+    pub document: std::path::PathBuf,
+}
+
+impl Scanner {
+    pub fn new(dir: &WorkDir) -> Self {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        use sha2::Digest;
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        let signing = p256::ecdsa::SigningKey::from_slice(&sha2::Sha256::digest(seed)).unwrap();
+        let pem = signing
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let document = serde_json::json!({
+            "public_keys": [{"key_identifier": "test-key", "key": pem, "is_current": true}]
+        });
+        let path = dir.0.join("github-keys.json");
+        std::fs::write(&path, document.to_string()).unwrap();
+        Self {
+            signing,
+            document: path,
+        }
+    }
+
+    /// Reports `token` found at `url` to `server`, signed: the status and the body.
+    pub fn report(&self, server: &Server, token: &str, url: &str, source: &str) -> (u16, String) {
+        use base64::Engine;
+        use p256::ecdsa::signature::Signer;
+        let body = serde_json::json!([
+            {"token": token, "type": "nouvel_api_key", "url": url, "source": source}
+        ])
+        .to_string();
+        let signature: p256::ecdsa::Signature = self.signing.sign(body.as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Github-Public-Key-Identifier", "test-key"),
+            ("Github-Public-Key-Signature", signature.as_str()),
+        ];
+        server.request("POST", "/security/secret-scanning", &headers, &body)
+    }
+}
