@@ -259,6 +259,9 @@
 
   function render() {
     $('keys').tBodies[0].replaceChildren(...keys.map(row));
+    // The Networks column only when a key has networks: most accounts never set any.
+    const anyNetworks = keys.some((k) => k.allowed_networks);
+    for (const node of $('keys').querySelectorAll('[data-label="Networks"]')) node.hidden = !anyNetworks;
     $('empty').hidden = keys.length > 0;
     $('keys').hidden = keys.length === 0;
     $('more').hidden = !next;

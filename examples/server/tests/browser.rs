@@ -780,7 +780,9 @@ async fn the_page_shows_a_keys_networks_and_marks_a_key_found_in_public() {
         console_read: std::cell::Cell::new(0),
     };
     browser.goto(&server.sign_in).await.unwrap();
-    assert_eq!(page.cell("Demo key", "Networks").await, "Anywhere");
+    page.row("Demo key").await;
+    let column = "return document.querySelector(\"#keys th[data-label='Networks']\").hidden";
+    assert_eq!(page.js(column).await, json!(true), "no key has networks");
 
     // A key made on the page for two networks, which works from neither of them here.
     page.css("#name").await.send_keys("Office").await.unwrap();
@@ -792,6 +794,8 @@ async fn the_page_shows_a_keys_networks_and_marks_a_key_found_in_public() {
         .unwrap();
     page.click("#create-button").await;
     let key = page.take_new_key().await;
+    assert_eq!(page.js(column).await, json!(false));
+    assert_eq!(page.cell("Demo key", "Networks").await, "Anywhere");
     let networks = page.cell("Office", "Networks").await;
     assert!(
         networks.contains("203.0.113.0/24") && networks.contains("2001:db8::/32"),
