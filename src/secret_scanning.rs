@@ -146,6 +146,7 @@ pub struct SecretScanningRouter<S> {
 impl<S: KeyStorage> SecretScanningRouter<S> {
     /// Reports from GitHub, signed by one of `github`'s keys, about `keys`' keys: a key
     /// found is disabled.
+    #[must_use]
     pub fn new(keys: KeyManager<S>, github: ScannerKeys) -> Self {
         Self {
             keys: keys.acting_as(Actor::scanner("github")),

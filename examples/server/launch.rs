@@ -347,19 +347,18 @@ impl Example {
             dispatcher = dispatcher.sweep_every(every);
         }
         if let Some(url) = self.var("WEBHOOK_URL") {
-            let secret = match self.var("WEBHOOK_SECRET") {
-                Some(secret) => secret
+            let secret = if let Some(secret) = self.var("WEBHOOK_SECRET") {
+                secret
                     .parse::<WebhookSecret>()
-                    .map_err(|error| format!("{}_WEBHOOK_SECRET: {error}", self.env))?,
-                None => {
-                    let secret = WebhookSecret::generate();
-                    println!(
-                        "Webhook secret (set {}_WEBHOOK_SECRET to choose one): {}",
-                        self.env,
-                        secret.expose_secret()
-                    );
-                    secret
-                }
+                    .map_err(|error| format!("{}_WEBHOOK_SECRET: {error}", self.env))?
+            } else {
+                let secret = WebhookSecret::generate();
+                println!(
+                    "Webhook secret (set {}_WEBHOOK_SECRET to choose one): {}",
+                    self.env,
+                    secret.expose_secret()
+                );
+                secret
             };
             let sender = WebhookSender::new(&url, secret)
                 .map_err(|error| format!("{}_WEBHOOK_URL: {error}", self.env))?;

@@ -12,7 +12,7 @@ use crate::{store::EventOutbox, BackendError, Clock, KeyManager};
 pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// Where events go: the application's own code (an e-mail to the key's owner, a message
-/// to a queue), or the [`WebhookSender`](super::WebhookSender).
+/// to a queue), or the Standard Webhooks sender `WebhookSender` (feature `webhooks`).
 ///
 /// An event may arrive more than once (after a crash, or when another sink failed and the
 /// event is retried); its [`id`](Event::id) stays the same, so a sink can drop repeats.
@@ -84,6 +84,7 @@ const BATCH: usize = 64;
 
 impl<S: EventOutbox> EventDispatcher<S> {
     /// A dispatcher of the events of `keys`' storage, with no sink yet.
+    #[must_use]
     pub fn new(keys: KeyManager<S>) -> Self {
         Self {
             keys,

@@ -12,7 +12,7 @@
 //! * An [`EventDispatcher`] runs in the background: it claims the events that are due
 //!   (the oldest unfinished one of each key, so a key's events arrive in order), hands each
 //!   to every [`EventSink`] (the application's own, and the Standard Webhooks sender
-//!   [`WebhookSender`], feature `webhooks`), and retries a failed one with exponential
+//!   `WebhookSender`, feature `webhooks`), and retries a failed one with exponential
 //!   backoff for 24 hours. Dispatchers of several instances on one PostgreSQL database
 //!   share the work: each event is claimed by one of them at a time.
 //!

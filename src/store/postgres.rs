@@ -357,7 +357,7 @@ impl KeyStorage for PostgresKeyStore {
             .bind(account.created_at)
             .execute(&mut *tx)
             .await?;
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             tx.commit().await
         };
         inserted.await.map_err(db)
@@ -407,7 +407,7 @@ impl KeyStorage for PostgresKeyStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok(None) };
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Account(id.clone())])
                 .await?;
             rows::account(&row).map(Some)
@@ -419,7 +419,7 @@ impl KeyStorage for PostgresKeyStore {
         let inserted = async {
             let mut tx = self.pool.begin().await?;
             insert_key(&mut *tx, key).await?;
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Created(key.digest)])
                 .await
         };
@@ -488,7 +488,7 @@ impl KeyStorage for PostgresKeyStore {
             if deleted.rows_affected() != 1 {
                 return Ok(false);
             }
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(true)
@@ -520,7 +520,7 @@ impl KeyStorage for PostgresKeyStore {
             .await?;
             let Some(row) = row else { return Ok(None) };
             let stored = rows::stored_key(&row, self.permissions)?;
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(Some(stored))
@@ -559,7 +559,7 @@ impl KeyStorage for PostgresKeyStore {
             .await?;
             let Some(row) = row else { return Ok(None) };
             let stored = rows::stored_key(&row, self.permissions)?;
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
                 .await?;
             Ok(Some(stored))
@@ -597,7 +597,7 @@ impl KeyStorage for PostgresKeyStore {
                 return Ok(false);
             }
             insert_key(&mut *tx, replacement).await?;
-            insert_audit(&mut *tx, audit).await?;
+            insert_audit(&mut tx, audit).await?;
             let changes = [
                 Invalidation::Key(old.clone()),
                 Invalidation::Created(replacement.digest),

@@ -19,7 +19,7 @@ fn a_signed_report_of_the_demo_key_disables_it() {
     let dir = WorkDir::new();
     let scanner = Scanner::new(&dir);
     let server = Server::start_in(
-        dir.clone(),
+        dir,
         &[(
             "NOUVEL_SECRET_SCANNING_KEYS",
             scanner.document.to_str().unwrap(),
