@@ -156,8 +156,11 @@ impl<S: EventOutbox> EventDispatcher<S> {
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
-                if let Err(error) = self.run_once().await {
-                    tracing::warn!(%error, "events: the outbox failed");
+                match self.run_once().await {
+                    // More may be due at once: a burst is not held to a batch a second.
+                    Ok(delivered) if delivered > 0 => continue,
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "events: the outbox failed"),
                 }
                 tokio::time::sleep(self.poll_every).await;
             }
