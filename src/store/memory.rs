@@ -119,6 +119,36 @@ impl MemoryKeyStore {
 }
 
 impl MemoryKeyStore {
+    /// Applies `change` to a live key of `account` (if it says it changed it: `true`), with
+    /// `audit`, and makes the record lookups answer again; the key as it is now.
+    fn change_key(
+        &self,
+        account: &AccountId,
+        key: &KeyId,
+        audit: &AuditEntry,
+        change: impl FnOnce(&mut StoredKey) -> bool,
+    ) -> Option<StoredKey> {
+        self.audited(audit, || {
+            let Some(account) = self.inner.accounts.get(account) else {
+                return (None, false);
+            };
+            let Some(mut key) = self
+                .inner
+                .keys
+                .get_mut(key)
+                .filter(|key| key.account_id == account.id)
+            else {
+                return (None, false);
+            };
+            if !change(&mut key) {
+                return (None, false);
+            }
+            let record = Arc::new(key.record(account.plan.clone()));
+            self.inner.records.insert(key.digest, record);
+            (Some(key.clone()), true)
+        })
+    }
+
     /// Makes `change` and, if it says it did (`true`), records `audit` and its event: all
     /// under the log's lock.
     fn audited<T>(&self, audit: &AuditEntry, change: impl FnOnce() -> (T, bool)) -> T {
@@ -290,22 +320,9 @@ impl KeyStorage for MemoryKeyStore {
         disabled: bool,
         audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        Ok(self.audited(audit, || {
-            let Some(account) = self.inner.accounts.get(account) else {
-                return (None, false);
-            };
-            let Some(mut key) = self
-                .inner
-                .keys
-                .get_mut(key)
-                .filter(|key| key.account_id == account.id)
-            else {
-                return (None, false);
-            };
+        Ok(self.change_key(account, key, audit, |key| {
             key.disabled = disabled;
-            let record = Arc::new(key.record(account.plan.clone()));
-            self.inner.records.insert(key.digest, record);
-            (Some(key.clone()), true)
+            true
         }))
     }
 
@@ -317,23 +334,13 @@ impl KeyStorage for MemoryKeyStore {
         disable: bool,
         audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        Ok(self.audited(audit, || {
-            let Some(account) = self.inner.accounts.get(account) else {
-                return (None, false);
-            };
-            let Some(mut key) = self
-                .inner
-                .keys
-                .get_mut(key)
-                .filter(|key| key.account_id == account.id && key.exposure.is_none())
-            else {
-                return (None, false);
-            };
+        Ok(self.change_key(account, key, audit, |key| {
+            if key.exposure.is_some() {
+                return false;
+            }
             key.exposure = Some(exposure.clone());
             key.disabled |= disable;
-            let record = Arc::new(key.record(account.plan.clone()));
-            self.inner.records.insert(key.digest, record);
-            (Some(key.clone()), true)
+            true
         }))
     }
 

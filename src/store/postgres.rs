@@ -3,7 +3,8 @@
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions},
+    postgres::{PgArguments, PgConnectOptions, PgConnection, PgListener, PgPoolOptions},
+    query::Query,
     PgPool, Postgres, Transaction,
 };
 use time::OffsetDateTime;
@@ -165,6 +166,29 @@ impl PostgresKeyStore {
 
     /// Commits `tx` with a notice of `changes` to every instance's cache: all happen, or
     /// none.
+    /// Runs `update` (an `UPDATE` of the key `key` `RETURNING` its columns) and writes
+    /// `audit`, in one transaction that tells other instances the key changed: the key as it
+    /// is now, or `None` (and no entry) if it changed none.
+    async fn update_key<'q>(
+        &self,
+        update: Query<'q, Postgres, PgArguments>,
+        key: &KeyId,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        let changed = async {
+            let mut tx = self.pool.begin().await?;
+            let Some(row) = update.fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let stored = rows::stored_key(&row, self.permissions)?;
+            insert_audit(&mut tx, audit).await?;
+            self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
+                .await?;
+            Ok(Some(stored))
+        };
+        changed.await.map_err(db)
+    }
+
     async fn commit_announcing(
         &self,
         mut tx: Transaction<'_, Postgres>,
@@ -506,26 +530,16 @@ impl KeyStorage for PostgresKeyStore {
         if !storable(account.as_str()) || !storable(key.as_str()) {
             return Ok(None);
         }
-        let changed = async {
-            let mut tx = self.pool.begin().await?;
-            let row = sqlx::query(&format!(
-                "UPDATE api_keys SET disabled = $3
-                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
-                 RETURNING {KEY_COLUMNS}"
-            ))
+        let update = format!(
+            "UPDATE api_keys SET disabled = $3
+             WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
+             RETURNING {KEY_COLUMNS}"
+        );
+        let update = sqlx::query(&update)
             .bind(account.as_str())
             .bind(key.as_str())
-            .bind(disabled)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let stored = rows::stored_key(&row, self.permissions)?;
-            insert_audit(&mut tx, audit).await?;
-            self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
-                .await?;
-            Ok(Some(stored))
-        };
-        changed.await.map_err(db)
+            .bind(disabled);
+        self.update_key(update, key, audit).await
     }
 
     async fn expose_key(
@@ -539,32 +553,21 @@ impl KeyStorage for PostgresKeyStore {
         if !storable(account.as_str()) || !storable(key.as_str()) {
             return Ok(None);
         }
-        let changed = async {
-            let mut tx = self.pool.begin().await?;
-            let row = sqlx::query(&format!(
-                "UPDATE api_keys
-                 SET exposed_at = $3, exposed_url = $4, exposed_source = $5,
-                     disabled = disabled OR $6
-                 WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
-                   AND exposed_at IS NULL
-                 RETURNING {KEY_COLUMNS}"
-            ))
+        let update = format!(
+            "UPDATE api_keys
+             SET exposed_at = $3, exposed_url = $4, exposed_source = $5,
+                 disabled = disabled OR $6
+             WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL AND exposed_at IS NULL
+             RETURNING {KEY_COLUMNS}"
+        );
+        let update = sqlx::query(&update)
             .bind(account.as_str())
             .bind(key.as_str())
             .bind(exposure.at)
             .bind(&exposure.url)
             .bind(&exposure.source)
-            .bind(disable)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let stored = rows::stored_key(&row, self.permissions)?;
-            insert_audit(&mut tx, audit).await?;
-            self.commit_announcing(tx, &[Invalidation::Key(key.clone())])
-                .await?;
-            Ok(Some(stored))
-        };
-        changed.await.map_err(db)
+            .bind(disable);
+        self.update_key(update, key, audit).await
     }
 
     async fn replace_key(

@@ -3,11 +3,12 @@
 use std::{fmt, fs::File, path::Path, sync::Arc, time::Duration};
 
 use sqlx::{
+    query::Query,
     sqlite::{
-        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-        SqliteSynchronous,
+        SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+        SqlitePoolOptions, SqliteSynchronous,
     },
-    Connection, Row,
+    Connection, Row, Sqlite,
 };
 use time::OffsetDateTime;
 
@@ -118,6 +119,24 @@ impl SqliteKeyStore {
             .run(&self.writes)
             .await
             .map_err(BackendError::failed)
+    }
+
+    /// Runs `update` (an `UPDATE` of one key `RETURNING` its columns) and writes `audit`,
+    /// in one transaction: the key as it is now, or `None` (and no entry) if it changed none.
+    async fn update_key<'q>(
+        &self,
+        update: Query<'q, Sqlite, SqliteArguments<'q>>,
+        audit: &AuditEntry,
+    ) -> Result<Option<StoredKey>, BackendError> {
+        self.write(async |tx| {
+            let Some(row) = update.fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let stored = rows::stored_key(&row, self.permissions)?;
+            insert_audit(&mut *tx, audit).await?;
+            Ok(Some(stored))
+        })
+        .await
     }
 
     /// Runs `work` in one transaction on the writing connection, and commits it.
@@ -388,23 +407,16 @@ impl KeyStorage for SqliteKeyStore {
         disabled: bool,
         audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        self.write(async |tx| {
-            let row = sqlx::query(&format!(
-                "UPDATE api_keys SET disabled = ?
-                 WHERE account_id = ? AND id = ? AND deleted_at IS NULL
-                 RETURNING {KEY_COLUMNS}"
-            ))
+        let update = format!(
+            "UPDATE api_keys SET disabled = ?
+             WHERE account_id = ? AND id = ? AND deleted_at IS NULL
+             RETURNING {KEY_COLUMNS}"
+        );
+        let update = sqlx::query(&update)
             .bind(disabled)
             .bind(account.as_str())
-            .bind(key.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let stored = rows::stored_key(&row, self.permissions)?;
-            insert_audit(&mut *tx, audit).await?;
-            Ok(Some(stored))
-        })
-        .await
+            .bind(key.as_str());
+        self.update_key(update, audit).await
     }
 
     async fn expose_key(
@@ -415,27 +427,20 @@ impl KeyStorage for SqliteKeyStore {
         disable: bool,
         audit: &AuditEntry,
     ) -> Result<Option<StoredKey>, BackendError> {
-        self.write(async |tx| {
-            let row = sqlx::query(&format!(
-                "UPDATE api_keys
-                 SET exposed_at = ?, exposed_url = ?, exposed_source = ?, disabled = disabled OR ?
-                 WHERE account_id = ? AND id = ? AND deleted_at IS NULL AND exposed_at IS NULL
-                 RETURNING {KEY_COLUMNS}"
-            ))
+        let update = format!(
+            "UPDATE api_keys
+             SET exposed_at = ?, exposed_url = ?, exposed_source = ?, disabled = disabled OR ?
+             WHERE account_id = ? AND id = ? AND deleted_at IS NULL AND exposed_at IS NULL
+             RETURNING {KEY_COLUMNS}"
+        );
+        let update = sqlx::query(&update)
             .bind(rows::micros(exposure.at))
             .bind(&exposure.url)
             .bind(&exposure.source)
             .bind(disable)
             .bind(account.as_str())
-            .bind(key.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let stored = rows::stored_key(&row, self.permissions)?;
-            insert_audit(&mut *tx, audit).await?;
-            Ok(Some(stored))
-        })
-        .await
+            .bind(key.as_str());
+        self.update_key(update, audit).await
     }
 
     async fn replace_key(
