@@ -212,6 +212,18 @@ mod tests {
     use super::request_key;
     use crate::{nouvel, Decision, KeyFormatError, RateLimit, Rejection};
 
+    /// A 429 of `limit`: `rate_limited` for a window, `quota_exceeded` for a quota.
+    fn refusal(limit: RateLimit) -> Rejection {
+        Rejection::RateLimited(Box::new(Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset: Duration::ZERO,
+            limits: limit.into(),
+            at: time::OffsetDateTime::UNIX_EPOCH,
+        }))
+    }
+
     #[test]
     fn every_outcome_has_a_key_made_at_compile_time() {
         let rejections = [
@@ -225,14 +237,8 @@ mod tests {
             Rejection::MissingPermission(nouvel::GENERATE),
             Rejection::RouteNotAllowed,
             Rejection::NetworkNotAllowed,
-            Rejection::RateLimited(Box::new(Decision {
-                allowed: false,
-                limit: RateLimit::default(),
-                remaining: 0,
-                reset: Duration::ZERO,
-                limits: RateLimit::default().into(),
-                at: time::OffsetDateTime::UNIX_EPOCH,
-            })),
+            refusal(RateLimit::default()),
+            refusal(RateLimit::per_day(5)),
             Rejection::Unavailable,
         ];
         for rejection in &rejections {
