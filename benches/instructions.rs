@@ -72,9 +72,9 @@ fn run<T>(case: &str, requests: usize, around: impl FnOnce(&mut dyn FnMut()) -> 
     let fixture = fixture(&rt);
     let layer = NouvelAuthLayer::new(fixture.store.clone());
     let bearers: Vec<String> = match case {
-        "one-key" | "governor" => vec![fixture.bearer.clone()],
+        "one-key" | "governor" => vec![fixture.bearer],
         "malformed" => vec![MALFORMED.to_owned()],
-        _ => fixture.many.clone(),
+        _ => fixture.many,
     };
     let mut next = 0;
     let mut send_one = |service: &mut dyn FnMut(Request<Body>)| {
