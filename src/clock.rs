@@ -67,8 +67,10 @@ impl ManualClock {
     }
 }
 
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).expect("a time within ±292,000 years")
+/// `at` as unix microseconds (rounded down), the one form the crate keeps times in (atomics,
+/// the SQLite file). In 64-bit arithmetic: every `OffsetDateTime` fits (years ±9999).
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp() * 1_000_000 + i64::from(at.microsecond())
 }
 
 impl Clock for ManualClock {
@@ -86,3 +88,20 @@ impl fmt::Debug for ManualClock {
 
 /// A clock shared by the parts that read it.
 pub(crate) type SharedClock = Arc<dyn Clock>;
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn micros_are_unix_microseconds_rounded_down() {
+        assert_eq!(
+            micros(datetime!(2026-01-01 00:00:00.123_456_789 UTC)),
+            1_767_225_600_123_456
+        );
+        assert_eq!(micros(datetime!(1969-12-31 23:59:59.5 UTC)), -500_000);
+        assert_eq!(micros(datetime!(2026-01-01 01:00 +01:00)), 1_767_225_600_000_000);
+    }
+}

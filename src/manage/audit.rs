@@ -80,7 +80,7 @@ pub(crate) fn sortable_id(prefix: &str, at: OffsetDateTime) -> String {
 /// of entries made in one instant still sort in the order they were made.
 fn stamp(at: OffsetDateTime) -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let micros = u64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(0);
+    let micros = u64::try_from(crate::clock::micros(at)).unwrap_or(0);
     let previous = LAST
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
             Some(micros.max(last + 1))

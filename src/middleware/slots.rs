@@ -27,6 +27,7 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
+    clock::micros,
     metrics::count,
     quiet::{warn_quietly, Quiet},
     usage::{Outcome, RejectionCounts, UsageBucket},
@@ -366,10 +367,6 @@ impl AtomicI64Time {
     fn is_none(&self) -> bool {
         self.0.load(Ordering::Relaxed) == i64::MIN
     }
-}
-
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 impl HourCell {

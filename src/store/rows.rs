@@ -96,9 +96,7 @@ impl Columns for sqlx::sqlite::SqliteRow {
 
 /// Unix microseconds, as the SQLite file keeps times.
 #[cfg(feature = "sqlite")]
-pub(super) fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
-}
+pub(super) use crate::clock::micros;
 
 fn decode<E: std::error::Error + Send + Sync + 'static>(error: E) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(error))

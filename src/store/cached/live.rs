@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
+use crate::clock::micros;
+
 use crate::KeyDigest;
 
 /// How many made-up keys are refused for each one the store is asked about.
@@ -97,10 +99,6 @@ impl LiveKeys {
         self.refused_since_check.fetch_add(1, Ordering::Relaxed);
         Verdict::MadeUp
     }
-}
-
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

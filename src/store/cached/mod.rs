@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 
 use super::{EventOutbox, Invalidation};
 use crate::{
+    clock::micros,
     error::within,
     events::{Event, PendingEvent, Settlement},
     manage::{AuditEntry, Exposure, Granularity, UsageBucket},
@@ -150,10 +151,6 @@ fn later(now: OffsetDateTime, after: Duration) -> OffsetDateTime {
         .ok()
         .and_then(|after| now.checked_add(after))
         .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
-}
-
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 impl<K: KeyStore> CachedKeyStore<K> {
