@@ -1,6 +1,9 @@
 //! The seven Nouvel routes on loopback, for `scripts/loopback-bench` to load with `wrk`:
-//! bare, behind [`NouvelAuthLayer`], or behind the floor layer below (whole, or one of its
-//! two parts: `floor-checks` without the headers, `floor-headers` without the checks).
+//! bare, behind [`NouvelAuthLayer`] (`auth`: memory store and limiter; `auth-backends`:
+//! the PostgreSQL store behind its cache and the Redis limiter, at `DATABASE_URL` and
+//! `REDIS_URL`), behind `tower_governor` keyed by the bearer header (`governor`), or behind
+//! the floor layer below (whole, or one of its two parts: `floor-checks` without the
+//! headers, `floor-headers` without the checks).
 //!
 //! ```sh
 //! cargo run --release --example bench_server -- auth 127.0.0.1:18182   # prints a key
@@ -8,6 +11,10 @@
 //! cargo run --release --example bench_server -- bare 127.0.0.1:18181
 //! ```
 #![allow(clippy::print_stdout)] // prints the key for the load generator
+
+#[allow(unreachable_pub)] // shared with the benches
+#[path = "../benches/common/governor.rs"]
+mod governor;
 
 use nouvel_auth::{key::AccountId, limit::MemoryWindow, limit::Subject, nouvel};
 use std::{
@@ -27,8 +34,14 @@ use axum::{
 use dashmap::DashMap;
 use futures_util::{future::Map, FutureExt};
 use nouvel_auth::{
-    key::ApiKey, key::KeyId, limit::Decision, limit::MemoryRateLimiter, limit::RateLimiter,
-    KeySpec, MemoryKeyStore, NouvelAuthLayer, RateLimit, RouteTable,
+    key::ApiKey,
+    key::KeyId,
+    limit::Decision,
+    limit::MemoryRateLimiter,
+    limit::RateLimiter,
+    limit::RedisRateLimiter,
+    store::{CachedKeyStore, PostgresKeyStore},
+    KeySpec, KeyStorage, MemoryKeyStore, NouvelAuthLayer, Profile, RateLimit, RouteTable,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -81,15 +94,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 parts,
             }))
         }
+        "governor" => Router::new().fallback_service(governor::governor(routes)),
+        "auth-backends" => {
+            let profile = Profile::nouvel();
+            let database = env_or(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            );
+            let store =
+                PostgresKeyStore::connect(&database, "nouvel_loopback_bench", &profile).await?;
+            store.migrate().await?;
+            let store = CachedKeyStore::new(store);
+            let redis = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+            let limiter = RedisRateLimiter::connect(&redis, &profile)
+                .await?
+                .key_prefix("nouvel-loopback-bench");
+            print_a_key(&store).await?;
+            routes.layer(NouvelAuthLayer::new(store).limiter(limiter))
+        }
         _ => {
             let store = MemoryKeyStore::new();
-            let keys = nouvel_auth::Profile::nouvel()
-                .max_keys_per_account(None)
-                .key_manager(store.clone());
-            let account = keys.create_account("Bench", nouvel::SCALE).await?;
-            let spec = KeySpec::new("bench", nouvel::PERMISSIONS.all()).rate_limits(UNLIMITED);
-            let key = keys.create_key(&account.id, spec).await?;
-            println!("{}", key.key.expose_secret());
+            print_a_key(&store).await?;
             routes.layer(NouvelAuthLayer::new(store))
         }
     };
@@ -100,6 +125,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         })
         .await?;
     Ok(())
+}
+
+/// Makes a key of every permission in `store`, never limited, and prints it.
+async fn print_a_key<K: KeyStorage + Clone>(
+    store: &K,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let keys = Profile::nouvel()
+        .max_keys_per_account(None)
+        .key_manager(store.clone());
+    let account = keys.create_account("Bench", nouvel::SCALE).await?;
+    let spec = KeySpec::new("bench", nouvel::PERMISSIONS.all()).rate_limits(UNLIMITED);
+    let key = keys.create_key(&account.id, spec).await?;
+    println!("{}", key.key.expose_secret());
+    Ok(())
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 /// The least any implementation of the contract does for an admitted request, as a layer:

@@ -2,11 +2,14 @@
 //! memory store with 100 000 keys, the floor, and the parts of the lower bound.
 #![allow(dead_code, unreachable_pub)] // each bench uses a different part
 
+// The peer, shared with `examples/bench_server.rs`.
+mod governor;
+pub use governor::governor;
+
 use nouvel_auth::{key::AccountId, limit::MemoryWindow, limit::Subject, nouvel};
-use std::{fmt::Debug, hint::black_box, sync::Arc, time::Duration};
+use std::{hint::black_box, time::Duration};
 
 use axum::{body::Body, routing::post, Router};
-use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Request};
 use nouvel_auth::{
@@ -14,7 +17,6 @@ use nouvel_auth::{
     limit::RATE_LIMIT_HEADERS, KeySpec, MemoryKeyStore, RateLimit, RouteTable,
 };
 use time::OffsetDateTime;
-use tower::{Layer, Service};
 
 pub const KEYS: usize = 100_000;
 /// High enough never to refuse during a run.
@@ -82,36 +84,6 @@ pub fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
             many,
         }
     })
-}
-
-/// The rate-limiting peer: `tower_governor` keyed by the bearer header, headers on, a quota
-/// never reached.
-pub fn governor(
-    inner: Router,
-) -> impl Service<Request<Body>, Error: Debug, Future: Send> + Clone + Send {
-    let config = tower_governor::governor::GovernorConfigBuilder::default()
-        .key_extractor(Bearer)
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .use_headers()
-        .finish()
-        .unwrap();
-    tower_governor::GovernorLayer::new(Arc::new(config)).layer(inner)
-}
-
-#[derive(Clone)]
-struct Bearer;
-
-impl tower_governor::key_extractor::KeyExtractor for Bearer {
-    type Key = Bytes;
-
-    fn extract<T>(&self, request: &Request<T>) -> Result<Bytes, tower_governor::GovernorError> {
-        request
-            .headers()
-            .get("authorization")
-            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
-            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
-    }
 }
 
 /// The essential work, called directly: SHA-256 of a key, one map lookup of its digest
