@@ -1,6 +1,8 @@
 //! The [`RateLimiter`] trait, its [`Decision`]s, and the headers written from them.
 
-use std::{cell::RefCell, future::Future, sync::OnceLock, task::Poll, time::Duration};
+use std::{
+    cell::RefCell, future::Future, io::Write, sync::OnceLock, task::Poll, time::Duration,
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
@@ -212,88 +214,58 @@ fn limit_values(
 }
 
 /// `RateLimit`'s item: the reported limit's name, `r` and `t`, written without `fmt` (which
-/// costs more than the rest of the headers together) on the stack.
+/// costs more than the rest of the headers together) on the stack: a quoted name of at
+/// most 30 bytes and two parameters of at most 23.
 fn current_item(limits: &RateLimits, limit: RateLimit, remaining: u64, reset: u64) -> HeaderValue {
-    let mut text = Buffer::default();
-    push_name(&mut text, limits, limit);
-    push_parameters(&mut text, [("r", remaining), ("t", reset)]);
-    HeaderValue::from_bytes(text.as_bytes()).expect("ASCII by construction")
-}
-
-/// Where header text is written: a `Vec`, or a buffer on the stack.
-trait Push {
-    fn push(&mut self, bytes: &[u8]);
-}
-
-impl Push for Vec<u8> {
-    fn push(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// 96 bytes on the stack: a quoted name of at most 30 and two parameters of at most 30.
-struct Buffer {
-    text: [u8; 96],
-    len: usize,
-}
-
-impl Default for Buffer {
-    fn default() -> Self {
-        Self {
-            text: [0; 96],
-            len: 0,
-        }
-    }
-}
-
-impl Buffer {
-    fn as_bytes(&self) -> &[u8] {
-        &self.text[..self.len]
-    }
-}
-
-impl Push for Buffer {
-    fn push(&mut self, bytes: &[u8]) {
-        self.text[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
+    const ROOM: usize = 96;
+    let mut text = [0; ROOM];
+    let mut rest = &mut text[..];
+    push_name(&mut rest, limits, limit);
+    push_parameters(&mut rest, [("r", remaining), ("t", reset)]);
+    let written = ROOM - rest.len();
+    HeaderValue::from_bytes(&text[..written]).expect("ASCII by construction")
 }
 
 /// The quoted name of `limit` in `limits` (see [`Decision::write_headers`]).
-fn push_name(text: &mut impl Push, limits: &RateLimits, limit: RateLimit) {
+fn push_name(text: &mut impl Write, limits: &RateLimits, limit: RateLimit) {
     if limits.len() == 1 && limit.scope() == Scope::Key && limit.window().is_some() {
-        return text.push(b"\"per-key\"");
+        return push(text, b"\"per-key\"");
     }
-    text.push(b"\"");
+    push(text, b"\"");
     if limit.scope() == Scope::Account {
-        text.push(b"account-");
+        push(text, b"account-");
     }
     match limit.span() {
-        Span::Day => text.push(b"day"),
-        Span::Month => text.push(b"month"),
-        Span::Window(1_000) => text.push(b"second"),
-        Span::Window(60_000) => text.push(b"minute"),
-        Span::Window(3_600_000) => text.push(b"hour"),
+        Span::Day => push(text, b"day"),
+        Span::Month => push(text, b"month"),
+        Span::Window(1_000) => push(text, b"second"),
+        Span::Window(60_000) => push(text, b"minute"),
+        Span::Window(3_600_000) => push(text, b"hour"),
         Span::Window(millis) if millis % 1_000 == 0 => {
-            text.push(itoa::Buffer::new().format(millis / 1_000).as_bytes());
-            text.push(b"s");
+            push(text, itoa::Buffer::new().format(millis / 1_000).as_bytes());
+            push(text, b"s");
         }
         Span::Window(millis) => {
-            text.push(itoa::Buffer::new().format(millis).as_bytes());
-            text.push(b"ms");
+            push(text, itoa::Buffer::new().format(millis).as_bytes());
+            push(text, b"ms");
         }
     }
-    text.push(b"\"");
+    push(text, b"\"");
 }
 
 /// `;a=1;b=2`: structured-field integer parameters.
-fn push_parameters(text: &mut impl Push, parameters: [(&str, u64); 2]) {
+fn push_parameters(text: &mut impl Write, parameters: [(&str, u64); 2]) {
     for (name, value) in parameters {
-        text.push(b";");
-        text.push(name.as_bytes());
-        text.push(b"=");
-        text.push(itoa::Buffer::new().format(value).as_bytes());
+        push(text, b";");
+        push(text, name.as_bytes());
+        push(text, b"=");
+        push(text, itoa::Buffer::new().format(value).as_bytes());
     }
+}
+
+/// Appends `bytes` to `text`: a `Vec`, or room on the stack made large enough for them.
+fn push(text: &mut impl Write, bytes: &[u8]) {
+    text.write_all(bytes).expect("room for every header this crate writes");
 }
 
 /// A header value for `n`. Numbers below 4096 (every count and reset of a sensible limit)
