@@ -1,8 +1,6 @@
 //! The [`RateLimiter`] trait, its [`Decision`]s, and the headers written from them.
 
-use std::{
-    cell::RefCell, future::Future, io::Write, sync::OnceLock, task::Poll, time::Duration,
-};
+use std::{cell::RefCell, future::Future, io::Write, sync::OnceLock, task::Poll, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
@@ -265,7 +263,8 @@ fn push_parameters(text: &mut impl Write, parameters: [(&str, u64); 2]) {
 
 /// Appends `bytes` to `text`: a `Vec`, or room on the stack made large enough for them.
 fn push(text: &mut impl Write, bytes: &[u8]) {
-    text.write_all(bytes).expect("room for every header this crate writes");
+    text.write_all(bytes)
+        .expect("room for every header this crate writes");
 }
 
 /// A header value for `n`. Numbers below 4096 (every count and reset of a sensible limit)
