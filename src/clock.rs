@@ -68,9 +68,12 @@ impl ManualClock {
 }
 
 /// `at` as unix microseconds (rounded down), the one form the crate keeps times in (atomics,
-/// the SQLite file). In 64-bit arithmetic: every `OffsetDateTime` fits (years ±9999).
+/// the SQLite file). In 64-bit arithmetic, saturating: years beyond ±292 000 (possible
+/// where another crate turns on `time`'s `large-dates`) read as the end of time.
 pub(crate) fn micros(at: OffsetDateTime) -> i64 {
-    at.unix_timestamp() * 1_000_000 + i64::from(at.microsecond())
+    at.unix_timestamp()
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(at.microsecond()))
 }
 
 impl Clock for ManualClock {
@@ -106,5 +109,8 @@ mod tests {
             micros(datetime!(2026-01-01 01:00 +01:00)),
             1_767_225_600_000_000
         );
+        // The latest time there is: no overflow, whatever `time`'s features.
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        assert!(micros(end) > micros(datetime!(9999-01-01 00:00 UTC)));
     }
 }

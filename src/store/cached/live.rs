@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
-use crate::clock::micros;
-
-use crate::KeyDigest;
+use crate::{clock::micros, KeyDigest};
 
 /// How many made-up keys are refused for each one the store is asked about.
 const REFUSED_PER_CHECK: u64 = 99;
